@@ -1,0 +1,669 @@
+//! One partition's commit log with group commit.
+//!
+//! Producers call [`Log::append`]: the record gets its LSN at once and is
+//! framed into the open batch under a short lock. One committer task per
+//! log takes the whole open batch, writes it with one storage write, and
+//! only then advances the durable LSN that [`Appended::durable`] waits on.
+//! Whatever arrives while a write is in flight rides in the next write, so
+//! the number of writes per second stays bounded by the device while the
+//! records per write grow with the load. A lone record on an idle log is
+//! written at once: there is no timer anywhere on this path.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use object_store::{PutMode, PutPayload};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use crate::backend::{LogLayout, PartitionClaim, Storage};
+use crate::codec::{self, RECORD_PAYLOAD_MAX, SegmentHeader};
+use crate::error::{Error, Result};
+use crate::recovery::{self, Recovery};
+use crate::types::{Epoch, Lsn, PartitionId, Record};
+
+/// Tuning of one partition log. Every limit has a documented default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogOptions {
+    /// Gather records that arrive while a write is in flight into the next
+    /// write. Off means one durable write per record, in order: the
+    /// "serial per-record" baseline of the benchmarks. Default: on.
+    pub group_commit: bool,
+    /// Most bytes of records in one write. Default: 4 MiB.
+    pub batch_bytes_max: usize,
+    /// Most bytes appended but not yet durable; `append` waits beyond it
+    /// (back-pressure). Default: 64 MiB.
+    pub pending_bytes_max: usize,
+    /// Largest record payload accepted. Default: 32 MiB (at most 64 MiB).
+    pub record_bytes_max: usize,
+    /// Segment-file layout: start a new file once the current one is this
+    /// large. Default: 64 MiB.
+    pub segment_bytes_max: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            group_commit: true,
+            batch_bytes_max: 4 << 20,
+            pending_bytes_max: 64 << 20,
+            record_bytes_max: 32 << 20,
+            segment_bytes_max: 64 << 20,
+        }
+    }
+}
+
+impl LogOptions {
+    fn validate(&self) -> Result<()> {
+        if self.record_bytes_max == 0 || self.record_bytes_max > RECORD_PAYLOAD_MAX {
+            return Err(Error::InvalidInput(format!(
+                "record_bytes_max must be 1..={RECORD_PAYLOAD_MAX}, got {}",
+                self.record_bytes_max
+            )));
+        }
+        let largest_frame = codec::record_frame_len(self.record_bytes_max);
+        if self.pending_bytes_max < largest_frame {
+            return Err(Error::InvalidInput(format!(
+                "pending_bytes_max ({}) must hold the largest record frame ({largest_frame})",
+                self.pending_bytes_max
+            )));
+        }
+        if self.batch_bytes_max == 0 {
+            return Err(Error::InvalidInput("batch_bytes_max must be > 0".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of one log, for benchmarks and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Storage writes completed (one per group commit).
+    pub writes: u64,
+    /// Records made durable.
+    pub records: u64,
+    /// Record bytes (frames, without segment headers) made durable.
+    pub bytes: u64,
+}
+
+/// What waiters watch: how far the log is durable, or why it stopped.
+#[derive(Clone, Debug, Default)]
+struct CommitState {
+    durable: Lsn,
+    failed: Option<Arc<Error>>,
+}
+
+/// Records framed and waiting for their write.
+struct Batch {
+    first_lsn: Lsn,
+    last_lsn: Lsn,
+    frames: Vec<u8>,
+    records: usize,
+}
+
+struct OpenBatches {
+    next_lsn: Lsn,
+    batches: VecDeque<Batch>,
+    closed: bool,
+    failed: Option<Arc<Error>>,
+}
+
+impl OpenBatches {
+    fn pending_records(&self) -> usize {
+        self.batches.iter().map(|b| b.records).sum()
+    }
+}
+
+struct Shared {
+    storage: Storage,
+    partition: PartitionId,
+    epoch: Epoch,
+    options: LogOptions,
+    open: Mutex<OpenBatches>,
+    work: Notify,
+    budget: Semaphore,
+    commits: watch::Sender<CommitState>,
+    roll_segment: AtomicBool,
+    writes: AtomicU64,
+    records: AtomicU64,
+    bytes: AtomicU64,
+    checkpointing: tokio::sync::Mutex<()>,
+}
+
+/// A partition's open commit log. Cheap to clone; the committer stops once
+/// every clone is dropped or [`Log::close`] is called, after writing what
+/// was appended.
+#[derive(Clone)]
+pub struct Log {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+    _claim: PartitionClaim,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.open.lock().closed = true;
+        self.shared.work.notify_one();
+    }
+}
+
+/// A record accepted by [`Log::append`]: its LSN now, its durability later.
+#[must_use = "a record is not durable until `durable()` resolves"]
+pub struct Appended {
+    lsn: Lsn,
+    partition: PartitionId,
+    commits: watch::Receiver<CommitState>,
+}
+
+impl Appended {
+    /// The record's position in the log.
+    pub fn lsn(&self) -> Lsn {
+        self.lsn
+    }
+
+    /// Resolves once the record is durable; an error if its write failed or
+    /// the log was shut down before it was written.
+    pub async fn durable(mut self) -> Result<Lsn> {
+        let lsn = self.lsn;
+        let outcome = self
+            .commits
+            .wait_for(|s| s.durable >= lsn || s.failed.is_some())
+            .await
+            .map(|s| (s.durable, s.failed.clone()));
+        match outcome {
+            Ok((durable, _)) if durable >= lsn => Ok(lsn),
+            Ok((_, Some(cause))) => Err(Error::LogFailed {
+                partition: self.partition,
+                cause,
+            }),
+            _ => Err(Error::Closed(self.partition)),
+        }
+    }
+}
+
+impl Log {
+    /// Recovers the partition and starts its committer.
+    pub(crate) async fn open(
+        storage: Storage,
+        partition: PartitionId,
+        options: LogOptions,
+    ) -> Result<(Log, Recovery)> {
+        options.validate()?;
+        let claim = storage.claim_partition(partition)?;
+        let recovered = recovery::recover(&storage, partition).await?;
+        if let Some(root) = storage.local_root()
+            && storage.layout() == LogLayout::SegmentFile
+        {
+            ensure_durable_dir(&root.join(codec::log_prefix(partition)))?;
+        }
+        let durable = Lsn(recovered.next_lsn.0 - 1);
+        let (commits, _) = watch::channel(CommitState {
+            durable,
+            failed: None,
+        });
+        let budget = Semaphore::new(options.pending_bytes_max);
+        let shared = Arc::new(Shared {
+            storage,
+            partition,
+            epoch: recovered.epoch,
+            open: Mutex::new(OpenBatches {
+                next_lsn: recovered.next_lsn,
+                batches: VecDeque::new(),
+                closed: false,
+                failed: None,
+            }),
+            work: Notify::new(),
+            budget,
+            commits,
+            roll_segment: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            checkpointing: tokio::sync::Mutex::new(()),
+            options,
+        });
+        let sink = Sink::new(&shared)?;
+        let committer = tokio::spawn(run_committer(Arc::clone(&shared), sink));
+        let log = Log {
+            handle: Arc::new(Handle {
+                shared,
+                committer: Mutex::new(Some(committer)),
+                _claim: claim,
+            }),
+        };
+        Ok((log, recovered))
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// The partition this log belongs to.
+    pub fn partition(&self) -> PartitionId {
+        self.shared().partition
+    }
+
+    /// The ownership epoch this log writes in.
+    pub fn epoch(&self) -> Epoch {
+        self.shared().epoch
+    }
+
+    /// Every record up to this LSN is durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.shared().commits.borrow().durable
+    }
+
+    /// The LSN the next append gets.
+    pub fn next_lsn(&self) -> Lsn {
+        self.shared().open.lock().next_lsn
+    }
+
+    /// Counters since the log was opened.
+    pub fn stats(&self) -> LogStats {
+        let s = self.shared();
+        LogStats {
+            writes: s.writes.load(Ordering::Relaxed),
+            records: s.records.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Appends a record: it gets the next LSN now and is written with the
+    /// next group commit. Waits only when `pending_bytes_max` is reached.
+    pub async fn append(&self, payload: &[u8]) -> Result<Appended> {
+        let shared = self.shared();
+        if payload.len() > shared.options.record_bytes_max {
+            return Err(Error::InvalidInput(format!(
+                "record of {} bytes exceeds record_bytes_max ({})",
+                payload.len(),
+                shared.options.record_bytes_max
+            )));
+        }
+        let frame_len = codec::record_frame_len(payload.len());
+        // `validate` guarantees the frame fits in the budget, so this cannot
+        // wait forever; the semaphore is never closed.
+        let permit = shared
+            .budget
+            .acquire_many(frame_len as u32)
+            .await
+            .map_err(|_| Error::Closed(shared.partition))?;
+        let lsn = {
+            let mut open = shared.open.lock();
+            if let Some(cause) = &open.failed {
+                return Err(Error::LogFailed {
+                    partition: shared.partition,
+                    cause: Arc::clone(cause),
+                });
+            }
+            if open.closed {
+                return Err(Error::Closed(shared.partition));
+            }
+            let lsn = open.next_lsn;
+            open.next_lsn = lsn.next();
+            let group = shared.options.group_commit;
+            let batch_bytes_max = shared.options.batch_bytes_max;
+            let fits = open
+                .batches
+                .back()
+                .is_some_and(|b| group && b.frames.len() + frame_len <= batch_bytes_max);
+            if !fits {
+                open.batches.push_back(Batch {
+                    first_lsn: lsn,
+                    last_lsn: lsn,
+                    frames: Vec::with_capacity(if group { 64 << 10 } else { frame_len }),
+                    records: 0,
+                });
+            }
+            let batch = open
+                .batches
+                .back_mut()
+                .ok_or(Error::Closed(shared.partition))?;
+            codec::encode_record(&mut batch.frames, lsn, payload);
+            batch.last_lsn = lsn;
+            batch.records += 1;
+            lsn
+        };
+        // The bytes are returned to the budget when their write completes.
+        permit.forget();
+        shared.work.notify_one();
+        Ok(Appended {
+            lsn,
+            partition: shared.partition,
+            commits: shared.commits.subscribe(),
+        })
+    }
+
+    /// Waits until every record up to `lsn` is durable.
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<Lsn> {
+        Appended {
+            lsn,
+            partition: self.partition(),
+            commits: self.shared().commits.subscribe(),
+        }
+        .durable()
+        .await
+    }
+
+    /// Reads back the durable records from `from` on, in order.
+    pub async fn read_from(&self, from: Lsn) -> Result<Vec<Record>> {
+        let durable = self.durable_lsn();
+        if from > durable {
+            return Ok(Vec::new());
+        }
+        let from = from.max(Lsn(1));
+        let scan = recovery::scan(
+            &self.shared().storage,
+            self.partition(),
+            from,
+            "the requested start",
+            Some(durable),
+        )
+        .await?;
+        Ok(scan.records)
+    }
+
+    /// Writes a snapshot taken at `lsn` (it must include every record up to
+    /// `lsn`, which must be durable), then deletes what no recovery needs any
+    /// more: checkpoints older than the previous one, and segments wholly
+    /// below the previous checkpoint (one spare checkpoint is kept so a
+    /// damaged newest checkpoint still recovers).
+    pub async fn checkpoint(&self, lsn: Lsn, snapshot: &[u8]) -> Result<CheckpointReport> {
+        let shared = self.shared();
+        let _serial = shared.checkpointing.lock().await;
+        let durable = self.durable_lsn();
+        if lsn > durable {
+            return Err(Error::InvalidInput(format!(
+                "checkpoint at LSN {lsn} is ahead of the durable LSN {durable}"
+            )));
+        }
+        let key = codec::checkpoint_key(shared.partition, lsn);
+        let bytes = codec::encode_checkpoint(shared.partition, lsn, snapshot);
+        shared
+            .storage
+            .put(&key, PutPayload::from(bytes), PutMode::Overwrite)
+            .await?;
+        // New records go to a fresh segment file, so the current one can be
+        // deleted once a later checkpoint covers it.
+        shared.roll_segment.store(true, Ordering::Release);
+
+        let checkpoints = recovery::list_checkpoints(&shared.storage, shared.partition).await?;
+        let kept: Vec<_> = checkpoints.iter().rev().take(2).collect();
+        let keep_from = kept.last().map_or(lsn, |c| c.lsn);
+        let mut report = CheckpointReport {
+            key,
+            ..CheckpointReport::default()
+        };
+        for old in checkpoints.iter().filter(|c| c.lsn < keep_from) {
+            shared.storage.delete(&old.key).await?;
+            report.checkpoints_deleted += 1;
+        }
+        let segments = recovery::list_segments(&shared.storage, shared.partition).await?;
+        for pair in segments.windows(2) {
+            // A segment ends right before its successor starts.
+            if pair[1].first_lsn <= keep_from.next() {
+                shared.storage.delete(&pair[0].key).await?;
+                report.segments_deleted += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Stops taking appends, writes everything already appended, and waits
+    /// for the committer to finish.
+    pub async fn close(&self) -> Result<()> {
+        let shared = self.shared();
+        shared.open.lock().closed = true;
+        shared.work.notify_one();
+        let committer = self.handle.committer.lock().take();
+        if let Some(committer) = committer {
+            let _ = committer.await;
+        }
+        match &shared.commits.borrow().failed {
+            Some(cause) => Err(Error::LogFailed {
+                partition: shared.partition,
+                cause: Arc::clone(cause),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What a checkpoint wrote and cleaned up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointReport {
+    /// Key of the checkpoint written.
+    pub key: String,
+    /// Older checkpoints deleted.
+    pub checkpoints_deleted: usize,
+    /// Log segments deleted.
+    pub segments_deleted: usize,
+}
+
+/// Most times the committer yields to let just-woken producers add their
+/// next records before it takes the batch. Yielding is not waiting: with
+/// nobody runnable it returns at once, so an idle log still writes a lone
+/// record immediately.
+const GATHER_YIELDS_MAX: usize = 8;
+
+async fn run_committer(shared: Arc<Shared>, mut sink: Sink) {
+    loop {
+        let (pending, closed) = {
+            let open = shared.open.lock();
+            (open.pending_records(), open.closed)
+        };
+        if pending == 0 {
+            if closed {
+                return;
+            }
+            shared.work.notified().await;
+            continue;
+        }
+        if shared.options.group_commit {
+            let mut seen = pending;
+            for _ in 0..GATHER_YIELDS_MAX {
+                tokio::task::yield_now().await;
+                let now = shared.open.lock().pending_records();
+                if now == seen {
+                    break;
+                }
+                seen = now;
+            }
+        }
+        let Some(batch) = shared.open.lock().batches.pop_front() else {
+            continue;
+        };
+        let frame_bytes = batch.frames.len();
+        let (first_lsn, last_lsn, records) = (batch.first_lsn, batch.last_lsn, batch.records);
+        let roll = shared.roll_segment.swap(false, Ordering::AcqRel);
+        match sink.write(batch, roll).await {
+            Ok(()) => {
+                shared.budget.add_permits(frame_bytes);
+                shared.writes.fetch_add(1, Ordering::Relaxed);
+                shared.records.fetch_add(records as u64, Ordering::Relaxed);
+                shared
+                    .bytes
+                    .fetch_add(frame_bytes as u64, Ordering::Relaxed);
+                shared.commits.send_modify(|s| s.durable = last_lsn);
+                tracing::trace!(partition = %shared.partition, %first_lsn, %last_lsn, records, "group commit");
+            }
+            Err(error) => {
+                tracing::error!(partition = %shared.partition, %first_lsn, %last_lsn, %error, "log write failed; the log stops");
+                let cause = Arc::new(error);
+                let mut open = shared.open.lock();
+                open.failed = Some(Arc::clone(&cause));
+                open.batches.clear();
+                drop(open);
+                shared.commits.send_modify(|s| s.failed = Some(cause));
+                return;
+            }
+        }
+    }
+}
+
+/// The write path of one layout.
+enum Sink {
+    Objects {
+        storage: Storage,
+        partition: PartitionId,
+        epoch: Epoch,
+    },
+    File(FileSink),
+}
+
+struct FileSink {
+    dir: PathBuf,
+    partition: PartitionId,
+    epoch: Epoch,
+    segment_bytes_max: u64,
+    current: Option<OpenFile>,
+}
+
+struct OpenFile {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl Sink {
+    fn new(shared: &Shared) -> Result<Sink> {
+        match (shared.storage.layout(), shared.storage.local_root()) {
+            (LogLayout::SegmentFile, Some(root)) => Ok(Sink::File(FileSink {
+                dir: root.join(codec::log_prefix(shared.partition)),
+                partition: shared.partition,
+                epoch: shared.epoch,
+                segment_bytes_max: shared.options.segment_bytes_max,
+                current: None,
+            })),
+            (LogLayout::SegmentFile, None) => Err(Error::InvalidInput(
+                "the segment-file log layout needs a local directory".into(),
+            )),
+            (LogLayout::ObjectPerCommit, _) => Ok(Sink::Objects {
+                storage: shared.storage.clone(),
+                partition: shared.partition,
+                epoch: shared.epoch,
+            }),
+        }
+    }
+
+    async fn write(&mut self, batch: Batch, roll: bool) -> Result<()> {
+        match self {
+            Sink::Objects {
+                storage,
+                partition,
+                epoch,
+            } => {
+                let key = codec::segment_key(*partition, *epoch, batch.first_lsn);
+                let header = SegmentHeader {
+                    partition: *partition,
+                    epoch: *epoch,
+                    first_lsn: batch.first_lsn,
+                }
+                .encode();
+                let payload = PutPayload::from_iter([
+                    Bytes::copy_from_slice(&header),
+                    Bytes::from(batch.frames),
+                ]);
+                storage.put(&key, payload, PutMode::Create).await
+            }
+            Sink::File(sink) => {
+                let mut current = sink.current.take();
+                if roll
+                    || current
+                        .as_ref()
+                        .is_some_and(|f| f.len >= sink.segment_bytes_max)
+                {
+                    current = None;
+                }
+                let dir = sink.dir.clone();
+                let (partition, epoch) = (sink.partition, sink.epoch);
+                let opened = tokio::task::spawn_blocking(move || {
+                    append_to_file(current, &dir, partition, epoch, &batch)
+                })
+                .await
+                .map_err(|e| Error::io(&sink.dir, std::io::Error::other(e)))??;
+                sink.current = Some(opened);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Appends a batch to the open segment file (creating a new one first when
+/// needed) and makes it durable with `fdatasync`.
+fn append_to_file(
+    current: Option<OpenFile>,
+    dir: &std::path::Path,
+    partition: PartitionId,
+    epoch: Epoch,
+    batch: &Batch,
+) -> Result<OpenFile> {
+    let mut open = match current {
+        Some(open) => open,
+        None => {
+            let key = codec::segment_key(partition, epoch, batch.first_lsn);
+            let name = key.rsplit('/').next().unwrap_or(&key);
+            let path = dir.join(name);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            let header = SegmentHeader {
+                partition,
+                epoch,
+                first_lsn: batch.first_lsn,
+            }
+            .encode();
+            file.write_all(&header).map_err(|e| Error::io(&path, e))?;
+            file.sync_all().map_err(|e| Error::io(&path, e))?;
+            sync_dir(dir)?;
+            OpenFile {
+                file,
+                len: header.len() as u64,
+            }
+        }
+    };
+    open.file
+        .write_all(&batch.frames)
+        .map_err(|e| Error::io(dir, e))?;
+    open.file.sync_data().map_err(|e| Error::io(dir, e))?;
+    open.len += batch.frames.len() as u64;
+    Ok(open)
+}
+
+fn sync_dir(dir: &std::path::Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Creates a directory and makes its entry durable in every parent up to
+/// the first one that already existed.
+fn ensure_durable_dir(dir: &std::path::Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut current = Some(dir);
+    while let Some(path) = current {
+        sync_dir(path)?;
+        current = path.parent();
+        if current.is_some_and(|p| p.join(codec::TASKHUB_KEY).exists()) {
+            if let Some(root) = current {
+                sync_dir(root)?;
+            }
+            break;
+        }
+    }
+    Ok(())
+}
