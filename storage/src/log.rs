@@ -139,7 +139,9 @@ struct Shared {
 
 /// A partition's open commit log. Cheap to clone; the committer stops once
 /// every clone is dropped or [`Log::close`] is called, after writing what
-/// was appended.
+/// was appended. Dropping lets the committer finish in the background (and
+/// only then releases the storage, e.g. the local directory lock); call
+/// `close().await` to know when it is done.
 #[derive(Clone)]
 pub struct Log {
     handle: Arc<Handle>,
