@@ -1,1 +1,10 @@
-//! Benchmark workloads (being written).
+//! Basalt's benchmark workloads.
+//!
+//! Each workload is a plain async driver that both the criterion benches
+//! (`cargo bench -p basalt-benches`) and the `basalt bench` command run, so
+//! the numbers of the two agree by construction.
+//!
+//! - [`group_commit`]: many producers appending small records to one
+//!   partition log, with group commit against the per-record baselines.
+
+pub mod group_commit;

@@ -1,1 +1,62 @@
-fn main() {}
+//! `basalt`: the Basalt command-line binary.
+//!
+//! Today it runs benchmarks (`basalt bench ...`); the sidecar server, HTTP
+//! API and inspection commands will join it as further subcommands. This
+//! file only parses the command line, dispatches, and reports errors: each
+//! command lives in its own module.
+
+mod bench;
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(bench) => bench::run(bench).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprint!("{}", describe(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, one a line, skipping a cause whose text the
+/// line before already quotes (many errors print their source too).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = format!("error: {error}\n");
+    let mut previous = error.to_string();
+    for cause in error.chain().skip(1) {
+        let message = cause.to_string();
+        if !previous.contains(&message) {
+            text.push_str(&format!("  caused by: {message}\n"));
+        }
+        previous = message;
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_already_quoted_are_skipped() {
+        let io = std::io::Error::other("disk on fire");
+        let error = anyhow::Error::new(io)
+            .context("writing /x: disk on fire")
+            .context("warm-up run");
+        assert_eq!(
+            describe(&error),
+            "error: warm-up run\n  caused by: writing /x: disk on fire\n"
+        );
+    }
+}

@@ -89,7 +89,7 @@ impl FaultyStore {
         let mut rng = SplitMix64(seed);
         let span = writes.end.saturating_sub(writes.start).max(1);
         let nth = writes.start + rng.next() % span;
-        let fault = if rng.next() % 2 == 0 {
+        let fault = if rng.next().is_multiple_of(2) {
             Fault::Fail
         } else {
             Fault::Tear {

@@ -168,6 +168,25 @@ pub struct Appended {
     commits: watch::Receiver<CommitState>,
 }
 
+impl std::fmt::Debug for Appended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Appended")
+            .field("partition", &self.partition)
+            .field("lsn", &self.lsn)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("partition", &self.partition())
+            .field("epoch", &self.epoch())
+            .field("durable_lsn", &self.durable_lsn())
+            .finish()
+    }
+}
+
 impl Appended {
     /// The record's position in the log.
     pub fn lsn(&self) -> Lsn {

@@ -218,7 +218,8 @@ async fn i6_every_flip_and_cut_of_a_checkpoint_is_detected() {
 #[tokio::test]
 async fn i6_each_kind_of_damage_has_its_own_message() {
     let written = payloads();
-    let cases: Vec<(&str, Vec<(String, Vec<u8>)>, &str)> = vec![
+    type Case = (&'static str, Vec<(String, Vec<u8>)>, &'static str);
+    let cases: Vec<Case> = vec![
         (
             "gap between segments",
             vec![segment(1, 1, &written[..2]), segment(1, 4, &written[3..])],
@@ -241,7 +242,7 @@ async fn i6_each_kind_of_damage_has_its_own_message() {
         for (key, bytes) in segments {
             place.write(&key, bytes).await;
         }
-        let err = recover(&place).await.err().expect(name);
+        let err = recover(&place).await.expect_err(name);
         assert_eq!(err.kind(), ErrorKind::Corrupted, "{name}");
         assert!(err.to_string().contains(expected), "{name}: {err}");
     }
@@ -265,7 +266,7 @@ async fn i6_each_kind_of_damage_has_its_own_message() {
             segment(1, 2, &written[..1]).1,
         )
         .await;
-    let err = recover(&place).await.err().expect("wrong partition");
+    let err = recover(&place).await.expect_err("wrong partition");
     assert_eq!(
         err.to_string(),
         format!("corrupted {key}: wrong partition (expected 0, found 1) at offset 0")
@@ -279,7 +280,7 @@ async fn i6_each_kind_of_damage_has_its_own_message() {
     codec::encode_record(&mut bytes, Lsn(1), b"again");
     codec::encode_record(&mut bytes, Lsn(2), b"later");
     place.write(&key, bytes).await;
-    let err = recover(&place).await.err().expect("repeat");
+    let err = recover(&place).await.expect_err("repeat");
     assert_eq!(
         err.to_string(),
         format!("corrupted {key}: LSN repeat (expected LSN 2, found 1) at offset {repeat_at}")
@@ -292,7 +293,7 @@ async fn i6_each_kind_of_damage_has_its_own_message() {
     let second = 32 + 16 + written[0].len();
     bytes[second + 16] ^= 0x01;
     place.write(&key, bytes).await;
-    let err = recover(&place).await.err().expect("checksum");
+    let err = recover(&place).await.expect_err("checksum");
     let message = err.to_string();
     assert!(
         message.starts_with(&format!("corrupted {key}: checksum mismatch (expected 0x"))
@@ -306,7 +307,7 @@ async fn i6_each_kind_of_damage_has_its_own_message() {
     let (key, mut bytes) = segment(1, 1, &written);
     bytes[4] = 2;
     place.write(&key, bytes).await;
-    let err = recover(&place).await.err().expect("version");
+    let err = recover(&place).await.expect_err("version");
     assert_eq!(
         err.to_string(),
         format!("corrupted {key}: unsupported format version (expected 1, found 2) at offset 0")

@@ -182,7 +182,7 @@ async fn oversized_records_are_refused_and_the_log_goes_on() {
         ..LogOptions::default()
     };
     let (log, _) = place.open(options).await.expect("open");
-    let err = log.append(&[0u8; 1025]).await.err().expect("too large");
+    let err = log.append(&[0u8; 1025]).await.expect_err("too large");
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("1025"), "{err}");
     let lsn = log
@@ -228,8 +228,7 @@ async fn checkpoint_recovery_returns_snapshot_plus_suffix_and_cleans_up() {
         let err = log
             .checkpoint(Lsn(last.0 + 1), b"future")
             .await
-            .err()
-            .expect("ahead of durable");
+            .expect_err("ahead of durable");
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
         log.close().await.expect("close");
         drop(log);
@@ -328,7 +327,7 @@ async fn a_failed_write_fails_its_waiters_and_stops_the_log_until_reopened() {
     assert_eq!(failure.kind(), ErrorKind::ShutDown);
     assert!(failure.to_string().contains("injected"), "{failure}");
     assert_eq!(acknowledged, vec![Lsn(1), Lsn(2)]);
-    let refused = log.append(b"more").await.err().expect("log stopped");
+    let refused = log.append(b"more").await.expect_err("log stopped");
     assert_eq!(refused.kind(), ErrorKind::ShutDown);
     drop(log);
     drop(hub);
@@ -438,7 +437,7 @@ async fn seeded_write_faults_never_lose_acknowledged_records() {
 async fn a_second_opener_of_a_local_hub_is_refused_until_the_first_is_gone() {
     let dir = tempfile::tempdir().expect("dir");
     let first = Storage::local(dir.path()).expect("first opener");
-    let err = Storage::local(dir.path()).err().expect("second opener");
+    let err = Storage::local(dir.path()).expect_err("second opener");
     assert_eq!(err.kind(), ErrorKind::Conflict);
     let message = err.to_string();
     assert!(message.contains("in use by another process"), "{message}");
@@ -463,14 +462,12 @@ async fn one_partition_opens_once_per_process() {
     let err = hub
         .open_partition(PartitionId(0), LogOptions::default())
         .await
-        .err()
-        .expect("second open");
+        .expect_err("second open");
     assert_eq!(err.kind(), ErrorKind::Conflict);
     let err = hub
         .open_partition(PartitionId(9), LogOptions::default())
         .await
-        .err()
-        .expect("no such partition");
+        .expect_err("no such partition");
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     drop(log);
     hub.open_partition(PartitionId(0), LogOptions::default())
@@ -500,8 +497,7 @@ async fn task_hub_parameters_are_checked_on_open() {
     };
     let err = TaskHub::open_or_create(place.storage(), &wrong)
         .await
-        .err()
-        .expect("mismatch");
+        .expect_err("mismatch");
     assert_eq!(err.kind(), ErrorKind::Conflict);
     let message = err.to_string();
     assert!(
@@ -519,8 +515,7 @@ async fn task_hub_parameters_are_checked_on_open() {
     .expect("write");
     let err = TaskHub::open_or_create(place.storage(), &hub_options())
         .await
-        .err()
-        .expect("unknown format");
+        .expect_err("unknown format");
     let message = err.to_string();
     assert!(
         message.contains("format version") && message.contains('7') && message.contains('1'),
@@ -530,16 +525,14 @@ async fn task_hub_parameters_are_checked_on_open() {
     std::fs::write(&path, b"{ not json").expect("write");
     let err = TaskHub::open_existing(place.storage())
         .await
-        .err()
-        .expect("garbage");
+        .expect_err("garbage");
     assert_eq!(err.kind(), ErrorKind::Corrupted);
     assert!(err.to_string().contains("taskhub.json"), "{err}");
 
     let empty = tempfile::tempdir().expect("dir");
     let err = TaskHub::open_existing(Storage::local(empty.path()).expect("storage"))
         .await
-        .err()
-        .expect("no hub");
+        .expect_err("no hub");
     assert!(err.to_string().contains("no task hub"), "{err}");
 
     let bad = HubOptions {
@@ -548,8 +541,7 @@ async fn task_hub_parameters_are_checked_on_open() {
     };
     let err = TaskHub::open_or_create(Storage::in_memory(), &bad)
         .await
-        .err()
-        .expect("zero partitions");
+        .expect_err("zero partitions");
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
 

@@ -183,3 +183,27 @@ fn kill9_long_variant_many_kills_both_layouts() {
     crash_cycles("segment-file", 200, 500);
     crash_cycles("object-per-commit", 100, 500);
 }
+
+#[test]
+fn i5_a_second_process_is_refused_and_a_killed_owner_frees_the_hub() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = spawn_writer(dir.path(), 1, "segment-file", 0);
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(first.starts_with("ready"), "child did not start: {first:?}");
+
+    let err = Storage::local(dir.path()).expect_err("the child owns the hub");
+    assert_eq!(err.kind(), basalt_storage::ErrorKind::Conflict);
+    let message = err.to_string();
+    assert!(
+        message.contains("in use by another process")
+            && message.contains(&format!("pid {}", child.id())),
+        "{message}"
+    );
+
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    drop(lines);
+    Storage::local(dir.path()).expect("the OS releases the lock of a killed owner");
+}

@@ -1,0 +1,235 @@
+//! The command line of `basalt`, declared with clap's derive API.
+//!
+//! Only the shape of the arguments lives here; what a command does lives in
+//! the command's own module.
+
+use std::path::PathBuf;
+
+use basalt_benches::group_commit::{Mode, RECORD_BYTES_DEFAULT, Store};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Basalt, a durable execution engine.
+#[derive(Debug, Parser)]
+#[command(name = "basalt", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a benchmark workload and print a report.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// The benchmark workloads.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Producers appending small records to one partition log: group
+    /// commit against serial and concurrent per-record durable writes.
+    GroupCommit(GroupCommitArgs),
+}
+
+/// Options of `basalt bench group-commit`.
+#[derive(Debug, Args)]
+pub struct GroupCommitArgs {
+    /// Producer counts to run, comma-separated. Each producer waits for its
+    /// record to be durable before it submits the next.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 8, 64, 256])]
+    pub producers: Vec<usize>,
+
+    /// Records per run, except the runs `--serial-records` covers.
+    #[arg(long, default_value_t = 50_000)]
+    pub records: u64,
+
+    /// Records per run on local disk where every record is its own fsynced
+    /// write: both per-record baselines, and group commit with 1 producer.
+    #[arg(long, default_value_t = 2_000)]
+    pub serial_records: u64,
+
+    /// Stores to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [StoreArg::All])]
+    pub store: Vec<StoreArg>,
+
+    /// Durability modes to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [ModeArg::All])]
+    pub mode: Vec<ModeArg>,
+
+    /// Payload bytes of every record.
+    #[arg(long, default_value_t = RECORD_BYTES_DEFAULT)]
+    pub record_bytes: usize,
+
+    /// Directory in which each local run gets a fresh temporary task hub
+    /// (removed after the run). Default: the system temporary directory.
+    /// Its file system decides what fsync costs.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+
+    /// Print the results as JSON on stdout instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A `--store` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreArg {
+    /// Local directory with fsync, log in segment files (the default layout).
+    LocalFile,
+    /// Local directory with fsync, log as one object per group commit.
+    LocalObject,
+    /// In-memory object store: no I/O, the CPU cost alone.
+    Memory,
+    /// Every store above.
+    All,
+}
+
+impl std::fmt::Display for StoreArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        value_name(self, f)
+    }
+}
+
+/// A `--mode` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// The partition log with group commit.
+    GroupCommit,
+    /// The partition log writing one record per durable write, in order.
+    SerialPerRecord,
+    /// One object put per record, issued concurrently (table-per-event).
+    ConcurrentPerRecord,
+    /// Every mode above.
+    All,
+}
+
+impl std::fmt::Display for ModeArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        value_name(self, f)
+    }
+}
+
+fn value_name(value: &impl ValueEnum, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    match value.to_possible_value() {
+        Some(v) => f.write_str(v.get_name()),
+        None => Ok(()),
+    }
+}
+
+impl GroupCommitArgs {
+    /// The selected stores, without repeats, in report order.
+    pub fn stores(&self) -> Vec<Store> {
+        let wanted = |store: Store| {
+            self.store.iter().any(|arg| {
+                *arg == StoreArg::All
+                    || matches!(
+                        (arg, store),
+                        (StoreArg::LocalFile, Store::LocalSegmentFile)
+                            | (StoreArg::LocalObject, Store::LocalObjectPerCommit)
+                            | (StoreArg::Memory, Store::Memory)
+                    )
+            })
+        };
+        Store::ALL.into_iter().filter(|s| wanted(*s)).collect()
+    }
+
+    /// The selected modes, without repeats, in report order.
+    pub fn modes(&self) -> Vec<Mode> {
+        let wanted = |mode: Mode| {
+            self.mode.iter().any(|arg| {
+                *arg == ModeArg::All
+                    || matches!(
+                        (arg, mode),
+                        (ModeArg::GroupCommit, Mode::GroupCommit)
+                            | (ModeArg::SerialPerRecord, Mode::SerialPerRecord)
+                            | (ModeArg::ConcurrentPerRecord, Mode::ConcurrentPerRecord)
+                    )
+            })
+        };
+        Mode::ALL.into_iter().filter(|m| wanted(*m)).collect()
+    }
+
+    /// The producer counts, without repeats, in the order given.
+    pub fn producer_counts(&self) -> Vec<usize> {
+        let mut counts = Vec::with_capacity(self.producers.len());
+        for &n in &self.producers {
+            if !counts.contains(&n) {
+                counts.push(n);
+            }
+        }
+        counts
+    }
+
+    /// Records of one run: `--serial-records` where each record is its own
+    /// fsynced write, `--records` elsewhere.
+    pub fn records_for(&self, mode: Mode, store: Store, producers: usize) -> u64 {
+        let write_per_record = mode != Mode::GroupCommit || producers == 1;
+        if write_per_record && store.is_local() {
+            self.serial_records
+        } else {
+            self.records
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> GroupCommitArgs {
+        let mut argv = vec!["basalt", "bench", "group-commit"];
+        argv.extend_from_slice(args);
+        match Cli::parse_from(argv).command {
+            Command::Bench(BenchCommand::GroupCommit(args)) => args,
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let args = parse(&[]);
+        assert_eq!(args.producers, [1, 8, 64, 256]);
+        assert_eq!(args.stores(), Store::ALL);
+        assert_eq!(args.modes(), Mode::ALL);
+        assert!(!args.json);
+    }
+
+    #[test]
+    fn lists_and_all() {
+        let args = parse(&[
+            "--producers",
+            "1,64,1",
+            "--store",
+            "memory,local-file",
+            "--mode",
+            "serial-per-record,group-commit",
+        ]);
+        assert_eq!(args.producer_counts(), [1, 64]);
+        assert_eq!(args.stores(), [Store::LocalSegmentFile, Store::Memory]);
+        assert_eq!(args.modes(), [Mode::GroupCommit, Mode::SerialPerRecord]);
+    }
+
+    #[test]
+    fn per_record_baselines_on_disk_are_capped() {
+        let args = parse(&["--records", "500", "--serial-records", "50"]);
+        let records = |mode, store, producers| args.records_for(mode, store, producers);
+        assert_eq!(records(Mode::GroupCommit, Store::LocalSegmentFile, 8), 500);
+        assert_eq!(records(Mode::GroupCommit, Store::LocalSegmentFile, 1), 50);
+        assert_eq!(
+            records(Mode::SerialPerRecord, Store::LocalSegmentFile, 8),
+            50
+        );
+        assert_eq!(
+            records(Mode::ConcurrentPerRecord, Store::LocalObjectPerCommit, 64),
+            50
+        );
+        assert_eq!(records(Mode::SerialPerRecord, Store::Memory, 1), 500);
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
