@@ -1,10 +1,24 @@
 //! `basalt-runtime`: the durable runtime users program against.
 //!
-//! It will own the history events, orchestrator actions and instance
-//! statuses of the Durable Task model, the `Backend` trait (the seam between
-//! the runtime and any storage engine), the Rust SDK (orchestration context
-//! with deterministic replay, activities, entities), the worker that runs
-//! user code, and the client.
+//! It owns the Durable Task model — history events, orchestrator actions,
+//! instance statuses ([`history`], [`types`]) — and the [`Backend`] trait,
+//! the one seam between the runtime and any storage engine. The Rust SDK
+//! (orchestration context with deterministic replay, activities), the worker
+//! that runs user code against any `Backend`, the client and the `Backend`
+//! conformance suite are built on these.
 //!
-//! Status: empty. It is filled by the issue that builds the partitioned
-//! engine and the Rust SDK; nothing here pretends to work yet.
+//! It never touches storage itself: everything durable goes through a
+//! `Backend`.
+
+mod backend;
+mod error;
+pub mod history;
+pub mod types;
+
+pub use backend::{
+    ActivityOutcome, ActivityWorkItem, Backend, CompletionToken, InstanceQuery,
+    OrchestrationStepResult, OrchestrationWorkItem, QueryPage, StartRequest,
+};
+pub use error::{Error, ErrorKind, Result};
+pub use history::{ActionKind, EventKind, HistoryEvent, OrchestratorAction};
+pub use types::{FailureDetails, InstanceId, InstanceState, OrchestrationStatus, ParentInstance};

@@ -1,0 +1,205 @@
+//! The pluggable seam: every storage engine implements [`Backend`]; the
+//! SDK's worker and client, the gRPC sidecar and the duroxide adapter use
+//! nothing else. It is shaped like Durable Task's orchestration service, so
+//! the sidecar protocol maps onto it directly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::history::{HistoryEvent, OrchestratorAction};
+use crate::types::{FailureDetails, InstanceId, InstanceState, OrchestrationStatus};
+
+/// A request to start an orchestration instance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRequest {
+    /// The orchestration name (must be registered with some worker).
+    pub name: String,
+    /// The instance id; generated when absent.
+    pub instance_id: Option<String>,
+    /// Input (JSON).
+    pub input: Option<String>,
+    /// Orchestration version, if any.
+    pub version: Option<String>,
+    /// Do not start before this time (ms since the Unix epoch).
+    pub scheduled_start_ms: Option<u64>,
+}
+
+/// Filters and paging of [`Backend::query_instances`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceQuery {
+    /// Only these statuses (all when empty).
+    pub statuses: Vec<OrchestrationStatus>,
+    /// Only instances created at or after this time (ms since the Unix epoch).
+    pub created_from_ms: Option<u64>,
+    /// Only instances created before this time.
+    pub created_to_ms: Option<u64>,
+    /// Only instance ids starting with this prefix.
+    pub instance_id_prefix: Option<String>,
+    /// Most instances per page (1..=1000).
+    pub page_size: usize,
+    /// Where the previous page ended (from [`QueryPage::continuation`]).
+    pub continuation: Option<String>,
+    /// Include inputs, outputs and custom status (they can be large).
+    pub fetch_inputs_and_outputs: bool,
+}
+
+impl Default for InstanceQuery {
+    fn default() -> Self {
+        InstanceQuery {
+            statuses: Vec::new(),
+            created_from_ms: None,
+            created_to_ms: None,
+            instance_id_prefix: None,
+            page_size: 100,
+            continuation: None,
+            fetch_inputs_and_outputs: false,
+        }
+    }
+}
+
+/// One page of query results, ordered by instance id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryPage {
+    /// The instances on this page.
+    pub instances: Vec<InstanceState>,
+    /// Pass back to get the next page; `None` on the last page.
+    pub continuation: Option<String>,
+}
+
+/// Opaque proof of which work item a completion is for; a stale one (the
+/// item was already completed, abandoned, or its partition recovered) is
+/// rejected with `Error::StaleToken` instead of being applied twice.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CompletionToken(pub String);
+
+/// One step of work for an orchestration: its history so far and what is new.
+#[derive(Clone, Debug)]
+pub struct OrchestrationWorkItem {
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// The history before this step (shared, not copied, between steps).
+    pub past_events: Arc<Vec<HistoryEvent>>,
+    /// The events of this step; the first is always `OrchestratorStarted`.
+    pub new_events: Vec<HistoryEvent>,
+    /// For the completion.
+    pub token: CompletionToken,
+}
+
+/// What one orchestrator step decided.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrchestrationStepResult {
+    /// The new actions, in issue order.
+    pub actions: Vec<OrchestratorAction>,
+    /// The custom status (JSON) the orchestration set, if any.
+    pub custom_status: Option<String>,
+}
+
+/// One activity invocation to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActivityWorkItem {
+    /// The orchestration instance that scheduled it.
+    pub instance_id: InstanceId,
+    /// Activity name.
+    pub name: String,
+    /// Activity version, if any.
+    pub version: Option<String>,
+    /// Input (JSON).
+    pub input: Option<String>,
+    /// The `TaskScheduled` event id it answers.
+    pub task_id: i32,
+    /// For the completion.
+    pub token: CompletionToken,
+}
+
+/// How an activity ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActivityOutcome {
+    /// It returned this output (JSON).
+    Completed(Option<String>),
+    /// It failed.
+    Failed(FailureDetails),
+}
+
+/// A durable execution backend: stores instances and hands out work.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Creates an instance and returns its id. A start on an id whose
+    /// instance is not terminal is a `Conflict`; a finished one is replaced.
+    async fn start_instance(&self, request: StartRequest) -> Result<InstanceId>;
+
+    /// Delivers an external event to an instance.
+    async fn raise_event(
+        &self,
+        instance: &InstanceId,
+        name: &str,
+        data: Option<String>,
+    ) -> Result<()>;
+
+    /// Ends an instance as Terminated (no effect on a finished one).
+    async fn terminate(&self, instance: &InstanceId, reason: Option<String>) -> Result<()>;
+
+    /// Pauses an instance: new events queue until it is resumed.
+    async fn suspend(&self, instance: &InstanceId, reason: Option<String>) -> Result<()>;
+
+    /// Resumes a suspended instance (no effect on one that is not suspended).
+    async fn resume(&self, instance: &InstanceId, reason: Option<String>) -> Result<()>;
+
+    /// Deletes a finished instance and its history; `false` if there was none.
+    /// Purging a running instance is a `Conflict`.
+    async fn purge(&self, instance: &InstanceId) -> Result<bool>;
+
+    /// The instance's state, or `None`.
+    async fn get_instance(&self, instance: &InstanceId) -> Result<Option<InstanceState>>;
+
+    /// The instance's full history (current execution).
+    async fn get_history(&self, instance: &InstanceId) -> Result<Vec<HistoryEvent>>;
+
+    /// Instances matching a query, one page at a time.
+    async fn query_instances(&self, query: &InstanceQuery) -> Result<QueryPage>;
+
+    /// Waits (by notification) until the instance has started running.
+    async fn wait_for_start(
+        &self,
+        instance: &InstanceId,
+        timeout: Duration,
+    ) -> Result<InstanceState>;
+
+    /// Waits (by notification) until the instance is Completed, Failed or
+    /// Terminated.
+    async fn wait_for_completion(
+        &self,
+        instance: &InstanceId,
+        timeout: Duration,
+    ) -> Result<InstanceState>;
+
+    /// The next orchestration step to run; waits until there is one.
+    async fn next_orchestration_work_item(&self) -> Result<OrchestrationWorkItem>;
+
+    /// Applies a step's result. A stale token is rejected.
+    async fn complete_orchestration_work_item(
+        &self,
+        token: &CompletionToken,
+        result: OrchestrationStepResult,
+    ) -> Result<()>;
+
+    /// Gives a step back (e.g. its worker is stopping); it is offered again.
+    async fn abandon_orchestration_work_item(&self, token: &CompletionToken) -> Result<()>;
+
+    /// The next activity to run; waits until there is one.
+    async fn next_activity_work_item(&self) -> Result<ActivityWorkItem>;
+
+    /// Records an activity's outcome. A stale token is rejected; a
+    /// duplicate completion of an already-applied activity is dropped.
+    async fn complete_activity_work_item(
+        &self,
+        token: &CompletionToken,
+        outcome: ActivityOutcome,
+    ) -> Result<()>;
+
+    /// Gives an activity back; it is offered again.
+    async fn abandon_activity_work_item(&self, token: &CompletionToken) -> Result<()>;
+}
