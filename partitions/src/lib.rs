@@ -1,9 +1,25 @@
 //! `basalt-partitions`: the partition state machine.
 //!
-//! It will own `apply(event) -> effects` over a partition's instances,
-//! timers, activity queue, outbox and per-origin dedup positions, plus
-//! snapshot and restore. It must never do I/O, read a clock, spawn threads
-//! or draw random numbers: state is a pure function of the log (I2).
+//! A partition owns a set of orchestration instances (those whose id hashes
+//! to it, see [`partition_of`]). Its state — instances and their histories,
+//! scheduled activities, armed timers, the outbox of messages to other
+//! partitions and the highest position received from each — changes only
+//! through [`PartitionState::apply`], one logged [`Event`] at a time, which
+//! returns the [`Effects`] the engine must carry out.
 //!
-//! Status: empty. It is filled by the issue that builds the partitioned
-//! engine; nothing here pretends to work yet.
+//! This crate never does I/O, never reads a clock, never spawns a thread
+//! and never draws a random number: time and ids arrive inside events, so
+//! the state is a pure function of the log (I2), and a snapshot encodes to
+//! the same bytes whenever the state is the same.
+
+pub mod codec;
+mod event;
+mod routing;
+mod state;
+
+pub use event::{
+    ActivityTask, ControlOp, Effects, Envelope, Event, Message, Position, Reply, START_TIMER_ID,
+    StepTask, TimerTask,
+};
+pub use routing::partition_of;
+pub use state::{Instance, PartitionState};

@@ -1,0 +1,884 @@
+//! The state of one partition and the pure function that changes it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use basalt_runtime::{
+    ActionKind, ActivityOutcome, Error, EventKind, FailureDetails, HistoryEvent, InstanceId,
+    InstanceQuery, InstanceState, OrchestrationStatus, OrchestrationStepResult, ParentInstance,
+    QueryPage,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{
+    ActivityTask, ControlOp, Effects, Envelope, Event, Message, Position, Reply, START_TIMER_ID,
+    StepTask, TimerTask,
+};
+use crate::routing::partition_of;
+
+/// One orchestration instance as its partition keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// What clients see.
+    pub meta: InstanceState,
+    /// Generation: bumped by continue-as-new and by a start that replaces a
+    /// finished instance, so completions of an older generation are dropped.
+    pub execution: u64,
+    /// The current execution's history.
+    pub history: Arc<Vec<HistoryEvent>>,
+    /// Events that arrived and are not yet part of a step.
+    pub inbox: Vec<HistoryEvent>,
+    /// The step handed to a worker, if any: (seq, its new events).
+    pub step: Option<(u64, Vec<HistoryEvent>)>,
+    /// Sequence number of the next step.
+    pub next_seq: u64,
+    /// Activities scheduled and not completed: task id -> task.
+    pub activities: BTreeMap<i32, ActivityTask>,
+}
+
+/// The whole state of a partition: a pure function of its log (I2).
+/// Ordered maps only, so a snapshot's bytes depend on nothing but content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// This partition's number.
+    pub partition: u32,
+    /// Partitions in the task hub.
+    pub partition_count: u32,
+    /// LSN of the last applied event.
+    pub last_lsn: u64,
+    /// Instances by id.
+    pub instances: BTreeMap<InstanceId, Instance>,
+    /// Armed timers.
+    pub timers: BTreeMap<TimerTask, ()>,
+    /// Messages sent and not yet acknowledged, by (destination, position).
+    pub outbox: BTreeMap<(u32, Position), Envelope>,
+    /// Highest position processed per origin partition (I3).
+    pub received: BTreeMap<u32, Position>,
+}
+
+impl PartitionState {
+    /// An empty partition.
+    pub fn new(partition: u32, partition_count: u32) -> PartitionState {
+        PartitionState {
+            partition,
+            partition_count,
+            last_lsn: 0,
+            instances: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            outbox: BTreeMap::new(),
+            received: BTreeMap::new(),
+        }
+    }
+
+    /// Checks a client request against the current state without changing
+    /// it. `Err` means the request is refused and need not be logged.
+    pub fn check(&self, event: &Event) -> Result<(), Error> {
+        match event {
+            Event::Start { instance_id, .. } => match self.instances.get(instance_id) {
+                Some(instance) if !instance.meta.status.is_terminal() => {
+                    Err(Error::Conflict(format!(
+                        "instance {instance_id} already exists and is {}",
+                        instance.meta.status
+                    )))
+                }
+                _ => Ok(()),
+            },
+            Event::Raise { instance_id, .. } | Event::Control { instance_id, .. } => {
+                if self.instances.contains_key(instance_id) {
+                    Ok(())
+                } else {
+                    Err(Error::NotFound(instance_id.to_string()))
+                }
+            }
+            Event::Purge { instance_id } => match self.instances.get(instance_id) {
+                Some(instance) if !instance.meta.status.is_terminal() => {
+                    Err(Error::Conflict(format!(
+                        "instance {instance_id} is {}; only finished instances can be purged",
+                        instance.meta.status
+                    )))
+                }
+                _ => Ok(()),
+            },
+            Event::StepCompleted {
+                instance_id, seq, ..
+            }
+            | Event::StepAbandoned {
+                instance_id, seq, ..
+            } => match self
+                .instances
+                .get(instance_id)
+                .and_then(|i| i.step.as_ref())
+            {
+                Some((current, _)) if current == seq => Ok(()),
+                _ => Err(Error::StaleToken(format!("{instance_id}#{seq}"))),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies one event at `lsn`: the only way partition state changes.
+    pub fn apply(&mut self, lsn: u64, event: Event) -> Effects {
+        debug_assert!(lsn > self.last_lsn, "LSNs must increase");
+        self.last_lsn = lsn;
+        let mut fx = Effects::default();
+        if let Err(rejection) = self.check(&event) {
+            fx.reply = Some(Reply::Rejected(rejection));
+            return fx;
+        }
+        let mut out = Outgoing::new(self.partition, lsn);
+        match event {
+            Event::Start {
+                instance_id,
+                name,
+                version,
+                input,
+                scheduled_start_ms,
+                now_ms,
+            } => {
+                self.create(
+                    instance_id,
+                    name,
+                    version,
+                    input,
+                    scheduled_start_ms,
+                    None,
+                    now_ms,
+                    &mut fx,
+                );
+                fx.reply = Some(Reply::Done);
+            }
+            Event::Raise {
+                instance_id,
+                name,
+                data,
+                now_ms,
+            } => {
+                self.deliver(
+                    &instance_id,
+                    EventKind::EventRaised { name, input: data },
+                    now_ms,
+                    &mut fx,
+                );
+                fx.reply = Some(Reply::Done);
+            }
+            Event::Control {
+                instance_id,
+                op,
+                reason,
+                now_ms,
+            } => {
+                self.control(&instance_id, op, reason, now_ms, &mut out, &mut fx);
+                fx.reply = Some(Reply::Done);
+            }
+            Event::Purge { instance_id } => {
+                let purged = self.instances.remove(&instance_id).is_some();
+                self.timers.retain(|t, _| t.instance_id != instance_id);
+                fx.reply = Some(Reply::Purged(purged));
+                fx.changed.push(instance_id);
+            }
+            Event::StepCompleted {
+                instance_id,
+                result,
+                now_ms,
+                ..
+            } => self.complete_step(&instance_id, result, now_ms, &mut out, &mut fx),
+            Event::StepAbandoned {
+                instance_id,
+                now_ms,
+                ..
+            } => {
+                if let Some(instance) = self.instances.get_mut(&instance_id)
+                    && let Some((_, mut events)) = instance.step.take()
+                {
+                    // Put the step's events back (minus its OrchestratorStarted).
+                    events.remove(0);
+                    events.append(&mut instance.inbox);
+                    instance.inbox = events;
+                }
+                self.try_issue_step(&instance_id, now_ms, &mut fx);
+            }
+            Event::ActivityCompleted {
+                instance_id,
+                execution,
+                task_id,
+                outcome,
+                now_ms,
+            } => {
+                let known = self
+                    .instances
+                    .get_mut(&instance_id)
+                    .filter(|i| i.execution == execution)
+                    .and_then(|i| i.activities.remove(&task_id))
+                    .is_some();
+                // A duplicate or stale completion is dropped (I4).
+                if known {
+                    let kind = match outcome {
+                        ActivityOutcome::Completed(result) => EventKind::TaskCompleted {
+                            task_scheduled_id: task_id,
+                            result,
+                        },
+                        ActivityOutcome::Failed(failure) => EventKind::TaskFailed {
+                            task_scheduled_id: task_id,
+                            failure,
+                        },
+                    };
+                    self.deliver(&instance_id, kind, now_ms, &mut fx);
+                }
+            }
+            Event::TimerFired {
+                instance_id,
+                execution,
+                timer_id,
+                fire_at_ms,
+                now_ms,
+            } => {
+                let key = TimerTask {
+                    fire_at_ms,
+                    instance_id: instance_id.clone(),
+                    execution,
+                    timer_id,
+                };
+                if self.timers.remove(&key).is_some() {
+                    if timer_id == START_TIMER_ID {
+                        self.try_issue_step(&instance_id, now_ms, &mut fx);
+                    } else {
+                        self.deliver(
+                            &instance_id,
+                            EventKind::TimerFired {
+                                timer_id,
+                                fire_at_ms,
+                            },
+                            now_ms,
+                            &mut fx,
+                        );
+                    }
+                }
+            }
+            Event::Messages { messages, now_ms } => {
+                for envelope in messages {
+                    let seen = self.received.get(&envelope.origin).copied();
+                    if seen.is_some_and(|p| envelope.position <= p) {
+                        continue; // a duplicate after a resend (I3)
+                    }
+                    self.received.insert(envelope.origin, envelope.position);
+                    fx.acks.retain(|(o, _)| *o != envelope.origin);
+                    fx.acks.push((envelope.origin, envelope.position));
+                    self.receive(envelope.message, now_ms, &mut out, &mut fx);
+                }
+            }
+            Event::OutboxAcked { destination, up_to } => {
+                let acked: Vec<_> = self
+                    .outbox
+                    .range((destination, Position::default())..=(destination, up_to))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for key in acked {
+                    self.outbox.remove(&key);
+                }
+            }
+        }
+        for envelope in out.messages {
+            self.outbox
+                .insert((envelope.destination, envelope.position), envelope.clone());
+            fx.messages.push(envelope);
+        }
+        fx
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &mut self,
+        instance_id: InstanceId,
+        name: String,
+        version: Option<String>,
+        input: Option<String>,
+        scheduled_start_ms: Option<u64>,
+        parent: Option<ParentInstance>,
+        now_ms: u64,
+        fx: &mut Effects,
+    ) {
+        let execution = self
+            .instances
+            .get(&instance_id)
+            .map_or(0, |i| i.execution + 1);
+        self.timers.retain(|t, _| t.instance_id != instance_id);
+        let started = HistoryEvent::new(
+            now_ms,
+            EventKind::ExecutionStarted {
+                name: name.clone(),
+                version,
+                input: input.clone(),
+                parent: parent.clone(),
+                scheduled_start_ms,
+            },
+        );
+        let instance = Instance {
+            meta: InstanceState {
+                instance_id: instance_id.clone(),
+                name,
+                status: OrchestrationStatus::Pending,
+                input,
+                output: None,
+                custom_status: None,
+                failure: None,
+                created_at_ms: now_ms,
+                last_updated_at_ms: now_ms,
+                scheduled_start_ms,
+                parent,
+            },
+            execution,
+            history: Arc::new(Vec::new()),
+            inbox: vec![started],
+            step: None,
+            next_seq: 1,
+            activities: BTreeMap::new(),
+        };
+        self.instances.insert(instance_id.clone(), instance);
+        fx.changed.push(instance_id.clone());
+        match scheduled_start_ms {
+            Some(at) if at > now_ms => {
+                let timer = TimerTask {
+                    fire_at_ms: at,
+                    instance_id,
+                    execution,
+                    timer_id: START_TIMER_ID,
+                };
+                self.timers.insert(timer.clone(), ());
+                fx.timers.push(timer);
+            }
+            _ => self.try_issue_step(&instance_id, now_ms, fx),
+        }
+    }
+
+    /// Adds an event to an instance's inbox and runs a step if it can.
+    fn deliver(
+        &mut self,
+        instance_id: &InstanceId,
+        kind: EventKind,
+        now_ms: u64,
+        fx: &mut Effects,
+    ) {
+        let Some(instance) = self.instances.get_mut(instance_id) else {
+            return;
+        };
+        if instance.meta.status.is_terminal() {
+            return; // events for finished instances are dropped, as in Durable Task
+        }
+        instance.inbox.push(HistoryEvent::new(now_ms, kind));
+        self.try_issue_step(instance_id, now_ms, fx);
+    }
+
+    /// Hands the inbox to a worker as a step, unless a step is already out,
+    /// the instance is suspended, finished, or waiting for its start time.
+    fn try_issue_step(&mut self, instance_id: &InstanceId, now_ms: u64, fx: &mut Effects) {
+        let waiting_to_start = self
+            .timers
+            .keys()
+            .any(|t| t.timer_id == START_TIMER_ID && &t.instance_id == instance_id);
+        let Some(instance) = self.instances.get_mut(instance_id) else {
+            return;
+        };
+        let status = instance.meta.status;
+        if instance.step.is_some()
+            || instance.inbox.is_empty()
+            || waiting_to_start
+            || status.is_terminal()
+            || status == OrchestrationStatus::Suspended
+        {
+            return;
+        }
+        if status == OrchestrationStatus::Pending {
+            instance.meta.status = OrchestrationStatus::Running;
+            instance.meta.last_updated_at_ms = now_ms;
+            fx.changed.push(instance_id.clone());
+        }
+        let seq = instance.next_seq;
+        instance.next_seq += 1;
+        let mut new_events = Vec::with_capacity(instance.inbox.len() + 1);
+        new_events.push(HistoryEvent::new(now_ms, EventKind::OrchestratorStarted));
+        new_events.append(&mut instance.inbox);
+        instance.step = Some((seq, new_events.clone()));
+        fx.steps.push(StepTask {
+            instance_id: instance_id.clone(),
+            seq,
+            past_events: Arc::clone(&instance.history),
+            new_events,
+        });
+    }
+
+    fn complete_step(
+        &mut self,
+        instance_id: &InstanceId,
+        result: OrchestrationStepResult,
+        now_ms: u64,
+        out: &mut Outgoing,
+        fx: &mut Effects,
+    ) {
+        let partition_count = self.partition_count;
+        let Some(instance) = self.instances.get_mut(instance_id) else {
+            return;
+        };
+        let Some((_, new_events)) = instance.step.take() else {
+            return;
+        };
+        let history = Arc::make_mut(&mut instance.history);
+        history.extend(new_events);
+        if result.custom_status.is_some() {
+            instance.meta.custom_status = result.custom_status;
+        }
+        instance.meta.last_updated_at_ms = now_ms;
+        let mut finished: Option<(OrchestrationStatus, Option<String>, Option<FailureDetails>)> =
+            None;
+        let mut continue_as_new = None;
+        for action in result.actions {
+            let id = action.id;
+            match action.kind {
+                ActionKind::ScheduleTask {
+                    name,
+                    version,
+                    input,
+                } => {
+                    let task = ActivityTask {
+                        instance_id: instance_id.clone(),
+                        execution: instance.execution,
+                        task_id: id,
+                        name: name.clone(),
+                        version: version.clone(),
+                        input: input.clone(),
+                    };
+                    instance.activities.insert(id, task.clone());
+                    fx.activities.push(task);
+                    history.push(confirm(
+                        id,
+                        now_ms,
+                        EventKind::TaskScheduled {
+                            name,
+                            version,
+                            input,
+                        },
+                    ));
+                }
+                ActionKind::CreateTimer { fire_at_ms } => {
+                    let timer = TimerTask {
+                        fire_at_ms,
+                        instance_id: instance_id.clone(),
+                        execution: instance.execution,
+                        timer_id: id,
+                    };
+                    self.timers.insert(timer.clone(), ());
+                    fx.timers.push(timer);
+                    history.push(confirm(id, now_ms, EventKind::TimerCreated { fire_at_ms }));
+                }
+                ActionKind::CreateSubOrchestration {
+                    instance_id: child,
+                    name,
+                    version,
+                    input,
+                } => {
+                    history.push(confirm(
+                        id,
+                        now_ms,
+                        EventKind::SubOrchestrationInstanceCreated {
+                            instance_id: child.clone(),
+                            name: name.clone(),
+                            version: version.clone(),
+                            input: input.clone(),
+                        },
+                    ));
+                    match InstanceId::new(child) {
+                        Ok(child_id) => out.send(
+                            partition_of(child_id.as_str(), partition_count),
+                            Message::StartChild {
+                                instance_id: child_id,
+                                name,
+                                version,
+                                input,
+                                parent: ParentInstance {
+                                    name: instance.meta.name.clone(),
+                                    instance_id: instance_id.clone(),
+                                    task_scheduled_id: id,
+                                },
+                            },
+                        ),
+                        Err(e) => instance.inbox.push(HistoryEvent::new(
+                            now_ms,
+                            EventKind::SubOrchestrationInstanceFailed {
+                                task_scheduled_id: id,
+                                failure: FailureDetails::new("InvalidInstanceId", e.to_string()),
+                            },
+                        )),
+                    }
+                }
+                ActionKind::SendEvent {
+                    instance_id: target,
+                    name,
+                    data,
+                } => {
+                    history.push(confirm(
+                        id,
+                        now_ms,
+                        EventKind::EventSent {
+                            instance_id: target.clone(),
+                            name: name.clone(),
+                            input: data.clone(),
+                        },
+                    ));
+                    if let Ok(target) = InstanceId::new(target) {
+                        out.send(
+                            partition_of(target.as_str(), partition_count),
+                            Message::RaiseEvent {
+                                instance_id: target,
+                                name,
+                                data,
+                            },
+                        );
+                    }
+                }
+                ActionKind::CompleteOrchestration {
+                    status,
+                    result,
+                    failure,
+                    new_version,
+                    carryover_events,
+                } => {
+                    if status == OrchestrationStatus::ContinuedAsNew {
+                        continue_as_new = Some((result, new_version, carryover_events));
+                    } else {
+                        let status = if status == OrchestrationStatus::Failed {
+                            OrchestrationStatus::Failed
+                        } else {
+                            OrchestrationStatus::Completed
+                        };
+                        finished = Some((status, result, failure));
+                    }
+                }
+            }
+        }
+        history.push(HistoryEvent::new(now_ms, EventKind::OrchestratorCompleted));
+
+        if let Some((input, version, carryover)) = continue_as_new {
+            let name = instance.meta.name.clone();
+            let parent = instance.meta.parent.clone();
+            instance.execution += 1;
+            instance.activities.clear();
+            instance.history = Arc::new(Vec::new());
+            let mut inbox = vec![HistoryEvent::new(
+                now_ms,
+                EventKind::ExecutionStarted {
+                    name,
+                    version,
+                    input: input.clone(),
+                    parent,
+                    scheduled_start_ms: None,
+                },
+            )];
+            inbox.extend(carryover);
+            inbox.append(&mut instance.inbox);
+            instance.inbox = inbox;
+            instance.meta.input = input;
+            instance.meta.status = OrchestrationStatus::Running;
+            let id = instance_id.clone();
+            self.timers.retain(|t, _| t.instance_id != id);
+            fx.changed.push(id);
+        } else if let Some((status, output, failure)) = finished {
+            self.finish(instance_id, status, output, failure, now_ms, out, fx);
+            return;
+        }
+        self.try_issue_step(instance_id, now_ms, fx);
+    }
+
+    /// Ends an instance: records the outcome, drops its timers and pending
+    /// work, and tells its parent.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        instance_id: &InstanceId,
+        status: OrchestrationStatus,
+        output: Option<String>,
+        failure: Option<FailureDetails>,
+        now_ms: u64,
+        out: &mut Outgoing,
+        fx: &mut Effects,
+    ) {
+        let partition_count = self.partition_count;
+        let Some(instance) = self.instances.get_mut(instance_id) else {
+            return;
+        };
+        let event = if status == OrchestrationStatus::Terminated {
+            EventKind::ExecutionTerminated {
+                reason: output.clone(),
+            }
+        } else {
+            EventKind::ExecutionCompleted {
+                status,
+                result: output.clone(),
+                failure: failure.clone(),
+            }
+        };
+        Arc::make_mut(&mut instance.history).push(HistoryEvent::new(now_ms, event));
+        instance.meta.status = status;
+        instance.meta.output = output.clone();
+        instance.meta.failure = failure.clone();
+        instance.meta.last_updated_at_ms = now_ms;
+        instance.inbox.clear();
+        instance.step = None;
+        instance.activities.clear();
+        if let Some(parent) = &instance.meta.parent {
+            let outcome = match status {
+                OrchestrationStatus::Completed => Ok(output),
+                OrchestrationStatus::Terminated => Err(FailureDetails::new(
+                    "Terminated",
+                    format!("sub-orchestration {instance_id} was terminated"),
+                )),
+                _ => Err(failure.unwrap_or_else(|| {
+                    FailureDetails::new("Failed", format!("sub-orchestration {instance_id} failed"))
+                })),
+            };
+            out.send(
+                partition_of(parent.instance_id.as_str(), partition_count),
+                Message::ChildFinished {
+                    parent_id: parent.instance_id.clone(),
+                    task_scheduled_id: parent.task_scheduled_id,
+                    outcome,
+                },
+            );
+        }
+        let id = instance_id.clone();
+        self.timers.retain(|t, _| t.instance_id != id);
+        fx.changed.push(id);
+    }
+
+    fn control(
+        &mut self,
+        instance_id: &InstanceId,
+        op: ControlOp,
+        reason: Option<String>,
+        now_ms: u64,
+        out: &mut Outgoing,
+        fx: &mut Effects,
+    ) {
+        let Some(instance) = self.instances.get_mut(instance_id) else {
+            return;
+        };
+        let status = instance.meta.status;
+        if status.is_terminal() {
+            return;
+        }
+        match op {
+            ControlOp::Terminate => {
+                self.finish(
+                    instance_id,
+                    OrchestrationStatus::Terminated,
+                    reason,
+                    None,
+                    now_ms,
+                    out,
+                    fx,
+                );
+            }
+            ControlOp::Suspend => {
+                if status != OrchestrationStatus::Suspended {
+                    instance.meta.status = OrchestrationStatus::Suspended;
+                    instance.meta.last_updated_at_ms = now_ms;
+                    instance.inbox.push(HistoryEvent::new(
+                        now_ms,
+                        EventKind::ExecutionSuspended { reason },
+                    ));
+                    fx.changed.push(instance_id.clone());
+                }
+            }
+            ControlOp::Resume => {
+                if status == OrchestrationStatus::Suspended {
+                    instance.meta.status = if instance.history.is_empty() {
+                        OrchestrationStatus::Pending
+                    } else {
+                        OrchestrationStatus::Running
+                    };
+                    instance.meta.last_updated_at_ms = now_ms;
+                    instance.inbox.push(HistoryEvent::new(
+                        now_ms,
+                        EventKind::ExecutionResumed { reason },
+                    ));
+                    fx.changed.push(instance_id.clone());
+                    self.try_issue_step(instance_id, now_ms, fx);
+                }
+            }
+        }
+    }
+
+    fn receive(&mut self, message: Message, now_ms: u64, out: &mut Outgoing, fx: &mut Effects) {
+        match message {
+            Message::StartChild {
+                instance_id,
+                name,
+                version,
+                input,
+                parent,
+            } => {
+                let running = self
+                    .instances
+                    .get(&instance_id)
+                    .is_some_and(|i| !i.meta.status.is_terminal());
+                if running {
+                    // The id is taken: fail the parent's call instead.
+                    out.send(
+                        partition_of(parent.instance_id.as_str(), self.partition_count),
+                        Message::ChildFinished {
+                            parent_id: parent.instance_id.clone(),
+                            task_scheduled_id: parent.task_scheduled_id,
+                            outcome: Err(FailureDetails::new(
+                                "InstanceExists",
+                                format!("instance {instance_id} is already running"),
+                            )),
+                        },
+                    );
+                } else {
+                    self.create(
+                        instance_id,
+                        name,
+                        version,
+                        input,
+                        None,
+                        Some(parent),
+                        now_ms,
+                        fx,
+                    );
+                }
+            }
+            Message::ChildFinished {
+                parent_id,
+                task_scheduled_id,
+                outcome,
+            } => {
+                let kind = match outcome {
+                    Ok(result) => EventKind::SubOrchestrationInstanceCompleted {
+                        task_scheduled_id,
+                        result,
+                    },
+                    Err(failure) => EventKind::SubOrchestrationInstanceFailed {
+                        task_scheduled_id,
+                        failure,
+                    },
+                };
+                self.deliver(&parent_id, kind, now_ms, fx);
+            }
+            Message::RaiseEvent {
+                instance_id,
+                name,
+                data,
+            } => self.deliver(
+                &instance_id,
+                EventKind::EventRaised { name, input: data },
+                now_ms,
+                fx,
+            ),
+        }
+    }
+
+    /// Everything to hand out again after recovery: steps that were out,
+    /// activities not completed, timers armed, messages not acknowledged.
+    pub fn pending_work(&self) -> Effects {
+        let mut fx = Effects::default();
+        for (id, instance) in &self.instances {
+            if let Some((seq, new_events)) = &instance.step {
+                fx.steps.push(StepTask {
+                    instance_id: id.clone(),
+                    seq: *seq,
+                    past_events: Arc::clone(&instance.history),
+                    new_events: new_events.clone(),
+                });
+            }
+            fx.activities.extend(instance.activities.values().cloned());
+        }
+        fx.timers = self.timers.keys().cloned().collect();
+        fx.messages = self.outbox.values().cloned().collect();
+        fx
+    }
+
+    /// The state of one instance.
+    pub fn instance(&self, instance_id: &InstanceId) -> Option<&Instance> {
+        self.instances.get(instance_id)
+    }
+
+    /// The instances of this partition that match a query, after
+    /// `continuation` (an instance id), in id order, at most `limit`.
+    pub fn query(&self, query: &InstanceQuery, limit: usize) -> QueryPage {
+        let start = query.continuation.clone().unwrap_or_default();
+        let mut instances = Vec::new();
+        let mut continuation = None;
+        for (id, instance) in self
+            .instances
+            .iter()
+            .filter(|(id, _)| id.as_str() > start.as_str())
+        {
+            let meta = &instance.meta;
+            let matches = (query.statuses.is_empty() || query.statuses.contains(&meta.status))
+                && query
+                    .created_from_ms
+                    .is_none_or(|t| meta.created_at_ms >= t)
+                && query.created_to_ms.is_none_or(|t| meta.created_at_ms < t)
+                && query
+                    .instance_id_prefix
+                    .as_deref()
+                    .is_none_or(|p| id.as_str().starts_with(p));
+            if !matches {
+                continue;
+            }
+            if instances.len() == limit {
+                continuation = instances
+                    .last()
+                    .map(|s: &InstanceState| s.instance_id.to_string());
+                break;
+            }
+            let mut state = meta.clone();
+            if !query.fetch_inputs_and_outputs {
+                state.input = None;
+                state.output = None;
+                state.custom_status = None;
+            }
+            instances.push(state);
+        }
+        QueryPage {
+            instances,
+            continuation,
+        }
+    }
+}
+
+fn confirm(id: i32, now_ms: u64, kind: EventKind) -> HistoryEvent {
+    HistoryEvent {
+        event_id: id,
+        timestamp_ms: now_ms,
+        kind,
+    }
+}
+
+/// Messages produced while applying one event, numbered in order.
+struct Outgoing {
+    origin: u32,
+    lsn: u64,
+    messages: Vec<Envelope>,
+}
+
+impl Outgoing {
+    fn new(origin: u32, lsn: u64) -> Outgoing {
+        Outgoing {
+            origin,
+            lsn,
+            messages: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, destination: u32, message: Message) {
+        let index = self.messages.len() as u32;
+        self.messages.push(Envelope {
+            origin: self.origin,
+            position: Position {
+                lsn: self.lsn,
+                index,
+            },
+            destination,
+            message,
+        });
+    }
+}
