@@ -1,12 +1,24 @@
 //! `basalt-engine`: the running engine.
 //!
-//! It will own one task per partition, the group-commit pipeline over
-//! [`basalt_storage::Log`], durability listeners that release outbox
-//! messages and client answers only after commit (I1), routing, partition
-//! queues, activity dispatch, timers, checkpoint scheduling and recovery,
-//! and it will implement the runtime's `Backend` trait.
+//! [`Engine::open`] recovers every partition of a task hub (checkpoint +
+//! log replay through the pure [`basalt_partitions::PartitionState`]) and
+//! runs one task per partition. Each task turns requests into logged
+//! events, applies them, releases local effects (the next orchestration
+//! step, activity dispatch, timers) at once — pipelining — and holds
+//! outward effects (client answers, messages to other partitions, status
+//! notifications) until the event's group commit is durable (I1). Messages
+//! between partitions carry their origin position and are deduplicated by
+//! the receiver (I3); the sender keeps them in its outbox until acked and
+//! resends them after recovery.
 //!
-//! Status: only the storage layer below it exists ([`basalt_storage`]);
-//! the engine itself is built by the next issue.
+//! The engine implements [`basalt_runtime::Backend`].
+
+mod engine;
+mod partition;
+mod queue;
+mod shared;
+mod timers;
+mod token;
 
 pub use basalt_storage as storage;
+pub use engine::{Engine, EngineOptions, OpenError, replay_partition};

@@ -365,6 +365,15 @@ impl Log {
         })
     }
 
+    /// A subscription to the durable LSN, for a listener that releases
+    /// effects once their record is durable.
+    pub fn watch_durable(&self) -> DurableWatch {
+        DurableWatch {
+            partition: self.partition(),
+            commits: self.shared().commits.subscribe(),
+        }
+    }
+
     /// Waits until every record up to `lsn` is durable.
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<Lsn> {
         Appended {
@@ -456,6 +465,30 @@ impl Log {
                 cause: Arc::clone(cause),
             }),
             None => Ok(()),
+        }
+    }
+}
+
+/// Follows the durable LSN of one log (see [`Log::watch_durable`]).
+pub struct DurableWatch {
+    partition: PartitionId,
+    commits: watch::Receiver<CommitState>,
+}
+
+impl DurableWatch {
+    /// Waits for the durable LSN to move and returns it; an error once the
+    /// log failed or closed.
+    pub async fn changed(&mut self) -> Result<Lsn> {
+        if self.commits.changed().await.is_err() {
+            return Err(Error::Closed(self.partition));
+        }
+        let state = self.commits.borrow_and_update();
+        match &state.failed {
+            Some(cause) => Err(Error::LogFailed {
+                partition: self.partition,
+                cause: Arc::clone(cause),
+            }),
+            None => Ok(state.durable),
         }
     }
 }

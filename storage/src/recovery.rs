@@ -258,6 +258,29 @@ pub(crate) async fn scan(
     })
 }
 
+/// Reads a partition read-only, as recovery would but without trimming,
+/// taking an epoch or opening it for writing: the newest valid checkpoint
+/// and every record after it. For replay checks and inspection; a torn tail
+/// of the newest segment is left out (and reported).
+pub async fn read_partition(
+    storage: &Storage,
+    partition: PartitionId,
+) -> Result<(Option<Checkpoint>, Vec<Record>, Option<TornTail>)> {
+    let (checkpoint, _) = newest_valid_checkpoint(storage, partition).await?;
+    let (from, after) = match &checkpoint {
+        Some(c) => (c.lsn.next(), codec::checkpoint_key(partition, c.lsn)),
+        None => (Lsn(1), "the start of the log".to_owned()),
+    };
+    let scan = scan(storage, partition, from, &after, None).await?;
+    let torn = scan.torn.map(|(segment, valid_len, damage)| TornTail {
+        object: segment.key,
+        offset: valid_len,
+        bytes_trimmed: segment.size_bytes.saturating_sub(valid_len),
+        reason: damage.problem.to_string(),
+    });
+    Ok((checkpoint, scan.records, torn))
+}
+
 /// Recovers a partition for a new owner: newest valid checkpoint, the log
 /// after it, a trimmed torn tail, and the next epoch.
 pub(crate) async fn recover(storage: &Storage, partition: PartitionId) -> Result<Recovery> {

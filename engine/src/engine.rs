@@ -1,0 +1,672 @@
+//! The engine: opens (recovers) every partition of a task hub, runs one
+//! task per partition plus the timer task, and implements the runtime's
+//! `Backend` by routing each call to the partition that owns the instance.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use basalt_partitions::{ControlOp, Event, PartitionState, Reply, codec, partition_of};
+use basalt_runtime::{
+    ActivityOutcome, ActivityWorkItem, Backend, CompletionToken, Error, HistoryEvent, InstanceId,
+    InstanceQuery, InstanceState, OrchestrationStepResult, OrchestrationWorkItem, QueryPage,
+    StartRequest,
+};
+use basalt_storage::{HubOptions, LogOptions, PartitionId, Storage, TaskHub};
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::partition::{Command, PartitionTask, ReplyWhen};
+use crate::queue::WorkQueue;
+use crate::shared::Shared;
+use crate::timers::{Timers, now_ms, run_timers};
+use crate::token::{ActivityToken, StepToken};
+
+/// Engine settings, each with a documented default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EngineOptions {
+    /// Task hub name. Default: "basalt".
+    pub hub_name: String,
+    /// Partitions, fixed when the hub is created. Default: 12.
+    pub partition_count: u32,
+    /// Largest input, output or event payload, in bytes. Default: 16 MiB.
+    pub payload_bytes_max: usize,
+    /// Checkpoint a partition after this many events. Default: 10,000.
+    pub checkpoint_interval_events: u64,
+    /// Checkpoint a partition that has been idle this long with new
+    /// events, in milliseconds. Default: 2,000.
+    pub checkpoint_idle_ms: u64,
+    /// The commit log's options (group commit, batch limits).
+    pub log: LogOptions,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            hub_name: "basalt".into(),
+            partition_count: 12,
+            payload_bytes_max: 16 << 20,
+            checkpoint_interval_events: 10_000,
+            checkpoint_idle_ms: 2_000,
+            log: LogOptions::default(),
+        }
+    }
+}
+
+/// Why an engine could not open.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The storage layer failed (damage, lock, mismatch, I/O).
+    #[error(transparent)]
+    Storage(#[from] basalt_storage::Error),
+    /// A logged event or snapshot does not decode.
+    #[error("partition {partition}: {what} at LSN {lsn} does not decode: {message}")]
+    Decode {
+        /// The partition.
+        partition: u32,
+        /// Event or snapshot.
+        what: &'static str,
+        /// Where.
+        lsn: u64,
+        /// What the decoder said.
+        message: String,
+    },
+}
+
+/// A running engine over one task hub. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    options: EngineOptions,
+    hub: TaskHub,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Opens (creating if needed) the task hub in `storage`, recovers every
+    /// partition from its checkpoint and log, and starts them.
+    pub async fn open(storage: Storage, options: EngineOptions) -> Result<Engine, OpenError> {
+        let hub = TaskHub::open_or_create(
+            storage,
+            &HubOptions {
+                name: options.hub_name.clone(),
+                partition_count: options.partition_count,
+            },
+        )
+        .await?;
+        let count = options.partition_count;
+        let mut routes = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..count {
+            let (tx, rx) = mpsc::unbounded_channel();
+            routes.push(tx);
+            receivers.push(rx);
+        }
+        let (timers, armed) = Timers::new();
+        let shared = Arc::new(Shared {
+            partitions: routes,
+            steps: WorkQueue::new(),
+            activities: WorkQueue::new(),
+            timers,
+            waiters: DashMap::new(),
+            incarnation: rand::random::<u32>() as u64,
+        });
+        let mut tasks = Vec::new();
+        for (partition, commands) in (0..count).zip(receivers) {
+            let (log, recovered) = hub
+                .open_partition(PartitionId(partition), options.log.clone())
+                .await?;
+            let state = recover_state(
+                partition,
+                count,
+                recovered
+                    .checkpoint
+                    .as_ref()
+                    .map(|c| (c.lsn.0, &c.payload[..])),
+                &recovered.records,
+            )?;
+            if let Some(torn) = &recovered.torn_tail {
+                tracing::warn!(partition, ?torn, "recovered with a trimmed torn tail");
+            }
+            let task = PartitionTask {
+                partition,
+                state,
+                log,
+                shared: Arc::clone(&shared),
+                commands,
+                checkpoint_interval_events: options.checkpoint_interval_events.max(1),
+                checkpoint_idle: Duration::from_millis(options.checkpoint_idle_ms.max(1)),
+            };
+            tasks.push(tokio::spawn(task.run()));
+        }
+        tasks.push(tokio::spawn(run_timers(Arc::clone(&shared), armed)));
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                shared,
+                options,
+                hub,
+                tasks: Mutex::new(tasks),
+            }),
+        })
+    }
+
+    /// The engine's options.
+    pub fn options(&self) -> &EngineOptions {
+        &self.inner.options
+    }
+
+    /// The task hub it runs.
+    pub fn hub(&self) -> &TaskHub {
+        &self.inner.hub
+    }
+
+    /// Orchestration steps and activities waiting for a worker.
+    pub fn queued_work(&self) -> (usize, usize) {
+        (
+            self.inner.shared.steps.len(),
+            self.inner.shared.activities.len(),
+        )
+    }
+
+    /// Storage writes, records and bytes of every partition log since the
+    /// engine opened, summed.
+    pub async fn log_stats(&self) -> Result<basalt_storage::LogStats, Error> {
+        let mut total = basalt_storage::LogStats::default();
+        for partition in 0..self.partition_count() {
+            let (tx, rx) = oneshot::channel();
+            self.command(partition, Command::LogStats(tx))?;
+            let stats = rx.await.map_err(|_| Error::ShutDown)?;
+            total.writes += stats.writes;
+            total.records += stats.records;
+            total.bytes += stats.bytes;
+        }
+        Ok(total)
+    }
+
+    fn partition_count(&self) -> u32 {
+        self.inner.options.partition_count
+    }
+
+    fn command(&self, partition: u32, command: Command) -> Result<(), Error> {
+        self.inner
+            .shared
+            .partitions
+            .get(partition as usize)
+            .ok_or_else(|| Error::InvalidInput(format!("no partition {partition}")))?
+            .send(command)
+            .map_err(|_| Error::ShutDown)
+    }
+
+    async fn submit(&self, partition: u32, event: Event, when: ReplyWhen) -> Result<Reply, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.command(
+            partition,
+            Command::Submit {
+                event,
+                reply: Some(tx),
+                when,
+            },
+        )?;
+        rx.await.map_err(|_| Error::ShutDown)?
+    }
+
+    async fn submit_for(&self, instance: &InstanceId, event: Event) -> Result<Reply, Error> {
+        let partition = partition_of(instance.as_str(), self.partition_count());
+        self.submit(partition, event, ReplyWhen::Durable).await
+    }
+
+    /// Runs `read` on a partition's state; the answer comes once everything
+    /// it saw is durable (I1).
+    async fn read<T: Send + 'static>(
+        &self,
+        partition: u32,
+        read: impl FnOnce(&PartitionState) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.command(
+            partition,
+            Command::Read(Box::new(move |state: &PartitionState| {
+                let answer = read(state);
+                Box::new(move || {
+                    let _ = tx.send(answer);
+                })
+            })),
+        )?;
+        rx.await.map_err(|_| Error::ShutDown)
+    }
+
+    fn check_payload(&self, what: &str, payload: &Option<String>) -> Result<(), Error> {
+        let max = self.inner.options.payload_bytes_max;
+        match payload {
+            Some(p) if p.len() > max => Err(Error::InvalidInput(format!(
+                "{what} is {} bytes, the limit is {max} bytes",
+                p.len()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes a checkpoint of every partition now.
+    pub async fn checkpoint(&self) -> Result<(), Error> {
+        for partition in 0..self.partition_count() {
+            let (tx, rx) = oneshot::channel();
+            self.command(partition, Command::Checkpoint(tx))?;
+            rx.await.map_err(|_| Error::ShutDown)??;
+        }
+        Ok(())
+    }
+
+    /// The encoded state of a partition and the LSN it reflects, once that
+    /// LSN is durable: what recovery must reproduce byte for byte (I2).
+    pub async fn partition_snapshot(&self, partition: u32) -> Result<(u64, Vec<u8>), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.command(partition, Command::Snapshot(tx))?;
+        rx.await.map_err(|_| Error::ShutDown)?
+    }
+
+    /// Stops taking work, makes everything appended durable, checkpoints
+    /// every partition and stops its tasks.
+    pub async fn shutdown(&self) {
+        self.inner.shared.steps.close();
+        self.inner.shared.activities.close();
+        for partition in 0..self.partition_count() {
+            let (tx, rx) = oneshot::channel();
+            if self.command(partition, Command::Shutdown(tx)).is_ok() {
+                let _ = rx.await;
+            }
+        }
+        let tasks: Vec<_> = self.inner.tasks.lock().drain(..).collect();
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+/// Rebuilds a partition's state from a checkpoint and the records after it.
+fn recover_state(
+    partition: u32,
+    partition_count: u32,
+    checkpoint: Option<(u64, &[u8])>,
+    records: &[basalt_storage::Record],
+) -> Result<PartitionState, OpenError> {
+    let mut state = match checkpoint {
+        Some((lsn, bytes)) => codec::decode_snapshot(bytes).map_err(|e| OpenError::Decode {
+            partition,
+            what: "snapshot",
+            lsn,
+            message: e.to_string(),
+        })?,
+        None => PartitionState::new(partition, partition_count),
+    };
+    for record in records {
+        let event = codec::decode_event(&record.payload).map_err(|e| OpenError::Decode {
+            partition,
+            what: "event",
+            lsn: record.lsn.0,
+            message: e.to_string(),
+        })?;
+        state.apply(record.lsn.0, event);
+    }
+    Ok(state)
+}
+
+/// Rebuilds a partition's state read-only from storage, as recovery would,
+/// and encodes it: the replay check compares it with a live engine's (I2).
+pub async fn replay_partition(
+    storage: &Storage,
+    partition: u32,
+    partition_count: u32,
+) -> Result<(u64, Vec<u8>), OpenError> {
+    let (checkpoint, records, _) =
+        basalt_storage::read_partition(storage, PartitionId(partition)).await?;
+    let state = recover_state(
+        partition,
+        partition_count,
+        checkpoint.as_ref().map(|c| (c.lsn.0, &c.payload[..])),
+        &records,
+    )?;
+    let bytes = codec::encode_snapshot(&state).map_err(|e| OpenError::Decode {
+        partition,
+        what: "snapshot",
+        lsn: state.last_lsn,
+        message: e.to_string(),
+    })?;
+    Ok((state.last_lsn, bytes))
+}
+
+fn new_instance_id() -> String {
+    let a: u64 = rand::random();
+    let b: u64 = rand::random();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        (b >> 48) | 0x8000,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+fn reply_done(reply: Reply) -> Result<(), Error> {
+    match reply {
+        Reply::Rejected(e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[async_trait]
+impl Backend for Engine {
+    async fn start_instance(&self, request: StartRequest) -> Result<InstanceId, Error> {
+        if request.name.is_empty() {
+            return Err(Error::InvalidInput(
+                "orchestration name must not be empty".into(),
+            ));
+        }
+        self.check_payload("input", &request.input)?;
+        let instance_id = InstanceId::new(request.instance_id.unwrap_or_else(new_instance_id))?;
+        let event = Event::Start {
+            instance_id: instance_id.clone(),
+            name: request.name,
+            version: request.version,
+            input: request.input,
+            scheduled_start_ms: request.scheduled_start_ms,
+            now_ms: now_ms(),
+        };
+        reply_done(self.submit_for(&instance_id, event).await?)?;
+        Ok(instance_id)
+    }
+
+    async fn raise_event(
+        &self,
+        instance: &InstanceId,
+        name: &str,
+        data: Option<String>,
+    ) -> Result<(), Error> {
+        if name.is_empty() {
+            return Err(Error::InvalidInput("event name must not be empty".into()));
+        }
+        self.check_payload("event data", &data)?;
+        let event = Event::Raise {
+            instance_id: instance.clone(),
+            name: name.to_owned(),
+            data,
+            now_ms: now_ms(),
+        };
+        reply_done(self.submit_for(instance, event).await?)
+    }
+
+    async fn terminate(&self, instance: &InstanceId, reason: Option<String>) -> Result<(), Error> {
+        self.control(instance, ControlOp::Terminate, reason).await
+    }
+
+    async fn suspend(&self, instance: &InstanceId, reason: Option<String>) -> Result<(), Error> {
+        self.control(instance, ControlOp::Suspend, reason).await
+    }
+
+    async fn resume(&self, instance: &InstanceId, reason: Option<String>) -> Result<(), Error> {
+        self.control(instance, ControlOp::Resume, reason).await
+    }
+
+    async fn purge(&self, instance: &InstanceId) -> Result<bool, Error> {
+        let event = Event::Purge {
+            instance_id: instance.clone(),
+        };
+        match self.submit_for(instance, event).await? {
+            Reply::Purged(purged) => Ok(purged),
+            Reply::Rejected(e) => Err(e),
+            Reply::Done => Ok(true),
+        }
+    }
+
+    async fn get_instance(&self, instance: &InstanceId) -> Result<Option<InstanceState>, Error> {
+        let id = instance.clone();
+        let partition = partition_of(instance.as_str(), self.partition_count());
+        self.read(partition, move |state| {
+            state.instance(&id).map(|i| i.meta.clone())
+        })
+        .await
+    }
+
+    async fn get_history(&self, instance: &InstanceId) -> Result<Vec<HistoryEvent>, Error> {
+        let id = instance.clone();
+        let partition = partition_of(instance.as_str(), self.partition_count());
+        self.read(partition, move |state| {
+            state.instance(&id).map(|i| {
+                let mut history = (*i.history).clone();
+                if let Some((_, step)) = &i.step {
+                    history.extend(step.iter().cloned());
+                }
+                history.extend(i.inbox.iter().cloned());
+                history
+            })
+        })
+        .await?
+        .ok_or_else(|| Error::NotFound(instance.to_string()))
+    }
+
+    async fn query_instances(&self, query: &InstanceQuery) -> Result<QueryPage, Error> {
+        if query.page_size == 0 || query.page_size > 1000 {
+            return Err(Error::InvalidInput(format!(
+                "page size must be 1..=1000, got {}",
+                query.page_size
+            )));
+        }
+        let limit = query.page_size;
+        let mut all = Vec::new();
+        for partition in 0..self.partition_count() {
+            let query = query.clone();
+            let page = self
+                .read(partition, move |state| state.query(&query, limit))
+                .await?;
+            all.extend(page.instances);
+        }
+        all.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        let continuation = if all.len() > limit {
+            all.truncate(limit);
+            all.last().map(|s| s.instance_id.to_string())
+        } else {
+            None
+        };
+        Ok(QueryPage {
+            instances: all,
+            continuation,
+        })
+    }
+
+    async fn wait_for_start(
+        &self,
+        instance: &InstanceId,
+        timeout: Duration,
+    ) -> Result<InstanceState, Error> {
+        self.wait_until(instance, timeout, |s| {
+            s.status != basalt_runtime::OrchestrationStatus::Pending
+        })
+        .await
+    }
+
+    async fn wait_for_completion(
+        &self,
+        instance: &InstanceId,
+        timeout: Duration,
+    ) -> Result<InstanceState, Error> {
+        self.wait_until(instance, timeout, |s| s.status.is_terminal())
+            .await
+    }
+
+    async fn next_orchestration_work_item(&self) -> Result<OrchestrationWorkItem, Error> {
+        self.inner.shared.steps.pop().await.ok_or(Error::ShutDown)
+    }
+
+    async fn complete_orchestration_work_item(
+        &self,
+        token: &CompletionToken,
+        result: OrchestrationStepResult,
+    ) -> Result<(), Error> {
+        let token = self.step_token(token)?;
+        for action in &result.actions {
+            let payload = match &action.kind {
+                basalt_runtime::ActionKind::ScheduleTask { input, .. }
+                | basalt_runtime::ActionKind::CreateSubOrchestration { input, .. } => input,
+                basalt_runtime::ActionKind::SendEvent { data, .. } => data,
+                basalt_runtime::ActionKind::CompleteOrchestration { result, .. } => result,
+                basalt_runtime::ActionKind::CreateTimer { .. } => &None,
+            };
+            self.check_payload("action payload", payload)?;
+        }
+        let event = Event::StepCompleted {
+            instance_id: token.instance_id,
+            seq: token.seq,
+            result,
+            now_ms: now_ms(),
+        };
+        reply_done(
+            self.submit(token.partition, event, ReplyWhen::Applied)
+                .await?,
+        )
+    }
+
+    async fn abandon_orchestration_work_item(&self, token: &CompletionToken) -> Result<(), Error> {
+        let token = self.step_token(token)?;
+        let event = Event::StepAbandoned {
+            instance_id: token.instance_id,
+            seq: token.seq,
+            now_ms: now_ms(),
+        };
+        reply_done(
+            self.submit(token.partition, event, ReplyWhen::Applied)
+                .await?,
+        )
+    }
+
+    async fn next_activity_work_item(&self) -> Result<ActivityWorkItem, Error> {
+        self.inner
+            .shared
+            .activities
+            .pop()
+            .await
+            .ok_or(Error::ShutDown)
+    }
+
+    async fn complete_activity_work_item(
+        &self,
+        token: &CompletionToken,
+        outcome: ActivityOutcome,
+    ) -> Result<(), Error> {
+        let token = self.activity_token(token)?;
+        if let ActivityOutcome::Completed(output) = &outcome {
+            self.check_payload("activity output", output)?;
+        }
+        let event = Event::ActivityCompleted {
+            instance_id: token.instance_id,
+            execution: token.execution,
+            task_id: token.task_id,
+            outcome,
+            now_ms: now_ms(),
+        };
+        reply_done(
+            self.submit(token.partition, event, ReplyWhen::Applied)
+                .await?,
+        )
+    }
+
+    async fn abandon_activity_work_item(&self, token: &CompletionToken) -> Result<(), Error> {
+        let encoded = token.clone();
+        let token = self.activity_token(token)?;
+        let (id, execution, task_id) = (token.instance_id, token.execution, token.task_id);
+        let task = self
+            .read(token.partition, move |state| {
+                state
+                    .instance(&id)
+                    .filter(|i| i.execution == execution)
+                    .and_then(|i| i.activities.get(&task_id).cloned())
+            })
+            .await?;
+        match task {
+            Some(task) => {
+                self.inner.shared.activities.push(ActivityWorkItem {
+                    instance_id: task.instance_id,
+                    name: task.name,
+                    version: task.version,
+                    input: task.input,
+                    task_id: task.task_id,
+                    token: encoded,
+                });
+                Ok(())
+            }
+            None => Err(Error::StaleToken(encoded.0)),
+        }
+    }
+}
+
+impl Engine {
+    async fn control(
+        &self,
+        instance: &InstanceId,
+        op: ControlOp,
+        reason: Option<String>,
+    ) -> Result<(), Error> {
+        self.check_payload("reason", &reason)?;
+        let event = Event::Control {
+            instance_id: instance.clone(),
+            op,
+            reason,
+            now_ms: now_ms(),
+        };
+        reply_done(self.submit_for(instance, event).await?)
+    }
+
+    fn step_token(&self, token: &CompletionToken) -> Result<StepToken, Error> {
+        let parsed = StepToken::parse(token)?;
+        if parsed.incarnation != self.inner.shared.incarnation
+            || parsed.partition >= self.partition_count()
+        {
+            return Err(Error::StaleToken(token.0.clone()));
+        }
+        Ok(parsed)
+    }
+
+    fn activity_token(&self, token: &CompletionToken) -> Result<ActivityToken, Error> {
+        let parsed = ActivityToken::parse(token)?;
+        if parsed.incarnation != self.inner.shared.incarnation
+            || parsed.partition >= self.partition_count()
+        {
+            return Err(Error::StaleToken(token.0.clone()));
+        }
+        Ok(parsed)
+    }
+
+    async fn wait_until(
+        &self,
+        instance: &InstanceId,
+        timeout: Duration,
+        done: impl Fn(&InstanceState) -> bool,
+    ) -> Result<InstanceState, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let notify = self.inner.shared.waiter(instance);
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let state = self
+                .get_instance(instance)
+                .await?
+                .ok_or_else(|| Error::NotFound(instance.to_string()))?;
+            if done(&state) {
+                return Ok(state);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(Error::Timeout(timeout.as_millis() as u64));
+            }
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! One partition's task: it owns the partition state and log, turns
+//! commands into logged events, applies them, releases local effects at
+//! once (pipelining) and outward effects only once durable (I1).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use basalt_partitions::{
+    Effects, Envelope, Event, PartitionState, Position, Reply, StepTask, codec,
+};
+use basalt_runtime::{ActivityWorkItem, Error, InstanceId, OrchestrationWorkItem};
+use basalt_storage::{DurableWatch, Log, Lsn};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::shared::Shared;
+use crate::timers::now_ms;
+use crate::token::{ActivityToken, StepToken};
+
+/// When a submitter gets its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReplyWhen {
+    /// Once the event is durable: client requests (I1).
+    Durable,
+    /// As soon as it is applied: worker completions (a lost completion is
+    /// simply redone after recovery).
+    Applied,
+}
+
+/// A read of partition state whose answer is delivered by `deliver` once
+/// everything the read saw is durable.
+pub(crate) type Read = Box<dyn FnOnce(&PartitionState) -> Box<dyn FnOnce() + Send> + Send>;
+
+/// What a partition task is asked to do.
+pub(crate) enum Command {
+    /// Check, log and apply an event.
+    Submit {
+        event: Event,
+        reply: Option<oneshot::Sender<Result<Reply, Error>>>,
+        when: ReplyWhen,
+    },
+    /// Read the state.
+    Read(Read),
+    /// Write a checkpoint now (tests, shutdown).
+    Checkpoint(oneshot::Sender<Result<(), Error>>),
+    /// The encoded state at its last LSN, once durable (replay checks).
+    Snapshot(oneshot::Sender<Result<(u64, Vec<u8>), Error>>),
+    /// The log's counters.
+    LogStats(oneshot::Sender<basalt_storage::LogStats>),
+    /// Flush, checkpoint and stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Something to release once its LSN is durable.
+enum Parked {
+    Reply(oneshot::Sender<Result<Reply, Error>>, Result<Reply, Error>),
+    Deliver(Box<dyn FnOnce() + Send>),
+    Snapshot(oneshot::Sender<Result<(u64, Vec<u8>), Error>>, Vec<u8>),
+    Messages(Vec<Envelope>),
+    Acks(Vec<(u32, Position)>),
+    Changed(Vec<InstanceId>),
+}
+
+pub(crate) struct PartitionTask {
+    pub partition: u32,
+    pub state: PartitionState,
+    pub log: Log,
+    pub shared: Arc<Shared>,
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    pub checkpoint_interval_events: u64,
+    pub checkpoint_idle: Duration,
+}
+
+struct Running {
+    durable: DurableWatch,
+    durable_lsn: u64,
+    parked: VecDeque<(u64, Parked)>,
+    events_since_checkpoint: u64,
+    failed: Option<Error>,
+}
+
+impl PartitionTask {
+    /// Runs until shut down. First hands out the work recovery found.
+    pub(crate) async fn run(mut self) {
+        let pending = self.state.pending_work();
+        self.dispatch_local(&pending);
+        self.send_messages(pending.messages);
+        let mut run = Running {
+            durable: self.log.watch_durable(),
+            durable_lsn: self.log.durable_lsn().0,
+            parked: VecDeque::new(),
+            events_since_checkpoint: 0,
+            failed: None,
+        };
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => {
+                    let Some(command) = command else { break };
+                    if let Some(done) = self.handle(command, &mut run).await {
+                        self.shutdown(&mut run).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    // Take whatever else is queued before looking at durability.
+                    for _ in 0..256 {
+                        let Ok(command) = self.commands.try_recv() else { break };
+                        if let Some(done) = self.handle(command, &mut run).await {
+                            self.shutdown(&mut run).await;
+                            let _ = done.send(());
+                            return;
+                        }
+                    }
+                    if run.events_since_checkpoint >= self.checkpoint_interval_events {
+                        self.checkpoint(&mut run).await;
+                    }
+                }
+                durable = run.durable.changed(), if run.failed.is_none() => {
+                    match durable {
+                        Ok(lsn) => {
+                            run.durable_lsn = lsn.0;
+                            self.release(&mut run);
+                        }
+                        Err(e) => self.fail(&mut run, Error::Storage(e.to_string())),
+                    }
+                }
+                _ = tokio::time::sleep(self.checkpoint_idle), if run.events_since_checkpoint > 0 => {
+                    self.checkpoint(&mut run).await;
+                }
+            }
+        }
+        self.shutdown(&mut run).await;
+    }
+
+    /// Handles one command; returns the shutdown acknowledgement if asked to stop.
+    async fn handle(&mut self, command: Command, run: &mut Running) -> Option<oneshot::Sender<()>> {
+        match command {
+            Command::Submit { event, reply, when } => self.submit(event, reply, when, run).await,
+            Command::Read(read) => {
+                let deliver = read(&self.state);
+                self.park(run, Parked::Deliver(deliver));
+            }
+            Command::Checkpoint(done) => {
+                self.checkpoint(run).await;
+                let _ = done.send(match &run.failed {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(()),
+                });
+            }
+            Command::Snapshot(done) => match codec::encode_snapshot(&self.state) {
+                Ok(bytes) => self.park(run, Parked::Snapshot(done, bytes)),
+                Err(e) => {
+                    let _ = done.send(Err(Error::Storage(e.to_string())));
+                }
+            },
+            Command::LogStats(done) => {
+                let _ = done.send(self.log.stats());
+            }
+            Command::Shutdown(done) => return Some(done),
+        }
+        None
+    }
+
+    async fn submit(
+        &mut self,
+        event: Event,
+        reply: Option<oneshot::Sender<Result<Reply, Error>>>,
+        when: ReplyWhen,
+        run: &mut Running,
+    ) {
+        if let Some(failure) = &run.failed {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(failure.clone()));
+            }
+            return;
+        }
+        if let Err(rejection) = self.state.check(&event) {
+            // Nothing is logged, but the answer still reflects state that
+            // must be durable before anyone sees it.
+            match (reply, when) {
+                (Some(reply), ReplyWhen::Durable) => {
+                    self.park(run, Parked::Reply(reply, Err(rejection)));
+                }
+                (Some(reply), ReplyWhen::Applied) => {
+                    let _ = reply.send(Err(rejection));
+                }
+                (None, _) => {}
+            }
+            return;
+        }
+        let bytes = match codec::encode_event(&event) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(Error::InvalidInput(e.to_string())));
+                }
+                return;
+            }
+        };
+        let lsn = match self.log.append(&bytes).await {
+            // Durability is followed through the durable watch, not per record.
+            Ok(appended) => appended.lsn().0,
+            Err(e) => {
+                let error = Error::Storage(e.to_string());
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                self.fail(run, error);
+                return;
+            }
+        };
+        let mut fx = self.state.apply(lsn, event);
+        run.events_since_checkpoint += 1;
+        self.dispatch_local(&fx);
+        if let Some(reply) = reply {
+            let answer = match fx.reply.take() {
+                Some(Reply::Rejected(e)) => Err(e),
+                Some(r) => Ok(r),
+                None => Ok(Reply::Done),
+            };
+            match when {
+                ReplyWhen::Durable => self.park_at(run, lsn, Parked::Reply(reply, answer)),
+                ReplyWhen::Applied => {
+                    let _ = reply.send(answer);
+                }
+            }
+        }
+        if !fx.messages.is_empty() {
+            self.park_at(run, lsn, Parked::Messages(std::mem::take(&mut fx.messages)));
+        }
+        if !fx.acks.is_empty() {
+            self.park_at(run, lsn, Parked::Acks(std::mem::take(&mut fx.acks)));
+        }
+        if !fx.changed.is_empty() {
+            self.park_at(run, lsn, Parked::Changed(std::mem::take(&mut fx.changed)));
+        }
+    }
+
+    /// Local effects run at once (pipelining): steps, activities, timers.
+    fn dispatch_local(&self, fx: &Effects) {
+        let shared = &self.shared;
+        for step in &fx.steps {
+            shared.steps.push(self.work_item(step));
+        }
+        for task in &fx.activities {
+            shared.activities.push(ActivityWorkItem {
+                instance_id: task.instance_id.clone(),
+                name: task.name.clone(),
+                version: task.version.clone(),
+                input: task.input.clone(),
+                task_id: task.task_id,
+                token: ActivityToken {
+                    partition: self.partition,
+                    incarnation: shared.incarnation,
+                    execution: task.execution,
+                    task_id: task.task_id,
+                    instance_id: task.instance_id.clone(),
+                }
+                .encode(),
+            });
+        }
+        for timer in &fx.timers {
+            shared.timers.arm(self.partition, timer.clone());
+        }
+    }
+
+    fn work_item(&self, step: &StepTask) -> OrchestrationWorkItem {
+        OrchestrationWorkItem {
+            instance_id: step.instance_id.clone(),
+            past_events: Arc::clone(&step.past_events),
+            new_events: step.new_events.clone(),
+            token: StepToken {
+                partition: self.partition,
+                incarnation: self.shared.incarnation,
+                seq: step.seq,
+                instance_id: step.instance_id.clone(),
+            }
+            .encode(),
+        }
+    }
+
+    /// Parks an outward effect behind everything appended so far.
+    fn park(&mut self, run: &mut Running, parked: Parked) {
+        let lsn = self.state.last_lsn;
+        self.park_at(run, lsn, parked);
+    }
+
+    fn park_at(&mut self, run: &mut Running, lsn: u64, parked: Parked) {
+        if lsn <= run.durable_lsn && run.parked.is_empty() {
+            self.release_one(parked);
+        } else {
+            run.parked.push_back((lsn, parked));
+        }
+    }
+
+    /// Releases every parked effect whose LSN is durable, in order.
+    fn release(&mut self, run: &mut Running) {
+        while let Some((lsn, _)) = run.parked.front() {
+            if *lsn > run.durable_lsn {
+                break;
+            }
+            if let Some((_, parked)) = run.parked.pop_front() {
+                self.release_one(parked);
+            }
+        }
+    }
+
+    fn release_one(&self, parked: Parked) {
+        match parked {
+            Parked::Reply(reply, answer) => {
+                let _ = reply.send(answer);
+            }
+            Parked::Deliver(deliver) => deliver(),
+            Parked::Snapshot(done, bytes) => {
+                let _ = done.send(Ok((self.state.last_lsn, bytes)));
+            }
+            Parked::Messages(messages) => self.send_messages(messages),
+            Parked::Acks(acks) => {
+                for (origin, up_to) in acks {
+                    self.shared.submit(
+                        origin,
+                        Event::OutboxAcked {
+                            destination: self.partition,
+                            up_to,
+                        },
+                    );
+                }
+            }
+            Parked::Changed(instances) => {
+                for id in instances {
+                    self.shared.notify_changed(&id);
+                }
+            }
+        }
+    }
+
+    /// Sends messages to their partitions, grouped by destination in order.
+    fn send_messages(&self, messages: Vec<Envelope>) {
+        let mut by_destination: Vec<(u32, Vec<Envelope>)> = Vec::new();
+        for envelope in messages {
+            match by_destination
+                .iter_mut()
+                .find(|(d, _)| *d == envelope.destination)
+            {
+                Some((_, batch)) => batch.push(envelope),
+                None => by_destination.push((envelope.destination, vec![envelope])),
+            }
+        }
+        for (destination, mut messages) in by_destination {
+            messages.sort_by_key(|m| (m.origin, m.position));
+            self.shared.submit(
+                destination,
+                Event::Messages {
+                    messages,
+                    now_ms: now_ms(),
+                },
+            );
+        }
+    }
+
+    async fn checkpoint(&mut self, run: &mut Running) {
+        if run.failed.is_some() {
+            return;
+        }
+        run.events_since_checkpoint = 0;
+        let lsn = self.state.last_lsn;
+        if lsn == 0 {
+            return;
+        }
+        let result = async {
+            self.log.wait_durable(Lsn(lsn)).await?;
+            let bytes = codec::encode_snapshot(&self.state)
+                .map_err(|e| basalt_storage::Error::InvalidInput(e.to_string()))?;
+            self.log.checkpoint(Lsn(lsn), &bytes).await
+        }
+        .await;
+        match result {
+            Ok(report) => tracing::debug!(partition = self.partition, lsn, ?report, "checkpoint"),
+            Err(e) => self.fail(run, Error::Storage(e.to_string())),
+        }
+        run.durable_lsn = run.durable_lsn.max(self.log.durable_lsn().0);
+        self.release(run);
+    }
+
+    async fn shutdown(&mut self, run: &mut Running) {
+        if run.failed.is_none() {
+            let _ = self.log.wait_durable(Lsn(self.state.last_lsn)).await;
+            run.durable_lsn = self.log.durable_lsn().0;
+            self.release(run);
+            if run.events_since_checkpoint > 0 {
+                self.checkpoint(run).await;
+            }
+        }
+        let _ = self.log.close().await;
+    }
+
+    /// The log failed: this partition answers errors until the engine is
+    /// reopened (recovery rebuilds it from what is durable).
+    fn fail(&mut self, run: &mut Running, error: Error) {
+        tracing::error!(partition = self.partition, %error, "partition stopped");
+        for (_, parked) in run.parked.drain(..) {
+            if let Parked::Reply(reply, _) = parked {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+        run.failed = Some(error);
+    }
+}

@@ -1,0 +1,59 @@
+//! A multi-consumer work queue: partitions push ready work, any number of
+//! workers wait for it. Unbounded by design: it only ever holds work the
+//! partitions' state already holds (steps, activities), which is bounded
+//! by the instances in memory.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// Work waiting for a worker.
+pub(crate) struct WorkQueue<T> {
+    items: Mutex<VecDeque<T>>,
+    ready: Notify,
+    closed: AtomicBool,
+}
+
+impl<T> WorkQueue<T> {
+    pub(crate) fn new() -> WorkQueue<T> {
+        WorkQueue {
+            items: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn push(&self, item: T) {
+        self.items.lock().push_back(item);
+        self.ready.notify_one();
+    }
+
+    /// The next item; `None` once the queue is closed.
+    pub(crate) async fn pop(&self) -> Option<T> {
+        loop {
+            let notified = self.ready.notified();
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some(item) = self.items.lock().pop_front() {
+                // Pass the wake-up on if more is waiting.
+                if !self.items.lock().is_empty() {
+                    self.ready.notify_one();
+                }
+                return Some(item);
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items.lock().len()
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.ready.notify_waiters();
+    }
+}

@@ -1,0 +1,77 @@
+//! Completion tokens: `s:{partition}:{incarnation}:{seq}:{instance}` for
+//! orchestration steps and `a:{partition}:{incarnation}:{execution}:{task}:{instance}`
+//! for activities. The incarnation changes every time the engine opens,
+//! so a token handed out before a restart is stale after it.
+
+use basalt_runtime::{CompletionToken, Error, InstanceId};
+
+pub(crate) struct StepToken {
+    pub partition: u32,
+    pub incarnation: u64,
+    pub seq: u64,
+    pub instance_id: InstanceId,
+}
+
+pub(crate) struct ActivityToken {
+    pub partition: u32,
+    pub incarnation: u64,
+    pub execution: u64,
+    pub task_id: i32,
+    pub instance_id: InstanceId,
+}
+
+impl StepToken {
+    pub fn encode(&self) -> CompletionToken {
+        CompletionToken(format!(
+            "s:{}:{}:{}:{}",
+            self.partition, self.incarnation, self.seq, self.instance_id
+        ))
+    }
+
+    pub fn parse(token: &CompletionToken) -> Result<StepToken, Error> {
+        let bad = || Error::InvalidInput(format!("malformed step token {:?}", token.0));
+        let mut parts = token.0.splitn(5, ':');
+        if parts.next() != Some("s") {
+            return Err(bad());
+        }
+        let partition = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let incarnation = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let seq = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let instance_id = InstanceId::new(parts.next().ok_or_else(bad)?)?;
+        Ok(StepToken {
+            partition,
+            incarnation,
+            seq,
+            instance_id,
+        })
+    }
+}
+
+impl ActivityToken {
+    pub fn encode(&self) -> CompletionToken {
+        CompletionToken(format!(
+            "a:{}:{}:{}:{}:{}",
+            self.partition, self.incarnation, self.execution, self.task_id, self.instance_id
+        ))
+    }
+
+    pub fn parse(token: &CompletionToken) -> Result<ActivityToken, Error> {
+        let bad = || Error::InvalidInput(format!("malformed activity token {:?}", token.0));
+        let mut parts = token.0.splitn(6, ':');
+        if parts.next() != Some("a") {
+            return Err(bad());
+        }
+        let partition = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let incarnation = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let execution = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let task_id = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let instance_id = InstanceId::new(parts.next().ok_or_else(bad)?)?;
+        Ok(ActivityToken {
+            partition,
+            incarnation,
+            execution,
+            task_id,
+            instance_id,
+        })
+    }
+}
