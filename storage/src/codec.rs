@@ -240,12 +240,15 @@ pub fn decode_segment(object: &str, bytes: Bytes, expected: ExpectedSegment) -> 
                         found: len as u64,
                     },
                 ),
-                torn_candidate: all_zero_from(offset),
+                torn_candidate: false,
             });
             break;
         }
         let frame_end = offset + RECORD_HEADER_LEN + len;
         if frame_end > total {
+            // A write cut short leaves nothing valid after it; a damaged
+            // length field does (the frames that follow it).
+            let later = valid_frame_after(&bytes, offset + 1, next_lsn + 1);
             bad_tail = Some(BadTail {
                 damage: damage(
                     offset,
@@ -255,7 +258,7 @@ pub fn decode_segment(object: &str, bytes: Bytes, expected: ExpectedSegment) -> 
                         available: available as u64,
                     },
                 ),
-                torn_candidate: true,
+                torn_candidate: !later,
             });
             break;
         }
@@ -308,6 +311,40 @@ pub fn decode_segment(object: &str, bytes: Bytes, expected: ExpectedSegment) -> 
         },
         bad_tail,
     }
+}
+
+/// True if a whole, checksum-valid frame with LSN `lsn` starts anywhere at
+/// or after `from`. Only offsets whose LSN field matches are checksummed,
+/// so the scan costs little more than reading the bytes.
+fn valid_frame_after(bytes: &[u8], from: usize, lsn: u64) -> bool {
+    let wanted = lsn.to_le_bytes();
+    let mut offset = from;
+    while offset + RECORD_HEADER_LEN <= bytes.len() {
+        if bytes[offset + 8..offset + 16] == wanted {
+            let len_bytes = [
+                bytes[offset],
+                bytes[offset + 1],
+                bytes[offset + 2],
+                bytes[offset + 3],
+            ];
+            let len = u32::from_le_bytes(len_bytes) as usize;
+            let stored = u32::from_le_bytes([
+                bytes[offset + 4],
+                bytes[offset + 5],
+                bytes[offset + 6],
+                bytes[offset + 7],
+            ]);
+            let end = offset + RECORD_HEADER_LEN + len;
+            if len <= RECORD_PAYLOAD_MAX
+                && end <= bytes.len()
+                && record_crc(len_bytes, wanted, &bytes[offset + RECORD_HEADER_LEN..end]) == stored
+            {
+                return true;
+            }
+        }
+        offset += 1;
+    }
+    false
 }
 
 fn check_segment_header(bytes: &[u8], expected: ExpectedSegment) -> Result<(), Problem> {

@@ -75,12 +75,22 @@ impl LogOptions {
                 self.pending_bytes_max
             )));
         }
+        if self.pending_bytes_max > PENDING_BYTES_LIMIT {
+            return Err(Error::InvalidInput(format!(
+                "pending_bytes_max ({}) must be at most {PENDING_BYTES_LIMIT}",
+                self.pending_bytes_max
+            )));
+        }
         if self.batch_bytes_max == 0 {
             return Err(Error::InvalidInput("batch_bytes_max must be > 0".into()));
         }
         Ok(())
     }
 }
+
+/// Largest `pending_bytes_max` accepted (1 TiB; the budget semaphore's
+/// own limit is far above).
+const PENDING_BYTES_LIMIT: usize = 1 << 40;
 
 /// Counters of one log, for benchmarks and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,6 +108,8 @@ pub struct LogStats {
 struct CommitState {
     durable: Lsn,
     failed: Option<Arc<Error>>,
+    /// The committer has exited: nothing more becomes durable.
+    closed: bool,
 }
 
 /// Records framed and waiting for their write.
@@ -135,6 +147,9 @@ struct Shared {
     records: AtomicU64,
     bytes: AtomicU64,
     checkpointing: tokio::sync::Mutex<()>,
+    /// Held until the committer exits, so the partition cannot be reopened
+    /// in this process while a write of this opening may still land.
+    _claim: PartitionClaim,
 }
 
 /// A partition's open commit log. Cheap to clone; the committer stops once
@@ -150,7 +165,6 @@ pub struct Log {
 struct Handle {
     shared: Arc<Shared>,
     committer: Mutex<Option<JoinHandle<()>>>,
-    _claim: PartitionClaim,
 }
 
 impl Drop for Handle {
@@ -199,7 +213,7 @@ impl Appended {
         let lsn = self.lsn;
         let outcome = self
             .commits
-            .wait_for(|s| s.durable >= lsn || s.failed.is_some())
+            .wait_for(|s| s.durable >= lsn || s.failed.is_some() || s.closed)
             .await
             .map(|s| (s.durable, s.failed.clone()));
         match outcome {
@@ -232,6 +246,7 @@ impl Log {
         let (commits, _) = watch::channel(CommitState {
             durable,
             failed: None,
+            closed: false,
         });
         let budget = Semaphore::new(options.pending_bytes_max);
         let shared = Arc::new(Shared {
@@ -252,6 +267,7 @@ impl Log {
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             checkpointing: tokio::sync::Mutex::new(()),
+            _claim: claim,
             options,
         });
         let sink = Sink::new(&shared)?;
@@ -260,7 +276,6 @@ impl Log {
             handle: Arc::new(Handle {
                 shared,
                 committer: Mutex::new(Some(committer)),
-                _claim: claim,
             }),
         };
         Ok((log, recovered))
@@ -313,12 +328,16 @@ impl Log {
         }
         let frame_len = codec::record_frame_len(payload.len());
         // `validate` guarantees the frame fits in the budget, so this cannot
-        // wait forever; the semaphore is never closed.
-        let permit = shared
-            .budget
-            .acquire_many(frame_len as u32)
-            .await
-            .map_err(|_| Error::Closed(shared.partition))?;
+        // wait forever: the budget is closed when the log fails or stops.
+        let Ok(permit) = shared.budget.acquire_many(frame_len as u32).await else {
+            return Err(match &shared.open.lock().failed {
+                Some(cause) => Error::LogFailed {
+                    partition: shared.partition,
+                    cause: Arc::clone(cause),
+                },
+                None => Error::Closed(shared.partition),
+            });
+        };
         let lsn = {
             let mut open = shared.open.lock();
             if let Some(cause) = &open.failed {
@@ -400,6 +419,20 @@ impl Log {
             Some(durable),
         )
         .await?;
+        // Below the durable LSN nothing may be missing: a "torn" tail there
+        // is damage to acknowledged records.
+        if let Some((_, _, damage)) = scan.torn {
+            return Err(Error::Corrupted(damage));
+        }
+        if scan.last_lsn < durable {
+            return Err(Error::Discontinuous {
+                partition: self.partition(),
+                after: codec::log_prefix(self.partition()),
+                end: scan.last_lsn,
+                next: "the durable LSN".into(),
+                start: durable,
+            });
+        }
         Ok(scan.records)
     }
 
@@ -417,6 +450,22 @@ impl Log {
                 "checkpoint at LSN {lsn} is ahead of the durable LSN {durable}"
             )));
         }
+        if snapshot.len() as u64 > codec::CHECKPOINT_PAYLOAD_MAX {
+            return Err(Error::InvalidInput(format!(
+                "snapshot of {} bytes exceeds the checkpoint limit of {} bytes",
+                snapshot.len(),
+                codec::CHECKPOINT_PAYLOAD_MAX
+            )));
+        }
+        let existing = recovery::list_checkpoints(&shared.storage, shared.partition).await?;
+        if let Some(newest) = existing.last()
+            && newest.lsn > lsn
+        {
+            return Err(Error::InvalidInput(format!(
+                "checkpoint at LSN {lsn} is older than the newest checkpoint ({})",
+                newest.lsn
+            )));
+        }
         let key = codec::checkpoint_key(shared.partition, lsn);
         let bytes = codec::encode_checkpoint(shared.partition, lsn, snapshot);
         shared
@@ -429,7 +478,12 @@ impl Log {
 
         let checkpoints = recovery::list_checkpoints(&shared.storage, shared.partition).await?;
         let kept: Vec<_> = checkpoints.iter().rev().take(2).collect();
-        let keep_from = kept.last().map_or(lsn, |c| c.lsn);
+        // With one checkpoint there is no spare: keep the whole log behind it.
+        let keep_from = if kept.len() < 2 {
+            Lsn::ZERO
+        } else {
+            kept.last().map_or(Lsn::ZERO, |c| c.lsn)
+        };
         let mut report = CheckpointReport {
             key,
             ..CheckpointReport::default()
@@ -518,6 +572,8 @@ async fn run_committer(shared: Arc<Shared>, mut sink: Sink) {
         };
         if pending == 0 {
             if closed {
+                shared.budget.close();
+                shared.commits.send_modify(|s| s.closed = true);
                 return;
             }
             shared.work.notified().await;
@@ -558,7 +614,12 @@ async fn run_committer(shared: Arc<Shared>, mut sink: Sink) {
                 open.failed = Some(Arc::clone(&cause));
                 open.batches.clear();
                 drop(open);
-                shared.commits.send_modify(|s| s.failed = Some(cause));
+                // Wake appenders waiting for budget: they get `LogFailed`.
+                shared.budget.close();
+                shared.commits.send_modify(|s| {
+                    s.failed = Some(cause);
+                    s.closed = true;
+                });
                 return;
             }
         }

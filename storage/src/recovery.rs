@@ -110,7 +110,10 @@ pub async fn list_checkpoints(
         .await?
         .into_iter()
         .filter_map(|(key, size_bytes)| {
-            let lsn = codec::parse_checkpoint_name(key.rsplit('/').next()?)?;
+            let Some(lsn) = codec::parse_checkpoint_name(key.rsplit('/').next()?) else {
+                tracing::warn!(object = %key, "ignoring an object that is not a checkpoint");
+                return None;
+            };
             Some(CheckpointInfo {
                 key,
                 lsn,
@@ -301,17 +304,36 @@ pub(crate) async fn recover(storage: &Storage, partition: PartitionId) -> Result
             start: c.lsn,
         });
     }
+    // Take the new epoch before changing anything.
+    let segments = list_segments(storage, partition).await?;
+    let newest_epoch = segments.iter().map(|s| s.epoch).max().unwrap_or_default();
+    let lease_epoch = read_lease_epoch(storage, partition).await?;
+    let epoch = newest_epoch
+        .max(lease_epoch)
+        .0
+        .checked_add(1)
+        .filter(|e| *e <= EPOCH_MAX)
+        .map(Epoch)
+        .ok_or_else(|| {
+            Error::Corrupted(Damage {
+                object: codec::lease_key(partition),
+                offset: 0,
+                problem: crate::error::Problem::LengthTooLarge {
+                    max: EPOCH_MAX,
+                    found: newest_epoch.max(lease_epoch).0,
+                },
+            })
+        })?;
+    write_lease(storage, partition, epoch).await?;
     let torn_tail = match scan.torn {
         Some((segment, valid_len, damage)) => {
             Some(trim_torn_tail(storage, &segment, valid_len, &damage).await?)
         }
         None => None,
     };
-    let segments = list_segments(storage, partition).await?;
-    let newest_epoch = segments.iter().map(|s| s.epoch).max().unwrap_or_default();
-    let lease_epoch = read_lease_epoch(storage, partition).await?;
-    let epoch = Epoch(newest_epoch.max(lease_epoch).0 + 1);
-    write_lease(storage, partition, epoch).await?;
+    // What recovery read may have been written but never synced by a
+    // process that died: make it durable before anything is built on it.
+    sync_local_log(storage, partition)?;
     Ok(Recovery {
         checkpoint,
         records: scan.records,
@@ -320,6 +342,37 @@ pub(crate) async fn recover(storage: &Storage, partition: PartitionId) -> Result
         torn_tail,
         damaged_checkpoints,
     })
+}
+
+/// Largest epoch: segment names give it 8 decimal digits.
+const EPOCH_MAX: u64 = 99_999_999;
+
+/// On a local directory, fsyncs every segment file and the log folder (and
+/// its parents up to the hub root), so records and trims recovery saw are
+/// durable before new records that depend on them are acknowledged.
+fn sync_local_log(storage: &Storage, partition: PartitionId) -> Result<()> {
+    let Some(root) = storage.local_root() else {
+        return Ok(());
+    };
+    let dir = root.join(codec::log_prefix(partition));
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(&dir, e))?.path();
+        if path.extension().is_some_and(|x| x == "seg") {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    for folder in [dir.as_path(), dir.parent().unwrap_or(root), root] {
+        std::fs::File::open(folder)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(folder, e))?;
+    }
+    Ok(())
 }
 
 async fn trim_torn_tail(

@@ -325,3 +325,65 @@ async fn unrelated_objects_in_the_log_folder_are_ignored() {
     assert_eq!(recovered.records.len(), 5);
     let _ = Storage::in_memory();
 }
+
+#[tokio::test]
+async fn i6_a_flipped_length_bit_mid_segment_is_damage_not_a_torn_tail() {
+    let written = payloads();
+    let (key, mut bytes) = segment(1, 1, &written);
+    // Record 2's length field: bit 20 makes it ~1 MiB, past the end of the
+    // object, which alone would look like an interrupted write.
+    let second = 32 + 16 + written[0].len();
+    bytes[second + 2] ^= 0x10;
+    let place = Place::new(Kind::Memory);
+    fresh_hub(&place).await;
+    place.write(&key, bytes).await;
+    let err = recover(&place)
+        .await
+        .expect_err("later valid frames prove this is not a torn write");
+    assert_named(&err, &key, "length flip");
+    assert!(err.to_string().contains("truncated"), "{err}");
+}
+
+#[tokio::test]
+async fn read_from_refuses_to_return_less_than_is_durable() {
+    let place = Place::new(Kind::LocalFile);
+    let (log, _) = place.open(LogOptions::default()).await.expect("open");
+    for p in payloads() {
+        log.append(&p)
+            .await
+            .expect("append")
+            .durable()
+            .await
+            .expect("durable");
+    }
+    // Damage the last (acknowledged) record of the live segment.
+    let segments = basalt_storage::list_segments(&place.storage_unlocked(), PARTITION)
+        .await
+        .expect("list");
+    let key = &segments.last().expect("a segment").key;
+    let mut bytes = place.read(key).await;
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    place.write(key, bytes).await;
+    let err = log
+        .read_from(Lsn(1))
+        .await
+        .expect_err("damage below durable");
+    assert_eq!(err.kind(), ErrorKind::Corrupted, "{err}");
+    log.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn an_epoch_at_its_limit_is_refused_not_wrapped() {
+    let place = Place::new(Kind::Memory);
+    fresh_hub(&place).await;
+    place
+        .write(
+            "p00/lease",
+            br#"{"epoch":99999999,"owner":"test","acquired_unix_ms":0}"#.to_vec(),
+        )
+        .await;
+    let err = recover(&place).await.expect_err("epoch overflow");
+    assert_eq!(err.kind(), ErrorKind::Corrupted);
+    assert!(err.to_string().contains("p00/lease"), "{err}");
+}

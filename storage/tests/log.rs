@@ -469,10 +469,12 @@ async fn one_partition_opens_once_per_process() {
         .await
         .expect_err("no such partition");
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    // The claim lasts until the committer has stopped.
+    log.close().await.expect("close");
     drop(log);
     hub.open_partition(PartitionId(0), LogOptions::default())
         .await
-        .expect("open again after drop");
+        .expect("open again after close");
 }
 
 #[tokio::test]
@@ -599,4 +601,87 @@ proptest! {
             assert_eq!(got, expected, "{kind:?}: read_from");
         });
     }
+}
+
+#[tokio::test]
+async fn waiting_for_an_lsn_that_will_never_be_written_ends_at_close() {
+    let place = Place::new(Kind::Memory);
+    let (log, _) = place.open(LogOptions::default()).await.expect("open");
+    log.append(b"one")
+        .await
+        .expect("append")
+        .durable()
+        .await
+        .expect("durable");
+    log.close().await.expect("close");
+    let waited = tokio::time::timeout(Duration::from_secs(10), log.wait_durable(Lsn(5)))
+        .await
+        .expect("must not hang after close");
+    assert_eq!(
+        waited.expect_err("never written").kind(),
+        ErrorKind::ShutDown
+    );
+}
+
+#[tokio::test]
+async fn appenders_waiting_for_budget_get_the_failure_instead_of_hanging() {
+    let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())).with_key_filter("/log/"));
+    faulty.delay_writes(Duration::from_millis(50));
+    faulty.inject(1, Fault::Fail);
+    let storage = Storage::object_store(faulty, "faulty");
+    let hub = TaskHub::open_or_create(storage, &hub_options())
+        .await
+        .expect("hub");
+    let options = LogOptions {
+        record_bytes_max: 100,
+        pending_bytes_max: 2 * (16 + 100),
+        ..LogOptions::default()
+    };
+    let (log, _) = hub
+        .open_partition(PartitionId(0), options)
+        .await
+        .expect("open");
+    let first = log.append(&[1u8; 100]).await.expect("fits");
+    let second = log.append(&[2u8; 100]).await.expect("fits");
+    // The budget is full: this one waits until the (failing) write ends.
+    let third = tokio::time::timeout(Duration::from_secs(10), log.append(&[3u8; 100]))
+        .await
+        .expect("must not hang");
+    assert_eq!(third.expect_err("log failed").kind(), ErrorKind::ShutDown);
+    assert!(first.durable().await.is_err());
+    assert!(second.durable().await.is_err());
+}
+
+#[tokio::test]
+async fn a_single_checkpoint_keeps_the_log_behind_it() {
+    let place = Place::new(Kind::LocalFile);
+    let (log, _) = place.open(LogOptions::default()).await.expect("open");
+    for i in 1..=10u64 {
+        log.append(&payload(i))
+            .await
+            .expect("append")
+            .durable()
+            .await
+            .expect("durable");
+    }
+    let report = log.checkpoint(Lsn(10), b"ten").await.expect("checkpoint");
+    assert_eq!(
+        report.segments_deleted, 0,
+        "with no spare checkpoint the log behind it stays"
+    );
+    let segments = list_segments(&place.storage_unlocked(), PartitionId(0))
+        .await
+        .expect("list");
+    assert_eq!(segments.first().map(|s| s.first_lsn), Some(Lsn(1)));
+    let first = log.append(b"eleven").await.expect("append");
+    first.durable().await.expect("durable");
+    log.checkpoint(Lsn(11), b"eleven")
+        .await
+        .expect("checkpoint");
+    let err = log
+        .checkpoint(Lsn(10), b"backwards")
+        .await
+        .expect_err("older than the newest");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    log.close().await.expect("close");
 }

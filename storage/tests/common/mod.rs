@@ -49,6 +49,21 @@ impl Place {
         }
     }
 
+    /// A read-only view for listing while a log is open: the same objects
+    /// without taking the directory lock.
+    pub fn storage_unlocked(&self) -> Storage {
+        match self.kind {
+            Kind::Memory => Storage::object_store(Arc::clone(&self.memory), "memory"),
+            _ => Storage::object_store(
+                Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(self.dir.path())
+                        .expect("local store"),
+                ),
+                "local",
+            ),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
