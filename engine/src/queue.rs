@@ -37,9 +37,14 @@ impl<T> WorkQueue<T> {
             if self.closed.load(Ordering::Acquire) {
                 return None;
             }
-            if let Some(item) = self.items.lock().pop_front() {
+            let (item, more) = {
+                let mut items = self.items.lock();
+                let item = items.pop_front();
+                (item, !items.is_empty())
+            };
+            if let Some(item) = item {
                 // Pass the wake-up on if more is waiting.
-                if !self.items.lock().is_empty() {
+                if more {
                     self.ready.notify_one();
                 }
                 return Some(item);

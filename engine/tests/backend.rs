@@ -1,0 +1,284 @@
+//! The engine driven through the `Backend` trait by a hand-played worker:
+//! the smallest end-to-end path (start, step, activity, step, complete),
+//! restart in the middle, stale tokens and bad input.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use basalt_engine::{Engine, EngineOptions, replay_partition};
+use basalt_runtime::{
+    ActionKind, ActivityOutcome, Backend, ErrorKind, EventKind, InstanceId, OrchestrationStatus,
+    OrchestrationStepResult, OrchestratorAction, StartRequest,
+};
+use basalt_storage::Storage;
+use object_store::memory::InMemory;
+
+fn options() -> EngineOptions {
+    EngineOptions {
+        partition_count: 4,
+        ..EngineOptions::default()
+    }
+}
+
+fn schedule(id: i32, name: &str, input: &str) -> OrchestrationStepResult {
+    OrchestrationStepResult {
+        actions: vec![OrchestratorAction {
+            id,
+            kind: ActionKind::ScheduleTask {
+                name: name.into(),
+                version: None,
+                input: Some(input.into()),
+            },
+        }],
+        custom_status: None,
+    }
+}
+
+fn complete(output: &str) -> OrchestrationStepResult {
+    OrchestrationStepResult {
+        actions: vec![OrchestratorAction {
+            id: 1,
+            kind: ActionKind::CompleteOrchestration {
+                status: OrchestrationStatus::Completed,
+                result: Some(output.into()),
+                failure: None,
+                new_version: None,
+                carryover_events: Vec::new(),
+            },
+        }],
+        custom_status: Some("\"done\"".into()),
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn one_activity_orchestration_end_to_end_across_a_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = Engine::open(Storage::local(dir.path()).expect("storage"), options())
+        .await
+        .expect("open");
+    let id = engine
+        .start_instance(StartRequest {
+            name: "hello".into(),
+            instance_id: Some("order-1".into()),
+            input: Some("\"world\"".into()),
+            ..StartRequest::default()
+        })
+        .await
+        .expect("start");
+    assert_eq!(id.as_str(), "order-1");
+    let err = engine
+        .start_instance(StartRequest {
+            name: "hello".into(),
+            instance_id: Some("order-1".into()),
+            ..StartRequest::default()
+        })
+        .await
+        .expect_err("already running");
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+
+    let step = engine.next_orchestration_work_item().await.expect("step 1");
+    assert!(step.past_events.is_empty());
+    assert!(matches!(
+        step.new_events[0].kind,
+        EventKind::OrchestratorStarted
+    ));
+    assert!(matches!(
+        step.new_events[1].kind,
+        EventKind::ExecutionStarted { .. }
+    ));
+    engine
+        .complete_orchestration_work_item(&step.token, schedule(0, "greet", "\"world\""))
+        .await
+        .expect("complete step 1");
+    let stale = engine
+        .complete_orchestration_work_item(&step.token, schedule(0, "greet", "\"world\""))
+        .await
+        .expect_err("a token is good once");
+    assert_eq!(stale.kind(), ErrorKind::Conflict);
+
+    let activity = engine.next_activity_work_item().await.expect("activity");
+    assert_eq!(activity.name, "greet");
+    assert_eq!(activity.input.as_deref(), Some("\"world\""));
+    let running = engine
+        .get_instance(&id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(running.status, OrchestrationStatus::Running);
+
+    // Restart before the activity reports: the work is handed out again.
+    engine.shutdown().await;
+    drop(engine);
+    let engine = Engine::open(Storage::local(dir.path()).expect("storage"), options())
+        .await
+        .expect("reopen");
+    let old = engine
+        .complete_activity_work_item(&activity.token, ActivityOutcome::Completed(None))
+        .await
+        .expect_err("a token from before the restart is stale");
+    assert_eq!(old.kind(), ErrorKind::Conflict);
+    let activity = engine
+        .next_activity_work_item()
+        .await
+        .expect("activity again");
+    engine
+        .complete_activity_work_item(
+            &activity.token,
+            ActivityOutcome::Completed(Some("\"hello world\"".into())),
+        )
+        .await
+        .expect("activity done");
+    // A duplicate completion is dropped (I4), not applied twice.
+    engine
+        .complete_activity_work_item(
+            &activity.token,
+            ActivityOutcome::Completed(Some("\"twice\"".into())),
+        )
+        .await
+        .expect("duplicate is accepted and dropped");
+
+    let step = engine.next_orchestration_work_item().await.expect("step 2");
+    let completed: Vec<_> = step
+        .new_events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::TaskCompleted { .. }))
+        .collect();
+    assert_eq!(completed.len(), 1, "{:?}", step.new_events);
+    engine
+        .complete_orchestration_work_item(&step.token, complete("\"hello world\""))
+        .await
+        .expect("complete step 2");
+    let done = engine.wait_for_completion(&id, WAIT).await.expect("done");
+    assert_eq!(done.status, OrchestrationStatus::Completed);
+    assert_eq!(done.output.as_deref(), Some("\"hello world\""));
+    assert_eq!(done.custom_status.as_deref(), Some("\"done\""));
+
+    let history = engine.get_history(&id).await.expect("history");
+    let scheduled = history
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::TaskScheduled { .. }))
+        .count();
+    assert_eq!(scheduled, 1);
+    assert!(matches!(
+        history.last().map(|e| &e.kind),
+        Some(EventKind::ExecutionCompleted { .. })
+    ));
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_clear_error() {
+    let engine = Engine::open(Storage::in_memory(), options())
+        .await
+        .expect("open");
+    let too_long = "x".repeat(300);
+    let err = engine
+        .start_instance(StartRequest {
+            name: "n".into(),
+            instance_id: Some(too_long),
+            ..StartRequest::default()
+        })
+        .await
+        .expect_err("id too long");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = engine
+        .start_instance(StartRequest {
+            name: "n".into(),
+            instance_id: Some(String::new()),
+            ..StartRequest::default()
+        })
+        .await
+        .expect_err("empty id");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let small = Engine::open(
+        Storage::in_memory(),
+        EngineOptions {
+            payload_bytes_max: 10,
+            ..options()
+        },
+    )
+    .await
+    .expect("open");
+    let err = small
+        .start_instance(StartRequest {
+            name: "n".into(),
+            input: Some("\"this is more than ten bytes\"".into()),
+            ..StartRequest::default()
+        })
+        .await
+        .expect_err("payload too large");
+    assert!(err.to_string().contains("limit is 10 bytes"), "{err}");
+    let missing = InstanceId::new("nobody").expect("id");
+    let err = engine
+        .raise_event(&missing, "e", None)
+        .await
+        .expect_err("no such instance");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(engine.get_instance(&missing).await.expect("get"), None);
+    let err = engine
+        .wait_for_completion(&missing, Duration::from_millis(50))
+        .await
+        .expect_err("not found");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    engine.shutdown().await;
+    small.shutdown().await;
+}
+
+#[tokio::test]
+async fn i2_recovered_state_equals_live_state_byte_for_byte() {
+    let memory = Arc::new(InMemory::new());
+    let engine = Engine::open(
+        Storage::object_store(memory.clone(), "memory"),
+        EngineOptions {
+            checkpoint_interval_events: 7,
+            ..options()
+        },
+    )
+    .await
+    .expect("open");
+    for i in 0..20 {
+        engine
+            .start_instance(StartRequest {
+                name: "o".into(),
+                instance_id: Some(format!("i{i}")),
+                ..StartRequest::default()
+            })
+            .await
+            .expect("start");
+    }
+    for _ in 0..20 {
+        let step = engine.next_orchestration_work_item().await.expect("step");
+        engine
+            .complete_orchestration_work_item(&step.token, schedule(0, "a", "1"))
+            .await
+            .expect("complete");
+    }
+    for _ in 0..10 {
+        let activity = engine.next_activity_work_item().await.expect("activity");
+        engine
+            .complete_activity_work_item(&activity.token, ActivityOutcome::Completed(None))
+            .await
+            .expect("complete");
+    }
+    for partition in 0..4 {
+        let (live_lsn, live) = engine
+            .partition_snapshot(partition)
+            .await
+            .expect("live snapshot");
+        let (replayed_lsn, replayed) = replay_partition(
+            &Storage::object_store(memory.clone(), "memory"),
+            partition,
+            4,
+        )
+        .await
+        .expect("replay");
+        assert_eq!(replayed_lsn, live_lsn, "partition {partition}");
+        assert!(
+            replayed == live,
+            "partition {partition}: state differs after replay"
+        );
+    }
+    engine.shutdown().await;
+}
