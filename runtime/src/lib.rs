@@ -11,14 +11,19 @@
 //! `Backend`.
 
 mod backend;
+pub mod client;
 mod error;
 pub mod history;
+pub mod sdk;
 pub mod types;
+pub mod worker;
 
 pub use backend::{
     ActivityOutcome, ActivityWorkItem, Backend, CompletionToken, InstanceQuery,
     OrchestrationStepResult, OrchestrationWorkItem, QueryPage, StartRequest,
 };
+pub use client::{Client, ClientError, StartOptions};
 pub use error::{Error, ErrorKind, Result};
 pub use history::{ActionKind, EventKind, HistoryEvent, OrchestratorAction};
 pub use types::{FailureDetails, InstanceId, InstanceState, OrchestrationStatus, ParentInstance};
+pub use worker::{Worker, WorkerHandle, WorkerOptions};

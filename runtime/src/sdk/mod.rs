@@ -1,0 +1,52 @@
+//! The Rust SDK: what orchestration and activity authors program against,
+//! and the replay executor that runs their orchestrations.
+//!
+//! - [`Registry`] (built with [`RegistryBuilder`]) owns the mapping from
+//!   orchestration and activity names to user functions, raw (JSON text in
+//!   and out) or typed (serde values in and out).
+//! - [`OrchestrationContext`] is the orchestration's handle on the durable
+//!   world: activities, timers, external events, sub-orchestrations,
+//!   continue-as-new, custom status, deterministic time and GUIDs. Every
+//!   call that schedules something returns a future ([`Task`], [`Timer`],
+//!   [`ExternalEvent`]) that resolves only once the executor has processed
+//!   the history event that completes it, so `join_all`, `select` and
+//!   `select_all` are deterministic under replay.
+//! - [`OrchestrationExecutor`] owns the replay of one instance: it turns
+//!   `(past_events, new_events)` into the step's actions, detects
+//!   non-determinism, and keeps its cursor between steps so a step usually
+//!   processes only the events it has not seen yet.
+//! - [`ActivityContext`] and [`ActivityError`] are what activity functions
+//!   receive and return.
+//!
+//! # Failures seen by orchestrations
+//!
+//! A failed activity surfaces as [`OrchestrationError::ActivityFailed`],
+//! which carries the activity's own [`FailureDetails`](crate::FailureDetails)
+//! unchanged in `details`. If the orchestration lets that error escape
+//! (e.g. with `?`), the instance fails with `error_type` `"ActivityFailed"`
+//! and the activity's failure as `inner`. Sub-orchestrations behave the same
+//! way with `"SubOrchestrationFailed"`.
+//!
+//! # Failure types produced by the executor
+//!
+//! | `error_type` | when |
+//! |---|---|
+//! | `NonDeterminismError` | the code issued different actions than its history records |
+//! | `OrchestrationNotFound` | no orchestration of that name is registered |
+//! | `Panic` | the orchestration function panicked |
+//! | `SerializationError` | a typed input or output could not be (de)serialized |
+//! | `InvalidHistory` | the history has no `ExecutionStarted` |
+
+#![warn(missing_docs)]
+
+mod context;
+mod error;
+mod executor;
+mod registry;
+
+pub use context::{ExternalEvent, OrchestrationContext, RetryPolicy, Task, Timer};
+pub use error::OrchestrationError;
+pub use executor::OrchestrationExecutor;
+pub use registry::{
+    ActivityContext, ActivityError, FunctionKind, Registry, RegistryBuilder, RegistryError,
+};
