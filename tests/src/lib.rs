@@ -4,3 +4,4 @@
 //! binaries in `src/bin` are the children that tests kill with SIGKILL.
 
 pub mod crash_log;
+pub mod hello5;

@@ -1,0 +1,108 @@
+//! Child process of the engine crash test: opens the engine on a local
+//! task hub, runs the SDK worker with the `hello5` workload, starts
+//! instances and prints `started <id>` once each start is acknowledged
+//! (durable). With `finish` it starts nothing, waits until every instance
+//! has finished, prints `finished` and exits cleanly.
+//!
+//! Usage: crash_hello5 <dir> <run> <instances-to-start | finish>
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use basalt_engine::{Engine, EngineOptions};
+use basalt_runtime::{
+    Backend, InstanceQuery, OrchestrationStatus, StartRequest, Worker, WorkerOptions,
+};
+use basalt_storage::Storage;
+use basalt_tests::hello5;
+
+fn main() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("crash_hello5: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run()) {
+        eprintln!("crash_hello5: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: crash_hello5 <dir> <run> <instances | finish>";
+    let dir = args.next().ok_or(usage)?;
+    let run: u64 = args
+        .next()
+        .ok_or(usage)?
+        .parse()
+        .map_err(|e| format!("run: {e}"))?;
+    let mode = args.next().ok_or(usage)?;
+    let options = EngineOptions {
+        partition_count: 4,
+        checkpoint_interval_events: 500,
+        ..EngineOptions::default()
+    };
+    let storage = Storage::local(&dir).map_err(|e| e.to_string())?;
+    let engine = Engine::open(storage, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let backend: Arc<dyn Backend> = Arc::new(engine.clone());
+    let registry = Arc::new(hello5::registry().map_err(|e| e.to_string())?);
+    let worker = Worker::start(backend.clone(), registry, WorkerOptions::default());
+    println!("ready");
+
+    if mode == "finish" {
+        loop {
+            let open = InstanceQuery {
+                statuses: vec![OrchestrationStatus::Pending, OrchestrationStatus::Running],
+                page_size: 1000,
+                ..InstanceQuery::default()
+            };
+            let page = backend
+                .query_instances(&open)
+                .await
+                .map_err(|e| e.to_string())?;
+            if page.instances.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        worker.shutdown().await;
+        engine.shutdown().await;
+        println!("finished");
+        return Ok(());
+    }
+
+    let count: u64 = mode.parse().map_err(|e| format!("instances: {e}"))?;
+    let mut starts = Vec::new();
+    // Paced, so a kill usually lands while starts are still being made.
+    for i in 0..count {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let backend = backend.clone();
+        starts.push(tokio::spawn(async move {
+            let id = format!("h-{run}-{i}");
+            let request = StartRequest {
+                name: hello5::ORCHESTRATION.into(),
+                instance_id: Some(id.clone()),
+                input: Some(format!("\"{id}\"")),
+                ..StartRequest::default()
+            };
+            if backend.start_instance(request).await.is_ok() {
+                println!("started {id}");
+            }
+        }));
+    }
+    for start in starts {
+        let _ = start.await;
+    }
+    // Keep working until killed.
+    std::future::pending::<()>().await;
+    Ok(())
+}
