@@ -6,5 +6,8 @@
 //!
 //! - [`group_commit`]: many producers appending small records to one
 //!   partition log, with group commit against the per-record baselines.
+//! - [`workloads`]: whole orchestration workloads (`hello5`, `sequence`) on
+//!   the real engine with the in-process SDK worker.
 
 pub mod group_commit;
+pub mod workloads;

@@ -651,8 +651,26 @@ impl Engine {
         timeout: Duration,
         done: impl Fn(&InstanceState) -> bool,
     ) -> Result<InstanceState, Error> {
-        let deadline = tokio::time::Instant::now() + timeout;
         let notify = self.inner.shared.waiter(instance);
+        let outcome = self.wait_loop(instance, timeout, &notify, done).await;
+        // Drop the notifier once nobody else waits on this instance (the
+        // map and this call hold the only two references).
+        drop(notify);
+        self.inner
+            .shared
+            .waiters
+            .remove_if(instance, |_, n| Arc::strong_count(n) <= 1);
+        outcome
+    }
+
+    async fn wait_loop(
+        &self,
+        instance: &InstanceId,
+        timeout: Duration,
+        notify: &tokio::sync::Notify,
+        done: impl Fn(&InstanceState) -> bool,
+    ) -> Result<InstanceState, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = notify.notified();
             tokio::pin!(notified);

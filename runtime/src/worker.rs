@@ -8,7 +8,7 @@
 //! allows, and runs every item on its own task:
 //!
 //! - an orchestration step runs its [`OrchestrationExecutor`] on the
-//!   blocking pool (replay is CPU work) and completes the item with the
+//!   task itself (replay is short, deterministic CPU work that must not block) and completes the item with the
 //!   step's result. Executors are kept between steps in a bounded
 //!   least-recently-used cache keyed by instance id, so a step usually
 //!   processes only its new events; an executor leaves the cache when its
@@ -262,19 +262,12 @@ async fn run_orchestration_step(shared: &Shared, item: OrchestrationWorkItem) {
     let mut executor = cached.unwrap_or_else(|| {
         OrchestrationExecutor::new(shared.registry.clone(), instance_id.clone())
     });
-    let step = tokio::task::spawn_blocking(move || {
-        let result = executor.execute(&past_events, &new_events);
-        (executor, result)
-    })
-    .await;
-    let (executor, result) = match step {
-        Ok(step) => step,
-        Err(join_error) => {
-            error!(%instance_id, %join_error, "an orchestration step failed; abandoning it");
-            abandon_orchestration(shared, &instance_id, &token).await;
-            return;
-        }
-    };
+    // Orchestration code is deterministic and must not block, and the
+    // executor catches its panics: a step runs inline, costing no thread
+    // hand-off. The history is released before completing, so the engine
+    // can extend it without copying.
+    let result = executor.execute(&past_events, &new_events);
+    drop(past_events);
     match shared
         .backend
         .complete_orchestration_work_item(&token, result)

@@ -31,6 +31,56 @@ pub enum BenchCommand {
     /// Producers appending small records to one partition log: group
     /// commit against serial and concurrent per-record durable writes.
     GroupCommit(GroupCommitArgs),
+    /// N orchestrations, each calling 5 trivial activities in sequence,
+    /// started at once, on the engine with the in-process SDK worker; with
+    /// group commit and, for comparison, without (one write per event).
+    Hello5(Hello5Args),
+    /// One orchestration calling a trivial activity N times in sequence.
+    Sequence(SequenceArgs),
+}
+
+/// Options of `basalt bench hello5`.
+#[derive(Debug, Args)]
+pub struct Hello5Args {
+    /// Orchestrations to start at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub instances: u64,
+    /// Orchestrations for the run with group commit off (it is slow).
+    #[arg(long, default_value_t = 500)]
+    pub baseline_instances: u64,
+    /// Skip the group-commit-off baseline.
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Also run on in-memory storage (the bound without storage costs).
+    #[arg(long)]
+    pub memory: bool,
+    /// Partitions of the task hub.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: u32,
+    /// Parent folder of the temporary task hubs. Its file system decides
+    /// what fsync costs. Default: the system temporary folder.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `basalt bench sequence`.
+#[derive(Debug, Args)]
+pub struct SequenceArgs {
+    /// Activity calls in the sequence.
+    #[arg(long, default_value_t = 1_000)]
+    pub steps: u64,
+    /// Partitions of the task hub.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: u32,
+    /// Parent folder of the temporary task hub.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `basalt bench group-commit`.
@@ -183,7 +233,26 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::parse_from(argv).command {
             Command::Bench(BenchCommand::GroupCommit(args)) => args,
+            other => panic!("parsed as another command: {other:?}"),
         }
+    }
+
+    #[test]
+    fn workload_commands_parse() {
+        let cli = Cli::parse_from(["basalt", "bench", "hello5", "--instances", "7", "--memory"]);
+        match cli.command {
+            Command::Bench(BenchCommand::Hello5(args)) => {
+                assert_eq!(args.instances, 7);
+                assert!(args.memory);
+                assert!(!args.no_baseline);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::parse_from(["basalt", "bench", "sequence", "--steps", "3"]);
+        assert!(matches!(
+            cli.command,
+            Command::Bench(BenchCommand::Sequence(SequenceArgs { steps: 3, .. }))
+        ));
     }
 
     #[test]

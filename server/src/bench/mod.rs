@@ -2,6 +2,7 @@
 //! for people (tables) or programs (`--json`).
 
 mod group_commit;
+mod workloads;
 
 use crate::cli::BenchCommand;
 
@@ -9,5 +10,7 @@ use crate::cli::BenchCommand;
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::GroupCommit(args) => group_commit::run(&args).await,
+        BenchCommand::Hello5(args) => workloads::hello5(&args).await,
+        BenchCommand::Sequence(args) => workloads::sequence(&args).await,
     }
 }
