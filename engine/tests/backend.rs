@@ -282,3 +282,78 @@ async fn i2_recovered_state_equals_live_state_byte_for_byte() {
     }
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_timer_fires_after_a_restart() {
+    use basalt_runtime::sdk::{OrchestrationError, Registry};
+    use basalt_runtime::{Worker, WorkerOptions};
+
+    let registry = Arc::new(
+        Registry::builder()
+            .register_orchestration_typed::<u64, u64, _, _>("nap", |ctx, ms: u64| async move {
+                let due = ctx.current_time() + ms;
+                ctx.create_timer(due).await;
+                Ok::<_, OrchestrationError>(ctx.current_time())
+            })
+            .build()
+            .expect("registry"),
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = Engine::open(Storage::local(dir.path()).expect("storage"), options())
+        .await
+        .expect("open");
+    let backend: Arc<dyn Backend> = Arc::new(engine.clone());
+    let worker = Worker::start(backend.clone(), registry.clone(), WorkerOptions::default());
+    let id = backend
+        .start_instance(StartRequest {
+            name: "nap".into(),
+            instance_id: Some("sleeper".into()),
+            input: Some("400".into()),
+            ..StartRequest::default()
+        })
+        .await
+        .expect("start");
+    // Wait until the timer is armed (the first step is done), then stop
+    // everything before it fires.
+    for _ in 0..200 {
+        let history = backend.get_history(&id).await.expect("history");
+        if history
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::TimerCreated { .. }))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    worker.shutdown().await;
+    engine.shutdown().await;
+    drop(backend);
+    drop(engine);
+
+    let engine = Engine::open(Storage::local(dir.path()).expect("storage"), options())
+        .await
+        .expect("reopen");
+    let backend: Arc<dyn Backend> = Arc::new(engine.clone());
+    let worker = Worker::start(backend.clone(), registry, WorkerOptions::default());
+    let done = backend
+        .wait_for_completion(&id, WAIT)
+        .await
+        .expect("completes");
+    assert_eq!(done.status, OrchestrationStatus::Completed);
+    let history = backend.get_history(&id).await.expect("history");
+    let fired = history
+        .iter()
+        .find_map(|e| match e.kind {
+            EventKind::TimerFired { fire_at_ms, .. } => Some((e.timestamp_ms, fire_at_ms)),
+            _ => None,
+        })
+        .expect("the timer fired");
+    assert!(
+        fired.0 >= fired.1,
+        "fired at {} before due {}",
+        fired.0,
+        fired.1
+    );
+    worker.shutdown().await;
+    engine.shutdown().await;
+}
