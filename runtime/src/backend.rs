@@ -125,6 +125,21 @@ pub enum ActivityOutcome {
 }
 
 /// A durable execution backend: stores instances and hands out work.
+///
+/// Rules every implementation keeps (the SDK's executor cache and its
+/// non-determinism checks depend on them; the conformance suite checks them):
+///
+/// - Within one execution history only grows: the next step's past events
+///   are this step's past events, then its new events, then the events
+///   confirming its actions (`TaskScheduled`, `TimerCreated`, ... with
+///   `event_id` = action id), then `OrchestratorCompleted`. External events
+///   and completions arrive only in `new_events`.
+/// - `OrchestrationStepResult::custom_status` is the full current value;
+///   `None` leaves the stored value as it is.
+/// - `next_*_work_item` is cancel-safe: a work item is handed out only when
+///   the future returns it, so dropping a waiting call loses nothing.
+/// - Client answers reflect only durable state, and a started instance is
+///   durable when `start_instance` returns.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Creates an instance and returns its id. A start on an id whose
