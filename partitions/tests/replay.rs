@@ -123,8 +123,13 @@ fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
                     });
                     *counter = 0;
                 }
-                // Sometimes a stale duplicate of the same completion follows.
-                let seq = if rng.below(10) == 0 { step.seq + 7 } else { step.seq };
+                // Sometimes the completion carries a stale sequence number:
+                // it is refused and the step stays out.
+                let seq = if rng.below(10) == 0 {
+                    step.seq + 7
+                } else {
+                    step.seq
+                };
                 Event::StepCompleted {
                     instance_id: step.instance_id,
                     seq,
@@ -308,6 +313,9 @@ fn generated_workloads_exercise_the_interesting_paths() {
     for kind in [
         "start", "step", "activity", "timer", "messages", "ack", "control", "purge", "raise",
     ] {
-        assert!(kinds.get(kind).copied().unwrap_or(0) > 20, "{kind}: {kinds:?}");
+        assert!(
+            kinds.get(kind).copied().unwrap_or(0) > 20,
+            "{kind}: {kinds:?}"
+        );
     }
 }
