@@ -22,17 +22,6 @@ use basalt_tests::hello5;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-fn seed() -> u64 {
-    std::env::var("BASALT_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(11, |d| d.as_nanos() as u64)
-        })
-}
-
 /// Runs the child; returns its output lines. With `kill_after`, kills it
 /// that long after it is ready.
 fn run_child(dir: &Path, run: u64, mode: &str, kill_after: Option<Duration>) -> Vec<String> {
@@ -72,7 +61,7 @@ fn run_child(dir: &Path, run: u64, mode: &str, kill_after: Option<Duration>) -> 
 }
 
 fn crash_hello5(kills: u64, per_run: u64) {
-    let seed = seed();
+    let seed = basalt_tests::crash_seed();
     eprintln!("engine crash test: {kills} kills, {per_run} starts per run, seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("temp dir");

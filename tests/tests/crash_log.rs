@@ -21,17 +21,6 @@ use rand::{Rng, SeedableRng};
 /// (run, producer, n) of an acknowledged record.
 type Origin = (u64, u64, u64);
 
-fn seed() -> u64 {
-    std::env::var("BASALT_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(7, |d| d.as_nanos() as u64)
-        })
-}
-
 fn spawn_writer(dir: &Path, run: u64, layout: &str, checkpoint_every: u64) -> Child {
     Command::new(env!("CARGO_BIN_EXE_crash_log_writer"))
         .arg(dir)
@@ -46,7 +35,7 @@ fn spawn_writer(dir: &Path, run: u64, layout: &str, checkpoint_every: u64) -> Ch
 
 /// Runs `cycles` write-and-kill cycles, then checks every acknowledgement.
 fn crash_cycles(layout: &str, cycles: u64, checkpoint_every: u64) {
-    let seed = seed();
+    let seed = basalt_tests::crash_seed();
     eprintln!("crash test: layout {layout}, {cycles} kills, seed {seed} (BASALT_CRASH_SEED)");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("temp dir");
