@@ -178,6 +178,8 @@ pub enum Message {
     ChildFinished {
         /// The parent instance.
         parent_id: InstanceId,
+        /// The parent's execution that created the child.
+        parent_execution: u64,
         /// The parent's `CreateSubOrchestration` action id.
         task_scheduled_id: i32,
         /// Its output, or why it failed.

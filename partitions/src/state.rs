@@ -387,11 +387,6 @@ impl PartitionState {
         {
             return;
         }
-        if status == OrchestrationStatus::Pending {
-            instance.meta.status = OrchestrationStatus::Running;
-            instance.meta.last_updated_at_ms = now_ms;
-            fx.changed.push(instance_id.clone());
-        }
         let seq = instance.next_seq;
         instance.next_seq += 1;
         let mut new_events = Vec::with_capacity(instance.inbox.len() + 1);
@@ -423,6 +418,12 @@ impl PartitionState {
         };
         let history = Arc::make_mut(&mut instance.history);
         history.extend(new_events);
+        // Pending until a worker has run the first step: `wait_for_start`
+        // waits for this.
+        if instance.meta.status == OrchestrationStatus::Pending {
+            instance.meta.status = OrchestrationStatus::Running;
+            fx.changed.push(instance_id.clone());
+        }
         if result.custom_status.is_some() {
             instance.meta.custom_status = result.custom_status;
         }
@@ -497,6 +498,7 @@ impl PartitionState {
                                     name: instance.meta.name.clone(),
                                     instance_id: instance_id.clone(),
                                     task_scheduled_id: id,
+                                    execution: instance.execution,
                                 },
                             },
                         ),
@@ -638,6 +640,7 @@ impl PartitionState {
                 partition_of(parent.instance_id.as_str(), partition_count),
                 Message::ChildFinished {
                     parent_id: parent.instance_id.clone(),
+                    parent_execution: parent.execution,
                     task_scheduled_id: parent.task_scheduled_id,
                     outcome,
                 },
@@ -725,6 +728,7 @@ impl PartitionState {
                         partition_of(parent.instance_id.as_str(), self.partition_count),
                         Message::ChildFinished {
                             parent_id: parent.instance_id.clone(),
+                            parent_execution: parent.execution,
                             task_scheduled_id: parent.task_scheduled_id,
                             outcome: Err(FailureDetails::new(
                                 "InstanceExists",
@@ -747,9 +751,20 @@ impl PartitionState {
             }
             Message::ChildFinished {
                 parent_id,
+                parent_execution,
                 task_scheduled_id,
                 outcome,
             } => {
+                // A result for an earlier generation of the parent (before
+                // continue-as-new, or a restart of the id) is dropped: its
+                // action id may mean something else now.
+                let current = self
+                    .instances
+                    .get(&parent_id)
+                    .is_some_and(|p| p.execution == parent_execution);
+                if !current {
+                    return;
+                }
                 let kind = match outcome {
                     Ok(result) => EventKind::SubOrchestrationInstanceCompleted {
                         task_scheduled_id,

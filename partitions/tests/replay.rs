@@ -319,3 +319,95 @@ fn generated_workloads_exercise_the_interesting_paths() {
         );
     }
 }
+
+#[test]
+fn a_child_result_reaches_only_the_generation_that_started_it() {
+    use basalt_partitions::Message;
+    let mut state = PartitionState::new(0, 1);
+    let parent = id(1);
+    let fx = state.apply(
+        1,
+        Event::Start {
+            instance_id: parent.clone(),
+            name: "p".into(),
+            version: None,
+            input: None,
+            scheduled_start_ms: None,
+            now_ms: 1,
+        },
+    );
+    let step = &fx.steps[0];
+    // Generation 0 starts a child with action 0, then continues as new.
+    let fx = state.apply(
+        2,
+        Event::StepCompleted {
+            instance_id: parent.clone(),
+            seq: step.seq,
+            result: OrchestrationStepResult {
+                actions: vec![
+                    OrchestratorAction {
+                        id: 0,
+                        kind: ActionKind::CreateSubOrchestration {
+                            instance_id: "child".into(),
+                            name: "c".into(),
+                            version: None,
+                            input: None,
+                        },
+                    },
+                    OrchestratorAction {
+                        id: 1,
+                        kind: ActionKind::CompleteOrchestration {
+                            status: OrchestrationStatus::ContinuedAsNew,
+                            result: None,
+                            failure: None,
+                            new_version: None,
+                            carryover_events: Vec::new(),
+                        },
+                    },
+                ],
+                custom_status: None,
+            },
+            now_ms: 2,
+        },
+    );
+    let start_child = fx
+        .messages
+        .iter()
+        .find_map(|m| match &m.message {
+            Message::StartChild { parent, .. } => Some(parent.clone()),
+            _ => None,
+        })
+        .expect("the child is started");
+    assert_eq!(start_child.execution, 0);
+    assert_eq!(state.instance(&parent).expect("parent").execution, 1);
+    // The child's result, addressed to generation 0, arrives now.
+    let stale = Envelope {
+        origin: 0,
+        position: Position { lsn: 2, index: 0 },
+        destination: 0,
+        message: Message::ChildFinished {
+            parent_id: parent.clone(),
+            parent_execution: 0,
+            task_scheduled_id: 0,
+            outcome: Ok(Some("\"old\"".into())),
+        },
+    };
+    state.apply(
+        3,
+        Event::Messages {
+            messages: vec![stale],
+            now_ms: 3,
+        },
+    );
+    let instance = state.instance(&parent).expect("parent");
+    let leaked = instance
+        .step
+        .iter()
+        .flat_map(|(_, events)| events.iter())
+        .chain(instance.inbox.iter())
+        .any(|e| matches!(e.kind, EventKind::SubOrchestrationInstanceCompleted { .. }));
+    assert!(
+        !leaked,
+        "generation 1 must not see generation 0's child result"
+    );
+}

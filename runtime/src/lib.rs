@@ -12,6 +12,7 @@
 
 mod backend;
 pub mod client;
+pub mod conformance;
 mod error;
 pub mod history;
 pub mod sdk;

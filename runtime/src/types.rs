@@ -128,6 +128,10 @@ pub struct ParentInstance {
     pub instance_id: InstanceId,
     /// The id of the parent's `CreateSubOrchestration` action.
     pub task_scheduled_id: i32,
+    /// The parent's execution (generation) that created the child: a
+    /// result is delivered only to that execution, never to a later one
+    /// after continue-as-new or a restart of the same id.
+    pub execution: u64,
 }
 
 /// Everything a client can ask about an instance.

@@ -268,18 +268,23 @@ async fn run_orchestration_step(shared: &Shared, item: OrchestrationWorkItem) {
     // can extend it without copying.
     let result = executor.execute(&past_events, &new_events);
     drop(past_events);
+    // Cache the executor before completing: a backend may hand out the
+    // instance's next step as soon as it has applied the completion, before
+    // the call returns, and that step must find the executor. (A step that
+    // does not extend what the executor processed makes it replay from
+    // scratch, so caching early is always safe.)
+    if !executor.is_finished() {
+        shared.cache.lock().put(instance_id.clone(), executor);
+    }
     match shared
         .backend
         .complete_orchestration_work_item(&token, result)
         .await
     {
-        Ok(()) => {
-            if !executor.is_finished() {
-                shared.cache.lock().put(instance_id, executor);
-            }
-        }
+        Ok(()) => {}
         Err(error) => {
             warn!(%instance_id, %error, "completing an orchestration step failed");
+            shared.cache.lock().take(&instance_id);
             if should_abandon(&error) {
                 abandon_orchestration(shared, &instance_id, &token).await;
             }
