@@ -24,6 +24,7 @@ use crate::queue::WorkQueue;
 use crate::shared::Shared;
 use crate::timers::{Timers, now_ms, run_timers};
 use crate::token::{ActivityToken, StepToken};
+use crate::transport::InProcess;
 
 /// Engine settings, each with a documented default.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +38,8 @@ pub struct EngineOptions {
     pub payload_bytes_max: usize,
     /// Checkpoint a partition after this many events. Default: 10,000.
     pub checkpoint_interval_events: u64,
+    /// Checkpoint a partition after this many bytes of events. Default: 64 MiB.
+    pub checkpoint_interval_bytes: u64,
     /// Checkpoint a partition that has been idle this long with new
     /// events, in milliseconds. Default: 2,000.
     pub checkpoint_idle_ms: u64,
@@ -51,6 +54,7 @@ impl Default for EngineOptions {
             partition_count: 12,
             payload_bytes_max: 16 << 20,
             checkpoint_interval_events: 10_000,
+            checkpoint_interval_bytes: 64 << 20,
             checkpoint_idle_ms: 2_000,
             log: LogOptions::default(),
         }
@@ -112,8 +116,12 @@ impl Engine {
             receivers.push(rx);
         }
         let (timers, armed) = Timers::new();
+        let transport = Box::new(InProcess {
+            partitions: routes.clone(),
+        });
         let shared = Arc::new(Shared {
             partitions: routes,
+            transport,
             steps: WorkQueue::new(),
             activities: WorkQueue::new(),
             timers,
@@ -144,6 +152,7 @@ impl Engine {
                 shared: Arc::clone(&shared),
                 commands,
                 checkpoint_interval_events: options.checkpoint_interval_events.max(1),
+                checkpoint_interval_bytes: options.checkpoint_interval_bytes.max(1),
                 checkpoint_idle: Duration::from_millis(options.checkpoint_idle_ms.max(1)),
             };
             tasks.push(tokio::spawn(task.run()));

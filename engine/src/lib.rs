@@ -19,6 +19,8 @@ mod queue;
 mod shared;
 mod timers;
 mod token;
+mod transport;
 
 pub use basalt_storage as storage;
 pub use engine::{Engine, EngineOptions, OpenError, replay_partition};
+pub use transport::Transport;

@@ -68,6 +68,7 @@ pub(crate) struct PartitionTask {
     pub shared: Arc<Shared>,
     pub commands: mpsc::UnboundedReceiver<Command>,
     pub checkpoint_interval_events: u64,
+    pub checkpoint_interval_bytes: u64,
     pub checkpoint_idle: Duration,
 }
 
@@ -76,6 +77,7 @@ struct Running {
     durable_lsn: u64,
     parked: VecDeque<(u64, Parked)>,
     events_since_checkpoint: u64,
+    bytes_since_checkpoint: u64,
     failed: Option<Error>,
 }
 
@@ -90,6 +92,7 @@ impl PartitionTask {
             durable_lsn: self.log.durable_lsn().0,
             parked: VecDeque::new(),
             events_since_checkpoint: 0,
+            bytes_since_checkpoint: 0,
             failed: None,
         };
         loop {
@@ -110,7 +113,9 @@ impl PartitionTask {
                             return;
                         }
                     }
-                    if run.events_since_checkpoint >= self.checkpoint_interval_events {
+                    if run.events_since_checkpoint >= self.checkpoint_interval_events
+                        || run.bytes_since_checkpoint >= self.checkpoint_interval_bytes
+                    {
                         self.checkpoint(&mut run).await;
                     }
                 }
@@ -210,6 +215,7 @@ impl PartitionTask {
         };
         let mut fx = self.state.apply(lsn, event);
         run.events_since_checkpoint += 1;
+        run.bytes_since_checkpoint += bytes.len() as u64;
         self.dispatch_local(&fx);
         if let Some(reply) = reply {
             let answer = match fx.reply.take() {
@@ -316,13 +322,9 @@ impl PartitionTask {
             Parked::Messages(messages) => self.send_messages(messages),
             Parked::Acks(acks) => {
                 for (origin, up_to) in acks {
-                    self.shared.submit(
-                        origin,
-                        Event::OutboxAcked {
-                            destination: self.partition,
-                            up_to,
-                        },
-                    );
+                    self.shared
+                        .transport
+                        .send_ack(origin, self.partition, up_to);
                 }
             }
             Parked::Changed(instances) => {
@@ -347,13 +349,9 @@ impl PartitionTask {
         }
         for (destination, mut messages) in by_destination {
             messages.sort_by_key(|m| (m.origin, m.position));
-            self.shared.submit(
-                destination,
-                Event::Messages {
-                    messages,
-                    now_ms: now_ms(),
-                },
-            );
+            self.shared
+                .transport
+                .send_messages(destination, messages, now_ms());
         }
     }
 
@@ -362,6 +360,7 @@ impl PartitionTask {
             return;
         }
         run.events_since_checkpoint = 0;
+        run.bytes_since_checkpoint = 0;
         let lsn = self.state.last_lsn;
         if lsn == 0 {
             return;

@@ -11,9 +11,13 @@ use tokio::sync::{Notify, mpsc};
 use crate::partition::{Command, ReplyWhen};
 use crate::queue::WorkQueue;
 use crate::timers::Timers;
+use crate::transport::Transport;
 
 pub(crate) struct Shared {
+    /// Command queues of this process's partitions (clients, workers, timers).
     pub partitions: Vec<mpsc::UnboundedSender<Command>>,
+    /// Partition-to-partition traffic.
+    pub transport: Box<dyn Transport>,
     pub steps: WorkQueue<OrchestrationWorkItem>,
     pub activities: WorkQueue<ActivityWorkItem>,
     pub timers: Timers,
@@ -23,7 +27,8 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Submits an event with no one waiting for the answer.
+    /// Submits an event to a local partition with no one waiting for the
+    /// answer (timers).
     pub fn submit(&self, partition: u32, event: Event) {
         if let Some(route) = self.partitions.get(partition as usize) {
             let _ = route.send(Command::Submit {

@@ -357,3 +357,48 @@ async fn a_durable_timer_fires_after_a_restart() {
     worker.shutdown().await;
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn checkpoints_are_taken_by_bytes_logged_as_well_as_by_events() {
+    let memory = Arc::new(InMemory::new());
+    let engine = Engine::open(
+        Storage::object_store(memory.clone(), "memory"),
+        EngineOptions {
+            partition_count: 1,
+            checkpoint_interval_events: u64::MAX,
+            checkpoint_interval_bytes: 2_000,
+            checkpoint_idle_ms: 3_600_000,
+            ..options()
+        },
+    )
+    .await
+    .expect("open");
+    let big = format!("\"{}\"", "x".repeat(500));
+    for i in 0..10 {
+        engine
+            .start_instance(StartRequest {
+                name: "o".into(),
+                instance_id: Some(format!("b{i}")),
+                input: Some(big.clone()),
+                ..StartRequest::default()
+            })
+            .await
+            .expect("start");
+    }
+    // Any later command runs after the check that follows each batch.
+    engine
+        .get_instance(&InstanceId::new("b0").expect("id"))
+        .await
+        .expect("get");
+    let checkpoints = basalt_storage::list_checkpoints(
+        &Storage::object_store(memory, "memory"),
+        basalt_storage::PartitionId(0),
+    )
+    .await
+    .expect("list");
+    assert!(
+        !checkpoints.is_empty(),
+        "5 KB of events with a 2 KB threshold must have checkpointed"
+    );
+    engine.shutdown().await;
+}
