@@ -128,8 +128,10 @@ impl Engine {
             waiters: DashMap::new(),
             incarnation: rand::random::<u32>() as u64,
         });
-        let mut tasks = Vec::new();
-        for (partition, commands) in (0..count).zip(receivers) {
+        // Recover every partition before starting any, so a failure leaves
+        // nothing running.
+        let mut opened = Vec::new();
+        for partition in 0..count {
             let (log, recovered) = hub
                 .open_partition(PartitionId(partition), options.log.clone())
                 .await?;
@@ -145,6 +147,10 @@ impl Engine {
             if let Some(torn) = &recovered.torn_tail {
                 tracing::warn!(partition, ?torn, "recovered with a trimmed torn tail");
             }
+            opened.push((partition, state, log));
+        }
+        let mut tasks = Vec::new();
+        for ((partition, state, log), commands) in opened.into_iter().zip(receivers) {
             let task = PartitionTask {
                 partition,
                 state,
@@ -243,14 +249,14 @@ impl Engine {
         let (tx, rx) = oneshot::channel();
         self.command(
             partition,
-            Command::Read(Box::new(move |state: &PartitionState| {
-                let answer = read(state);
+            Command::Read(Box::new(move |state: Result<&PartitionState, Error>| {
+                let answer = state.map(read);
                 Box::new(move || {
                     let _ = tx.send(answer);
                 })
             })),
         )?;
-        rx.await.map_err(|_| Error::ShutDown)
+        rx.await.map_err(|_| Error::ShutDown)?
     }
 
     fn check_payload(&self, what: &str, payload: &Option<String>) -> Result<(), Error> {
@@ -366,6 +372,19 @@ fn new_instance_id() -> String {
     )
 }
 
+/// Longest orchestration, activity or event name, in bytes.
+const NAME_BYTES_MAX: usize = 1024;
+
+fn check_name(what: &str, name: &str) -> Result<(), Error> {
+    if name.is_empty() || name.len() > NAME_BYTES_MAX {
+        return Err(Error::InvalidInput(format!(
+            "{what} must be 1..={NAME_BYTES_MAX} bytes, got {} bytes",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
 fn reply_done(reply: Reply) -> Result<(), Error> {
     match reply {
         Reply::Rejected(e) => Err(e),
@@ -376,11 +395,7 @@ fn reply_done(reply: Reply) -> Result<(), Error> {
 #[async_trait]
 impl Backend for Engine {
     async fn start_instance(&self, request: StartRequest) -> Result<InstanceId, Error> {
-        if request.name.is_empty() {
-            return Err(Error::InvalidInput(
-                "orchestration name must not be empty".into(),
-            ));
-        }
+        check_name("orchestration name", &request.name)?;
         self.check_payload("input", &request.input)?;
         let instance_id = InstanceId::new(request.instance_id.unwrap_or_else(new_instance_id))?;
         let event = Event::Start {
@@ -401,9 +416,7 @@ impl Backend for Engine {
         name: &str,
         data: Option<String>,
     ) -> Result<(), Error> {
-        if name.is_empty() {
-            return Err(Error::InvalidInput("event name must not be empty".into()));
-        }
+        check_name("event name", name)?;
         self.check_payload("event data", &data)?;
         let event = Event::Raise {
             instance_id: instance.clone(),
@@ -472,15 +485,19 @@ impl Backend for Engine {
         }
         let limit = query.page_size;
         let mut all = Vec::new();
+        let mut more = false;
         for partition in 0..self.partition_count() {
             let query = query.clone();
             let page = self
                 .read(partition, move |state| state.query(&query, limit))
                 .await?;
+            more |= page.continuation.is_some();
             all.extend(page.instances);
         }
         all.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-        let continuation = if all.len() > limit {
+        // Another page exists if this one overflowed, or if some partition
+        // had more than it returned.
+        let continuation = if all.len() > limit || more {
             all.truncate(limit);
             all.last().map(|s| s.instance_id.to_string())
         } else {
@@ -522,16 +539,7 @@ impl Backend for Engine {
         result: OrchestrationStepResult,
     ) -> Result<(), Error> {
         let token = self.step_token(token)?;
-        for action in &result.actions {
-            let payload = match &action.kind {
-                basalt_runtime::ActionKind::ScheduleTask { input, .. }
-                | basalt_runtime::ActionKind::CreateSubOrchestration { input, .. } => input,
-                basalt_runtime::ActionKind::SendEvent { data, .. } => data,
-                basalt_runtime::ActionKind::CompleteOrchestration { result, .. } => result,
-                basalt_runtime::ActionKind::CreateTimer { .. } => &None,
-            };
-            self.check_payload("action payload", payload)?;
-        }
+        let result = self.bound_step_result(result);
         let event = Event::StepCompleted {
             instance_id: token.instance_id,
             seq: token.seq,
@@ -634,6 +642,61 @@ impl Engine {
         reply_done(self.submit_for(instance, event).await?)
     }
 
+    /// A step result whose payloads exceed the limits (each, or all
+    /// together) becomes a failure of the instance with a clear message:
+    /// rejecting it would only make the worker retry the same step forever.
+    fn bound_step_result(&self, result: OrchestrationStepResult) -> OrchestrationStepResult {
+        use basalt_runtime::{ActionKind, FailureDetails, OrchestrationStatus, OrchestratorAction};
+        let max = self.inner.options.payload_bytes_max;
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let mut total = text(&result.custom_status);
+        let mut problem = None;
+        for action in &result.actions {
+            let (name, payload) = match &action.kind {
+                ActionKind::ScheduleTask { name, input, .. }
+                | ActionKind::CreateSubOrchestration { name, input, .. } => (name.as_str(), input),
+                ActionKind::SendEvent { name, data, .. } => (name.as_str(), data),
+                ActionKind::CompleteOrchestration { result, .. } => ("", result),
+                ActionKind::CreateTimer { .. } => ("", &None),
+            };
+            total += name.len() + text(payload);
+            if text(payload) > max {
+                problem = Some(format!(
+                    "action {} has a payload of {} bytes; the limit is {max} bytes",
+                    action.id,
+                    text(payload)
+                ));
+            } else if name.len() > NAME_BYTES_MAX {
+                problem = Some(format!(
+                    "action {} has a name of {} bytes; the limit is {NAME_BYTES_MAX}",
+                    action.id,
+                    name.len()
+                ));
+            }
+        }
+        if problem.is_none() && total > max {
+            problem = Some(format!(
+                "the step's payloads add up to {total} bytes; the limit is {max} bytes"
+            ));
+        }
+        match problem {
+            None => result,
+            Some(message) => OrchestrationStepResult {
+                actions: vec![OrchestratorAction {
+                    id: result.actions.iter().map(|a| a.id + 1).max().unwrap_or(0),
+                    kind: ActionKind::CompleteOrchestration {
+                        status: OrchestrationStatus::Failed,
+                        result: None,
+                        failure: Some(FailureDetails::new("PayloadTooLarge", message)),
+                        new_version: None,
+                        carryover_events: Vec::new(),
+                    },
+                }],
+                custom_status: None,
+            },
+        }
+    }
+
     fn step_token(&self, token: &CompletionToken) -> Result<StepToken, Error> {
         let parsed = StepToken::parse(token)?;
         if parsed.incarnation != self.inner.shared.incarnation
@@ -660,16 +723,17 @@ impl Engine {
         timeout: Duration,
         done: impl Fn(&InstanceState) -> bool,
     ) -> Result<InstanceState, Error> {
-        let notify = self.inner.shared.waiter(instance);
-        let outcome = self.wait_loop(instance, timeout, &notify, done).await;
-        // Drop the notifier once nobody else waits on this instance (the
-        // map and this call hold the only two references).
-        drop(notify);
-        self.inner
-            .shared
-            .waiters
-            .remove_if(instance, |_, n| Arc::strong_count(n) <= 1);
-        outcome
+        let guard = WaiterGuard {
+            shared: &self.inner.shared,
+            instance,
+            notify: Some(self.inner.shared.waiter(instance)),
+        };
+        let notify = guard
+            .notify
+            .as_ref()
+            .map(Arc::clone)
+            .ok_or(Error::ShutDown)?;
+        self.wait_loop(instance, timeout, &notify, done).await
     }
 
     async fn wait_loop(
@@ -679,7 +743,11 @@ impl Engine {
         notify: &tokio::sync::Notify,
         done: impl Fn(&InstanceState) -> bool,
     ) -> Result<InstanceState, Error> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let now = tokio::time::Instant::now();
+        // A huge timeout means "no timeout", not an overflow.
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
         loop {
             let notified = notify.notified();
             tokio::pin!(notified);
@@ -695,5 +763,23 @@ impl Engine {
                 return Err(Error::Timeout(timeout.as_millis() as u64));
             }
         }
+    }
+}
+
+/// Removes an instance's notifier from the map once its last waiter is
+/// gone, including when a wait is cancelled (its future dropped).
+struct WaiterGuard<'a> {
+    shared: &'a Shared,
+    instance: &'a InstanceId,
+    notify: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.notify.take());
+        // The map holds one reference; any other means someone still waits.
+        self.shared
+            .waiters
+            .remove_if(self.instance, |_, n| Arc::strong_count(n) <= 1);
     }
 }

@@ -27,9 +27,11 @@ pub(crate) enum ReplyWhen {
     Applied,
 }
 
-/// A read of partition state whose answer is delivered by `deliver` once
-/// everything the read saw is durable.
-pub(crate) type Read = Box<dyn FnOnce(&PartitionState) -> Box<dyn FnOnce() + Send> + Send>;
+/// A read of partition state whose answer is delivered by the returned
+/// function once everything the read saw is durable. A failed partition
+/// calls it with the failure instead of its state.
+pub(crate) type Read =
+    Box<dyn FnOnce(Result<&PartitionState, Error>) -> Box<dyn FnOnce() + Send> + Send>;
 
 /// What a partition task is asked to do.
 pub(crate) enum Command {
@@ -55,7 +57,7 @@ pub(crate) enum Command {
 enum Parked {
     Reply(oneshot::Sender<Result<Reply, Error>>, Result<Reply, Error>),
     Deliver(Box<dyn FnOnce() + Send>),
-    Snapshot(oneshot::Sender<Result<(u64, Vec<u8>), Error>>, Vec<u8>),
+    Snapshot(oneshot::Sender<Result<(u64, Vec<u8>), Error>>, u64, Vec<u8>),
     Messages(Vec<Envelope>),
     Acks(Vec<(u32, Position)>),
     Changed(Vec<InstanceId>),
@@ -86,6 +88,12 @@ impl PartitionTask {
     pub(crate) async fn run(mut self) {
         let pending = self.state.pending_work();
         self.dispatch_local(&pending);
+        // Recovered state is durable: its outbox and acks can go at once.
+        for (origin, up_to) in pending.acks {
+            self.shared
+                .transport
+                .send_ack(origin, self.partition, up_to);
+        }
         self.send_messages(pending.messages);
         let mut run = Running {
             durable: self.log.watch_durable(),
@@ -140,10 +148,13 @@ impl PartitionTask {
     async fn handle(&mut self, command: Command, run: &mut Running) -> Option<oneshot::Sender<()>> {
         match command {
             Command::Submit { event, reply, when } => self.submit(event, reply, when, run).await,
-            Command::Read(read) => {
-                let deliver = read(&self.state);
-                self.park(run, Parked::Deliver(deliver));
-            }
+            Command::Read(read) => match &run.failed {
+                Some(failure) => read(Err(failure.clone()))(),
+                None => {
+                    let deliver = read(Ok(&self.state));
+                    self.park(run, Parked::Deliver(deliver));
+                }
+            },
             Command::Checkpoint(done) => {
                 self.checkpoint(run).await;
                 let _ = done.send(match &run.failed {
@@ -151,9 +162,15 @@ impl PartitionTask {
                     None => Ok(()),
                 });
             }
-            Command::Snapshot(done) => match codec::encode_snapshot(&self.state) {
-                Ok(bytes) => self.park(run, Parked::Snapshot(done, bytes)),
-                Err(e) => {
+            Command::Snapshot(done) => match (&run.failed, codec::encode_snapshot(&self.state)) {
+                (Some(failure), _) => {
+                    let _ = done.send(Err(failure.clone()));
+                }
+                (None, Ok(bytes)) => {
+                    let lsn = self.state.last_lsn;
+                    self.park(run, Parked::Snapshot(done, lsn, bytes));
+                }
+                (None, Err(e)) => {
                     let _ = done.send(Err(Error::Storage(e.to_string())));
                 }
             },
@@ -204,6 +221,13 @@ impl PartitionTask {
         let lsn = match self.log.append(&bytes).await {
             // Durability is followed through the durable watch, not per record.
             Ok(appended) => appended.lsn().0,
+            // Too large for one record: refuse this request, keep the log.
+            Err(e) if e.kind() == basalt_storage::ErrorKind::InvalidInput => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(Error::InvalidInput(e.to_string())));
+                }
+                return;
+            }
             Err(e) => {
                 let error = Error::Storage(e.to_string());
                 if let Some(reply) = reply {
@@ -316,8 +340,8 @@ impl PartitionTask {
                 let _ = reply.send(answer);
             }
             Parked::Deliver(deliver) => deliver(),
-            Parked::Snapshot(done, bytes) => {
-                let _ = done.send(Ok((self.state.last_lsn, bytes)));
+            Parked::Snapshot(done, lsn, bytes) => {
+                let _ = done.send(Ok((lsn, bytes)));
             }
             Parked::Messages(messages) => self.send_messages(messages),
             Parked::Acks(acks) => {
@@ -349,9 +373,26 @@ impl PartitionTask {
         }
         for (destination, mut messages) in by_destination {
             messages.sort_by_key(|m| (m.origin, m.position));
-            self.shared
-                .transport
-                .send_messages(destination, messages, now_ms());
+            // Keep each Messages event well below the record size limit.
+            let mut batch = Vec::new();
+            let mut batch_bytes = 0;
+            for message in messages {
+                let bytes = message_bytes(&message);
+                if !batch.is_empty() && batch_bytes + bytes > MESSAGES_EVENT_BYTES_MAX {
+                    let full = std::mem::take(&mut batch);
+                    self.shared
+                        .transport
+                        .send_messages(destination, full, now_ms());
+                    batch_bytes = 0;
+                }
+                batch_bytes += bytes;
+                batch.push(message);
+            }
+            if !batch.is_empty() {
+                self.shared
+                    .transport
+                    .send_messages(destination, batch, now_ms());
+            }
         }
     }
 
@@ -393,14 +434,43 @@ impl PartitionTask {
     }
 
     /// The log failed: this partition answers errors until the engine is
-    /// reopened (recovery rebuilds it from what is durable).
+    /// reopened (recovery rebuilds it from what is durable). What is
+    /// already durable is released first; the rest is answered with the
+    /// error, or dropped (reads: their callers see the backend shut down).
     fn fail(&mut self, run: &mut Running, error: Error) {
         tracing::error!(partition = self.partition, %error, "partition stopped");
+        run.durable_lsn = run.durable_lsn.max(self.log.durable_lsn().0);
+        self.release(run);
         for (_, parked) in run.parked.drain(..) {
-            if let Parked::Reply(reply, _) = parked {
-                let _ = reply.send(Err(error.clone()));
+            match parked {
+                Parked::Reply(reply, _) => {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                Parked::Snapshot(done, _, _) => {
+                    let _ = done.send(Err(error.clone()));
+                }
+                _ => {}
             }
         }
         run.failed = Some(error);
+    }
+}
+
+/// Largest estimated size of one `Messages` event; a longer delivery is
+/// split. Far below the log's record limit, so a resend after recovery of
+/// a large outbox cannot make a receiving partition's event too large.
+const MESSAGES_EVENT_BYTES_MAX: usize = 4 << 20;
+
+/// A generous estimate of a message's encoded size.
+fn message_bytes(envelope: &Envelope) -> usize {
+    use basalt_partitions::Message;
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    256 + match &envelope.message {
+        Message::StartChild { name, input, .. } => name.len() + text(input),
+        Message::ChildFinished { outcome, .. } => match outcome {
+            Ok(output) => text(output),
+            Err(failure) => failure.message.len() + failure.error_type.len(),
+        },
+        Message::RaiseEvent { name, data, .. } => name.len() + text(data),
     }
 }

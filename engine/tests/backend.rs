@@ -402,3 +402,125 @@ async fn checkpoints_are_taken_by_bytes_logged_as_well_as_by_events() {
     );
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn i4_a_step_token_of_an_earlier_run_of_the_same_id_is_stale() {
+    let engine = Engine::open(Storage::in_memory(), options())
+        .await
+        .expect("open");
+    let start = || StartRequest {
+        name: "o".into(),
+        instance_id: Some("again".into()),
+        ..StartRequest::default()
+    };
+    let id = engine.start_instance(start()).await.expect("start");
+    let old = engine.next_orchestration_work_item().await.expect("step");
+    engine.terminate(&id, None).await.expect("terminate");
+    engine.purge(&id).await.expect("purge");
+    engine.start_instance(start()).await.expect("start again");
+    let new = engine.next_orchestration_work_item().await.expect("step");
+    let err = engine
+        .complete_orchestration_work_item(&old.token, schedule(0, "a", "1"))
+        .await
+        .expect_err("the old run's step must not complete the new run");
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    engine
+        .complete_orchestration_work_item(&new.token, complete("\"ok\""))
+        .await
+        .expect("the new step completes");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_query_page_that_ends_exactly_at_the_limit_still_continues() {
+    let engine = Engine::open(
+        Storage::in_memory(),
+        EngineOptions {
+            partition_count: 2,
+            ..options()
+        },
+    )
+    .await
+    .expect("open");
+    // All on partition 0: it alone has more than a page.
+    for i in 0..4 {
+        engine
+            .start_instance(StartRequest {
+                name: "o".into(),
+                instance_id: Some(format!("q{i}!0")),
+                ..StartRequest::default()
+            })
+            .await
+            .expect("start");
+    }
+    let first = engine
+        .query_instances(&basalt_runtime::InstanceQuery {
+            page_size: 3,
+            ..basalt_runtime::InstanceQuery::default()
+        })
+        .await
+        .expect("query");
+    assert_eq!(first.instances.len(), 3);
+    let continuation = first.continuation.expect("a fourth instance remains");
+    let second = engine
+        .query_instances(&basalt_runtime::InstanceQuery {
+            page_size: 3,
+            continuation: Some(continuation),
+            ..basalt_runtime::InstanceQuery::default()
+        })
+        .await
+        .expect("query");
+    assert_eq!(second.instances.len(), 1);
+    assert_eq!(second.continuation, None);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_oversized_step_result_fails_the_instance_and_nothing_else() {
+    let engine = Engine::open(
+        Storage::in_memory(),
+        EngineOptions {
+            payload_bytes_max: 100,
+            ..options()
+        },
+    )
+    .await
+    .expect("open");
+    let id = engine
+        .start_instance(StartRequest {
+            name: "o".into(),
+            instance_id: Some("big".into()),
+            ..StartRequest::default()
+        })
+        .await
+        .expect("start");
+    let step = engine.next_orchestration_work_item().await.expect("step");
+    let mut result = schedule(0, "a", &"x".repeat(60));
+    result.actions.push(OrchestratorAction {
+        id: 1,
+        kind: ActionKind::ScheduleTask {
+            name: "a".into(),
+            version: None,
+            input: Some("y".repeat(60)),
+        },
+    });
+    engine
+        .complete_orchestration_work_item(&step.token, result)
+        .await
+        .expect("accepted as a failure");
+    let state = engine.wait_for_completion(&id, WAIT).await.expect("done");
+    assert_eq!(state.status, OrchestrationStatus::Failed);
+    let failure = state.failure.expect("failure");
+    assert_eq!(failure.error_type, "PayloadTooLarge");
+    assert!(failure.message.contains("limit is 100 bytes"), "{failure}");
+    // The partition goes on.
+    engine
+        .start_instance(StartRequest {
+            name: "o".into(),
+            instance_id: Some("small".into()),
+            ..StartRequest::default()
+        })
+        .await
+        .expect("the partition still works");
+    engine.shutdown().await;
+}

@@ -30,8 +30,8 @@ pub struct Instance {
     pub inbox: Vec<HistoryEvent>,
     /// The step handed to a worker, if any: (seq, its new events).
     pub step: Option<(u64, Vec<HistoryEvent>)>,
-    /// Sequence number of the next step.
-    pub next_seq: u64,
+    /// Waiting for its scheduled start time (a start timer is armed).
+    pub awaiting_start: bool,
     /// Activities scheduled and not completed: task id -> task.
     pub activities: BTreeMap<i32, ActivityTask>,
 }
@@ -54,6 +54,12 @@ pub struct PartitionState {
     pub outbox: BTreeMap<(u32, Position), Envelope>,
     /// Highest position processed per origin partition (I3).
     pub received: BTreeMap<u32, Position>,
+    /// Next execution (generation) number. Partition-wide and never reused,
+    /// even across purge and restart of an id, so a completion addressed to
+    /// an older generation can never match a newer one (I4).
+    pub next_execution: u64,
+    /// Next step sequence number, partition-wide for the same reason.
+    pub next_step_seq: u64,
 }
 
 impl PartitionState {
@@ -67,6 +73,8 @@ impl PartitionState {
             timers: BTreeMap::new(),
             outbox: BTreeMap::new(),
             received: BTreeMap::new(),
+            next_execution: 0,
+            next_step_seq: 1,
         }
     }
 
@@ -240,6 +248,9 @@ impl PartitionState {
                 };
                 if self.timers.remove(&key).is_some() {
                     if timer_id == START_TIMER_ID {
+                        if let Some(instance) = self.instances.get_mut(&instance_id) {
+                            instance.awaiting_start = false;
+                        }
                         self.try_issue_step(&instance_id, now_ms, &mut fx);
                     } else {
                         self.deliver(
@@ -257,8 +268,14 @@ impl PartitionState {
             Event::Messages { messages, now_ms } => {
                 for envelope in messages {
                     let seen = self.received.get(&envelope.origin).copied();
-                    if seen.is_some_and(|p| envelope.position <= p) {
-                        continue; // a duplicate after a resend (I3)
+                    if let Some(seen) = seen
+                        && envelope.position <= seen
+                    {
+                        // A duplicate after a resend (I3): drop it, but ack
+                        // again, since the first ack may have been lost.
+                        fx.acks.retain(|(o, _)| *o != envelope.origin);
+                        fx.acks.push((envelope.origin, seen));
+                        continue;
                     }
                     self.received.insert(envelope.origin, envelope.position);
                     fx.acks.retain(|(o, _)| *o != envelope.origin);
@@ -297,10 +314,8 @@ impl PartitionState {
         now_ms: u64,
         fx: &mut Effects,
     ) {
-        let execution = self
-            .instances
-            .get(&instance_id)
-            .map_or(0, |i| i.execution + 1);
+        let execution = self.next_execution;
+        self.next_execution += 1;
         self.timers.retain(|t, _| t.instance_id != instance_id);
         let started = HistoryEvent::new(
             now_ms,
@@ -330,13 +345,16 @@ impl PartitionState {
             history: Arc::new(Vec::new()),
             inbox: vec![started],
             step: None,
-            next_seq: 1,
+            awaiting_start: false,
             activities: BTreeMap::new(),
         };
         self.instances.insert(instance_id.clone(), instance);
         fx.changed.push(instance_id.clone());
         match scheduled_start_ms {
             Some(at) if at > now_ms => {
+                if let Some(created) = self.instances.get_mut(&instance_id) {
+                    created.awaiting_start = true;
+                }
                 let timer = TimerTask {
                     fire_at_ms: at,
                     instance_id,
@@ -371,24 +389,20 @@ impl PartitionState {
     /// Hands the inbox to a worker as a step, unless a step is already out,
     /// the instance is suspended, finished, or waiting for its start time.
     fn try_issue_step(&mut self, instance_id: &InstanceId, now_ms: u64, fx: &mut Effects) {
-        let waiting_to_start = self
-            .timers
-            .keys()
-            .any(|t| t.timer_id == START_TIMER_ID && &t.instance_id == instance_id);
         let Some(instance) = self.instances.get_mut(instance_id) else {
             return;
         };
         let status = instance.meta.status;
         if instance.step.is_some()
             || instance.inbox.is_empty()
-            || waiting_to_start
+            || instance.awaiting_start
             || status.is_terminal()
             || status == OrchestrationStatus::Suspended
         {
             return;
         }
-        let seq = instance.next_seq;
-        instance.next_seq += 1;
+        let seq = self.next_step_seq;
+        self.next_step_seq += 1;
         let mut new_events = Vec::with_capacity(instance.inbox.len() + 1);
         new_events.push(HistoryEvent::new(now_ms, EventKind::OrchestratorStarted));
         new_events.append(&mut instance.inbox);
@@ -561,7 +575,8 @@ impl PartitionState {
         if let Some((input, version, carryover)) = continue_as_new {
             let name = instance.meta.name.clone();
             let parent = instance.meta.parent.clone();
-            instance.execution += 1;
+            instance.execution = self.next_execution;
+            self.next_execution += 1;
             instance.activities.clear();
             instance.history = Arc::new(Vec::new());
             let mut inbox = vec![HistoryEvent::new(
@@ -578,7 +593,10 @@ impl PartitionState {
             inbox.append(&mut instance.inbox);
             instance.inbox = inbox;
             instance.meta.input = input;
-            instance.meta.status = OrchestrationStatus::Running;
+            // A suspended instance stays suspended across continue-as-new.
+            if instance.meta.status != OrchestrationStatus::Suspended {
+                instance.meta.status = OrchestrationStatus::Running;
+            }
             let id = instance_id.clone();
             self.timers.retain(|t, _| t.instance_id != id);
             fx.changed.push(id);
@@ -807,6 +825,8 @@ impl PartitionState {
         }
         fx.timers = self.timers.keys().cloned().collect();
         fx.messages = self.outbox.values().cloned().collect();
+        // Acks may have been lost with the process: send them again.
+        fx.acks = self.received.iter().map(|(o, p)| (*o, *p)).collect();
         fx
     }
 
@@ -821,11 +841,14 @@ impl PartitionState {
         let start = query.continuation.clone().unwrap_or_default();
         let mut instances = Vec::new();
         let mut continuation = None;
-        for (id, instance) in self
-            .instances
-            .iter()
-            .filter(|(id, _)| id.as_str() > start.as_str())
-        {
+        let after = InstanceId::new(start).ok();
+        let range = match &after {
+            Some(after) => self
+                .instances
+                .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => self.instances.range(..),
+        };
+        for (id, instance) in range {
             let meta = &instance.meta;
             let matches = (query.statuses.is_empty() || query.statuses.contains(&meta.status))
                 && query

@@ -270,12 +270,19 @@ fn i3_a_resent_message_is_applied_once() {
         },
     );
     assert_eq!(fx.acks, vec![(3, Position { lsn: 40, index: 0 })]);
-    state.apply(
+    let fx = state.apply(
         3,
         Event::Messages {
             messages: vec![raise],
             now_ms: 3,
         },
+    );
+    // The duplicate is acked again: the first ack may have been lost.
+    assert_eq!(fx.acks, vec![(3, Position { lsn: 40, index: 0 })]);
+    assert_eq!(
+        state.pending_work().acks,
+        vec![(3, Position { lsn: 40, index: 0 })],
+        "recovery acks what was received"
     );
     let instance = state.instance(&id(1)).expect("instance");
     let pings = instance

