@@ -15,10 +15,9 @@
 //!
 //! ```no_run
 //! # use std::sync::Arc;
-//! # async fn my_backend() -> Arc<dyn basalt_runtime::Backend> { unimplemented!() }
-//! // In a test file, under #[tokio::test(flavor = "multi_thread")]:
-//! async fn activities_run_in_sequence() {
-//!     let backend = my_backend().await;
+//! // In a test file, under #[tokio::test(flavor = "multi_thread")], with
+//! // `backend` a fresh instance of the backend under test:
+//! async fn activities_run_in_sequence(backend: Arc<dyn basalt_runtime::Backend>) {
 //!     let result = basalt_runtime::conformance::activities_run_in_sequence(backend).await;
 //!     if let Err(failure) = result {
 //!         panic!("{failure}");
@@ -1342,6 +1341,19 @@ pub async fn suspended_instances_process_no_events_until_resumed(
     .await
 }
 
+/// `WaitForever` (waits for an event that never comes) and `Echo` (returns
+/// its input): an instance that stays running and one that finishes.
+fn waiting_and_echo() -> RegistryBuilder {
+    Registry::builder()
+        .register_orchestration_typed("WaitForever", |ctx, (): ()| async move {
+            let value: String = ctx.wait_for_external_event("Never").await?;
+            Ok::<_, OrchestrationError>(value)
+        })
+        .register_orchestration_typed("Echo", |_ctx, text: String| async move {
+            Ok::<_, OrchestrationError>(text)
+        })
+}
+
 /// Purging a running instance is a `Conflict` and keeps it; purging a
 /// finished one returns true and removes it (`get` is `None`, a second
 /// purge returns false); purging an unknown id returns false.
@@ -1349,14 +1361,7 @@ pub async fn purge_deletes_only_finished_instances(
     backend: Arc<dyn Backend>,
 ) -> Result<(), Failure> {
     let run = Run::new("purge_deletes_only_finished_instances", backend);
-    let registry = Registry::builder()
-        .register_orchestration_typed("WaitForever", |ctx, (): ()| async move {
-            let value: String = ctx.wait_for_external_event("Never").await?;
-            Ok::<_, OrchestrationError>(value)
-        })
-        .register_orchestration_typed("Echo", |_ctx, text: String| async move {
-            Ok::<_, OrchestrationError>(text)
-        });
+    let registry = waiting_and_echo();
     let worker = run.worker(registry, WorkerOptions::default())?;
     run.with_worker(worker, async {
         let running = run.start("WaitForever", &(), None).await?;
@@ -1403,14 +1408,7 @@ pub async fn queries_filter_by_status_prefix_and_time_and_page(
     backend: Arc<dyn Backend>,
 ) -> Result<(), Failure> {
     let run = Run::new("queries_filter_by_status_prefix_and_time_and_page", backend);
-    let registry = Registry::builder()
-        .register_orchestration_typed("WaitForever", |ctx, (): ()| async move {
-            let value: String = ctx.wait_for_external_event("Never").await?;
-            Ok::<_, OrchestrationError>(value)
-        })
-        .register_orchestration_typed("Echo", |_ctx, text: String| async move {
-            Ok::<_, OrchestrationError>(text)
-        });
+    let registry = waiting_and_echo();
     let worker = run.worker(registry, WorkerOptions::default())?;
     run.with_worker(worker, async {
         // Batch A: three completed instances.
