@@ -32,6 +32,9 @@ pub struct Instance {
     pub step: Option<(u64, Vec<HistoryEvent>)>,
     /// Waiting for its scheduled start time (a start timer is armed).
     pub awaiting_start: bool,
+    /// Its armed durable timers. Kept with the instance, so ending it drops
+    /// them without looking at any other instance's.
+    pub timers: std::collections::BTreeSet<TimerTask>,
     /// Activities scheduled and not completed: task id -> task.
     pub activities: BTreeMap<i32, ActivityTask>,
 }
@@ -48,8 +51,6 @@ pub struct PartitionState {
     pub last_lsn: u64,
     /// Instances by id.
     pub instances: BTreeMap<InstanceId, Instance>,
-    /// Armed timers.
-    pub timers: BTreeMap<TimerTask, ()>,
     /// Messages sent and not yet acknowledged, by (destination, position).
     pub outbox: BTreeMap<(u32, Position), Envelope>,
     /// Highest position processed per origin partition (I3).
@@ -70,7 +71,6 @@ impl PartitionState {
             partition_count,
             last_lsn: 0,
             instances: BTreeMap::new(),
-            timers: BTreeMap::new(),
             outbox: BTreeMap::new(),
             received: BTreeMap::new(),
             next_execution: 0,
@@ -180,7 +180,6 @@ impl PartitionState {
             }
             Event::Purge { instance_id } => {
                 let purged = self.instances.remove(&instance_id).is_some();
-                self.timers.retain(|t, _| t.instance_id != instance_id);
                 fx.reply = Some(Reply::Purged(purged));
                 fx.changed.push(instance_id);
             }
@@ -246,7 +245,11 @@ impl PartitionState {
                     execution,
                     timer_id,
                 };
-                if self.timers.remove(&key).is_some() {
+                let armed = self
+                    .instances
+                    .get_mut(&instance_id)
+                    .is_some_and(|i| i.timers.remove(&key));
+                if armed {
                     if timer_id == START_TIMER_ID {
                         if let Some(instance) = self.instances.get_mut(&instance_id) {
                             instance.awaiting_start = false;
@@ -316,7 +319,6 @@ impl PartitionState {
     ) {
         let execution = self.next_execution;
         self.next_execution += 1;
-        self.timers.retain(|t, _| t.instance_id != instance_id);
         let started = HistoryEvent::new(
             now_ms,
             EventKind::ExecutionStarted {
@@ -346,22 +348,23 @@ impl PartitionState {
             inbox: vec![started],
             step: None,
             awaiting_start: false,
+            timers: std::collections::BTreeSet::new(),
             activities: BTreeMap::new(),
         };
         self.instances.insert(instance_id.clone(), instance);
         fx.changed.push(instance_id.clone());
         match scheduled_start_ms {
             Some(at) if at > now_ms => {
-                if let Some(created) = self.instances.get_mut(&instance_id) {
-                    created.awaiting_start = true;
-                }
                 let timer = TimerTask {
                     fire_at_ms: at,
-                    instance_id,
+                    instance_id: instance_id.clone(),
                     execution,
                     timer_id: START_TIMER_ID,
                 };
-                self.timers.insert(timer.clone(), ());
+                if let Some(created) = self.instances.get_mut(&instance_id) {
+                    created.awaiting_start = true;
+                    created.timers.insert(timer.clone());
+                }
                 fx.timers.push(timer);
             }
             _ => self.try_issue_step(&instance_id, now_ms, fx),
@@ -480,7 +483,7 @@ impl PartitionState {
                         execution: instance.execution,
                         timer_id: id,
                     };
-                    self.timers.insert(timer.clone(), ());
+                    instance.timers.insert(timer.clone());
                     fx.timers.push(timer);
                     history.push(confirm(id, now_ms, EventKind::TimerCreated { fire_at_ms }));
                 }
@@ -597,9 +600,8 @@ impl PartitionState {
             if instance.meta.status != OrchestrationStatus::Suspended {
                 instance.meta.status = OrchestrationStatus::Running;
             }
-            let id = instance_id.clone();
-            self.timers.retain(|t, _| t.instance_id != id);
-            fx.changed.push(id);
+            instance.timers.clear();
+            fx.changed.push(instance_id.clone());
         } else if let Some((status, output, failure)) = finished {
             self.finish(instance_id, status, output, failure, now_ms, out, fx);
             return;
@@ -664,9 +666,8 @@ impl PartitionState {
                 },
             );
         }
-        let id = instance_id.clone();
-        self.timers.retain(|t, _| t.instance_id != id);
-        fx.changed.push(id);
+        instance.timers.clear();
+        fx.changed.push(instance_id.clone());
     }
 
     fn control(
@@ -823,7 +824,11 @@ impl PartitionState {
             }
             fx.activities.extend(instance.activities.values().cloned());
         }
-        fx.timers = self.timers.keys().cloned().collect();
+        fx.timers = self
+            .instances
+            .values()
+            .flat_map(|i| i.timers.iter().cloned())
+            .collect();
         fx.messages = self.outbox.values().cloned().collect();
         // Acks may have been lost with the process: send them again.
         fx.acks = self.received.iter().map(|(o, p)| (*o, *p)).collect();
