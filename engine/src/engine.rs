@@ -8,9 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use basalt_partitions::{ControlOp, Event, PartitionState, Reply, codec, partition_of};
 use basalt_runtime::{
-    ActivityOutcome, ActivityWorkItem, Backend, CompletionToken, Error, HistoryEvent, InstanceId,
-    InstanceQuery, InstanceState, OrchestrationStepResult, OrchestrationWorkItem, QueryPage,
-    StartRequest,
+    ActivityOutcome, ActivityWorkItem, Backend, CompletionToken, EntityBatchResult, EntityId,
+    EntityOperation, EntityPage, EntityQuery, EntityState, EntityWorkItem, Error, HistoryEvent,
+    InstanceId, InstanceQuery, InstanceState, OrchestrationStepResult, OrchestrationWorkItem,
+    QueryPage, StartRequest,
 };
 use basalt_storage::{HubOptions, LogOptions, PartitionId, Storage, TaskHub};
 use dashmap::DashMap;
@@ -23,7 +24,7 @@ use crate::partition::{Command, PartitionTask, ReplyWhen};
 use crate::queue::WorkQueue;
 use crate::shared::Shared;
 use crate::timers::{Timers, now_ms, run_timers};
-use crate::token::{ActivityToken, StepToken};
+use crate::token::{ActivityToken, EntityToken, StepToken};
 use crate::transport::InProcess;
 
 /// Engine settings, each with a documented default.
@@ -124,6 +125,7 @@ impl Engine {
             transport,
             steps: WorkQueue::new(),
             activities: WorkQueue::new(),
+            entity_batches: WorkQueue::new(),
             timers,
             waiters: DashMap::new(),
             incarnation: rand::random::<u32>() as u64,
@@ -293,6 +295,7 @@ impl Engine {
     pub async fn shutdown(&self) {
         self.inner.shared.steps.close();
         self.inner.shared.activities.close();
+        self.inner.shared.entity_batches.close();
         for partition in 0..self.partition_count() {
             let (tx, rx) = oneshot::channel();
             if self.command(partition, Command::Shutdown(tx)).is_ok() {
@@ -596,6 +599,105 @@ impl Backend for Engine {
         )
     }
 
+    async fn signal_entity(
+        &self,
+        entity: &EntityId,
+        operation: EntityOperation,
+        scheduled_start_ms: Option<u64>,
+    ) -> Result<(), Error> {
+        check_name("operation name", &operation.name)?;
+        self.check_payload("operation input", &operation.input)?;
+        if scheduled_start_ms.is_some_and(|at| at > now_ms()) {
+            return Err(Error::InvalidInput(
+                "scheduled (delayed) entity signals are not supported yet".into(),
+            ));
+        }
+        let event = Event::SignalEntity {
+            entity: entity.clone(),
+            operation,
+            now_ms: now_ms(),
+        };
+        reply_done(self.submit_for(&entity.instance_id(), event).await?)
+    }
+
+    async fn get_entity(&self, entity: &EntityId) -> Result<Option<EntityState>, Error> {
+        let id = entity.clone();
+        let partition = partition_of(entity.instance_id().as_str(), self.partition_count());
+        self.read(partition, move |state| state.entity_state(&id, true))
+            .await
+    }
+
+    async fn query_entities(&self, query: &EntityQuery) -> Result<EntityPage, Error> {
+        if query.page_size == 0 || query.page_size > 1000 {
+            return Err(Error::InvalidInput(format!(
+                "page size must be 1..=1000, got {}",
+                query.page_size
+            )));
+        }
+        let limit = query.page_size;
+        let mut all = Vec::new();
+        let mut more = false;
+        for partition in 0..self.partition_count() {
+            let query = query.clone();
+            let page = self
+                .read(partition, move |state| state.query_entities(&query, limit))
+                .await?;
+            more |= page.continuation.is_some();
+            all.extend(page.entities);
+        }
+        all.sort_by_key(|e| e.entity.to_string());
+        let continuation = if all.len() > limit || more {
+            all.truncate(limit);
+            all.last().map(|e| e.entity.to_string())
+        } else {
+            None
+        };
+        Ok(EntityPage {
+            entities: all,
+            continuation,
+        })
+    }
+
+    async fn next_entity_work_item(&self) -> Result<EntityWorkItem, Error> {
+        self.inner
+            .shared
+            .entity_batches
+            .pop()
+            .await
+            .ok_or(Error::ShutDown)
+    }
+
+    async fn complete_entity_work_item(
+        &self,
+        token: &CompletionToken,
+        result: EntityBatchResult,
+    ) -> Result<(), Error> {
+        let token = self.entity_token(token)?;
+        self.check_payload("entity state", &result.state)?;
+        let event = Event::EntityBatchCompleted {
+            entity: token.entity,
+            seq: token.seq,
+            result,
+            now_ms: now_ms(),
+        };
+        reply_done(
+            self.submit(token.partition, event, ReplyWhen::Applied)
+                .await?,
+        )
+    }
+
+    async fn abandon_entity_work_item(&self, token: &CompletionToken) -> Result<(), Error> {
+        let token = self.entity_token(token)?;
+        let event = Event::EntityBatchAbandoned {
+            entity: token.entity,
+            seq: token.seq,
+        };
+        reply_done(
+            self.submit(token.partition, event, ReplyWhen::Applied)
+                .await?,
+        )
+    }
+
     async fn abandon_activity_work_item(&self, token: &CompletionToken) -> Result<(), Error> {
         let encoded = token.clone();
         let token = self.activity_token(token)?;
@@ -699,6 +801,16 @@ impl Engine {
 
     fn step_token(&self, token: &CompletionToken) -> Result<StepToken, Error> {
         let parsed = StepToken::parse(token)?;
+        if parsed.incarnation != self.inner.shared.incarnation
+            || parsed.partition >= self.partition_count()
+        {
+            return Err(Error::StaleToken(token.0.clone()));
+        }
+        Ok(parsed)
+    }
+
+    fn entity_token(&self, token: &CompletionToken) -> Result<EntityToken, Error> {
+        let parsed = EntityToken::parse(token)?;
         if parsed.incarnation != self.inner.shared.incarnation
             || parsed.partition >= self.partition_count()
         {

@@ -9,13 +9,13 @@ use std::time::Duration;
 use basalt_partitions::{
     Effects, Envelope, Event, PartitionState, Position, Reply, StepTask, codec,
 };
-use basalt_runtime::{ActivityWorkItem, Error, InstanceId, OrchestrationWorkItem};
+use basalt_runtime::{ActivityWorkItem, EntityWorkItem, Error, InstanceId, OrchestrationWorkItem};
 use basalt_storage::{DurableWatch, Log, Lsn};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::shared::Shared;
 use crate::timers::now_ms;
-use crate::token::{ActivityToken, StepToken};
+use crate::token::{ActivityToken, EntityToken, StepToken};
 
 /// When a submitter gets its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,6 +288,20 @@ impl PartitionTask {
                 .encode(),
             });
         }
+        for batch in &fx.entity_batches {
+            shared.entity_batches.push(EntityWorkItem {
+                entity: batch.entity.clone(),
+                state: batch.state.clone(),
+                operations: batch.operations.clone(),
+                token: EntityToken {
+                    partition: self.partition,
+                    incarnation: shared.incarnation,
+                    seq: batch.seq,
+                    entity: batch.entity.clone(),
+                }
+                .encode(),
+            });
+        }
         for timer in &fx.timers {
             shared.timers.arm(self.partition, timer.clone());
         }
@@ -472,5 +486,8 @@ fn message_bytes(envelope: &Envelope) -> usize {
             Err(failure) => failure.message.len() + failure.error_type.len(),
         },
         Message::RaiseEvent { name, data, .. } => name.len() + text(data),
+        Message::SignalEntity { entity, operation } => {
+            entity.to_string().len() + operation.name.len() + text(&operation.input)
+        }
     }
 }

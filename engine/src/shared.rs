@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use basalt_partitions::Event;
-use basalt_runtime::{ActivityWorkItem, InstanceId, OrchestrationWorkItem};
+use basalt_runtime::{ActivityWorkItem, EntityWorkItem, InstanceId, OrchestrationWorkItem};
 use dashmap::DashMap;
 use tokio::sync::{Notify, mpsc};
 
@@ -20,6 +20,7 @@ pub(crate) struct Shared {
     pub transport: Box<dyn Transport>,
     pub steps: WorkQueue<OrchestrationWorkItem>,
     pub activities: WorkQueue<ActivityWorkItem>,
+    pub entity_batches: WorkQueue<EntityWorkItem>,
     pub timers: Timers,
     pub waiters: DashMap<InstanceId, Arc<Notify>>,
     /// Changes every time the engine opens; part of every completion token.

@@ -3,7 +3,7 @@
 //! for activities. The incarnation changes every time the engine opens,
 //! so a token handed out before a restart is stale after it.
 
-use basalt_runtime::{CompletionToken, Error, InstanceId};
+use basalt_runtime::{CompletionToken, EntityId, Error, InstanceId};
 
 pub(crate) struct StepToken {
     pub partition: u32,
@@ -72,6 +72,41 @@ impl ActivityToken {
             execution,
             task_id,
             instance_id,
+        })
+    }
+}
+
+/// `e:{partition}:{incarnation}:{seq}:{entity}`: one batch of entity operations.
+pub(crate) struct EntityToken {
+    pub partition: u32,
+    pub incarnation: u64,
+    pub seq: u64,
+    pub entity: EntityId,
+}
+
+impl EntityToken {
+    pub fn encode(&self) -> CompletionToken {
+        CompletionToken(format!(
+            "e:{}:{}:{}:{}",
+            self.partition, self.incarnation, self.seq, self.entity
+        ))
+    }
+
+    pub fn parse(token: &CompletionToken) -> Result<EntityToken, Error> {
+        let bad = || Error::InvalidInput(format!("malformed entity token {:?}", token.0));
+        let mut parts = token.0.splitn(5, ':');
+        if parts.next() != Some("e") {
+            return Err(bad());
+        }
+        let partition = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let incarnation = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let seq = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let entity = EntityId::parse(parts.next().ok_or_else(bad)?)?;
+        Ok(EntityToken {
+            partition,
+            incarnation,
+            seq,
+            entity,
         })
     }
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use basalt_runtime::{
-    ActivityOutcome, FailureDetails, HistoryEvent, InstanceId, OrchestrationStepResult,
-    ParentInstance,
+    ActivityOutcome, EntityBatchResult, EntityId, EntityOperation, FailureDetails, HistoryEvent,
+    InstanceId, OrchestrationStepResult, ParentInstance,
 };
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +109,33 @@ pub enum Event {
         /// When they arrived.
         now_ms: u64,
     },
+    /// A client signals an entity (one-way).
+    SignalEntity {
+        /// The entity.
+        entity: EntityId,
+        /// The operation.
+        operation: EntityOperation,
+        /// When the request arrived.
+        now_ms: u64,
+    },
+    /// A worker finished a batch of entity operations.
+    EntityBatchCompleted {
+        /// The entity.
+        entity: EntityId,
+        /// The batch's sequence number (from the completion token).
+        seq: u64,
+        /// What the batch did.
+        result: EntityBatchResult,
+        /// When the completion arrived.
+        now_ms: u64,
+    },
+    /// A worker gave a batch back; its operations are offered again.
+    EntityBatchAbandoned {
+        /// The entity.
+        entity: EntityId,
+        /// The batch's sequence number.
+        seq: u64,
+    },
     /// A destination partition has durably received our messages up to a position.
     OutboxAcked {
         /// The destination partition.
@@ -185,6 +212,13 @@ pub enum Message {
         /// Its output, or why it failed.
         outcome: Result<Option<String>, FailureDetails>,
     },
+    /// An entity (or, later, an orchestration) signals an entity.
+    SignalEntity {
+        /// The receiving entity.
+        entity: EntityId,
+        /// The operation.
+        operation: EntityOperation,
+    },
     /// An orchestration raised an event on another instance.
     RaiseEvent {
         /// The receiving instance.
@@ -226,6 +260,19 @@ pub struct ActivityTask {
     pub input: Option<String>,
 }
 
+/// A batch of entity operations to hand to a worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntityBatchTask {
+    /// The entity.
+    pub entity: EntityId,
+    /// The batch's sequence number (goes into the completion token).
+    pub seq: u64,
+    /// The entity's state before the batch.
+    pub state: Option<String>,
+    /// The operations, in arrival order.
+    pub operations: Vec<EntityOperation>,
+}
+
 /// A durable timer to arm.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TimerTask {
@@ -263,6 +310,8 @@ pub struct Effects {
     pub steps: Vec<StepTask>,
     /// Activities to run.
     pub activities: Vec<ActivityTask>,
+    /// Entity batches to run.
+    pub entity_batches: Vec<EntityBatchTask>,
     /// Timers to arm.
     pub timers: Vec<TimerTask>,
     /// Messages for other partitions (kept in the outbox until acked).

@@ -4,15 +4,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use basalt_runtime::{
-    ActionKind, ActivityOutcome, Error, EventKind, FailureDetails, HistoryEvent, InstanceId,
-    InstanceQuery, InstanceState, OrchestrationStatus, OrchestrationStepResult, ParentInstance,
-    QueryPage,
+    ActionKind, ActivityOutcome, EntityId, EntityOperation, EntityPage, EntityQuery, EntityState,
+    Error, EventKind, FailureDetails, HistoryEvent, InstanceId, InstanceQuery, InstanceState,
+    OrchestrationStatus, OrchestrationStepResult, ParentInstance, QueryPage,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::event::{
-    ActivityTask, ControlOp, Effects, Envelope, Event, Message, Position, Reply, START_TIMER_ID,
-    StepTask, TimerTask,
+    ActivityTask, ControlOp, Effects, EntityBatchTask, Envelope, Event, Message, Position, Reply,
+    START_TIMER_ID, StepTask, TimerTask,
 };
 use crate::routing::partition_of;
 
@@ -39,6 +39,25 @@ pub struct Instance {
     pub activities: BTreeMap<i32, ActivityTask>,
 }
 
+/// Most operations handed to a worker in one entity batch.
+pub const ENTITY_BATCH_OPERATIONS_MAX: usize = 100;
+
+/// A durable entity as its partition keeps it: a value and a queue. It
+/// exists (for clients) while it has state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entity {
+    /// Its address.
+    pub id: EntityId,
+    /// Its state (JSON), if it has one.
+    pub state: Option<String>,
+    /// Operations waiting, in arrival order.
+    pub queue: std::collections::VecDeque<EntityOperation>,
+    /// The batch handed to a worker, if any: (seq, its operations).
+    pub batch: Option<(u64, Vec<EntityOperation>)>,
+    /// When its state last changed.
+    pub last_modified_ms: u64,
+}
+
 /// The whole state of a partition: a pure function of its log (I2).
 /// Ordered maps only, so a snapshot's bytes depend on nothing but content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,8 +78,11 @@ pub struct PartitionState {
     /// even across purge and restart of an id, so a completion addressed to
     /// an older generation can never match a newer one (I4).
     pub next_execution: u64,
-    /// Next step sequence number, partition-wide for the same reason.
+    /// Next step sequence number, partition-wide for the same reason
+    /// (entity batches draw from it too).
     pub next_step_seq: u64,
+    /// Entities by their instance id (`@name@key`).
+    pub entities: BTreeMap<InstanceId, Entity>,
 }
 
 impl PartitionState {
@@ -75,6 +97,7 @@ impl PartitionState {
             received: BTreeMap::new(),
             next_execution: 0,
             next_step_seq: 1,
+            entities: BTreeMap::new(),
         }
     }
 
@@ -120,6 +143,17 @@ impl PartitionState {
                 Some((current, _)) if current == seq => Ok(()),
                 _ => Err(Error::StaleToken(format!("{instance_id}#{seq}"))),
             },
+            Event::EntityBatchCompleted { entity, seq, .. }
+            | Event::EntityBatchAbandoned { entity, seq } => {
+                match self
+                    .entities
+                    .get(&entity.instance_id())
+                    .and_then(|e| e.batch.as_ref())
+                {
+                    Some((current, _)) if current == seq => Ok(()),
+                    _ => Err(Error::StaleToken(format!("{entity}#{seq}"))),
+                }
+            }
             _ => Ok(()),
         }
     }
@@ -285,6 +319,53 @@ impl PartitionState {
                     fx.acks.push((envelope.origin, envelope.position));
                     self.receive(envelope.message, now_ms, &mut out, &mut fx);
                 }
+            }
+            Event::SignalEntity {
+                entity,
+                operation,
+                now_ms,
+            } => {
+                self.enqueue_operation(entity, operation, now_ms, &mut fx);
+                fx.reply = Some(Reply::Done);
+            }
+            Event::EntityBatchCompleted {
+                entity,
+                result,
+                now_ms,
+                ..
+            } => {
+                let key = entity.instance_id();
+                if let Some(e) = self.entities.get_mut(&key) {
+                    e.batch = None;
+                    if e.state != result.state {
+                        e.state = result.state;
+                        e.last_modified_ms = now_ms;
+                    }
+                }
+                for signal in result.signals {
+                    let destination =
+                        partition_of(signal.entity.instance_id().as_str(), self.partition_count);
+                    out.send(
+                        destination,
+                        Message::SignalEntity {
+                            entity: signal.entity,
+                            operation: signal.operation,
+                        },
+                    );
+                }
+                self.try_issue_batch(&key, &mut fx);
+                self.forget_if_empty(&key);
+            }
+            Event::EntityBatchAbandoned { entity, .. } => {
+                let key = entity.instance_id();
+                if let Some(e) = self.entities.get_mut(&key)
+                    && let Some((_, operations)) = e.batch.take()
+                {
+                    for operation in operations.into_iter().rev() {
+                        e.queue.push_front(operation);
+                    }
+                }
+                self.try_issue_batch(&key, &mut fx);
             }
             Event::OutboxAcked { destination, up_to } => {
                 let acked: Vec<_> = self
@@ -796,6 +877,9 @@ impl PartitionState {
                 };
                 self.deliver(&parent_id, kind, now_ms, fx);
             }
+            Message::SignalEntity { entity, operation } => {
+                self.enqueue_operation(entity, operation, now_ms, fx);
+            }
             Message::RaiseEvent {
                 instance_id,
                 name,
@@ -806,6 +890,116 @@ impl PartitionState {
                 now_ms,
                 fx,
             ),
+        }
+    }
+
+    /// Queues an operation on an entity (creating its queue) and hands out
+    /// a batch if none is out.
+    fn enqueue_operation(
+        &mut self,
+        entity: EntityId,
+        operation: EntityOperation,
+        now_ms: u64,
+        fx: &mut Effects,
+    ) {
+        let key = entity.instance_id();
+        self.entities
+            .entry(key.clone())
+            .or_insert_with(|| Entity {
+                id: entity,
+                state: None,
+                queue: std::collections::VecDeque::new(),
+                batch: None,
+                last_modified_ms: now_ms,
+            })
+            .queue
+            .push_back(operation);
+        self.try_issue_batch(&key, fx);
+    }
+
+    /// Hands the queued operations of an entity to a worker as one batch,
+    /// unless a batch is already out: operations run one at a time, in
+    /// arrival order.
+    fn try_issue_batch(&mut self, key: &InstanceId, fx: &mut Effects) {
+        let Some(entity) = self.entities.get_mut(key) else {
+            return;
+        };
+        if entity.batch.is_some() || entity.queue.is_empty() {
+            return;
+        }
+        let seq = self.next_step_seq;
+        self.next_step_seq += 1;
+        let take = entity.queue.len().min(ENTITY_BATCH_OPERATIONS_MAX);
+        let operations: Vec<EntityOperation> = entity.queue.drain(..take).collect();
+        entity.batch = Some((seq, operations.clone()));
+        fx.entity_batches.push(EntityBatchTask {
+            entity: entity.id.clone(),
+            seq,
+            state: entity.state.clone(),
+            operations,
+        });
+    }
+
+    /// An entity with no state, nothing queued and nothing out is gone.
+    fn forget_if_empty(&mut self, key: &InstanceId) {
+        if self
+            .entities
+            .get(key)
+            .is_some_and(|e| e.state.is_none() && e.queue.is_empty() && e.batch.is_none())
+        {
+            self.entities.remove(key);
+        }
+    }
+
+    /// What a client sees of an entity: `None` unless it has state.
+    pub fn entity_state(&self, entity: &EntityId, include_state: bool) -> Option<EntityState> {
+        let e = self.entities.get(&entity.instance_id())?;
+        e.state.as_ref()?;
+        Some(EntityState {
+            entity: e.id.clone(),
+            state: if include_state { e.state.clone() } else { None },
+            last_modified_ms: e.last_modified_ms,
+            backlog: e.queue.len() + e.batch.as_ref().map_or(0, |(_, ops)| ops.len()),
+        })
+    }
+
+    /// The entities of this partition that match a query (those with
+    /// state), after `continuation`, in id order, at most `limit`.
+    pub fn query_entities(&self, query: &EntityQuery, limit: usize) -> EntityPage {
+        let name = query.name.as_ref().map(|n| n.to_lowercase());
+        let after = query
+            .continuation
+            .as_ref()
+            .and_then(|c| InstanceId::new(c.clone()).ok());
+        let range = match &after {
+            Some(after) => self
+                .entities
+                .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => self.entities.range(..),
+        };
+        let mut entities = Vec::new();
+        let mut continuation = None;
+        for (_, e) in range {
+            let matches = name.as_deref().is_none_or(|n| e.id.name() == n)
+                && query
+                    .key_prefix
+                    .as_deref()
+                    .is_none_or(|p| e.id.key().starts_with(p));
+            let Some(state) = matches
+                .then(|| self.entity_state(&e.id, query.include_state))
+                .flatten()
+            else {
+                continue;
+            };
+            if entities.len() == limit {
+                continuation = entities.last().map(|s: &EntityState| s.entity.to_string());
+                break;
+            }
+            entities.push(state);
+        }
+        EntityPage {
+            entities,
+            continuation,
         }
     }
 
@@ -823,6 +1017,16 @@ impl PartitionState {
                 });
             }
             fx.activities.extend(instance.activities.values().cloned());
+        }
+        for entity in self.entities.values() {
+            if let Some((seq, operations)) = &entity.batch {
+                fx.entity_batches.push(EntityBatchTask {
+                    entity: entity.id.clone(),
+                    seq: *seq,
+                    state: entity.state.clone(),
+                    operations: operations.clone(),
+                });
+            }
         }
         fx.timers = self
             .instances

@@ -7,10 +7,12 @@
 use std::collections::HashMap;
 
 use basalt_partitions::{
-    ActivityTask, ControlOp, Envelope, Event, PartitionState, Position, StepTask, TimerTask, codec,
+    ActivityTask, ControlOp, EntityBatchTask, Envelope, Event, PartitionState, Position, StepTask,
+    TimerTask, codec,
 };
 use basalt_runtime::{
-    ActionKind, ActivityOutcome, EventKind, FailureDetails, InstanceId, OrchestrationStatus,
+    ActionKind, ActivityOutcome, EntityBatchResult, EntityId, EntityOperation, EntitySignal,
+    EventKind, FailureDetails, InstanceId, OperationResult, OrchestrationStatus,
     OrchestrationStepResult, OrchestratorAction,
 };
 use proptest::prelude::*;
@@ -48,10 +50,48 @@ fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
     let mut messages: Vec<Envelope> = Vec::new();
     let mut delivered: Vec<Envelope> = Vec::new();
     let mut next_action: HashMap<InstanceId, i32> = HashMap::new();
+    let mut batches: Vec<EntityBatchTask> = Vec::new();
+    let entity = |n: usize| EntityId::new("e", format!("k{n}")).expect("entity id");
     let mut now = 1_000u64;
     while log.len() < length {
         now += 1 + rng.below(50) as u64;
-        let event = match rng.below(12) {
+        let event = match rng.below(14) {
+            12 => Event::SignalEntity {
+                entity: entity(rng.below(4)),
+                operation: EntityOperation {
+                    name: "op".into(),
+                    input: Some(rng.below(9).to_string()),
+                },
+                now_ms: now,
+            },
+            13 if !batches.is_empty() => {
+                let batch = batches.remove(rng.below(batches.len()));
+                let seq = if rng.below(10) == 0 {
+                    batch.seq + 3
+                } else {
+                    batch.seq
+                };
+                Event::EntityBatchCompleted {
+                    entity: batch.entity,
+                    seq,
+                    result: EntityBatchResult {
+                        state: (rng.below(4) != 0).then(|| rng.below(100).to_string()),
+                        results: vec![OperationResult::Completed(None); batch.operations.len()],
+                        signals: if rng.below(3) == 0 {
+                            vec![EntitySignal {
+                                entity: entity(rng.below(4)),
+                                operation: EntityOperation {
+                                    name: "ping".into(),
+                                    input: None,
+                                },
+                            }]
+                        } else {
+                            Vec::new()
+                        },
+                    },
+                    now_ms: now,
+                }
+            }
             0 | 1 => Event::Start {
                 instance_id: id(rng.below(6)),
                 name: "o".into(),
@@ -200,6 +240,7 @@ fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
         log.push(event);
         steps.extend(fx.steps);
         activities.extend(fx.activities);
+        batches.extend(fx.entity_batches);
         timers.extend(fx.timers);
         messages.extend(fx.messages);
     }
@@ -313,12 +354,16 @@ fn generated_workloads_exercise_the_interesting_paths() {
                 Event::Purge { .. } => "purge",
                 Event::Raise { .. } => "raise",
                 Event::StepAbandoned { .. } => "abandon",
+                Event::SignalEntity { .. }
+                | Event::EntityBatchCompleted { .. }
+                | Event::EntityBatchAbandoned { .. } => "entity",
             };
             *kinds.entry(kind).or_insert(0usize) += 1;
         }
     }
     for kind in [
         "start", "step", "activity", "timer", "messages", "ack", "control", "purge", "raise",
+        "entity",
     ] {
         assert!(
             kinds.get(kind).copied().unwrap_or(0) > 20,

@@ -9,6 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::entity::{
+    EntityBatchResult, EntityId, EntityOperation, EntityPage, EntityQuery, EntityState,
+    EntityWorkItem,
+};
 use crate::error::Result;
 use crate::history::{HistoryEvent, OrchestratorAction};
 use crate::types::{FailureDetails, InstanceId, InstanceState, OrchestrationStatus};
@@ -217,4 +221,33 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Gives an activity back; it is offered again.
     async fn abandon_activity_work_item(&self, token: &CompletionToken) -> Result<()>;
+
+    /// Queues an operation on an entity, one-way; with `scheduled_start_ms`
+    /// not before that time. Creates the entity's queue if needed.
+    async fn signal_entity(
+        &self,
+        entity: &EntityId,
+        operation: EntityOperation,
+        scheduled_start_ms: Option<u64>,
+    ) -> Result<()>;
+
+    /// An entity's state, or `None` if it has none.
+    async fn get_entity(&self, entity: &EntityId) -> Result<Option<EntityState>>;
+
+    /// Entities matching a query, one page at a time, in id order.
+    async fn query_entities(&self, query: &EntityQuery) -> Result<EntityPage>;
+
+    /// The next batch of entity operations to run; waits until there is one.
+    async fn next_entity_work_item(&self) -> Result<EntityWorkItem>;
+
+    /// Applies a batch's outcome. A stale token is rejected.
+    async fn complete_entity_work_item(
+        &self,
+        token: &crate::backend::CompletionToken,
+        result: EntityBatchResult,
+    ) -> Result<()>;
+
+    /// Gives a batch back; it is offered again.
+    async fn abandon_entity_work_item(&self, token: &crate::backend::CompletionToken)
+    -> Result<()>;
 }

@@ -13,6 +13,7 @@
 mod backend;
 pub mod client;
 pub mod conformance;
+pub mod entity;
 mod error;
 pub mod history;
 pub mod sdk;
@@ -24,6 +25,10 @@ pub use backend::{
     OrchestrationStepResult, OrchestrationWorkItem, QueryPage, StartRequest,
 };
 pub use client::{Client, ClientError, StartOptions};
+pub use entity::{
+    EntityBatchResult, EntityId, EntityOperation, EntityPage, EntityQuery, EntitySignal,
+    EntityState, EntityWorkItem, OperationResult,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use history::{ActionKind, EventKind, HistoryEvent, OrchestratorAction};
 pub use types::{FailureDetails, InstanceId, InstanceState, OrchestrationStatus, ParentInstance};

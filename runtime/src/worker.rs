@@ -1,9 +1,10 @@
-//! The worker: runs the registered orchestrations and activities of a
-//! [`Registry`] against any [`Backend`].
+//! The worker: runs the registered orchestrations, activities and entities
+//! of a [`Registry`] against any [`Backend`].
 //!
-//! [`Worker::start`] spawns two dispatcher tasks on the current Tokio
-//! runtime, one looping on [`Backend::next_orchestration_work_item`] and one
-//! on [`Backend::next_activity_work_item`]. Each takes a semaphore permit
+//! [`Worker::start`] spawns three dispatcher tasks on the current Tokio
+//! runtime, looping on [`Backend::next_orchestration_work_item`],
+//! [`Backend::next_activity_work_item`] and
+//! [`Backend::next_entity_work_item`]. Each takes a semaphore permit
 //! before fetching, so it never holds more work items than its concurrency
 //! allows, and runs every item on its own task:
 //!
@@ -18,11 +19,16 @@
 //! - an activity runs through [`Registry::run_activity`]: failures, panics
 //!   and unknown names become [`ActivityOutcome::Failed`]; nothing a user
 //!   function does can stop the worker.
+//! - an entity batch runs through [`Registry::run_entity_batch`], which
+//!   likewise turns failures, panics and unknown names into per-operation
+//!   results, and is completed with the batch's result.
 //!
 //! Backend errors: [`Error::ShutDown`] stops the dispatcher; other errors
 //! are logged and the dispatcher retries after
-//! [`WorkerOptions::error_backoff`]. A step or activity whose completion
-//! fails is abandoned (best effort) so it is offered again.
+//! [`WorkerOptions::error_backoff`]. A step, activity or entity batch whose
+//! completion fails is abandoned (best effort) so it is offered again,
+//! unless the backend rejected it as stale ([`Error::StaleToken`]: it was
+//! already completed or reassigned) or is shutting down.
 
 #![warn(missing_docs)]
 
@@ -38,6 +44,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, warn};
 
 use crate::backend::{ActivityOutcome, ActivityWorkItem, Backend, OrchestrationWorkItem};
+use crate::entity::{EntityWorkItem, OperationResult};
 use crate::error::Error;
 use crate::sdk::{ActivityContext, OrchestrationExecutor, Registry};
 use crate::types::{FailureDetails, InstanceId};
@@ -49,6 +56,10 @@ pub struct WorkerOptions {
     pub orchestration_concurrency: usize,
     /// Activities run at once (default 64; 0 counts as 1).
     pub activity_concurrency: usize,
+    /// Entity batches run at once (default 64; 0 counts as 1). The backend
+    /// hands out at most one batch per entity at a time, so this bounds how
+    /// many distinct entities run concurrently.
+    pub entity_concurrency: usize,
     /// Executors kept in memory between steps (default 1,024; 0 disables
     /// the cache, so every step replays its whole history).
     pub executor_cache_capacity: usize,
@@ -62,6 +73,7 @@ impl Default for WorkerOptions {
         WorkerOptions {
             orchestration_concurrency: 16,
             activity_concurrency: 64,
+            entity_concurrency: 64,
             executor_cache_capacity: 1024,
             error_backoff: Duration::from_millis(200),
         }
@@ -96,13 +108,19 @@ impl Worker {
         ));
         let activities = tokio::spawn(dispatch(
             shared.clone(),
-            stopped,
+            stopped.clone(),
             shared.options.activity_concurrency,
             WorkKind::Activity,
         ));
+        let entities = tokio::spawn(dispatch(
+            shared.clone(),
+            stopped,
+            shared.options.entity_concurrency,
+            WorkKind::Entity,
+        ));
         WorkerHandle {
             stop,
-            dispatchers: vec![orchestrations, activities],
+            dispatchers: vec![orchestrations, activities, entities],
         }
     }
 }
@@ -117,8 +135,9 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Stops taking new work and waits until every step and activity in
-    /// flight has finished and been completed (or abandoned) on the backend.
+    /// Stops taking new work and waits until every step, activity and
+    /// entity batch in flight has finished and been completed (or
+    /// abandoned) on the backend.
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
         for dispatcher in self.dispatchers {
@@ -128,7 +147,7 @@ impl WorkerHandle {
         }
     }
 
-    /// Whether both dispatchers are still taking work.
+    /// Whether all dispatchers are still taking work.
     pub fn is_running(&self) -> bool {
         !*self.stop.borrow() && self.dispatchers.iter().all(|d| !d.is_finished())
     }
@@ -146,6 +165,7 @@ struct Shared {
 enum WorkKind {
     Orchestration,
     Activity,
+    Entity,
 }
 
 impl fmt::Display for WorkKind {
@@ -153,6 +173,7 @@ impl fmt::Display for WorkKind {
         f.write_str(match self {
             WorkKind::Orchestration => "orchestration",
             WorkKind::Activity => "activity",
+            WorkKind::Entity => "entity",
         })
     }
 }
@@ -206,6 +227,12 @@ async fn dispatch(
                     .await
                     .map(|r| r.map(Work::Activity))
             }
+            WorkKind::Entity => {
+                let next = shared.backend.next_entity_work_item();
+                unless_stopped(&mut stopped, next)
+                    .await
+                    .map(|r| r.map(Work::Entity))
+            }
         };
         match fetched {
             None => break,
@@ -241,12 +268,14 @@ fn log_task_end(kind: WorkKind, done: std::result::Result<(), tokio::task::JoinE
 enum Work {
     Orchestration(OrchestrationWorkItem),
     Activity(ActivityWorkItem),
+    Entity(EntityWorkItem),
 }
 
 async fn run_work(shared: Arc<Shared>, work: Work, permit: OwnedSemaphorePermit) {
     match work {
         Work::Orchestration(item) => run_orchestration_step(&shared, item).await,
         Work::Activity(item) => run_activity(&shared, item).await,
+        Work::Entity(item) => run_entity_batch(&shared, item).await,
     }
     drop(permit);
 }
@@ -336,6 +365,40 @@ async fn run_activity(shared: &Shared, item: ActivityWorkItem) {
             && let Err(error) = shared.backend.abandon_activity_work_item(&token).await
         {
             warn!(%instance_id, task_id, %name, %error, "abandoning an activity failed");
+        }
+    }
+}
+
+async fn run_entity_batch(shared: &Shared, item: EntityWorkItem) {
+    let result = shared.registry.run_entity_batch(&item).await;
+    let EntityWorkItem {
+        entity,
+        operations,
+        token,
+        ..
+    } = item;
+    for (operation, outcome) in operations.iter().zip(&result.results) {
+        if let OperationResult::Failed(FailureDetails {
+            error_type,
+            message,
+            ..
+        }) = outcome
+        {
+            let name = &operation.name;
+            debug!(%entity, operation = %name, %error_type, %message, "entity operation failed");
+        }
+    }
+    drop(operations);
+    if let Err(error) = shared
+        .backend
+        .complete_entity_work_item(&token, result)
+        .await
+    {
+        warn!(%entity, %error, "completing an entity batch failed");
+        if should_abandon(&error)
+            && let Err(error) = shared.backend.abandon_entity_work_item(&token).await
+        {
+            warn!(%entity, %error, "abandoning an entity batch failed");
         }
     }
 }

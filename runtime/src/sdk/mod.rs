@@ -1,9 +1,9 @@
-//! The Rust SDK: what orchestration and activity authors program against,
-//! and the replay executor that runs their orchestrations.
+//! The Rust SDK: what orchestration, activity and entity authors program
+//! against, and the replay executor that runs their orchestrations.
 //!
 //! - [`Registry`] (built with [`RegistryBuilder`]) owns the mapping from
-//!   orchestration and activity names to user functions, raw (JSON text in
-//!   and out) or typed (serde values in and out).
+//!   orchestration, activity and entity names to user functions, raw (JSON
+//!   text in and out) or typed (serde values in and out).
 //! - [`OrchestrationContext`] is the orchestration's handle on the durable
 //!   world: activities, timers, external events, sub-orchestrations,
 //!   continue-as-new, custom status, deterministic time and GUIDs. Every
@@ -17,6 +17,9 @@
 //!   processes only the events it has not seen yet.
 //! - [`ActivityContext`] and [`ActivityError`] are what activity functions
 //!   receive and return.
+//! - [`EntityContext`] and [`EntityError`] are what entity operations
+//!   receive and return; [`Registry::run_entity_batch`] runs a batch of
+//!   operations with per-operation rollback.
 //!
 //! # Failures seen by orchestrations
 //!
@@ -36,15 +39,30 @@
 //! | `Panic` | the orchestration function panicked |
 //! | `SerializationError` | a typed input or output could not be (de)serialized |
 //! | `InvalidHistory` | the history has no `ExecutionStarted` |
+//!
+//! # Failure types of entity operations
+//!
+//! A failed operation's result is [`OperationResult::Failed`](crate::OperationResult)
+//! and its state changes and signals are discarded. Besides the entity's
+//! own [`EntityError`]s:
+//!
+//! | `error_type` | when |
+//! |---|---|
+//! | `EntityNotFound` | no entity of that name is registered (non-retriable; every operation of the batch) |
+//! | `UnknownOperation` | the entity returned [`EntityError::unknown_operation`] (non-retriable) |
+//! | `Panic` | the operation panicked |
+//! | `SerializationError` | a typed state, input or output could not be (de)serialized (non-retriable) |
 
 #![warn(missing_docs)]
 
 mod context;
+mod entity;
 mod error;
 mod executor;
 mod registry;
 
 pub use context::{ExternalEvent, OrchestrationContext, RetryPolicy, Task, Timer};
+pub use entity::{ENTITY_NOT_FOUND, EntityContext, EntityError, UNKNOWN_OPERATION};
 pub use error::OrchestrationError;
 pub use executor::OrchestrationExecutor;
 pub use registry::{

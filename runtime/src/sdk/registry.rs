@@ -1,6 +1,6 @@
-//! The [`Registry`] of orchestration and activity functions, its builder,
-//! and what activities receive ([`ActivityContext`]) and return
-//! ([`ActivityError`]).
+//! The [`Registry`] of orchestration, activity and entity functions, its
+//! builder, and what activities receive ([`ActivityContext`]) and return
+//! ([`ActivityError`]). Entities' own types are in [`super::entity`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,8 +14,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::context::OrchestrationContext;
+use super::entity::{EntityContext, EntityError, EntityFn};
 use super::error::{OrchestrationError, decode_json, encode_json};
 use crate::backend::ActivityOutcome;
+use crate::entity::EntityOperation;
 use crate::types::{FailureDetails, InstanceId};
 
 /// The result of a raw orchestration or activity: JSON text or a failure.
@@ -37,6 +39,8 @@ pub enum FunctionKind {
     Orchestration,
     /// An activity.
     Activity,
+    /// An entity.
+    Entity,
 }
 
 impl fmt::Display for FunctionKind {
@@ -44,6 +48,7 @@ impl fmt::Display for FunctionKind {
         f.write_str(match self {
             FunctionKind::Orchestration => "orchestration",
             FunctionKind::Activity => "activity",
+            FunctionKind::Entity => "entity",
         })
     }
 }
@@ -58,7 +63,17 @@ pub enum RegistryError {
         /// The kind of function.
         kind: FunctionKind,
     },
-    /// Two functions of one kind were registered with the same name.
+    /// A name that cannot address a function of its kind (an entity name
+    /// containing `@`).
+    #[error("{kind} name {name:?} is not valid")]
+    InvalidName {
+        /// The kind of function.
+        kind: FunctionKind,
+        /// The name.
+        name: String,
+    },
+    /// Two functions of one kind were registered with the same name (for
+    /// entities: the same name ignoring case; `name` is then lower-case).
     #[error("{kind} {name:?} is registered twice")]
     Duplicate {
         /// The kind of function.
@@ -90,6 +105,7 @@ pub enum RegistryError {
 pub struct RegistryBuilder {
     orchestrations: HashMap<String, OrchestrationFn>,
     activities: HashMap<String, ActivityFn>,
+    entities: HashMap<String, EntityFn>,
     error: Option<RegistryError>,
 }
 
@@ -98,6 +114,7 @@ impl fmt::Debug for RegistryBuilder {
         f.debug_struct("RegistryBuilder")
             .field("orchestrations", &sorted_names(&self.orchestrations))
             .field("activities", &sorted_names(&self.activities))
+            .field("entities", &sorted_names(&self.entities))
             .field("error", &self.error)
             .finish()
     }
@@ -112,6 +129,11 @@ impl RegistryBuilder {
     ) -> bool {
         let problem = if name.is_empty() {
             Some(RegistryError::EmptyName { kind })
+        } else if kind == FunctionKind::Entity && name.contains('@') {
+            Some(RegistryError::InvalidName {
+                kind,
+                name: name.to_owned(),
+            })
         } else if existing.contains_key(name) {
             Some(RegistryError::Duplicate {
                 kind,
@@ -208,6 +230,83 @@ impl RegistryBuilder {
         })
     }
 
+    /// Registers an entity whose operations take and return JSON text.
+    ///
+    /// Entity names are case-insensitive: the name is stored lower-case, as
+    /// [`EntityId`](crate::EntityId) stores it, and two registrations whose
+    /// names differ only in case are a [`RegistryError::Duplicate`]. A name
+    /// may not be empty or contain `@`.
+    ///
+    /// The function runs once per operation, with a fresh
+    /// [`EntityContext`] holding the state the previous successful
+    /// operations left; see [`Registry::run_entity_batch`] for how a batch
+    /// runs and what a failure undoes.
+    pub fn register_entity<F, Fut>(mut self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(EntityContext, EntityOperation) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = RawResult> + Send + 'static,
+    {
+        let name = name.into().to_lowercase();
+        let entities = std::mem::take(&mut self.entities);
+        let ok = self.check_name(FunctionKind::Entity, &name, &entities);
+        self.entities = entities;
+        if ok {
+            let f: EntityFn = Arc::new(move |ctx, operation| f(ctx, operation).boxed());
+            self.entities.insert(name, f);
+        }
+        self
+    }
+
+    /// Registers an entity whose operations return a serde value and fail
+    /// with an [`EntityError`] (which any `std::error::Error` converts into
+    /// with `?`, as for activities).
+    ///
+    /// The state is typed at each use: [`EntityContext::state`] reads it as
+    /// any `S: DeserializeOwned + Default` (the default when the entity has
+    /// no state) and [`EntityContext::set_state`] writes any `Serialize`
+    /// value; [`EntityOperation::decode_input`] reads the operation's input.
+    /// An output that does not serialize fails the operation (and so undoes
+    /// its state changes and signals) with `SerializationError`.
+    ///
+    /// ```
+    /// use basalt_runtime::sdk::{EntityError, Registry};
+    ///
+    /// let registry = Registry::builder()
+    ///     .register_entity_typed("Counter", |ctx, operation| async move {
+    ///         let mut value: i64 = ctx.state()?;
+    ///         match operation.name.as_str() {
+    ///             "add" => {
+    ///                 value += operation.decode_input::<i64>()?;
+    ///                 ctx.set_state(&value)?;
+    ///             }
+    ///             "reset" => ctx.delete(),
+    ///             "get" => {}
+    ///             other => return Err(EntityError::unknown_operation(other)),
+    ///         }
+    ///         Ok(value)
+    ///     })
+    ///     .build()
+    ///     .expect("names are valid");
+    /// assert!(registry.has_entity("counter"));
+    /// ```
+    pub fn register_entity_typed<O, F, Fut>(self, name: impl Into<String>, f: F) -> Self
+    where
+        O: Serialize + Send + 'static,
+        F: Fn(EntityContext, EntityOperation) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, EntityError>> + Send + 'static,
+    {
+        self.register_entity(name, move |ctx, operation| {
+            let running = f(ctx, operation);
+            async move {
+                let output = running.await.map_err(EntityError::into_details)?;
+                encode_json(&output).map_err(|error| FailureDetails {
+                    is_non_retriable: true,
+                    ..error.to_failure_details()
+                })
+            }
+        })
+    }
+
     /// The registry, or the first name error of the registrations.
     pub fn build(self) -> Result<Registry, RegistryError> {
         match self.error {
@@ -215,16 +314,18 @@ impl RegistryBuilder {
             None => Ok(Registry {
                 orchestrations: self.orchestrations,
                 activities: self.activities,
+                entities: self.entities,
             }),
         }
     }
 }
 
-/// The orchestration and activity functions a worker can run, by name.
-/// Immutable once built; share it as `Arc<Registry>`.
+/// The orchestration, activity and entity functions a worker can run, by
+/// name. Immutable once built; share it as `Arc<Registry>`.
 pub struct Registry {
     orchestrations: HashMap<String, OrchestrationFn>,
     activities: HashMap<String, ActivityFn>,
+    entities: HashMap<String, EntityFn>,
 }
 
 impl fmt::Debug for Registry {
@@ -232,6 +333,7 @@ impl fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("orchestrations", &self.orchestration_names())
             .field("activities", &self.activity_names())
+            .field("entities", &self.entity_names())
             .finish()
     }
 }
@@ -248,6 +350,7 @@ impl Registry {
         RegistryBuilder {
             orchestrations: HashMap::new(),
             activities: HashMap::new(),
+            entities: HashMap::new(),
             error: None,
         }
     }
@@ -262,6 +365,11 @@ impl Registry {
         self.activities.contains_key(name)
     }
 
+    /// Whether an entity of this name (ignoring case) is registered.
+    pub fn has_entity(&self, name: &str) -> bool {
+        self.entities.contains_key(&name.to_lowercase())
+    }
+
     /// The registered orchestration names, sorted.
     pub fn orchestration_names(&self) -> Vec<&str> {
         sorted_names(&self.orchestrations)
@@ -270,6 +378,17 @@ impl Registry {
     /// The registered activity names, sorted.
     pub fn activity_names(&self) -> Vec<&str> {
         sorted_names(&self.activities)
+    }
+
+    /// The registered entity names (lower-case), sorted.
+    pub fn entity_names(&self) -> Vec<&str> {
+        sorted_names(&self.entities)
+    }
+
+    /// The entity function of this name (already lower-case, as in an
+    /// [`EntityId`](crate::EntityId)).
+    pub(crate) fn entity(&self, name: &str) -> Option<&EntityFn> {
+        self.entities.get(name)
     }
 
     /// The orchestration function of this name.
@@ -408,21 +527,28 @@ impl From<FailureDetails> for ActivityError {
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for ActivityError {
     fn from(error: E) -> Self {
-        let full_name = std::any::type_name::<E>();
-        let without_generics = full_name.split('<').next().unwrap_or(full_name);
-        let short_name = without_generics
-            .rsplit("::")
-            .next()
-            .unwrap_or(without_generics);
-        let mut message = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        ActivityError(FailureDetails::new(short_name, message))
+        ActivityError(error_details(&error))
     }
+}
+
+/// The failure details of a `std::error::Error`: its type name without the
+/// module path as `error_type`, its `Display` and `source()` chain as the
+/// message.
+pub(crate) fn error_details<E: std::error::Error>(error: &E) -> FailureDetails {
+    let full_name = std::any::type_name::<E>();
+    let without_generics = full_name.split('<').next().unwrap_or(full_name);
+    let short_name = without_generics
+        .rsplit("::")
+        .next()
+        .unwrap_or(without_generics);
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    FailureDetails::new(short_name, message)
 }
 
 impl From<ActivityError> for FailureDetails {

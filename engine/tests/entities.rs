@@ -1,0 +1,348 @@
+//! Entities on the engine, driven through the `Backend` trait by a
+//! hand-played worker: operations run one batch at a time in arrival
+//! order, state and deletion, signals between entities on different
+//! partitions, recovery of a batch that was out, stale tokens, queries.
+
+use std::time::Duration;
+
+use basalt_engine::{Engine, EngineOptions};
+use basalt_runtime::{
+    Backend, EntityBatchResult, EntityId, EntityOperation, EntityQuery, EntitySignal, ErrorKind,
+    OperationResult,
+};
+use basalt_storage::Storage;
+
+fn options() -> EngineOptions {
+    EngineOptions {
+        partition_count: 4,
+        ..EngineOptions::default()
+    }
+}
+
+fn op(name: &str, input: &str) -> EntityOperation {
+    EntityOperation {
+        name: name.into(),
+        input: Some(input.into()),
+    }
+}
+
+fn done(state: Option<&str>, results: usize) -> EntityBatchResult {
+    EntityBatchResult {
+        state: state.map(str::to_owned),
+        results: vec![OperationResult::Completed(None); results],
+        signals: Vec::new(),
+    }
+}
+
+/// Nothing is offered within a short while (a liveness check, not a speed one).
+async fn nothing_offered(engine: &Engine) {
+    let next =
+        tokio::time::timeout(Duration::from_millis(100), engine.next_entity_work_item()).await;
+    assert!(next.is_err(), "no batch may be offered now: {next:?}");
+}
+
+#[tokio::test]
+async fn operations_run_one_batch_at_a_time_in_arrival_order() {
+    let engine = Engine::open(Storage::in_memory(), options())
+        .await
+        .expect("open");
+    let counter = EntityId::new("Counter", "a").expect("id");
+    for i in 1..=3 {
+        engine
+            .signal_entity(&counter, op("add", &i.to_string()), None)
+            .await
+            .expect("signal");
+    }
+    let first = engine.next_entity_work_item().await.expect("batch");
+    assert_eq!(first.entity, counter);
+    assert_eq!(first.state, None);
+    // Depending on timing the first batch holds 1 to 3 operations; together
+    // with what follows they are exactly the signals, in order.
+    let mut seen: Vec<String> = first
+        .operations
+        .iter()
+        .map(|o| o.input.clone().unwrap_or_default())
+        .collect();
+    engine
+        .signal_entity(&counter, op("add", "4"), None)
+        .await
+        .expect("signal while a batch is out");
+    nothing_offered(&engine).await;
+    engine
+        .complete_entity_work_item(&first.token, done(Some("6"), first.operations.len()))
+        .await
+        .expect("complete");
+    let err = engine
+        .complete_entity_work_item(&first.token, done(Some("0"), 1))
+        .await
+        .expect_err("a batch token is good once");
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    while seen.len() < 4 {
+        let next = engine.next_entity_work_item().await.expect("next batch");
+        assert!(
+            next.state.is_some(),
+            "the next batch sees the state left by the last"
+        );
+        seen.extend(
+            next.operations
+                .iter()
+                .map(|o| o.input.clone().unwrap_or_default()),
+        );
+        let len = next.operations.len();
+        engine
+            .complete_entity_work_item(&next.token, done(Some("10"), len))
+            .await
+            .expect("complete");
+    }
+    assert_eq!(seen, ["1", "2", "3", "4"]);
+    let state = engine
+        .get_entity(&counter)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(state.state.as_deref(), Some("10"));
+    assert_eq!(state.backlog, 0);
+
+    // Deleting the state makes the entity disappear.
+    engine
+        .signal_entity(&counter, op("delete", "null"), None)
+        .await
+        .expect("signal");
+    let batch = engine.next_entity_work_item().await.expect("batch");
+    engine
+        .complete_entity_work_item(&batch.token, done(None, 1))
+        .await
+        .expect("complete");
+    assert_eq!(engine.get_entity(&counter).await.expect("get"), None);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_entity_signals_another_on_a_different_partition() {
+    let engine = Engine::open(Storage::in_memory(), options())
+        .await
+        .expect("open");
+    let from = EntityId::new("Account", "alice!0").expect("id");
+    let to = EntityId::new("Account", "bob!1").expect("id");
+    engine
+        .signal_entity(&from, op("send", "5"), None)
+        .await
+        .expect("signal");
+    let batch = engine.next_entity_work_item().await.expect("batch");
+    assert_eq!(batch.entity, from);
+    engine
+        .complete_entity_work_item(
+            &batch.token,
+            EntityBatchResult {
+                state: Some("95".into()),
+                results: vec![OperationResult::Completed(None)],
+                signals: vec![EntitySignal {
+                    entity: to.clone(),
+                    operation: op("receive", "5"),
+                }],
+            },
+        )
+        .await
+        .expect("complete");
+    let batch = engine
+        .next_entity_work_item()
+        .await
+        .expect("the signal arrives");
+    assert_eq!(batch.entity, to);
+    assert_eq!(batch.operations, vec![op("receive", "5")]);
+    engine
+        .complete_entity_work_item(&batch.token, done(Some("105"), 1))
+        .await
+        .expect("complete");
+    let bob = engine.get_entity(&to).await.expect("get").expect("exists");
+    assert_eq!(bob.state.as_deref(), Some("105"));
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_out_at_shutdown_is_offered_again_after_reopening() {
+    let dir = tempfile::tempdir().expect("dir");
+    let entity = EntityId::new("Counter", "x").expect("id");
+    {
+        let engine = Engine::open(Storage::local(dir.path()).expect("storage"), options())
+            .await
+            .expect("open");
+        engine
+            .signal_entity(&entity, op("add", "1"), None)
+            .await
+            .expect("signal");
+        let batch = engine.next_entity_work_item().await.expect("batch");
+        engine
+            .complete_entity_work_item(&batch.token, done(Some("1"), 1))
+            .await
+            .expect("complete");
+        engine
+            .signal_entity(&entity, op("add", "2"), None)
+            .await
+            .expect("signal");
+        let _taken = engine.next_entity_work_item().await.expect("batch out");
+        engine.shutdown().await;
+    }
+    let engine = Engine::open(Storage::local(dir.path()).expect("storage"), options())
+        .await
+        .expect("reopen");
+    let batch = engine.next_entity_work_item().await.expect("offered again");
+    assert_eq!(batch.state.as_deref(), Some("1"));
+    assert_eq!(batch.operations, vec![op("add", "2")]);
+    engine
+        .complete_entity_work_item(&batch.token, done(Some("3"), 1))
+        .await
+        .expect("complete");
+    let state = engine
+        .get_entity(&entity)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(state.state.as_deref(), Some("3"));
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn entities_are_queried_by_name_and_key_prefix_page_by_page() {
+    let engine = Engine::open(Storage::in_memory(), options())
+        .await
+        .expect("open");
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(EntityId::new("Stock", format!("item-{i}")).expect("id"));
+    }
+    ids.push(EntityId::new("Account", "item-0").expect("id"));
+    for id in &ids {
+        engine
+            .signal_entity(id, op("set", "1"), None)
+            .await
+            .expect("signal");
+    }
+    let mut pending = ids.len();
+    while pending > 0 {
+        let batch = engine.next_entity_work_item().await.expect("batch");
+        pending -= batch.operations.len();
+        engine
+            .complete_entity_work_item(&batch.token, done(Some("1"), batch.operations.len()))
+            .await
+            .expect("complete");
+    }
+    let mut found = Vec::new();
+    let mut continuation = None;
+    loop {
+        let page = engine
+            .query_entities(&EntityQuery {
+                name: Some("STOCK".into()),
+                page_size: 3,
+                continuation: continuation.clone(),
+                ..EntityQuery::default()
+            })
+            .await
+            .expect("query");
+        assert!(page.entities.len() <= 3);
+        found.extend(page.entities.iter().map(|e| e.entity.key().to_owned()));
+        continuation = page.continuation;
+        if continuation.is_none() {
+            break;
+        }
+    }
+    let expected: Vec<String> = (0..7).map(|i| format!("item-{i}")).collect();
+    assert_eq!(found, expected);
+    let prefixed = engine
+        .query_entities(&EntityQuery {
+            name: Some("stock".into()),
+            key_prefix: Some("item-1".into()),
+            ..EntityQuery::default()
+        })
+        .await
+        .expect("query");
+    assert_eq!(prefixed.entities.len(), 1);
+    let err = engine
+        .signal_entity(&ids[0], op("later", "1"), Some(u64::MAX))
+        .await
+        .expect_err("delayed signals are refused for now");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_worker_runs_a_counter_entity_exactly_in_order() {
+    use std::sync::Arc;
+
+    use basalt_runtime::sdk::{EntityError, Registry};
+    use basalt_runtime::{Worker, WorkerOptions};
+
+    let registry = Registry::builder()
+        .register_entity_typed("Counter", |ctx, operation| async move {
+            let mut value: i64 = ctx.state()?;
+            match operation.name.as_str() {
+                "add" => {
+                    let amount: i64 = operation.decode_input()?;
+                    value += amount;
+                    ctx.set_state(&value)?;
+                }
+                "fail" => return Err(EntityError::new("Refused", "no")),
+                "delete" => {
+                    ctx.delete();
+                    return Ok(value);
+                }
+                other => return Err(EntityError::unknown_operation(other)),
+            }
+            Ok(value)
+        })
+        .build()
+        .expect("registry");
+    let engine = Engine::open(Storage::in_memory(), options())
+        .await
+        .expect("open");
+    let backend: Arc<dyn Backend> = Arc::new(engine.clone());
+    let worker = Worker::start(
+        backend.clone(),
+        Arc::new(registry),
+        WorkerOptions::default(),
+    );
+    let counter = EntityId::new("counter", "c1").expect("id");
+    for i in 1..=100 {
+        backend
+            .signal_entity(&counter, op("add", &i.to_string()), None)
+            .await
+            .expect("signal");
+        if i == 50 {
+            // A failing operation leaves the state as it was.
+            backend
+                .signal_entity(&counter, op("fail", "null"), None)
+                .await
+                .expect("signal");
+        }
+    }
+    let mut state = None;
+    for _ in 0..500 {
+        state = backend.get_entity(&counter).await.expect("get");
+        if state
+            .as_ref()
+            .is_some_and(|s| s.backlog == 0 && s.state.as_deref() == Some("5050"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let state = state.expect("the counter exists");
+    assert_eq!(
+        state.state.as_deref(),
+        Some("5050"),
+        "1 + 2 + ... + 100, the failure changed nothing"
+    );
+    backend
+        .signal_entity(&counter, op("delete", "null"), None)
+        .await
+        .expect("signal");
+    for _ in 0..500 {
+        if backend.get_entity(&counter).await.expect("get").is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(backend.get_entity(&counter).await.expect("get"), None);
+    worker.shutdown().await;
+    engine.shutdown().await;
+}
