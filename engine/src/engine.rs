@@ -758,6 +758,12 @@ impl Engine {
                 ActionKind::ScheduleTask { name, input, .. }
                 | ActionKind::CreateSubOrchestration { name, input, .. } => (name.as_str(), input),
                 ActionKind::SendEvent { name, data, .. } => (name.as_str(), data),
+                ActionKind::SignalEntity {
+                    operation, input, ..
+                }
+                | ActionKind::CallEntity {
+                    operation, input, ..
+                } => (operation.as_str(), input),
                 ActionKind::CompleteOrchestration { result, .. } => ("", result),
                 ActionKind::CreateTimer { .. } => ("", &None),
             };

@@ -486,8 +486,14 @@ fn message_bytes(envelope: &Envelope) -> usize {
             Err(failure) => failure.message.len() + failure.error_type.len(),
         },
         Message::RaiseEvent { name, data, .. } => name.len() + text(data),
-        Message::SignalEntity { entity, operation } => {
-            entity.to_string().len() + operation.name.len() + text(&operation.input)
-        }
+        Message::EntityRequest {
+            entity, operation, ..
+        } => entity.to_string().len() + operation.name.len() + text(&operation.input),
+        Message::EntityReply { result, .. } => match result {
+            basalt_runtime::OperationResult::Completed(output) => text(output),
+            basalt_runtime::OperationResult::Failed(failure) => {
+                failure.message.len() + failure.error_type.len()
+            }
+        },
     }
 }

@@ -346,3 +346,194 @@ async fn the_sdk_worker_runs_a_counter_entity_exactly_in_order() {
     worker.shutdown().await;
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_orchestration_calls_and_signals_entities_on_other_partitions() {
+    use basalt_runtime::{
+        ActionKind, EventKind, OrchestrationStepResult, OrchestratorAction, StartRequest,
+    };
+    let engine = Engine::open(Storage::in_memory(), options())
+        .await
+        .expect("open");
+    let stock = EntityId::new("Stock", "apple!2").expect("id");
+    let audit = EntityId::new("Audit", "log!3").expect("id");
+    engine
+        .start_instance(StartRequest {
+            name: "checkout".into(),
+            instance_id: Some("order!1".into()),
+            ..StartRequest::default()
+        })
+        .await
+        .expect("start");
+    let step = engine.next_orchestration_work_item().await.expect("step");
+    engine
+        .complete_orchestration_work_item(
+            &step.token,
+            OrchestrationStepResult {
+                actions: vec![
+                    OrchestratorAction {
+                        id: 0,
+                        kind: ActionKind::CallEntity {
+                            entity: stock.to_string(),
+                            operation: "reserve".into(),
+                            input: Some("2".into()),
+                        },
+                    },
+                    OrchestratorAction {
+                        id: 1,
+                        kind: ActionKind::SignalEntity {
+                            entity: audit.to_string(),
+                            operation: "note".into(),
+                            input: Some("\"reserving\"".into()),
+                        },
+                    },
+                ],
+                custom_status: None,
+            },
+        )
+        .await
+        .expect("complete");
+    // Both entities get their operation; answer each.
+    for _ in 0..2 {
+        let batch = engine.next_entity_work_item().await.expect("batch");
+        let output = if batch.entity == stock {
+            assert_eq!(batch.operations[0].name, "reserve");
+            OperationResult::Completed(Some("8".into()))
+        } else {
+            assert_eq!(batch.entity, audit);
+            OperationResult::Completed(None)
+        };
+        engine
+            .complete_entity_work_item(
+                &batch.token,
+                EntityBatchResult {
+                    state: Some("1".into()),
+                    results: vec![output],
+                    signals: Vec::new(),
+                },
+            )
+            .await
+            .expect("complete batch");
+    }
+    // The call's result comes back to the orchestration; the signal's does not.
+    let step = engine.next_orchestration_work_item().await.expect("step 2");
+    let replies: Vec<_> = step
+        .new_events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::EntityOperationCompleted { request_id, output } => {
+                Some((*request_id, output.clone()))
+            }
+            EventKind::EntityOperationFailed { .. } => panic!("unexpected failure"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies, vec![(0, Some("8".into()))]);
+    assert!(
+        step.past_events
+            .iter()
+            .any(|e| e.event_id == 0 && matches!(e.kind, EventKind::EntityOperationCalled { .. }))
+    );
+    assert!(step.past_events.iter().any(|e| e.event_id == 1
+        && matches!(e.kind, EventKind::EntityOperationSignaled { .. })));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_orchestration_calls_entities_and_catches_their_failures() {
+    use std::sync::Arc;
+
+    use basalt_runtime::sdk::{EntityError, OrchestrationError, Registry};
+    use basalt_runtime::{Client, Worker, WorkerOptions};
+    use futures::future::join_all;
+
+    let registry = Registry::builder()
+        .register_entity_typed("Stock", |ctx, operation| async move {
+            let mut left: i64 = ctx.state()?;
+            match operation.name.as_str() {
+                "fill" => left = operation.decode_input()?,
+                "reserve" => {
+                    let want: i64 = operation.decode_input()?;
+                    if want > left {
+                        return Err(EntityError::new("OutOfStock", format!("{left} left")));
+                    }
+                    left -= want;
+                }
+                other => return Err(EntityError::unknown_operation(other)),
+            }
+            ctx.set_state(&left)?;
+            Ok(left)
+        })
+        .register_orchestration_typed::<Vec<(String, i64)>, Vec<String>, _, _>(
+            "checkout",
+            |ctx, items: Vec<(String, i64)>| async move {
+                let calls: Vec<_> = items
+                    .iter()
+                    .map(|(item, quantity)| {
+                        let id = basalt_runtime::EntityId::new("Stock", item.as_str())
+                            .map_err(|e| OrchestrationError::Serialization(e.to_string()));
+                        (id, *quantity)
+                    })
+                    .map(|(id, quantity)| {
+                        let ctx = ctx.clone();
+                        async move {
+                            let id = id?;
+                            ctx.call_entity::<_, i64>(&id, "reserve", &quantity).await
+                        }
+                    })
+                    .collect();
+                let mut out = Vec::new();
+                for result in join_all(calls).await {
+                    out.push(match result {
+                        Ok(left) => format!("ok, {left} left"),
+                        Err(OrchestrationError::EntityFailed { details, .. }) => {
+                            format!("refused: {}", details.message)
+                        }
+                        Err(other) => return Err(other),
+                    });
+                }
+                Ok(out)
+            },
+        )
+        .build()
+        .expect("registry");
+    let engine = Engine::open(Storage::in_memory(), options())
+        .await
+        .expect("open");
+    let backend: Arc<dyn Backend> = Arc::new(engine.clone());
+    let worker = Worker::start(
+        backend.clone(),
+        Arc::new(registry),
+        WorkerOptions::default(),
+    );
+    let client = Client::new(backend.clone());
+    for (item, count) in [("apple!1", 5), ("pear!2", 1)] {
+        let id = EntityId::new("Stock", item).expect("id");
+        client
+            .signal_entity(&id, "fill", &count)
+            .await
+            .expect("fill");
+    }
+    let id = client
+        .start(
+            "checkout",
+            &vec![("apple!1".to_owned(), 2), ("pear!2".to_owned(), 3)],
+        )
+        .await
+        .expect("start");
+    let out: Vec<String> = client
+        .wait_for_output(&id, Duration::from_secs(20))
+        .await
+        .expect("completes");
+    assert_eq!(
+        out,
+        vec!["ok, 3 left".to_owned(), "refused: 1 left".to_owned()]
+    );
+    let pear: Option<i64> = client
+        .get_entity_state(&EntityId::new("Stock", "pear!2").expect("id"))
+        .await
+        .expect("get");
+    assert_eq!(pear, Some(1), "the refused reservation changed nothing");
+    worker.shutdown().await;
+    engine.shutdown().await;
+}

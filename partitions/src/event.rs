@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use basalt_runtime::{
     ActivityOutcome, EntityBatchResult, EntityId, EntityOperation, FailureDetails, HistoryEvent,
-    InstanceId, OrchestrationStepResult, ParentInstance,
+    InstanceId, OperationResult, OrchestrationStepResult, ParentInstance,
 };
 use serde::{Deserialize, Serialize};
 
@@ -212,12 +212,21 @@ pub enum Message {
         /// Its output, or why it failed.
         outcome: Result<Option<String>, FailureDetails>,
     },
-    /// An entity (or, later, an orchestration) signals an entity.
-    SignalEntity {
+    /// An operation for an entity: a signal (no caller) or a call.
+    EntityRequest {
         /// The receiving entity.
         entity: EntityId,
         /// The operation.
         operation: EntityOperation,
+        /// Who waits for the result, for a call.
+        caller: Option<Caller>,
+    },
+    /// The result of an entity call, back to its caller.
+    EntityReply {
+        /// The caller.
+        caller: Caller,
+        /// How the operation ended.
+        result: OperationResult,
     },
     /// An orchestration raised an event on another instance.
     RaiseEvent {
@@ -258,6 +267,26 @@ pub struct ActivityTask {
     pub version: Option<String>,
     /// Input (JSON).
     pub input: Option<String>,
+}
+
+/// The orchestration waiting for an entity call's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// The calling instance.
+    pub instance_id: InstanceId,
+    /// Its execution (generation) that made the call.
+    pub execution: u64,
+    /// The id of its `CallEntity` action.
+    pub request_id: i32,
+}
+
+/// An operation waiting in an entity's queue, with its caller if it is a call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedOperation {
+    /// The operation.
+    pub operation: EntityOperation,
+    /// Who waits for its result.
+    pub caller: Option<Caller>,
 }
 
 /// A batch of entity operations to hand to a worker.

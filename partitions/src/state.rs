@@ -6,13 +6,13 @@ use std::sync::Arc;
 use basalt_runtime::{
     ActionKind, ActivityOutcome, EntityId, EntityOperation, EntityPage, EntityQuery, EntityState,
     Error, EventKind, FailureDetails, HistoryEvent, InstanceId, InstanceQuery, InstanceState,
-    OrchestrationStatus, OrchestrationStepResult, ParentInstance, QueryPage,
+    OperationResult, OrchestrationStatus, OrchestrationStepResult, ParentInstance, QueryPage,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::event::{
-    ActivityTask, ControlOp, Effects, EntityBatchTask, Envelope, Event, Message, Position, Reply,
-    START_TIMER_ID, StepTask, TimerTask,
+    ActivityTask, Caller, ControlOp, Effects, EntityBatchTask, Envelope, Event, Message, Position,
+    QueuedOperation, Reply, START_TIMER_ID, StepTask, TimerTask,
 };
 use crate::routing::partition_of;
 
@@ -51,9 +51,9 @@ pub struct Entity {
     /// Its state (JSON), if it has one.
     pub state: Option<String>,
     /// Operations waiting, in arrival order.
-    pub queue: std::collections::VecDeque<EntityOperation>,
+    pub queue: std::collections::VecDeque<QueuedOperation>,
     /// The batch handed to a worker, if any: (seq, its operations).
-    pub batch: Option<(u64, Vec<EntityOperation>)>,
+    pub batch: Option<(u64, Vec<QueuedOperation>)>,
     /// When its state last changed.
     pub last_modified_ms: u64,
 }
@@ -325,7 +325,11 @@ impl PartitionState {
                 operation,
                 now_ms,
             } => {
-                self.enqueue_operation(entity, operation, now_ms, &mut fx);
+                let queued = QueuedOperation {
+                    operation,
+                    caller: None,
+                };
+                self.enqueue_operation(entity, queued, now_ms, &mut fx);
                 fx.reply = Some(Reply::Done);
             }
             Event::EntityBatchCompleted {
@@ -335,11 +339,36 @@ impl PartitionState {
                 ..
             } => {
                 let key = entity.instance_id();
+                let mut batch = Vec::new();
                 if let Some(e) = self.entities.get_mut(&key) {
-                    e.batch = None;
+                    if let Some((_, operations)) = e.batch.take() {
+                        batch = operations;
+                    }
                     if e.state != result.state {
                         e.state = result.state;
                         e.last_modified_ms = now_ms;
+                    }
+                }
+                // Results go back to the callers, in operation order.
+                let mut results = result.results.into_iter();
+                for queued in batch {
+                    let outcome = results.next().unwrap_or_else(|| {
+                        OperationResult::Failed(FailureDetails::new(
+                            "MissingResult",
+                            format!(
+                                "the worker returned no result for operation {}",
+                                queued.operation.name
+                            ),
+                        ))
+                    });
+                    if let Some(caller) = queued.caller {
+                        out.send(
+                            partition_of(caller.instance_id.as_str(), self.partition_count),
+                            Message::EntityReply {
+                                caller,
+                                result: outcome,
+                            },
+                        );
                     }
                 }
                 for signal in result.signals {
@@ -347,9 +376,10 @@ impl PartitionState {
                         partition_of(signal.entity.instance_id().as_str(), self.partition_count);
                     out.send(
                         destination,
-                        Message::SignalEntity {
+                        Message::EntityRequest {
                             entity: signal.entity,
                             operation: signal.operation,
+                            caller: None,
                         },
                     );
                 }
@@ -634,6 +664,74 @@ impl PartitionState {
                         );
                     }
                 }
+                ActionKind::SignalEntity {
+                    entity,
+                    operation,
+                    input,
+                } => {
+                    history.push(confirm(
+                        id,
+                        now_ms,
+                        EventKind::EntityOperationSignaled {
+                            entity: entity.clone(),
+                            operation: operation.clone(),
+                            input: input.clone(),
+                        },
+                    ));
+                    // An unparsable id has nowhere to go: the signal is dropped.
+                    if let Ok(target) = EntityId::parse(&entity) {
+                        out.send(
+                            partition_of(target.instance_id().as_str(), partition_count),
+                            Message::EntityRequest {
+                                entity: target,
+                                operation: EntityOperation {
+                                    name: operation,
+                                    input,
+                                },
+                                caller: None,
+                            },
+                        );
+                    }
+                }
+                ActionKind::CallEntity {
+                    entity,
+                    operation,
+                    input,
+                } => {
+                    history.push(confirm(
+                        id,
+                        now_ms,
+                        EventKind::EntityOperationCalled {
+                            entity: entity.clone(),
+                            operation: operation.clone(),
+                            input: input.clone(),
+                        },
+                    ));
+                    match EntityId::parse(&entity) {
+                        Ok(target) => out.send(
+                            partition_of(target.instance_id().as_str(), partition_count),
+                            Message::EntityRequest {
+                                entity: target,
+                                operation: EntityOperation {
+                                    name: operation,
+                                    input,
+                                },
+                                caller: Some(Caller {
+                                    instance_id: instance_id.clone(),
+                                    execution: instance.execution,
+                                    request_id: id,
+                                }),
+                            },
+                        ),
+                        Err(e) => instance.inbox.push(HistoryEvent::new(
+                            now_ms,
+                            EventKind::EntityOperationFailed {
+                                request_id: id,
+                                failure: FailureDetails::new("InvalidEntityId", e.to_string()),
+                            },
+                        )),
+                    }
+                }
                 ActionKind::CompleteOrchestration {
                     status,
                     result,
@@ -877,8 +975,32 @@ impl PartitionState {
                 };
                 self.deliver(&parent_id, kind, now_ms, fx);
             }
-            Message::SignalEntity { entity, operation } => {
-                self.enqueue_operation(entity, operation, now_ms, fx);
+            Message::EntityRequest {
+                entity,
+                operation,
+                caller,
+            } => {
+                self.enqueue_operation(entity, QueuedOperation { operation, caller }, now_ms, fx);
+            }
+            Message::EntityReply { caller, result } => {
+                // Only the generation that called gets the answer.
+                let current = self
+                    .instances
+                    .get(&caller.instance_id)
+                    .is_some_and(|i| i.execution == caller.execution);
+                if current {
+                    let kind = match result {
+                        OperationResult::Completed(output) => EventKind::EntityOperationCompleted {
+                            request_id: caller.request_id,
+                            output,
+                        },
+                        OperationResult::Failed(failure) => EventKind::EntityOperationFailed {
+                            request_id: caller.request_id,
+                            failure,
+                        },
+                    };
+                    self.deliver(&caller.instance_id, kind, now_ms, fx);
+                }
             }
             Message::RaiseEvent {
                 instance_id,
@@ -898,7 +1020,7 @@ impl PartitionState {
     fn enqueue_operation(
         &mut self,
         entity: EntityId,
-        operation: EntityOperation,
+        operation: QueuedOperation,
         now_ms: u64,
         fx: &mut Effects,
     ) {
@@ -930,8 +1052,9 @@ impl PartitionState {
         let seq = self.next_step_seq;
         self.next_step_seq += 1;
         let take = entity.queue.len().min(ENTITY_BATCH_OPERATIONS_MAX);
-        let operations: Vec<EntityOperation> = entity.queue.drain(..take).collect();
-        entity.batch = Some((seq, operations.clone()));
+        let queued: Vec<QueuedOperation> = entity.queue.drain(..take).collect();
+        let operations: Vec<EntityOperation> = queued.iter().map(|q| q.operation.clone()).collect();
+        entity.batch = Some((seq, queued));
         fx.entity_batches.push(EntityBatchTask {
             entity: entity.id.clone(),
             seq,
@@ -1019,12 +1142,12 @@ impl PartitionState {
             fx.activities.extend(instance.activities.values().cloned());
         }
         for entity in self.entities.values() {
-            if let Some((seq, operations)) = &entity.batch {
+            if let Some((seq, queued)) = &entity.batch {
                 fx.entity_batches.push(EntityBatchTask {
                     entity: entity.id.clone(),
                     seq: *seq,
                     state: entity.state.clone(),
-                    operations: operations.clone(),
+                    operations: queued.iter().map(|q| q.operation.clone()).collect(),
                 });
             }
         }

@@ -120,7 +120,17 @@ fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
                 let counter = next_action.entry(step.instance_id.clone()).or_insert(0);
                 let mut actions = Vec::new();
                 for _ in 0..rng.below(3) {
-                    let kind = match rng.below(4) {
+                    let kind = match rng.below(6) {
+                        4 => ActionKind::SignalEntity {
+                            entity: format!("@e@k{}", rng.below(4)),
+                            operation: "op".into(),
+                            input: None,
+                        },
+                        5 => ActionKind::CallEntity {
+                            entity: format!("@e@k{}", rng.below(4)),
+                            operation: "op".into(),
+                            input: None,
+                        },
                         0 => ActionKind::ScheduleTask {
                             name: "a".into(),
                             version: None,

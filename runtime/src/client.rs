@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backend::{Backend, InstanceQuery, QueryPage, StartRequest};
+use crate::entity::{EntityId, EntityOperation, EntityPage, EntityQuery, EntityState};
 use crate::error::Error;
 use crate::history::HistoryEvent;
 use crate::types::{FailureDetails, InstanceId, InstanceState, OrchestrationStatus};
@@ -285,5 +286,44 @@ impl Client {
                 None => return Ok(instances),
             }
         }
+    }
+
+    /// Queues an operation on an entity, one-way (fire and forget).
+    pub async fn signal_entity<I: Serialize + ?Sized>(
+        &self,
+        entity: &EntityId,
+        operation: &str,
+        input: &I,
+    ) -> ClientResult<()> {
+        let operation = EntityOperation {
+            name: operation.to_owned(),
+            input: to_json(input)?,
+        };
+        Ok(self.backend.signal_entity(entity, operation, None).await?)
+    }
+
+    /// An entity's state and bookkeeping, or `None` if it has no state.
+    pub async fn get_entity(&self, entity: &EntityId) -> ClientResult<Option<EntityState>> {
+        Ok(self.backend.get_entity(entity).await?)
+    }
+
+    /// An entity's state decoded into `S`, or `None` if it has none.
+    pub async fn get_entity_state<S: DeserializeOwned>(
+        &self,
+        entity: &EntityId,
+    ) -> ClientResult<Option<S>> {
+        match self.backend.get_entity(entity).await? {
+            Some(EntityState {
+                state: Some(json), ..
+            }) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| ClientError::Serialization(e.to_string())),
+            _ => Ok(None),
+        }
+    }
+
+    /// One page of entities matching `query`.
+    pub async fn query_entities(&self, query: &EntityQuery) -> ClientResult<EntityPage> {
+        Ok(self.backend.query_entities(query).await?)
     }
 }

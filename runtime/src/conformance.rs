@@ -394,6 +394,18 @@ fn describe_event(event: &HistoryEvent) -> String {
         EventKind::OrchestratorCompleted => "OrchestratorCompleted".into(),
         EventKind::EventSent { name, .. } => format!("EventSent#{id} {name}"),
         EventKind::EventRaised { name, .. } => format!("EventRaised {name}"),
+        EventKind::EntityOperationSignaled { operation, .. } => {
+            format!("EntityOperationSignaled#{id} {operation}")
+        }
+        EventKind::EntityOperationCalled { operation, .. } => {
+            format!("EntityOperationCalled#{id} {operation}")
+        }
+        EventKind::EntityOperationCompleted { request_id, .. } => {
+            format!("EntityOperationCompleted#{request_id}")
+        }
+        EventKind::EntityOperationFailed { request_id, .. } => {
+            format!("EntityOperationFailed#{request_id}")
+        }
     }
 }
 

@@ -146,6 +146,38 @@ pub enum EventKind {
         /// Event data (JSON).
         input: Option<String>,
     },
+    /// The orchestration signalled an entity (confirms `SignalEntity`).
+    EntityOperationSignaled {
+        /// The entity, as `@name@key`.
+        entity: String,
+        /// The operation.
+        operation: String,
+        /// Input (JSON).
+        input: Option<String>,
+    },
+    /// The orchestration called an entity (confirms `CallEntity`).
+    EntityOperationCalled {
+        /// The entity, as `@name@key`.
+        entity: String,
+        /// The operation.
+        operation: String,
+        /// Input (JSON).
+        input: Option<String>,
+    },
+    /// An entity call returned.
+    EntityOperationCompleted {
+        /// The `event_id` of its `EntityOperationCalled`.
+        request_id: i32,
+        /// Output (JSON).
+        output: Option<String>,
+    },
+    /// An entity call failed; the entity's state is as before the call.
+    EntityOperationFailed {
+        /// The `event_id` of its `EntityOperationCalled`.
+        request_id: i32,
+        /// Why.
+        failure: FailureDetails,
+    },
     /// An external event arrived.
     EventRaised {
         /// Event name.
@@ -202,6 +234,26 @@ pub enum ActionKind {
         name: String,
         /// Event data (JSON).
         data: Option<String>,
+    },
+    /// Queue an operation on an entity, one-way.
+    SignalEntity {
+        /// The entity, as `@name@key`.
+        entity: String,
+        /// The operation.
+        operation: String,
+        /// Input (JSON).
+        input: Option<String>,
+    },
+    /// Queue an operation on an entity and wait for its result, delivered
+    /// as `EntityOperationCompleted` / `EntityOperationFailed` with
+    /// `request_id` = this action's id.
+    CallEntity {
+        /// The entity, as `@name@key`.
+        entity: String,
+        /// The operation.
+        operation: String,
+        /// Input (JSON).
+        input: Option<String>,
     },
     /// Finish this execution: completed, failed, or continued as new.
     CompleteOrchestration {

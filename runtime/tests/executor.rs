@@ -1,24 +1,26 @@
 //! Drives `OrchestrationExecutor` with histories built exactly as a backend
 //! would build them, through a small deterministic harness (`Harness`) that
 //! plays the backend's part: it turns actions into confirming events, runs
-//! activities by calling the registered functions, fires timers on
-//! request, runs sub-orchestrations to completion, and starts new
-//! generations on continue-as-new. On every step it also runs a fresh
+//! activities by calling the registered functions, runs entity operations
+//! (signals and calls) against the registered entities one at a time,
+//! fires timers on request, runs sub-orchestrations to completion, and
+//! starts new generations on continue-as-new. On every step it also runs a fresh
 //! executor over the same history and checks that the cached executor
 //! produced the same result, so every test also checks cursor caching.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use basalt_runtime::sdk::{
-    ActivityContext, ActivityError, OrchestrationContext, OrchestrationError,
-    OrchestrationExecutor, Registry, RetryPolicy,
+    ActivityContext, ActivityError, EntityContext, EntityError, OrchestrationContext,
+    OrchestrationError, OrchestrationExecutor, Registry, RetryPolicy,
 };
 use basalt_runtime::{
-    ActionKind, ActivityOutcome, EventKind, FailureDetails, HistoryEvent, InstanceId,
-    OrchestrationStatus, OrchestrationStepResult, OrchestratorAction,
+    ActionKind, ActivityOutcome, CompletionToken, EntityId, EntityOperation, EntityWorkItem,
+    EventKind, FailureDetails, HistoryEvent, InstanceId, OperationResult, OrchestrationStatus,
+    OrchestrationStepResult, OrchestratorAction,
 };
 use futures::future::{Either, join_all, select, select_all};
 use parking_lot::Mutex;
@@ -56,6 +58,20 @@ fn json<T: Serialize>(value: &T) -> Option<String> {
     Some(serde_json::to_string(value).expect("serializable"))
 }
 
+fn entity(name: &str, key: &str) -> EntityId {
+    EntityId::new(name, key).expect("valid entity id")
+}
+
+/// A signalled or called entity operation the harness has not run yet.
+#[derive(Clone, Debug)]
+struct EntityRequest {
+    /// The `CallEntity` action id; `None` for a signal.
+    request_id: Option<i32>,
+    entity: String,
+    operation: String,
+    input: Option<String>,
+}
+
 /// How an execution ended, as the harness recorded it.
 #[derive(Clone, Debug, PartialEq)]
 struct Ended {
@@ -83,6 +99,12 @@ struct Harness {
     subs: Vec<(i32, String, String, Option<String>)>,
     /// SendEvent actions: (target, name, data).
     sent: Vec<(String, String, Option<String>)>,
+    /// Entity signals and calls not yet run, in issue order.
+    entity_requests: VecDeque<EntityRequest>,
+    /// SignalEntity actions: (entity, operation, input).
+    signaled: Vec<(String, String, Option<String>)>,
+    /// Entity states by `@name@key`.
+    entity_states: BTreeMap<String, Option<String>>,
     /// Every step's result, in order.
     steps: Vec<OrchestrationStepResult>,
     /// Continue-as-new actions seen: (new input, carryover).
@@ -107,6 +129,9 @@ impl Harness {
             timers: Vec::new(),
             subs: Vec::new(),
             sent: Vec::new(),
+            entity_requests: VecDeque::new(),
+            signaled: Vec::new(),
+            entity_states: BTreeMap::new(),
             steps: Vec::new(),
             continued: Vec::new(),
             ended: None,
@@ -217,6 +242,50 @@ impl Harness {
                     self.sent
                         .push((instance_id.clone(), name.clone(), data.clone()));
                 }
+                ActionKind::SignalEntity {
+                    entity,
+                    operation,
+                    input,
+                } => {
+                    self.history.push(confirming(
+                        *id,
+                        now,
+                        EventKind::EntityOperationSignaled {
+                            entity: entity.clone(),
+                            operation: operation.clone(),
+                            input: input.clone(),
+                        },
+                    ));
+                    self.signaled
+                        .push((entity.clone(), operation.clone(), input.clone()));
+                    self.entity_requests.push_back(EntityRequest {
+                        request_id: None,
+                        entity: entity.clone(),
+                        operation: operation.clone(),
+                        input: input.clone(),
+                    });
+                }
+                ActionKind::CallEntity {
+                    entity,
+                    operation,
+                    input,
+                } => {
+                    self.history.push(confirming(
+                        *id,
+                        now,
+                        EventKind::EntityOperationCalled {
+                            entity: entity.clone(),
+                            operation: operation.clone(),
+                            input: input.clone(),
+                        },
+                    ));
+                    self.entity_requests.push_back(EntityRequest {
+                        request_id: Some(*id),
+                        entity: entity.clone(),
+                        operation: operation.clone(),
+                        input: input.clone(),
+                    });
+                }
                 ActionKind::CompleteOrchestration {
                     status,
                     result,
@@ -232,6 +301,10 @@ impl Harness {
                         self.activities.clear();
                         self.timers.clear();
                         self.subs.clear();
+                        // Signals were sent; replies to calls would not
+                        // reach the new generation.
+                        self.entity_requests
+                            .retain(|request| request.request_id.is_none());
                         let name = self.name.clone();
                         self.inbox.clear();
                         self.inbox.push(event(now, started(&name, result.clone())));
@@ -286,6 +359,52 @@ impl Harness {
                 task_scheduled_id: task_id,
                 failure,
             },
+        };
+        self.inbox.push(event(self.now, kind));
+    }
+
+    /// Runs every pending entity operation in issue order, each as a batch
+    /// of one, and queues the calls' results.
+    fn run_entity_requests(&mut self) {
+        let requests: Vec<_> = self.entity_requests.drain(..).collect();
+        for request in requests {
+            self.run_entity_request(request);
+        }
+    }
+
+    /// Runs every pending entity operation, last issued first.
+    fn run_entity_requests_reversed(&mut self) {
+        let requests: Vec<_> = self.entity_requests.drain(..).rev().collect();
+        for request in requests {
+            self.run_entity_request(request);
+        }
+    }
+
+    fn run_entity_request(&mut self, request: EntityRequest) {
+        let id = EntityId::parse(&request.entity).expect("the SDK sends valid entity ids");
+        let item = EntityWorkItem {
+            entity: id,
+            state: self.entity_states.get(&request.entity).cloned().flatten(),
+            operations: vec![EntityOperation {
+                name: request.operation,
+                input: request.input,
+            }],
+            token: CompletionToken("harness".into()),
+        };
+        let batch = futures::executor::block_on(self.registry.run_entity_batch(&item));
+        self.entity_states.insert(request.entity, batch.state);
+        let Some(request_id) = request.request_id else {
+            return;
+        };
+        let kind = match batch.results.into_iter().next() {
+            Some(OperationResult::Completed(output)) => {
+                EventKind::EntityOperationCompleted { request_id, output }
+            }
+            Some(OperationResult::Failed(failure)) => EventKind::EntityOperationFailed {
+                request_id,
+                failure,
+            },
+            None => panic!("a batch of one operation returned no result"),
         };
         self.inbox.push(event(self.now, kind));
     }
@@ -347,6 +466,8 @@ impl Harness {
             if self.ended.is_some() {
                 break;
             }
+            // Entity operations run first; signals queue no event.
+            self.run_entity_requests();
             if !self.activities.is_empty() {
                 self.run_activities();
             } else if !self.subs.is_empty() {
@@ -401,14 +522,39 @@ fn action_names(result: &OrchestrationStepResult) -> Vec<String> {
                 name, instance_id, ..
             } => format!("sub:{name}:{instance_id}"),
             ActionKind::SendEvent { name, .. } => format!("send:{name}"),
+            ActionKind::SignalEntity {
+                entity, operation, ..
+            } => format!("signal:{entity}:{operation}"),
+            ActionKind::CallEntity {
+                entity, operation, ..
+            } => format!("call:{entity}:{operation}"),
             ActionKind::CompleteOrchestration { status, .. } => format!("complete:{status}"),
         })
         .collect()
 }
 
-/// Arithmetic activities shared by several tests.
+/// Arithmetic activities and a `Counter` entity shared by several tests.
+/// The counter's operations: `add` (input i64; fails with `Negative` on a
+/// negative amount, leaving the state unchanged) and `get`; both return
+/// the value.
 fn math() -> basalt_runtime::sdk::RegistryBuilder {
     Registry::builder()
+        .register_entity_typed("Counter", |ctx: EntityContext, operation| async move {
+            let mut value: i64 = ctx.state()?;
+            match operation.name.as_str() {
+                "add" => {
+                    let amount: i64 = operation.decode_input()?;
+                    if amount < 0 {
+                        return Err(EntityError::new("Negative", "amounts must be positive"));
+                    }
+                    value += amount;
+                    ctx.set_state(&value)?;
+                }
+                "get" => {}
+                other => return Err(EntityError::unknown_operation(other)),
+            }
+            Ok(value)
+        })
         .register_activity_typed("Add", |_, (a, b): (i64, i64)| async move {
             Ok::<_, ActivityError>(a + b)
         })
@@ -964,6 +1110,7 @@ fn run_then_change(
     h.start("Flow", None);
     for _ in 0..steps_before {
         h.step();
+        h.run_entity_requests();
         h.run_activities();
         h.fire_next_timer();
     }
@@ -1371,4 +1518,403 @@ fn a_recorded_end_stops_the_executor() {
         OrchestrationStepResult::default()
     );
     assert!(executor.is_finished());
+}
+
+#[test]
+fn entity_signals_are_emitted_once_and_confirmed_across_replay() {
+    let registry = math()
+        .register_orchestration_typed("Signals", |ctx, (): ()| async move {
+            let counter = entity("Counter", "a");
+            ctx.signal_entity(&counter, "add", &5_i64)?;
+            let doubled: i64 = ctx.call_activity("Double", &1).await?;
+            ctx.signal_entity_raw(&counter, "add", json(&doubled));
+            let value: i64 = ctx.call_entity(&counter, "get", &()).await?;
+            Ok::<_, OrchestrationError>(value)
+        })
+        .build()
+        .expect("valid registry");
+    let mut h = Harness::new(Arc::new(registry), "signals");
+    h.start("Signals", None);
+    h.run();
+    // Each signal is a new action exactly once; replays only confirm it.
+    let names: Vec<Vec<String>> = h.steps.iter().map(action_names).collect();
+    assert_eq!(
+        names,
+        [
+            vec!["signal:@counter@a:add", "task:Double"],
+            vec!["signal:@counter@a:add", "call:@counter@a:get"],
+            vec!["complete:Completed"],
+        ]
+    );
+    assert_eq!(
+        h.signaled,
+        [
+            ("@counter@a".to_owned(), "add".to_owned(), json(&5)),
+            ("@counter@a".to_owned(), "add".to_owned(), json(&2)),
+        ]
+    );
+    assert_eq!(h.output::<i64>(), 7);
+    // The history confirms both signals with the action ids.
+    let confirmed: Vec<i32> = h
+        .history
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::EntityOperationSignaled { .. }))
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(confirmed, [0, 2]);
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Totals {
+    first: i64,
+    second: i64,
+    raw: Option<String>,
+}
+
+#[test]
+fn entity_calls_return_typed_values() {
+    let registry = math()
+        .register_orchestration_typed("Calls", |ctx, (): ()| async move {
+            let counter = entity("Counter", "b");
+            let first: i64 = ctx.call_entity(&counter, "add", &3_i64).await?;
+            let second: i64 = ctx.call_entity(&counter, "add", &first).await?;
+            let raw = ctx.call_entity_raw(&counter, "get", None).await?;
+            Ok::<_, OrchestrationError>(Totals { first, second, raw })
+        })
+        .build()
+        .expect("valid registry");
+    let mut h = Harness::new(Arc::new(registry), "calls");
+    h.start("Calls", None);
+    h.run();
+    assert_eq!(
+        h.output::<Totals>(),
+        Totals {
+            first: 3,
+            second: 6,
+            raw: Some("6".to_owned()),
+        }
+    );
+    assert_eq!(
+        h.entity_states.get("@counter@b"),
+        Some(&Some("6".to_owned()))
+    );
+    assert_eq!(h.steps.len(), 4);
+}
+
+#[test]
+fn failing_entity_calls_surface_and_can_be_caught() {
+    let registry = math()
+        .register_orchestration_typed("CatchesEntity", |ctx, (): ()| async move {
+            let counter = entity("Counter", "c");
+            let _: i64 = ctx.call_entity(&counter, "add", &10_i64).await?;
+            let caught = match ctx.call_entity::<_, i64>(&counter, "add", &-4_i64).await {
+                Err(OrchestrationError::EntityFailed {
+                    entity,
+                    operation,
+                    details,
+                }) => format!(
+                    "{entity} {operation}: {}: {}",
+                    details.error_type, details.message
+                ),
+                other => format!("unexpected: {other:?}"),
+            };
+            // The failed operation left the state as it was.
+            let value: i64 = ctx.call_entity(&counter, "get", &()).await?;
+            Ok::<_, OrchestrationError>((caught, value))
+        })
+        .build()
+        .expect("valid registry");
+    let mut h = Harness::new(Arc::new(registry), "catches-entity");
+    h.start("CatchesEntity", None);
+    h.run();
+    assert_eq!(
+        h.output::<(String, i64)>(),
+        (
+            "@counter@c add: Negative: amounts must be positive".to_owned(),
+            10
+        )
+    );
+}
+
+#[test]
+fn escaping_entity_failures_fail_the_instance() {
+    let registry = math()
+        .register_orchestration_typed("PropagatesEntity", |ctx, (): ()| async move {
+            let counter = entity("Counter", "d");
+            ctx.call_entity::<_, i64>(&counter, "add", &-1_i64).await?;
+            Ok::<_, OrchestrationError>(())
+        })
+        .register_orchestration_typed("UnknownOperation", |ctx, (): ()| async move {
+            ctx.call_entity::<_, i64>(&entity("Counter", "d"), "nope", &())
+                .await?;
+            Ok::<_, OrchestrationError>(())
+        })
+        .build()
+        .expect("valid registry");
+    let registry = Arc::new(registry);
+    let mut h = Harness::new(registry.clone(), "propagates-entity");
+    h.start("PropagatesEntity", None);
+    h.run();
+    let failure = h.failure();
+    assert_eq!(failure.error_type, "EntityOperationFailed");
+    assert!(
+        failure.message.contains("@counter@d") && failure.message.contains("\"add\""),
+        "{failure}"
+    );
+    let inner = failure.inner.expect("inner failure");
+    assert_eq!(
+        (inner.error_type.as_str(), inner.message.as_str()),
+        ("Negative", "amounts must be positive")
+    );
+
+    let mut h = Harness::new(registry, "unknown-operation");
+    h.start("UnknownOperation", None);
+    h.run();
+    let failure = h.failure();
+    assert_eq!(failure.error_type, "EntityOperationFailed");
+    let inner = failure.inner.expect("inner failure");
+    assert_eq!(inner.error_type, basalt_runtime::sdk::UNKNOWN_OPERATION);
+    assert!(inner.is_non_retriable);
+}
+
+#[test]
+fn fan_out_of_entity_calls_resolves_in_history_order() {
+    let registry = math()
+        .register_orchestration_typed("EntityFanOut", |ctx, (): ()| async move {
+            let calls: Vec<_> = (0..10_i64)
+                .map(|i| ctx.call_entity::<_, i64>(&entity("Counter", &i.to_string()), "add", &i))
+                .collect();
+            let values: Vec<i64> = join_all(calls)
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?;
+            // A second fan-out: the first completion in history wins.
+            let calls: Vec<_> = (0..10_i64)
+                .map(|i| ctx.call_entity::<_, i64>(&entity("Counter", &i.to_string()), "add", &1))
+                .collect();
+            let (first, index, rest) = select_all(calls).await;
+            let (second, second_index, _) = select_all(rest).await;
+            Ok::<_, OrchestrationError>((values, first?, index, second?, second_index))
+        })
+        .build()
+        .expect("valid registry");
+    let mut h = Harness::new(Arc::new(registry), "entity-fan-out");
+    h.start("EntityFanOut", None);
+    let first = h.step();
+    assert_eq!(first.actions.len(), 10);
+    assert!(
+        first
+            .actions
+            .iter()
+            .enumerate()
+            .all(|(i, a)| a.id == i as i32 && matches!(a.kind, ActionKind::CallEntity { .. }))
+    );
+    // Completions arrive last-issued first; join_all still yields call order.
+    h.run_entity_requests_reversed();
+    let second = h.step();
+    assert_eq!(second.actions.len(), 10);
+    h.run_entity_requests_reversed();
+    h.step();
+    let (values, first, index, second, second_index) =
+        h.output::<(Vec<i64>, i64, usize, i64, usize)>();
+    assert_eq!(values, (0..10).collect::<Vec<i64>>());
+    // Last issued (key 9, value 9 + 1) completes first, then key 8.
+    assert_eq!((first, index, second, second_index), (10, 9, 9, 8));
+}
+
+#[test]
+fn entity_non_determinism_is_detected() {
+    use futures::FutureExt;
+
+    let v1 = || {
+        flow(|ctx| {
+            async move {
+                ctx.signal_entity(&entity("Counter", "a"), "add", &1_i64)?;
+                let _: i64 = ctx
+                    .call_entity(&entity("Counter", "a"), "add", &2_i64)
+                    .await?;
+                let _: i64 = ctx.call_activity("Double", &3).await?;
+                Ok(())
+            }
+            .boxed()
+        })
+    };
+    let assert_nd = |result: &OrchestrationStepResult, parts: &[&str]| {
+        let failure = single_failure(result);
+        assert_eq!(failure.error_type, "NonDeterminismError");
+        for part in parts {
+            assert!(
+                failure.message.contains(part),
+                "{part}: {}",
+                failure.message
+            );
+        }
+    };
+
+    // Another entity key for the call.
+    let other_key = flow(|ctx| {
+        async move {
+            ctx.signal_entity(&entity("Counter", "a"), "add", &1_i64)?;
+            let _: i64 = ctx
+                .call_entity(&entity("Counter", "z"), "add", &2_i64)
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    });
+    let (result, _) = run_then_change(v1(), other_key, 1);
+    assert_nd(
+        &result,
+        &[
+            "CallEntity \"add\" on entity \"@counter@a\"",
+            "CallEntity \"add\" on entity \"@counter@z\"",
+        ],
+    );
+
+    // Another entity name for the signal.
+    let other_name = flow(|ctx| {
+        async move {
+            ctx.signal_entity(&entity("Tally", "a"), "add", &1_i64)?;
+            Ok(())
+        }
+        .boxed()
+    });
+    let (result, _) = run_then_change(v1(), other_name, 1);
+    assert_nd(
+        &result,
+        &[
+            "SignalEntity \"add\" on entity \"@counter@a\"",
+            "SignalEntity \"add\" on entity \"@tally@a\"",
+        ],
+    );
+
+    // Another operation name.
+    let other_operation = flow(|ctx| {
+        async move {
+            ctx.signal_entity(&entity("Counter", "a"), "add", &1_i64)?;
+            let _: i64 = ctx.call_entity(&entity("Counter", "a"), "get", &()).await?;
+            Ok(())
+        }
+        .boxed()
+    });
+    let (result, _) = run_then_change(v1(), other_operation, 1);
+    assert_nd(&result, &["CallEntity \"add\"", "CallEntity \"get\""]);
+
+    // A call where history has a signal, and an activity where it has a call.
+    let call_not_signal = flow(|ctx| {
+        async move {
+            let _: i64 = ctx
+                .call_entity(&entity("Counter", "a"), "add", &1_i64)
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    });
+    let (result, _) = run_then_change(v1(), call_not_signal, 1);
+    assert_nd(&result, &["SignalEntity \"add\"", "CallEntity \"add\""]);
+    let activity_not_call = flow(|ctx| {
+        async move {
+            ctx.signal_entity(&entity("Counter", "a"), "add", &1_i64)?;
+            let _: i64 = ctx.call_activity("Add", &(1, 2)).await?;
+            Ok(())
+        }
+        .boxed()
+    });
+    let (result, _) = run_then_change(v1(), activity_not_call, 1);
+    assert_nd(&result, &["CallEntity \"add\"", "ScheduleTask \"Add\""]);
+
+    // A confirmed signal the code no longer issues.
+    let missing = flow(|ctx| {
+        async move {
+            let _: i64 = ctx.call_activity("Double", &3).await?;
+            Ok(())
+        }
+        .boxed()
+    });
+    let (result, _) = run_then_change(v1(), missing, 1);
+    assert_nd(
+        &result,
+        &["SignalEntity \"add\"", "ScheduleTask \"Double\""],
+    );
+    let none = flow(|_ctx| async move { Ok(()) }.boxed());
+    let (result, _) = run_then_change(v1(), none, 1);
+    assert_nd(&result, &["SignalEntity \"add\"", "did not issue"]);
+
+    // An extra signal, issued while replaying, that history never confirms.
+    let extra = flow(|ctx| {
+        async move {
+            ctx.signal_entity(&entity("Counter", "a"), "add", &1_i64)?;
+            let call = ctx.call_entity::<_, i64>(&entity("Counter", "a"), "add", &2_i64);
+            ctx.signal_entity(&entity("Counter", "x"), "add", &1_i64)?;
+            let _ = call.await?;
+            Ok(())
+        }
+        .boxed()
+    });
+    let (result, _) = run_then_change(v1(), extra, 1);
+    assert_nd(
+        &result,
+        &["SignalEntity \"add\" on entity \"@counter@x\"", "no record"],
+    );
+
+    // The same code replays without complaint after the call completed.
+    let (result, mut h) = run_then_change(v1(), v1(), 1);
+    assert_eq!(action_names(&result), ["task:Double"]);
+    h.run_activities();
+    assert_eq!(action_names(&h.step()), ["complete:Completed"]);
+}
+
+#[test]
+fn caching_matches_full_replay_with_activities_and_entities() {
+    let registry = math()
+        .register_orchestration_typed("EntityMixed", |ctx, rounds: u32| async move {
+            let counter = entity("Counter", "mixed");
+            let mut log = Vec::new();
+            // Activities and entity calls in one fan-out.
+            let activities =
+                join_all((0..5_i64).map(|i| ctx.call_activity::<_, i64>("Double", &i)));
+            let calls = join_all((0..5_i64).map(|i| {
+                ctx.call_entity::<_, i64>(&entity("Counter", &format!("k{i}")), "add", &i)
+            }));
+            let (doubled, added) = futures::future::join(activities, calls).await;
+            log.push(doubled.into_iter().sum::<Result<i64, _>>()?);
+            log.push(added.into_iter().sum::<Result<i64, _>>()?);
+            ctx.signal_entity(&counter, "add", &100_i64)?;
+            let sum: i64 = ctx.call_activity("Add", &(log[0], log[1])).await?;
+            let total: i64 = ctx.call_entity(&counter, "add", &sum).await?;
+            log.push(total);
+            // Race an entity call against a timer.
+            let timer = ctx.sleep(Duration::from_secs(5));
+            let get = ctx.call_entity::<_, i64>(&counter, "get", &());
+            match select(timer, get).await {
+                Either::Left(_) => log.push(-1),
+                Either::Right((value, _)) => log.push(value?),
+            }
+            if let Err(error) = ctx.call_entity::<_, i64>(&counter, "add", &-1_i64).await {
+                log.push(i64::from(matches!(
+                    error,
+                    OrchestrationError::EntityFailed { .. }
+                )));
+            }
+            ctx.set_custom_status(&ctx.new_guid())?;
+            if rounds > 1 {
+                ctx.continue_as_new(&(rounds - 1))?;
+            }
+            Ok::<_, OrchestrationError>(log)
+        })
+        .build()
+        .expect("valid registry");
+    let mut h = Harness::new(Arc::new(registry), "entity-mixed");
+    h.start("EntityMixed", json(&2));
+    h.run();
+    // Entity state outlives the generation: the first leaves k0..k4 at
+    // 0..4 and the counter at 100 + 30 = 130; the second adds i again
+    // (sum 20) and brings the counter to 130 + 100 + 40 = 270.
+    assert_eq!(h.output::<Vec<i64>>(), [20, 20, 270, 270, 1]);
+    assert_eq!(h.continued.len(), 1);
+    assert_eq!(h.signaled.len(), 2);
+    assert_eq!(
+        h.entity_states.get("@counter@k4"),
+        Some(&Some("8".to_owned()))
+    );
 }

@@ -23,10 +23,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::{OrchestrationError, decode_json, decode_raw, encode_json};
+use crate::entity::EntityId;
 use crate::history::{ActionKind, EventKind, HistoryEvent, OrchestratorAction};
 use crate::types::{FailureDetails, InstanceId};
 
-/// The outcome of an activity, timer or sub-orchestration.
+/// The outcome of an activity, timer, sub-orchestration or entity call.
 pub(crate) type Outcome = Result<Option<String>, FailureDetails>;
 
 /// An action issued by the code and not yet confirmed by history.
@@ -599,6 +600,83 @@ impl OrchestrationContext {
         };
         self.shared.lock().issue(kind, false);
     }
+
+    /// Queues operation `operation` with a serde `input` on entity `entity`,
+    /// one-way: nothing waits for it, and its result or failure is not
+    /// reported back. Issues a `SignalEntity` action, which history confirms
+    /// with `EntityOperationSignaled`.
+    pub fn signal_entity<I: Serialize + ?Sized>(
+        &self,
+        entity: &EntityId,
+        operation: &str,
+        input: &I,
+    ) -> Result<(), OrchestrationError> {
+        let input = encode_json(input)?;
+        self.signal_entity_raw(entity, operation, input);
+        Ok(())
+    }
+
+    /// [`signal_entity`](Self::signal_entity) with JSON text (or no input).
+    pub fn signal_entity_raw(&self, entity: &EntityId, operation: &str, input: Option<String>) {
+        let kind = ActionKind::SignalEntity {
+            entity: entity.to_string(),
+            operation: operation.to_owned(),
+            input,
+        };
+        self.shared.lock().issue(kind, false);
+    }
+
+    /// Calls operation `operation` with a serde `input` on entity `entity`.
+    /// The task resolves to the operation's decoded output once history
+    /// records `EntityOperationCompleted`, or to
+    /// [`OrchestrationError::EntityFailed`] on `EntityOperationFailed`.
+    /// Like activity tasks, entity tasks can be combined with `join_all`
+    /// and `select`.
+    pub fn call_entity<I, O>(&self, entity: &EntityId, operation: &str, input: &I) -> Task<O>
+    where
+        I: Serialize + ?Sized,
+        O: DeserializeOwned,
+    {
+        match encode_json(input) {
+            Ok(input) => self.schedule_entity_call(entity, operation, input, decode_json::<O>),
+            Err(error) => Task::ready(Err(error)),
+        }
+    }
+
+    /// [`call_entity`](Self::call_entity) with JSON text in and out.
+    pub fn call_entity_raw(
+        &self,
+        entity: &EntityId,
+        operation: &str,
+        input: Option<String>,
+    ) -> Task<Option<String>> {
+        self.schedule_entity_call(entity, operation, input, decode_raw)
+    }
+
+    fn schedule_entity_call<T>(
+        &self,
+        entity: &EntityId,
+        operation: &str,
+        input: Option<String>,
+        decode: Decoder<T>,
+    ) -> Task<T> {
+        let entity = entity.to_string();
+        let kind = ActionKind::CallEntity {
+            entity: entity.clone(),
+            operation: operation.to_owned(),
+            input,
+        };
+        let id = self.shared.lock().issue(kind, true);
+        Task::waiting(
+            self.shared.clone(),
+            id,
+            TaskOrigin::Entity {
+                entity,
+                operation: operation.to_owned(),
+            },
+            decode,
+        )
+    }
 }
 
 /// 128-bit FNV-1a.
@@ -633,6 +711,7 @@ type Decoder<T> = fn(Option<String>) -> Result<T, OrchestrationError>;
 enum TaskOrigin {
     Activity(String),
     SubOrchestration { name: String, instance_id: String },
+    Entity { entity: String, operation: String },
 }
 
 #[derive(Debug)]
@@ -647,7 +726,7 @@ enum TaskState<T> {
     Done,
 }
 
-/// The result of an activity or sub-orchestration call: a future that
+/// The result of an activity, sub-orchestration or entity call: a future that
 /// resolves once the executor processes the call's completion event.
 /// `Unpin`, `Send`, and fused, so it works with `join_all`, `select`,
 /// `select_all` and `futures::select!`.
@@ -750,6 +829,11 @@ impl<T> Future for Task<T> {
                         details: Box::new(details),
                     }
                 }
+                TaskOrigin::Entity { entity, operation } => OrchestrationError::EntityFailed {
+                    entity,
+                    operation,
+                    details: Box::new(details),
+                },
             }),
         })
     }

@@ -6,8 +6,8 @@ use crate::types::FailureDetails;
 /// `error_type` of failures caused by JSON (de)serialization.
 pub(crate) const SERIALIZATION_ERROR: &str = "SerializationError";
 
-/// An error inside an orchestration: an awaited activity or
-/// sub-orchestration failed, a payload could not be (de)serialized, or the
+/// An error inside an orchestration: an awaited activity,
+/// sub-orchestration or entity call failed, a payload could not be (de)serialized, or the
 /// orchestration's own failure.
 ///
 /// Returning it from an orchestration fails the instance with
@@ -34,6 +34,19 @@ pub enum OrchestrationError {
         /// The child's failure (boxed to keep the error small).
         details: Box<FailureDetails>,
     },
+    /// An entity operation called with
+    /// [`call_entity`](super::OrchestrationContext::call_entity) failed; the
+    /// entity's state is as it was before the operation.
+    #[error("operation {operation:?} on entity {entity} failed: {details}")]
+    EntityFailed {
+        /// The entity, as `@name@key`.
+        entity: String,
+        /// The operation.
+        operation: String,
+        /// The operation's failure, as the entity reported it (boxed to
+        /// keep the error small).
+        details: Box<FailureDetails>,
+    },
     /// A payload could not be serialized to or deserialized from JSON.
     #[error("serialization: {0}")]
     Serialization(String),
@@ -49,8 +62,9 @@ impl OrchestrationError {
     }
 
     /// The failure details an instance fails with when this error escapes
-    /// its orchestration: `ActivityFailed` / `SubOrchestrationFailed` wrap
-    /// the underlying failure as `inner`; `Serialization` becomes
+    /// its orchestration: `ActivityFailed` / `SubOrchestrationFailed` /
+    /// `EntityOperationFailed` (for [`EntityFailed`](Self::EntityFailed))
+    /// wrap the underlying failure as `inner`; `Serialization` becomes
     /// `SerializationError`; `Failed` is passed through unchanged.
     pub fn to_failure_details(&self) -> FailureDetails {
         match self {
@@ -68,6 +82,13 @@ impl OrchestrationError {
                 inner: Some(details.clone()),
                 is_non_retriable: false,
             },
+            OrchestrationError::EntityFailed { details, .. } => FailureDetails {
+                error_type: "EntityOperationFailed".into(),
+                message: self.to_string(),
+                stack_trace: None,
+                inner: Some(details.clone()),
+                is_non_retriable: false,
+            },
             OrchestrationError::Serialization(message) => {
                 FailureDetails::new(SERIALIZATION_ERROR, message.clone())
             }
@@ -75,12 +96,13 @@ impl OrchestrationError {
         }
     }
 
-    /// The failure reported by the activity or sub-orchestration, or the
+    /// The failure reported by the activity, sub-orchestration or entity, or the
     /// orchestration's own failure; `None` for a serialization error.
     pub fn details(&self) -> Option<&FailureDetails> {
         match self {
             OrchestrationError::ActivityFailed { details, .. }
-            | OrchestrationError::SubOrchestrationFailed { details, .. } => Some(details),
+            | OrchestrationError::SubOrchestrationFailed { details, .. }
+            | OrchestrationError::EntityFailed { details, .. } => Some(details),
             OrchestrationError::Failed(details) => Some(details),
             OrchestrationError::Serialization(_) => None,
         }

@@ -203,35 +203,82 @@ impl fmt::Debug for OrchestrationExecutor {
     }
 }
 
-/// The action kind and name an event confirms.
-fn confirmed_action(kind: &EventKind) -> Option<(&'static str, &str)> {
-    match kind {
-        EventKind::TaskScheduled { name, .. } => Some(("ScheduleTask", name)),
-        EventKind::TimerCreated { .. } => Some(("CreateTimer", "")),
-        EventKind::SubOrchestrationInstanceCreated { name, .. } => {
-            Some(("CreateSubOrchestration", name))
+/// What an action is, for matching it with its confirming event: its
+/// kind, its name (activity, orchestration, event or entity operation) and,
+/// for entity actions, the entity (`@name@key`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity<'a> {
+    kind: &'static str,
+    name: &'a str,
+    entity: Option<&'a str>,
+}
+
+impl<'a> Identity<'a> {
+    fn new(kind: &'static str, name: &'a str) -> Identity<'a> {
+        Identity {
+            kind,
+            name,
+            entity: None,
         }
-        EventKind::EventSent { name, .. } => Some(("SendEvent", name)),
+    }
+
+    fn entity(kind: &'static str, entity: &'a str, operation: &'a str) -> Identity<'a> {
+        Identity {
+            kind,
+            name: operation,
+            entity: Some(entity),
+        }
+    }
+}
+
+impl fmt::Display for Identity<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind)?;
+        if !self.name.is_empty() {
+            write!(f, " {:?}", self.name)?;
+        }
+        if let Some(entity) = self.entity {
+            write!(f, " on entity {entity:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The action an event confirms.
+fn confirmed_action(kind: &EventKind) -> Option<Identity<'_>> {
+    match kind {
+        EventKind::TaskScheduled { name, .. } => Some(Identity::new("ScheduleTask", name)),
+        EventKind::TimerCreated { .. } => Some(Identity::new("CreateTimer", "")),
+        EventKind::SubOrchestrationInstanceCreated { name, .. } => {
+            Some(Identity::new("CreateSubOrchestration", name))
+        }
+        EventKind::EventSent { name, .. } => Some(Identity::new("SendEvent", name)),
+        EventKind::EntityOperationSignaled {
+            entity, operation, ..
+        } => Some(Identity::entity("SignalEntity", entity, operation)),
+        EventKind::EntityOperationCalled {
+            entity, operation, ..
+        } => Some(Identity::entity("CallEntity", entity, operation)),
         _ => None,
     }
 }
 
-/// An action's kind and name.
-fn action_identity(kind: &ActionKind) -> (&'static str, &str) {
+/// An action's identity.
+fn action_identity(kind: &ActionKind) -> Identity<'_> {
     match kind {
-        ActionKind::ScheduleTask { name, .. } => ("ScheduleTask", name),
-        ActionKind::CreateTimer { .. } => ("CreateTimer", ""),
-        ActionKind::CreateSubOrchestration { name, .. } => ("CreateSubOrchestration", name),
-        ActionKind::SendEvent { name, .. } => ("SendEvent", name),
-        ActionKind::CompleteOrchestration { .. } => ("CompleteOrchestration", ""),
-    }
-}
-
-fn describe(kind: &str, name: &str) -> String {
-    if name.is_empty() {
-        kind.to_owned()
-    } else {
-        format!("{kind} {name:?}")
+        ActionKind::ScheduleTask { name, .. } => Identity::new("ScheduleTask", name),
+        ActionKind::CreateTimer { .. } => Identity::new("CreateTimer", ""),
+        ActionKind::CreateSubOrchestration { name, .. } => {
+            Identity::new("CreateSubOrchestration", name)
+        }
+        ActionKind::SendEvent { name, .. } => Identity::new("SendEvent", name),
+        ActionKind::SignalEntity {
+            entity, operation, ..
+        } => Identity::entity("SignalEntity", entity, operation),
+        ActionKind::CallEntity {
+            entity, operation, ..
+        } => Identity::entity("CallEntity", entity, operation),
+        ActionKind::CompleteOrchestration { .. } => Identity::new("CompleteOrchestration", ""),
     }
 }
 
@@ -350,7 +397,9 @@ impl OrchestrationExecutor {
             EventKind::TaskScheduled { .. }
             | EventKind::TimerCreated { .. }
             | EventKind::SubOrchestrationInstanceCreated { .. }
-            | EventKind::EventSent { .. } => {
+            | EventKind::EventSent { .. }
+            | EventKind::EntityOperationSignaled { .. }
+            | EventKind::EntityOperationCalled { .. } => {
                 self.confirm(event);
                 return;
             }
@@ -370,6 +419,13 @@ impl OrchestrationExecutor {
                 task_scheduled_id,
                 failure,
             } => self.complete_task(*task_scheduled_id, Err(failure.clone())),
+            EventKind::EntityOperationCompleted { request_id, output } => {
+                self.complete_task(*request_id, Ok(output.clone()))
+            }
+            EventKind::EntityOperationFailed {
+                request_id,
+                failure,
+            } => self.complete_task(*request_id, Err(failure.clone())),
             EventKind::TimerFired { timer_id, .. } => self.complete_task(*timer_id, Ok(None)),
             EventKind::EventRaised { name, .. } => {
                 let waker = self.run.shared.lock().deliver_event(name, event);
@@ -412,21 +468,19 @@ impl OrchestrationExecutor {
 
     /// Matches a confirming event with the pending action of its id.
     fn confirm(&mut self, event: &HistoryEvent) {
-        let Some((kind, name)) = confirmed_action(&event.kind) else {
+        let Some(expected) = confirmed_action(&event.kind) else {
             return;
         };
         let id = event.event_id;
         let pending = self.run.shared.lock().pending.remove(&id);
-        let expected = describe(kind, name);
         match pending {
             None => self.run.non_determinism(format!(
                 "history has {expected} as action {id}, but the orchestration did not issue \
                  action {id}"
             )),
             Some(pending) => {
-                let (actual_kind, actual_name) = action_identity(&pending.action.kind);
-                if actual_kind != kind || actual_name != name {
-                    let actual = describe(actual_kind, actual_name);
+                let actual = action_identity(&pending.action.kind);
+                if actual != expected {
                     self.run.non_determinism(format!(
                         "history has {expected} as action {id}, but the orchestration issued \
                          {actual}"
@@ -457,8 +511,8 @@ impl OrchestrationExecutor {
             .values()
             .find(|pending| pending.replaying || pending.step != step)
             .map(|pending| {
-                let (kind, name) = action_identity(&pending.action.kind);
-                (pending.action.id, describe(kind, name))
+                let actual = action_identity(&pending.action.kind).to_string();
+                (pending.action.id, actual)
             });
         let mut actions: Vec<OrchestratorAction> = state
             .pending

@@ -6,7 +6,8 @@
 //!   text in and out) or typed (serde values in and out).
 //! - [`OrchestrationContext`] is the orchestration's handle on the durable
 //!   world: activities, timers, external events, sub-orchestrations,
-//!   continue-as-new, custom status, deterministic time and GUIDs. Every
+//!   entity signals and calls, continue-as-new, custom status,
+//!   deterministic time and GUIDs. Every
 //!   call that schedules something returns a future ([`Task`], [`Timer`],
 //!   [`ExternalEvent`]) that resolves only once the executor has processed
 //!   the history event that completes it, so `join_all`, `select` and
@@ -28,7 +29,11 @@
 //! unchanged in `details`. If the orchestration lets that error escape
 //! (e.g. with `?`), the instance fails with `error_type` `"ActivityFailed"`
 //! and the activity's failure as `inner`. Sub-orchestrations behave the same
-//! way with `"SubOrchestrationFailed"`.
+//! way with `"SubOrchestrationFailed"`, and failed entity calls
+//! ([`OrchestrationContext::call_entity`]) surface as
+//! [`OrchestrationError::EntityFailed`] and fail an instance they escape
+//! with `"EntityOperationFailed"`. Entity signals are one-way: their
+//! failures are never reported to the orchestration.
 //!
 //! # Failure types produced by the executor
 //!
