@@ -6,8 +6,11 @@
 //!
 //! - [`group_commit`]: many producers appending small records to one
 //!   partition log, with group commit against the per-record baselines.
+//! - [`checkout`]: the checkout workload's registry and request generator
+//!   (orchestrations calling `Stock` entities, then a receipt activity).
 //! - [`workloads`]: whole orchestration workloads (`hello5`, `sequence`) on
 //!   the real engine with the in-process SDK worker.
 
+pub mod checkout;
 pub mod group_commit;
 pub mod workloads;

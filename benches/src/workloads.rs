@@ -102,6 +102,9 @@ pub enum WorkloadError {
         /// Its failure, if any.
         detail: String,
     },
+    /// A workload invariant does not hold (e.g. stock and receipts disagree).
+    #[error("invariant violated: {0}")]
+    Invariant(String),
     /// A temporary directory could not be made.
     #[error("temporary directory: {0}")]
     Io(#[from] std::io::Error),
@@ -147,7 +150,7 @@ struct Running {
     _dir: Option<tempfile::TempDir>,
 }
 
-async fn start(config: &WorkloadConfig) -> Result<Running, WorkloadError> {
+async fn start(config: &WorkloadConfig, registry: Registry) -> Result<Running, WorkloadError> {
     let (storage, dir) = match config.store {
         HubStore::Memory => (Storage::in_memory(), None),
         HubStore::Local => {
@@ -172,7 +175,7 @@ async fn start(config: &WorkloadConfig) -> Result<Running, WorkloadError> {
     let backend: Arc<dyn Backend> = Arc::new(engine.clone());
     let worker = Worker::start(
         backend.clone(),
-        Arc::new(registry()?),
+        Arc::new(registry),
         WorkerOptions {
             orchestration_concurrency: config.orchestration_concurrency,
             activity_concurrency: config.activity_concurrency,
@@ -196,7 +199,22 @@ async fn run_many(
     input: impl Fn(u64) -> String,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<WorkloadOutcome, WorkloadError> {
-    let running = start(config).await?;
+    let running = start(config, registry()?).await?;
+    let (outcome, _) = measure(&running, name, instances, input, progress).await?;
+    running.worker.shutdown().await;
+    running.engine.shutdown().await;
+    Ok(outcome)
+}
+
+/// Starts `instances` orchestrations at once on a running engine, waits for
+/// all, and returns the measurements and every output.
+async fn measure(
+    running: &Running,
+    name: &'static str,
+    instances: u64,
+    input: impl Fn(u64) -> String,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(WorkloadOutcome, Vec<Option<String>>), WorkloadError> {
     let before = running.engine.log_stats().await?;
     let cpu_before = cpu_time_ms();
     let started = Instant::now();
@@ -221,6 +239,7 @@ async fn run_many(
     let mut latencies = hdrhistogram::Histogram::<u64>::new(3)
         .map_err(|e| WorkloadError::Backend(basalt_runtime::Error::InvalidInput(e.to_string())))?;
     let mut done = 0;
+    let mut outputs = Vec::with_capacity(instances as usize);
     for wait in waits {
         let (state, latency) = wait
             .await
@@ -233,16 +252,15 @@ async fn run_many(
             });
         }
         let _ = latencies.record(latency.as_micros() as u64);
+        outputs.push(state.output);
         done += 1;
         progress(done);
     }
     let elapsed = started.elapsed();
     let cpu_after = cpu_time_ms();
     let after = running.engine.log_stats().await?;
-    running.worker.shutdown().await;
-    running.engine.shutdown().await;
     let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
-    Ok(WorkloadOutcome {
+    let outcome = WorkloadOutcome {
         orchestrations: instances,
         elapsed,
         orchestrations_per_sec: instances as f64 / elapsed.as_secs_f64().max(1e-9),
@@ -252,7 +270,124 @@ async fn run_many(
         cpu_ms_per_orchestration: cpu_before
             .zip(cpu_after)
             .map(|(b, a)| (a - b) / instances as f64),
-    })
+    };
+    Ok((outcome, outputs))
+}
+
+/// What `checkout` verified after its run.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckoutCheck {
+    /// Checkouts that reserved every line.
+    pub fully_reserved: u64,
+    /// Lines refused for lack of stock.
+    pub refused_lines: u64,
+    /// Units reserved in all receipts.
+    pub units_reserved: i64,
+    /// Units that left the stock (initial - final, summed).
+    pub units_taken_from_stock: i64,
+}
+
+/// `checkout`: `instances` checkouts of 2 random items from `pool`
+/// products stocked with `initial_stock` units each, all started at once;
+/// then checks, per product, initial - final stock = reserved units and
+/// that no stock went negative (an error if not).
+pub async fn checkout(
+    config: &WorkloadConfig,
+    instances: u64,
+    pool: u64,
+    initial_stock: i64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(WorkloadOutcome, CheckoutCheck), WorkloadError> {
+    use crate::checkout::{self, Receipt, Requests};
+    use basalt_runtime::EntityOperation;
+
+    let running = start(config, checkout::registry()?).await?;
+    let stock = |p: u64| checkout::stock_entity(&checkout::product(p));
+    for p in 0..pool {
+        let operation = EntityOperation {
+            name: "set".into(),
+            input: Some(initial_stock.to_string()),
+        };
+        running
+            .backend
+            .signal_entity(&stock(p)?, operation, None)
+            .await?;
+    }
+    // Wait until every product is stocked (by notification-free polling:
+    // this is set-up, outside the measured phase).
+    for p in 0..pool {
+        let id = stock(p)?;
+        let mut tries = 0;
+        while running.backend.get_entity(&id).await?.is_none() {
+            tries += 1;
+            if tries > 10_000 {
+                return Err(WorkloadError::Backend(basalt_runtime::Error::Timeout(
+                    10_000,
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let mut requests = Requests::new(7, pool);
+    let inputs: Vec<String> = (0..instances)
+        .map(|_| serde_json::to_string(&requests.next_request()).unwrap_or_default())
+        .collect();
+    let (outcome, outputs) = measure(
+        &running,
+        checkout::CHECKOUT,
+        instances,
+        |i| inputs[i as usize].clone(),
+        progress,
+    )
+    .await?;
+
+    let mut check = CheckoutCheck {
+        fully_reserved: 0,
+        refused_lines: 0,
+        units_reserved: 0,
+        units_taken_from_stock: 0,
+    };
+    let mut reserved_per_product = vec![0i64; pool as usize];
+    for output in outputs {
+        let receipt: Receipt = serde_json::from_str(output.as_deref().unwrap_or("null"))
+            .map_err(|e| WorkloadError::Invariant(format!("a receipt does not decode: {e}")))?;
+        if receipt.refused.is_empty() {
+            check.fully_reserved += 1;
+        }
+        check.refused_lines += receipt.refused.len() as u64;
+        for item in &receipt.reserved {
+            let index: usize = item.product[1..].parse().unwrap_or(usize::MAX);
+            if let Some(slot) = reserved_per_product.get_mut(index) {
+                *slot += item.quantity;
+            }
+            check.units_reserved += item.quantity;
+        }
+    }
+    for p in 0..pool {
+        let left: i64 = running
+            .backend
+            .get_entity(&stock(p)?)
+            .await?
+            .and_then(|s| s.state)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| WorkloadError::Invariant(format!("product {p} has no stock")))?;
+        if left < 0 {
+            return Err(WorkloadError::Invariant(format!(
+                "product {p}: stock went negative ({left})"
+            )));
+        }
+        let taken = initial_stock - left;
+        if taken != reserved_per_product[p as usize] {
+            return Err(WorkloadError::Invariant(format!(
+                "product {p}: {taken} units left the stock but receipts reserved {}",
+                reserved_per_product[p as usize]
+            )));
+        }
+        check.units_taken_from_stock += taken;
+    }
+    running.worker.shutdown().await;
+    running.engine.shutdown().await;
+    Ok((outcome, check))
 }
 
 /// `hello5`: `instances` orchestrations, each calling 5 trivial activities

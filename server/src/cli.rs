@@ -37,6 +37,41 @@ pub enum BenchCommand {
     Hello5(Hello5Args),
     /// One orchestration calling a trivial activity N times in sequence.
     Sequence(SequenceArgs),
+    /// Checkouts: each reserves 2 items on `Stock` entities (fan-out,
+    /// fan-in) and then runs a receipt activity; stock is checked after.
+    Checkout(CheckoutArgs),
+}
+
+/// Options of `basalt bench checkout`.
+#[derive(Debug, Args)]
+pub struct CheckoutArgs {
+    /// Checkouts to start at once.
+    #[arg(long, default_value_t = 20_000)]
+    pub instances: u64,
+    /// Checkouts for the run with group commit off.
+    #[arg(long, default_value_t = 1_000)]
+    pub baseline_instances: u64,
+    /// Skip the group-commit-off baseline.
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Also run on in-memory storage.
+    #[arg(long)]
+    pub memory: bool,
+    /// Products in the pool.
+    #[arg(long, default_value_t = 100)]
+    pub pool: u64,
+    /// Initial stock of every product.
+    #[arg(long, default_value_t = 1_000)]
+    pub stock: i64,
+    /// Partitions of the task hub.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: u32,
+    /// Parent folder of the temporary task hubs.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `basalt bench hello5`.

@@ -12,5 +12,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::GroupCommit(args) => group_commit::run(&args).await,
         BenchCommand::Hello5(args) => workloads::hello5(&args).await,
         BenchCommand::Sequence(args) => workloads::sequence(&args).await,
+        BenchCommand::Checkout(args) => workloads::checkout(&args).await,
     }
 }

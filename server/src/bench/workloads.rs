@@ -5,7 +5,7 @@ use basalt_benches::workloads::{self, HubStore, WorkloadConfig, WorkloadOutcome}
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::cli::{Hello5Args, SequenceArgs};
+use crate::cli::{CheckoutArgs, Hello5Args, SequenceArgs};
 
 #[derive(Serialize)]
 struct Row {
@@ -74,6 +74,77 @@ pub async fn hello5(args: &Hello5Args) -> anyhow::Result<()> {
         &rows,
         args.json,
     )
+}
+
+/// Runs `basalt bench checkout`.
+pub async fn checkout(args: &CheckoutArgs) -> anyhow::Result<()> {
+    let base = WorkloadConfig {
+        partitions: args.partitions,
+        dir: args.dir.clone(),
+        ..WorkloadConfig::default()
+    };
+    let mut runs: Vec<(String, WorkloadConfig, u64)> = vec![(
+        "local fsync, group commit".into(),
+        base.clone(),
+        args.instances,
+    )];
+    if !args.no_baseline {
+        runs.push((
+            "local fsync, group commit off".into(),
+            WorkloadConfig {
+                group_commit: false,
+                ..base.clone()
+            },
+            args.baseline_instances,
+        ));
+    }
+    if args.memory {
+        runs.push((
+            "in-memory, group commit".into(),
+            WorkloadConfig {
+                store: HubStore::Memory,
+                ..base.clone()
+            },
+            args.instances,
+        ));
+    }
+    let mut rows = Vec::new();
+    let mut checks = Vec::new();
+    for (label, config, instances) in runs {
+        let bar = progress_bar(instances, &label);
+        let (outcome, check) =
+            workloads::checkout(&config, instances, args.pool, args.stock, &|done| {
+                bar.set_position(done)
+            })
+            .await?;
+        bar.finish_and_clear();
+        checks.push((label.clone(), check));
+        rows.push(Row {
+            run: label,
+            outcome,
+        });
+    }
+    report(
+        &format!(
+            "checkout: 2 items each from {} products (stock {} each), reserved on Stock entities, then a receipt activity; {} partitions",
+            args.pool, args.stock, args.partitions
+        ),
+        &rows,
+        args.json,
+    )?;
+    if !args.json {
+        println!();
+        for (label, check) in checks {
+            println!(
+                "{label}: stock consistent: {} units reserved = {} units taken from stock; {} checkouts fully reserved, {} lines refused",
+                check.units_reserved,
+                check.units_taken_from_stock,
+                check.fully_reserved,
+                check.refused_lines
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Runs `basalt bench sequence`.
