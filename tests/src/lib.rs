@@ -3,6 +3,7 @@
 //! The library holds what both a test and its child processes need; the
 //! binaries in `src/bin` are the children that tests kill with SIGKILL.
 
+pub mod checkout_crash;
 pub mod crash_log;
 pub mod hello5;
 
@@ -17,4 +18,48 @@ pub fn crash_seed() -> u64 {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(7, |d| d.as_nanos() as u64)
         })
+}
+
+/// Runs a child process with `args` and returns its stdout lines. With
+/// `kill_after`, kills it with SIGKILL that long after it printed `ready`;
+/// without, waits for it and fails the test unless it exits successfully.
+pub fn run_child(
+    program: &str,
+    args: &[String],
+    kill_after: Option<std::time::Duration>,
+) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line == "ready" {
+                let _ = ready_tx.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    match kill_after {
+        Some(after) => {
+            let _ = ready_rx.recv_timeout(std::time::Duration::from_secs(60));
+            std::thread::sleep(after);
+            child.kill().expect("SIGKILL");
+            child.wait().expect("wait");
+        }
+        None => {
+            let status = child.wait().expect("wait");
+            assert!(status.success(), "{program} {args:?} failed: {status}");
+        }
+    }
+    reader.join().expect("reader")
 }

@@ -10,9 +10,7 @@
 //! `BASALT_CRASH_SEED` to replay.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use basalt_engine::{Engine, EngineOptions};
@@ -22,42 +20,10 @@ use basalt_tests::hello5;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Runs the child; returns its output lines. With `kill_after`, kills it
-/// that long after it is ready.
+/// Runs the hello5 child (see `basalt_tests::run_child`).
 fn run_child(dir: &Path, run: u64, mode: &str, kill_after: Option<Duration>) -> Vec<String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crash_hello5"))
-        .arg(dir)
-        .arg(run.to_string())
-        .arg(mode)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn crash_hello5");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line == "ready" {
-                let _ = ready_tx.send(());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    match kill_after {
-        Some(after) => {
-            let _ = ready_rx.recv_timeout(Duration::from_secs(60));
-            std::thread::sleep(after);
-            child.kill().expect("SIGKILL");
-            child.wait().expect("wait");
-        }
-        None => {
-            let status = child.wait().expect("wait");
-            assert!(status.success(), "the finishing run failed: {status}");
-        }
-    }
-    reader.join().expect("reader")
+    let args = [dir.display().to_string(), run.to_string(), mode.to_owned()];
+    basalt_tests::run_child(env!("CARGO_BIN_EXE_crash_hello5"), &args, kill_after)
 }
 
 fn crash_hello5(kills: u64, per_run: u64) {

@@ -1,0 +1,138 @@
+//! Child process of the checkout crash test: the engine and the SDK worker
+//! with the `checkout` workload on a local task hub.
+//!
+//! Usage: crash_checkout <dir> <run> <stock | instances-to-start | finish>
+//!
+//! - `stock`: sets every product's stock, waits until all are stocked, exits.
+//! - a number: starts that many checkouts (paced) and prints `started <id>`
+//!   once each start is acknowledged, then keeps working until killed.
+//! - `finish`: waits until every checkout has finished, prints `finished`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use basalt_benches::checkout::{self, Requests};
+use basalt_engine::{Engine, EngineOptions};
+use basalt_runtime::{
+    Backend, EntityOperation, InstanceQuery, OrchestrationStatus, StartRequest, Worker,
+    WorkerOptions,
+};
+use basalt_storage::Storage;
+use basalt_tests::checkout_crash::{INITIAL_STOCK, POOL};
+
+fn main() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("crash_checkout: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run()) {
+        eprintln!("crash_checkout: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: crash_checkout <dir> <run> <stock | instances | finish>";
+    let dir = args.next().ok_or(usage)?;
+    let run: u64 = args
+        .next()
+        .ok_or(usage)?
+        .parse()
+        .map_err(|e| format!("run: {e}"))?;
+    let mode = args.next().ok_or(usage)?;
+    let options = EngineOptions {
+        partition_count: 4,
+        checkpoint_interval_events: 500,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::open(Storage::local(&dir).map_err(|e| e.to_string())?, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let backend: Arc<dyn Backend> = Arc::new(engine.clone());
+    let registry = Arc::new(checkout::registry().map_err(|e| e.to_string())?);
+    let worker = Worker::start(backend.clone(), registry, WorkerOptions::default());
+    println!("ready");
+
+    match mode.as_str() {
+        "stock" => {
+            for p in 0..POOL {
+                let id =
+                    checkout::stock_entity(&checkout::product(p)).map_err(|e| e.to_string())?;
+                let set = EntityOperation {
+                    name: "set".into(),
+                    input: Some(INITIAL_STOCK.to_string()),
+                };
+                backend
+                    .signal_entity(&id, set, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            for p in 0..POOL {
+                let id =
+                    checkout::stock_entity(&checkout::product(p)).map_err(|e| e.to_string())?;
+                while backend
+                    .get_entity(&id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_none()
+                {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }
+        "finish" => loop {
+            let open = InstanceQuery {
+                statuses: vec![OrchestrationStatus::Pending, OrchestrationStatus::Running],
+                page_size: 1000,
+                ..InstanceQuery::default()
+            };
+            let page = backend
+                .query_instances(&open)
+                .await
+                .map_err(|e| e.to_string())?;
+            if page.instances.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        },
+        count => {
+            let count: u64 = count.parse().map_err(|e| format!("instances: {e}"))?;
+            let mut requests = Requests::new(run, POOL);
+            let mut starts = Vec::new();
+            for i in 0..count {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let backend = backend.clone();
+                let input =
+                    serde_json::to_string(&requests.next_request()).map_err(|e| e.to_string())?;
+                starts.push(tokio::spawn(async move {
+                    let id = format!("c-{run}-{i}");
+                    let request = StartRequest {
+                        name: checkout::CHECKOUT.into(),
+                        instance_id: Some(id.clone()),
+                        input: Some(input),
+                        ..StartRequest::default()
+                    };
+                    if backend.start_instance(request).await.is_ok() {
+                        println!("started {id}");
+                    }
+                }));
+            }
+            for start in starts {
+                let _ = start.await;
+            }
+            std::future::pending::<()>().await;
+        }
+    }
+    worker.shutdown().await;
+    engine.shutdown().await;
+    println!("finished");
+    Ok(())
+}
