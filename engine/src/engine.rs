@@ -765,7 +765,9 @@ impl Engine {
                     operation, input, ..
                 } => (operation.as_str(), input),
                 ActionKind::CompleteOrchestration { result, .. } => ("", result),
-                ActionKind::CreateTimer { .. } => ("", &None),
+                ActionKind::CreateTimer { .. }
+                | ActionKind::LockEntities { .. }
+                | ActionKind::UnlockEntities { .. } => ("", &None),
             };
             total += name.len() + text(payload);
             if text(payload) > max {

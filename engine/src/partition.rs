@@ -489,6 +489,9 @@ fn message_bytes(envelope: &Envelope) -> usize {
         Message::EntityRequest {
             entity, operation, ..
         } => entity.to_string().len() + operation.name.len() + text(&operation.input),
+        Message::LockRequest(chain) => chain.entities.len() * 64,
+        Message::LockGranted { entities, .. } => entities.len() * 64,
+        Message::Unlock { .. } => 64,
         Message::EntityReply { result, .. } => match result {
             basalt_runtime::OperationResult::Completed(output) => text(output),
             basalt_runtime::OperationResult::Failed(failure) => {

@@ -537,3 +537,195 @@ async fn an_sdk_orchestration_calls_entities_and_catches_their_failures() {
     worker.shutdown().await;
     engine.shutdown().await;
 }
+
+mod critical_sections {
+    use super::*;
+    use basalt_runtime::{
+        ActionKind, CompletionToken, EventKind, OrchestrationStatus, OrchestrationStepResult,
+        OrchestratorAction, StartRequest,
+    };
+
+    fn action(id: i32, kind: ActionKind) -> OrchestratorAction {
+        OrchestratorAction { id, kind }
+    }
+
+    fn step(actions: Vec<OrchestratorAction>) -> OrchestrationStepResult {
+        OrchestrationStepResult {
+            actions,
+            custom_status: None,
+        }
+    }
+
+    async fn start(engine: &Engine, id: &str) -> CompletionToken {
+        engine
+            .start_instance(StartRequest {
+                name: "o".into(),
+                instance_id: Some(id.into()),
+                ..StartRequest::default()
+            })
+            .await
+            .expect("start");
+        engine
+            .next_orchestration_work_item()
+            .await
+            .expect("step")
+            .token
+    }
+
+    fn lock(id: i32, entities: &[&EntityId]) -> OrchestratorAction {
+        action(
+            id,
+            ActionKind::LockEntities {
+                entities: entities.iter().map(|e| e.to_string()).collect(),
+            },
+        )
+    }
+
+    /// The next step, which must carry the grant of lock action `request_id`.
+    async fn granted(engine: &Engine, instance: &str, request_id: i32) -> CompletionToken {
+        let item = engine.next_orchestration_work_item().await.expect("step");
+        assert_eq!(item.instance_id.as_str(), instance);
+        assert!(
+            item.new_events
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::EntityLockGranted { request_id: r } if r == request_id)),
+            "{:?}",
+            item.new_events
+        );
+        item.token
+    }
+
+    #[tokio::test]
+    async fn only_the_holder_runs_on_a_locked_entity_until_it_unlocks() {
+        let engine = Engine::open(Storage::in_memory(), options())
+            .await
+            .expect("open");
+        let x = EntityId::new("Account", "x!1").expect("id");
+        let y = EntityId::new("Account", "y!2").expect("id");
+        let token = start(&engine, "holder!3").await;
+        engine
+            .complete_orchestration_work_item(&token, step(vec![lock(0, &[&y, &x])]))
+            .await
+            .expect("lock");
+        let token = granted(&engine, "holder!3", 0).await;
+        // Someone else's operation waits while x is locked.
+        engine
+            .signal_entity(&x, op("other", "1"), None)
+            .await
+            .expect("signal");
+        nothing_offered(&engine).await;
+        // The holder's call goes through.
+        engine
+            .complete_orchestration_work_item(
+                &token,
+                step(vec![action(
+                    1,
+                    ActionKind::CallEntity {
+                        entity: x.to_string(),
+                        operation: "mine".into(),
+                        input: None,
+                    },
+                )]),
+            )
+            .await
+            .expect("call");
+        let batch = engine.next_entity_work_item().await.expect("holder's call");
+        assert_eq!(
+            batch.operations,
+            vec![EntityOperation {
+                name: "mine".into(),
+                input: None
+            }]
+        );
+        engine
+            .complete_entity_work_item(&batch.token, done(Some("1"), 1))
+            .await
+            .expect("complete");
+        let token = engine
+            .next_orchestration_work_item()
+            .await
+            .expect("reply")
+            .token;
+        nothing_offered(&engine).await;
+        // Unlocking lets the waiting operation run.
+        engine
+            .complete_orchestration_work_item(
+                &token,
+                step(vec![action(
+                    2,
+                    ActionKind::UnlockEntities {
+                        entities: vec![x.to_string(), y.to_string()],
+                    },
+                )]),
+            )
+            .await
+            .expect("unlock");
+        let batch = engine
+            .next_entity_work_item()
+            .await
+            .expect("the waiting operation");
+        assert_eq!(batch.operations[0].name, "other");
+        engine.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn overlapping_locks_in_opposite_orders_are_granted_one_after_the_other() {
+        let engine = Engine::open(Storage::in_memory(), options())
+            .await
+            .expect("open");
+        let x = EntityId::new("Account", "x!1").expect("id");
+        let y = EntityId::new("Account", "y!2").expect("id");
+        let a = start(&engine, "a!0").await;
+        let b = start(&engine, "b!3").await;
+        engine
+            .complete_orchestration_work_item(&a, step(vec![lock(0, &[&x, &y])]))
+            .await
+            .expect("a locks");
+        engine
+            .complete_orchestration_work_item(&b, step(vec![lock(0, &[&y, &x])]))
+            .await
+            .expect("b locks");
+        // Exactly one of them is granted now.
+        let first = engine
+            .next_orchestration_work_item()
+            .await
+            .expect("a grant");
+        let (first_id, second_id) = if first.instance_id.as_str() == "a!0" {
+            ("a!0", "b!3")
+        } else {
+            ("b!3", "a!0")
+        };
+        assert!(
+            first
+                .new_events
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::EntityLockGranted { .. }))
+        );
+        let nothing = tokio::time::timeout(
+            Duration::from_millis(100),
+            engine.next_orchestration_work_item(),
+        )
+        .await;
+        assert!(nothing.is_err(), "the second must wait for the first");
+        // The first finishes without unlocking: its locks are released.
+        engine
+            .complete_orchestration_work_item(
+                &first.token,
+                step(vec![action(
+                    1,
+                    ActionKind::CompleteOrchestration {
+                        status: OrchestrationStatus::Completed,
+                        result: None,
+                        failure: None,
+                        new_version: None,
+                        carryover_events: Vec::new(),
+                    },
+                )]),
+            )
+            .await
+            .expect("finish");
+        granted(&engine, second_id, 0).await;
+        let _ = first_id;
+        engine.shutdown().await;
+    }
+}

@@ -221,6 +221,22 @@ pub enum Message {
         /// Who waits for the result, for a call.
         caller: Option<Caller>,
     },
+    /// A critical section's lock request travelling its chain of entities.
+    LockRequest(LockChain),
+    /// Every entity of a lock request is locked for its owner.
+    LockGranted {
+        /// The orchestration that asked.
+        owner: Caller,
+        /// The locked entities.
+        entities: Vec<EntityId>,
+    },
+    /// Release an entity locked by `owner`.
+    Unlock {
+        /// The entity.
+        entity: EntityId,
+        /// The lock's owner.
+        owner: Caller,
+    },
     /// The result of an entity call, back to its caller.
     EntityReply {
         /// The caller.
@@ -278,6 +294,28 @@ pub struct Caller {
     pub execution: u64,
     /// The id of its `CallEntity` action.
     pub request_id: i32,
+}
+
+/// A lock request of a critical section: the entities to lock in order,
+/// how far the chain got, and who asked. Locks are owned by an instance's
+/// execution (one critical section at a time per orchestration).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockChain {
+    /// The entities, sorted: the global order that prevents deadlock.
+    pub entities: Vec<EntityId>,
+    /// The entity this request is for now.
+    pub position: usize,
+    /// The orchestration that asked (`request_id` = its lock action).
+    pub owner: Caller,
+}
+
+/// What waits in an entity's queue, in arrival order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueItem {
+    /// An operation to run.
+    Operation(QueuedOperation),
+    /// A lock request to grant when it reaches the front.
+    Lock(LockChain),
 }
 
 /// An operation waiting in an entity's queue, with its caller if it is a call.

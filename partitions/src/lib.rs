@@ -18,8 +18,8 @@ mod routing;
 mod state;
 
 pub use event::{
-    ActivityTask, Caller, ControlOp, Effects, EntityBatchTask, Envelope, Event, Message, Position,
-    QueuedOperation, Reply, START_TIMER_ID, StepTask, TimerTask,
+    ActivityTask, Caller, ControlOp, Effects, EntityBatchTask, Envelope, Event, LockChain, Message,
+    Position, QueueItem, QueuedOperation, Reply, START_TIMER_ID, StepTask, TimerTask,
 };
 pub use routing::partition_of;
 pub use state::{ENTITY_BATCH_OPERATIONS_MAX, Entity, Instance, PartitionState};

@@ -11,8 +11,8 @@ use basalt_runtime::{
 use serde::{Deserialize, Serialize};
 
 use crate::event::{
-    ActivityTask, Caller, ControlOp, Effects, EntityBatchTask, Envelope, Event, Message, Position,
-    QueuedOperation, Reply, START_TIMER_ID, StepTask, TimerTask,
+    ActivityTask, Caller, ControlOp, Effects, EntityBatchTask, Envelope, Event, LockChain, Message,
+    Position, QueueItem, QueuedOperation, Reply, START_TIMER_ID, StepTask, TimerTask,
 };
 use crate::routing::partition_of;
 
@@ -35,6 +35,10 @@ pub struct Instance {
     /// Its armed durable timers. Kept with the instance, so ending it drops
     /// them without looking at any other instance's.
     pub timers: std::collections::BTreeSet<TimerTask>,
+    /// A lock request not yet granted: (lock action id, entities).
+    pub lock_request: Option<(i32, Vec<EntityId>)>,
+    /// Entities it holds locked (a granted critical section).
+    pub locks_held: Vec<EntityId>,
     /// Activities scheduled and not completed: task id -> task.
     pub activities: BTreeMap<i32, ActivityTask>,
 }
@@ -50,8 +54,11 @@ pub struct Entity {
     pub id: EntityId,
     /// Its state (JSON), if it has one.
     pub state: Option<String>,
-    /// Operations waiting, in arrival order.
-    pub queue: std::collections::VecDeque<QueuedOperation>,
+    /// Operations and lock requests waiting, in arrival order.
+    pub queue: std::collections::VecDeque<QueueItem>,
+    /// The orchestration execution holding this entity's lock, if any: only
+    /// its calls run until it unlocks.
+    pub lock: Option<Caller>,
     /// The batch handed to a worker, if any: (seq, its operations).
     pub batch: Option<(u64, Vec<QueuedOperation>)>,
     /// When its state last changed.
@@ -329,7 +336,13 @@ impl PartitionState {
                     operation,
                     caller: None,
                 };
-                self.enqueue_operation(entity, queued, now_ms, &mut fx);
+                self.enqueue(
+                    entity,
+                    QueueItem::Operation(queued),
+                    now_ms,
+                    &mut out,
+                    &mut fx,
+                );
                 fx.reply = Some(Reply::Done);
             }
             Event::EntityBatchCompleted {
@@ -383,7 +396,7 @@ impl PartitionState {
                         },
                     );
                 }
-                self.try_issue_batch(&key, &mut fx);
+                self.try_issue_batch(&key, &mut out, &mut fx);
                 self.forget_if_empty(&key);
             }
             Event::EntityBatchAbandoned { entity, .. } => {
@@ -392,10 +405,10 @@ impl PartitionState {
                     && let Some((_, operations)) = e.batch.take()
                 {
                     for operation in operations.into_iter().rev() {
-                        e.queue.push_front(operation);
+                        e.queue.push_front(QueueItem::Operation(operation));
                     }
                 }
-                self.try_issue_batch(&key, &mut fx);
+                self.try_issue_batch(&key, &mut out, &mut fx);
             }
             Event::OutboxAcked { destination, up_to } => {
                 let acked: Vec<_> = self
@@ -460,6 +473,8 @@ impl PartitionState {
             step: None,
             awaiting_start: false,
             timers: std::collections::BTreeSet::new(),
+            lock_request: None,
+            locks_held: Vec::new(),
             activities: BTreeMap::new(),
         };
         self.instances.insert(instance_id.clone(), instance);
@@ -732,6 +747,59 @@ impl PartitionState {
                         )),
                     }
                 }
+                ActionKind::LockEntities { entities } => {
+                    history.push(confirm(
+                        id,
+                        now_ms,
+                        EventKind::EntityLockRequested {
+                            entities: entities.clone(),
+                        },
+                    ));
+                    let mut ids: Vec<EntityId> = entities
+                        .iter()
+                        .filter_map(|e| EntityId::parse(e).ok())
+                        .collect();
+                    ids.sort_by_key(|e| e.to_string());
+                    ids.dedup();
+                    if let Some(first) = ids.first() {
+                        instance.lock_request = Some((id, ids.clone()));
+                        out.send(
+                            partition_of(first.instance_id().as_str(), partition_count),
+                            Message::LockRequest(LockChain {
+                                entities: ids,
+                                position: 0,
+                                owner: Caller {
+                                    instance_id: instance_id.clone(),
+                                    execution: instance.execution,
+                                    request_id: id,
+                                },
+                            }),
+                        );
+                    }
+                }
+                ActionKind::UnlockEntities { entities } => {
+                    history.push(confirm(
+                        id,
+                        now_ms,
+                        EventKind::EntityUnlockSent {
+                            entities: entities.clone(),
+                        },
+                    ));
+                    let owner = Caller {
+                        instance_id: instance_id.clone(),
+                        execution: instance.execution,
+                        request_id: id,
+                    };
+                    for entity in std::mem::take(&mut instance.locks_held) {
+                        out.send(
+                            partition_of(entity.instance_id().as_str(), partition_count),
+                            Message::Unlock {
+                                entity,
+                                owner: owner.clone(),
+                            },
+                        );
+                    }
+                }
                 ActionKind::CompleteOrchestration {
                     status,
                     result,
@@ -757,6 +825,7 @@ impl PartitionState {
         if let Some((input, version, carryover)) = continue_as_new {
             let name = instance.meta.name.clone();
             let parent = instance.meta.parent.clone();
+            release_locks(instance_id, instance, partition_count, out);
             instance.execution = self.next_execution;
             self.next_execution += 1;
             instance.activities.clear();
@@ -824,6 +893,7 @@ impl PartitionState {
         instance.inbox.clear();
         instance.step = None;
         instance.activities.clear();
+        release_locks(instance_id, instance, partition_count, out);
         if let Some(parent) = &instance.meta.parent {
             let outcome = match status {
                 OrchestrationStatus::Completed => Ok(output),
@@ -980,7 +1050,61 @@ impl PartitionState {
                 operation,
                 caller,
             } => {
-                self.enqueue_operation(entity, QueuedOperation { operation, caller }, now_ms, fx);
+                let item = QueueItem::Operation(QueuedOperation { operation, caller });
+                self.enqueue(entity, item, now_ms, out, fx);
+            }
+            Message::LockRequest(chain) => {
+                if let Some(entity) = chain.entities.get(chain.position).cloned() {
+                    self.enqueue(entity, QueueItem::Lock(chain), now_ms, out, fx);
+                }
+            }
+            Message::LockGranted { owner, entities } => {
+                let waiting = self.instances.get_mut(&owner.instance_id).filter(|i| {
+                    i.execution == owner.execution
+                        && !i.meta.status.is_terminal()
+                        && i.lock_request
+                            .as_ref()
+                            .is_some_and(|(id, _)| *id == owner.request_id)
+                });
+                match waiting {
+                    Some(instance) => {
+                        instance.lock_request = None;
+                        instance.locks_held = entities;
+                        self.deliver(
+                            &owner.instance_id,
+                            EventKind::EntityLockGranted {
+                                request_id: owner.request_id,
+                            },
+                            now_ms,
+                            fx,
+                        );
+                    }
+                    // Its owner finished (or moved on) while the request
+                    // travelled: release the whole set at once.
+                    None => {
+                        for entity in entities {
+                            let destination =
+                                partition_of(entity.instance_id().as_str(), self.partition_count);
+                            out.send(
+                                destination,
+                                Message::Unlock {
+                                    entity,
+                                    owner: owner.clone(),
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            Message::Unlock { entity, owner } => {
+                let key = entity.instance_id();
+                if let Some(e) = self.entities.get_mut(&key)
+                    && e.lock.as_ref().is_some_and(|l| same_owner(l, &owner))
+                {
+                    e.lock = None;
+                }
+                self.try_issue_batch(&key, out, fx);
+                self.forget_if_empty(&key);
             }
             Message::EntityReply { caller, result } => {
                 // Only the generation that called gets the answer.
@@ -1015,13 +1139,14 @@ impl PartitionState {
         }
     }
 
-    /// Queues an operation on an entity (creating its queue) and hands out
-    /// a batch if none is out.
-    fn enqueue_operation(
+    /// Queues an operation or lock request on an entity (creating its
+    /// queue) and hands out work if it can.
+    fn enqueue(
         &mut self,
         entity: EntityId,
-        operation: QueuedOperation,
+        item: QueueItem,
         now_ms: u64,
+        out: &mut Outgoing,
         fx: &mut Effects,
     ) {
         let key = entity.instance_id();
@@ -1031,28 +1156,92 @@ impl PartitionState {
                 id: entity,
                 state: None,
                 queue: std::collections::VecDeque::new(),
+                lock: None,
                 batch: None,
                 last_modified_ms: now_ms,
             })
             .queue
-            .push_back(operation);
-        self.try_issue_batch(&key, fx);
+            .push_back(item);
+        self.try_issue_batch(&key, out, fx);
     }
 
-    /// Hands the queued operations of an entity to a worker as one batch,
-    /// unless a batch is already out: operations run one at a time, in
-    /// arrival order.
-    fn try_issue_batch(&mut self, key: &InstanceId, fx: &mut Effects) {
+    /// Moves an entity's queue forward unless a batch is out: grants a lock
+    /// request at the front (forwarding it along its chain), and hands the
+    /// worker one batch of the operations that may run now — the next ones
+    /// in arrival order, or, while the entity is locked, only its owner's.
+    fn try_issue_batch(&mut self, key: &InstanceId, out: &mut Outgoing, fx: &mut Effects) {
+        let partition_count = self.partition_count;
         let Some(entity) = self.entities.get_mut(key) else {
             return;
         };
-        if entity.batch.is_some() || entity.queue.is_empty() {
+        if entity.batch.is_some() {
+            return;
+        }
+        // Grant lock requests at the front while the entity is free.
+        while entity.lock.is_none() {
+            let Some(QueueItem::Lock(_)) = entity.queue.front() else {
+                break;
+            };
+            let Some(QueueItem::Lock(chain)) = entity.queue.pop_front() else {
+                break;
+            };
+            entity.lock = Some(chain.owner.clone());
+            let next = chain.position + 1;
+            if let Some(following) = chain.entities.get(next) {
+                out.send(
+                    partition_of(following.instance_id().as_str(), partition_count),
+                    Message::LockRequest(LockChain {
+                        position: next,
+                        ..chain
+                    }),
+                );
+            } else {
+                out.send(
+                    partition_of(chain.owner.instance_id.as_str(), partition_count),
+                    Message::LockGranted {
+                        owner: chain.owner,
+                        entities: chain.entities,
+                    },
+                );
+            }
+        }
+        let mut queued = Vec::new();
+        match &entity.lock {
+            // Locked: only the owner's calls run, wherever they wait.
+            Some(owner) => {
+                let mut index = 0;
+                while index < entity.queue.len() && queued.len() < ENTITY_BATCH_OPERATIONS_MAX {
+                    let owners = matches!(
+                        &entity.queue[index],
+                        QueueItem::Operation(QueuedOperation { caller: Some(c), .. })
+                            if same_owner(c, owner)
+                    );
+                    if owners {
+                        if let Some(QueueItem::Operation(op)) = entity.queue.remove(index) {
+                            queued.push(op);
+                        }
+                    } else {
+                        index += 1;
+                    }
+                }
+            }
+            // Free: operations in arrival order, up to the next lock request.
+            None => {
+                while queued.len() < ENTITY_BATCH_OPERATIONS_MAX {
+                    let Some(QueueItem::Operation(_)) = entity.queue.front() else {
+                        break;
+                    };
+                    if let Some(QueueItem::Operation(op)) = entity.queue.pop_front() {
+                        queued.push(op);
+                    }
+                }
+            }
+        }
+        if queued.is_empty() {
             return;
         }
         let seq = self.next_step_seq;
         self.next_step_seq += 1;
-        let take = entity.queue.len().min(ENTITY_BATCH_OPERATIONS_MAX);
-        let queued: Vec<QueuedOperation> = entity.queue.drain(..take).collect();
         let operations: Vec<EntityOperation> = queued.iter().map(|q| q.operation.clone()).collect();
         entity.batch = Some((seq, queued));
         fx.entity_batches.push(EntityBatchTask {
@@ -1065,11 +1254,9 @@ impl PartitionState {
 
     /// An entity with no state, nothing queued and nothing out is gone.
     fn forget_if_empty(&mut self, key: &InstanceId) {
-        if self
-            .entities
-            .get(key)
-            .is_some_and(|e| e.state.is_none() && e.queue.is_empty() && e.batch.is_none())
-        {
+        if self.entities.get(key).is_some_and(|e| {
+            e.state.is_none() && e.queue.is_empty() && e.batch.is_none() && e.lock.is_none()
+        }) {
             self.entities.remove(key);
         }
     }
@@ -1251,4 +1438,35 @@ impl Outgoing {
             message,
         });
     }
+}
+
+/// Locks belong to an orchestration execution, whichever action took them.
+fn same_owner(a: &Caller, b: &Caller) -> bool {
+    a.instance_id == b.instance_id && a.execution == b.execution
+}
+
+/// Sends `Unlock` for every entity an instance holds. A lock request still
+/// travelling is left alone: its grant will find the owner gone and
+/// release the whole set.
+fn release_locks(
+    instance_id: &InstanceId,
+    instance: &mut Instance,
+    partition_count: u32,
+    out: &mut Outgoing,
+) {
+    let owner = Caller {
+        instance_id: instance_id.clone(),
+        execution: instance.execution,
+        request_id: -1,
+    };
+    for entity in std::mem::take(&mut instance.locks_held) {
+        out.send(
+            partition_of(entity.instance_id().as_str(), partition_count),
+            Message::Unlock {
+                entity,
+                owner: owner.clone(),
+            },
+        );
+    }
+    instance.lock_request = None;
 }

@@ -120,7 +120,16 @@ fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
                 let counter = next_action.entry(step.instance_id.clone()).or_insert(0);
                 let mut actions = Vec::new();
                 for _ in 0..rng.below(3) {
-                    let kind = match rng.below(6) {
+                    let kind = match rng.below(8) {
+                        6 => ActionKind::LockEntities {
+                            entities: vec![
+                                format!("@e@k{}", rng.below(2)),
+                                format!("@e@k{}", 2 + rng.below(2)),
+                            ],
+                        },
+                        7 => ActionKind::UnlockEntities {
+                            entities: vec![format!("@e@k{}", rng.below(4))],
+                        },
                         4 => ActionKind::SignalEntity {
                             entity: format!("@e@k{}", rng.below(4)),
                             operation: "op".into(),

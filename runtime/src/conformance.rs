@@ -406,6 +406,9 @@ fn describe_event(event: &HistoryEvent) -> String {
         EventKind::EntityOperationFailed { request_id, .. } => {
             format!("EntityOperationFailed#{request_id}")
         }
+        EventKind::EntityLockRequested { .. } => format!("EntityLockRequested#{id}"),
+        EventKind::EntityLockGranted { request_id } => format!("EntityLockGranted#{request_id}"),
+        EventKind::EntityUnlockSent { .. } => format!("EntityUnlockSent#{id}"),
     }
 }
 

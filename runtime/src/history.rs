@@ -178,6 +178,21 @@ pub enum EventKind {
         /// Why.
         failure: FailureDetails,
     },
+    /// The orchestration asked to lock entities (confirms `LockEntities`).
+    EntityLockRequested {
+        /// The entities, as `@name@key`, sorted.
+        entities: Vec<String>,
+    },
+    /// Every entity of a lock request is locked for the orchestration.
+    EntityLockGranted {
+        /// The `event_id` of its `EntityLockRequested`.
+        request_id: i32,
+    },
+    /// The orchestration released locked entities (confirms `UnlockEntities`).
+    EntityUnlockSent {
+        /// The entities, as `@name@key`.
+        entities: Vec<String>,
+    },
     /// An external event arrived.
     EventRaised {
         /// Event name.
@@ -254,6 +269,19 @@ pub enum ActionKind {
         operation: String,
         /// Input (JSON).
         input: Option<String>,
+    },
+    /// Lock entities for this orchestration (a critical section): granted
+    /// as `EntityLockGranted` with `request_id` = this action's id. The
+    /// entities are locked one after the other in sorted order, so two
+    /// orchestrations locking overlapping sets cannot deadlock.
+    LockEntities {
+        /// The entities, as `@name@key`, sorted and without duplicates.
+        entities: Vec<String>,
+    },
+    /// Release entities this orchestration locked.
+    UnlockEntities {
+        /// The entities, as `@name@key`.
+        entities: Vec<String>,
     },
     /// Finish this execution: completed, failed, or continued as new.
     CompleteOrchestration {

@@ -83,6 +83,18 @@ pub(crate) struct ContextState {
     pub(crate) custom_status: Option<String>,
     /// Set by `continue_as_new`: the new input.
     pub(crate) continue_as_new: Option<Option<String>>,
+    /// The critical section: the lock requested (granted or not) and not
+    /// yet released.
+    lock: Option<HeldLock>,
+}
+
+/// A lock request of the orchestration that has not been released.
+#[derive(Debug)]
+struct HeldLock {
+    /// The `LockEntities` action id.
+    id: i32,
+    /// Whether `EntityLockGranted` has been processed.
+    granted: bool,
 }
 
 /// External event names match case-insensitively, as in Durable Task.
@@ -109,6 +121,7 @@ impl ContextState {
             arrivals: 0,
             custom_status: None,
             continue_as_new: None,
+            lock: None,
         }
     }
 
@@ -146,6 +159,17 @@ impl ContextState {
         }
         slot.outcome = Some(outcome);
         slot.waker.take()
+    }
+
+    /// Processes `EntityLockGranted` for lock request `id`: the lock is
+    /// held from now on (even if its [`LockTask`] was dropped); returns the
+    /// waker to wake. A grant for another id is a stray event and ignored.
+    pub(crate) fn grant_lock(&mut self, id: i32) -> Option<Waker> {
+        match &mut self.lock {
+            Some(lock) if lock.id == id && !lock.granted => lock.granted = true,
+            _ => return None,
+        }
+        self.complete_task(id, Ok(None))
     }
 
     /// Delivers an `EventRaised` to the oldest waiter for its name, or
@@ -676,6 +700,260 @@ impl OrchestrationContext {
             },
             decode,
         )
+    }
+}
+
+impl OrchestrationContext {
+    /// Enters a critical section: locks `entities` for this orchestration.
+    ///
+    /// The ids are sorted and deduplicated (by their `@name@key` form, the
+    /// global order that keeps two orchestrations locking overlapping sets
+    /// from deadlocking) and issued at once as a `LockEntities` action,
+    /// which history confirms with `EntityLockRequested` (the entity list
+    /// must match, else the replay fails with `NonDeterminismError`). The
+    /// task resolves to a [`LockGuard`] once the executor processes the
+    /// backend's `EntityLockGranted`; like other tasks it works with
+    /// `join_all` and `select`.
+    ///
+    /// While the locks are held, the backend runs only this orchestration's
+    /// operations on those entities: [`call_entity`](Self::call_entity)
+    /// works unchanged, everyone else's operations wait.
+    ///
+    /// The task resolves at once (issuing nothing) to
+    /// [`OrchestrationError::EntityLock`] if `entities` is empty, or if
+    /// this orchestration already has a lock request that it has not
+    /// released: critical sections do not nest. That includes a request
+    /// whose task was dropped before it was granted (e.g. the losing side
+    /// of a `select`): the backend still grants it, and the entities stay
+    /// locked, with no guard to release them, until the execution ends.
+    pub fn lock_entities(&self, entities: &[EntityId]) -> LockTask {
+        let mut names: Vec<String> = entities.iter().map(ToString::to_string).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut state = self.shared.lock();
+        if names.is_empty() {
+            return LockTask::ready(Err(OrchestrationError::EntityLock(
+                "lock_entities needs at least one entity".to_owned(),
+            )));
+        }
+        if let Some(held) = &state.lock {
+            return LockTask::ready(Err(OrchestrationError::EntityLock(format!(
+                "critical sections do not nest: the lock requested as action {} is not \
+                 released",
+                held.id
+            ))));
+        }
+        let kind = ActionKind::LockEntities {
+            entities: names.clone(),
+        };
+        let id = state.issue(kind, true);
+        state.lock = Some(HeldLock { id, granted: false });
+        drop(state);
+        LockTask {
+            state: LockTaskState::Waiting {
+                shared: self.shared.clone(),
+                id,
+                entities: names,
+            },
+        }
+    }
+
+    /// Leaves the critical section of `guard`: issues an `UnlockEntities`
+    /// action for its entities (confirmed by `EntityUnlockSent`) and lets
+    /// this orchestration lock again. There is no future to await: the
+    /// backend releases the entities in order with this orchestration's
+    /// earlier operations on them.
+    ///
+    /// Releasing a guard a second time does nothing, and so does releasing
+    /// a guard of another execution. A guard dropped without being released
+    /// does nothing either: the entities stay locked until the execution
+    /// ends (completes, fails, continues as new or is terminated), when the
+    /// backend releases every lock it holds.
+    pub fn unlock(&self, guard: &mut LockGuard) {
+        if guard.released {
+            return;
+        }
+        guard.released = true;
+        if !Arc::ptr_eq(&self.shared, &guard.shared) {
+            return;
+        }
+        let mut state = self.shared.lock();
+        if state.lock.as_ref().is_none_or(|held| held.id != guard.id) {
+            return;
+        }
+        state.lock = None;
+        let kind = ActionKind::UnlockEntities {
+            entities: guard.entities.clone(),
+        };
+        state.issue(kind, false);
+    }
+
+    /// Whether this orchestration is in a critical section: it holds
+    /// granted entity locks that it has not released.
+    pub fn is_in_critical_section(&self) -> bool {
+        self.shared
+            .lock()
+            .lock
+            .as_ref()
+            .is_some_and(|held| held.granted)
+    }
+}
+
+/// The entities an orchestration holds locked (a critical section), from
+/// [`OrchestrationContext::lock_entities`]. Release it with
+/// [`OrchestrationContext::unlock`] or [`LockGuard::release`]; dropping it
+/// does not release anything (the backend releases all locks when the
+/// execution ends).
+#[must_use = "dropping a lock guard does not release the locks; call unlock"]
+pub struct LockGuard {
+    shared: Shared,
+    id: i32,
+    entities: Vec<String>,
+    released: bool,
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("action_id", &self.id)
+            .field("entities", &self.entities)
+            .field("released", &self.released)
+            .finish()
+    }
+}
+
+impl LockGuard {
+    /// The locked entities, as `@name@key`, sorted and without duplicates.
+    pub fn entities(&self) -> &[String] {
+        &self.entities
+    }
+
+    /// The id of the `LockEntities` action that took the locks.
+    pub fn action_id(&self) -> i32 {
+        self.id
+    }
+
+    /// Whether the guard was released.
+    pub fn is_released(&self) -> bool {
+        self.released
+    }
+
+    /// Same as [`OrchestrationContext::unlock`]`(self)`.
+    pub fn release(&mut self, ctx: &OrchestrationContext) {
+        ctx.unlock(self);
+    }
+}
+
+enum LockTaskState {
+    Ready(Option<Result<LockGuard, OrchestrationError>>),
+    Waiting {
+        shared: Shared,
+        id: i32,
+        entities: Vec<String>,
+    },
+    Done,
+}
+
+/// A lock request from [`OrchestrationContext::lock_entities`]: resolves to
+/// a [`LockGuard`] once the executor processes the request's
+/// `EntityLockGranted`. `Unpin`, `Send`, and fused, like [`Task`].
+#[must_use = "a lock request does nothing observable unless awaited"]
+pub struct LockTask {
+    state: LockTaskState,
+}
+
+impl fmt::Debug for LockTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.state {
+            LockTaskState::Ready(_) => f.write_str("LockTask(ready)"),
+            LockTaskState::Waiting { id, entities, .. } => {
+                write!(f, "LockTask(action {id}, {entities:?})")
+            }
+            LockTaskState::Done => f.write_str("LockTask(done)"),
+        }
+    }
+}
+
+impl LockTask {
+    fn ready(result: Result<LockGuard, OrchestrationError>) -> LockTask {
+        LockTask {
+            state: LockTaskState::Ready(Some(result)),
+        }
+    }
+
+    /// The id of the `LockEntities` action (`None` if the request was
+    /// refused before issuing anything).
+    pub fn action_id(&self) -> Option<i32> {
+        match &self.state {
+            LockTaskState::Waiting { id, .. } => Some(*id),
+            LockTaskState::Ready(_) | LockTaskState::Done => None,
+        }
+    }
+}
+
+impl Future for LockTask {
+    type Output = Result<LockGuard, OrchestrationError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let outcome = match &mut this.state {
+            LockTaskState::Ready(result) => {
+                let result = result.take();
+                this.state = LockTaskState::Done;
+                return match result {
+                    Some(result) => Poll::Ready(result),
+                    None => Poll::Pending,
+                };
+            }
+            LockTaskState::Done => return Poll::Pending,
+            LockTaskState::Waiting { shared, id, .. } => {
+                let mut state = shared.lock();
+                let Some(slot) = state.slots.get_mut(id) else {
+                    return Poll::Pending;
+                };
+                match slot.outcome.take() {
+                    Some(outcome) => {
+                        state.slots.remove(id);
+                        outcome
+                    }
+                    None => {
+                        slot.waker = Some(cx.waker().clone());
+                        return Poll::Pending;
+                    }
+                }
+            }
+        };
+        let LockTaskState::Waiting {
+            shared,
+            id,
+            entities,
+        } = std::mem::replace(&mut this.state, LockTaskState::Done)
+        else {
+            return Poll::Pending;
+        };
+        Poll::Ready(match outcome {
+            Ok(_) => Ok(LockGuard {
+                shared,
+                id,
+                entities,
+                released: false,
+            }),
+            Err(details) => Err(OrchestrationError::EntityLock(details.message)),
+        })
+    }
+}
+
+impl FusedFuture for LockTask {
+    fn is_terminated(&self) -> bool {
+        matches!(self.state, LockTaskState::Done)
+    }
+}
+
+impl Drop for LockTask {
+    fn drop(&mut self) {
+        if let LockTaskState::Waiting { shared, id, .. } = &self.state {
+            shared.lock().slots.remove(id);
+        }
     }
 }
 

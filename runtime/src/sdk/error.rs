@@ -6,6 +6,10 @@ use crate::types::FailureDetails;
 /// `error_type` of failures caused by JSON (de)serialization.
 pub(crate) const SERIALIZATION_ERROR: &str = "SerializationError";
 
+/// `error_type` of an [`OrchestrationError::EntityLock`] that escapes its
+/// orchestration (non-retriable: the code is at fault).
+pub const ENTITY_LOCK_ERROR: &str = "EntityLockError";
+
 /// An error inside an orchestration: an awaited activity,
 /// sub-orchestration or entity call failed, a payload could not be (de)serialized, or the
 /// orchestration's own failure.
@@ -47,6 +51,11 @@ pub enum OrchestrationError {
         /// keep the error small).
         details: Box<FailureDetails>,
     },
+    /// [`lock_entities`](super::OrchestrationContext::lock_entities) was
+    /// misused: no entities, or a lock while this orchestration already
+    /// has one (critical sections do not nest).
+    #[error("entity lock: {0}")]
+    EntityLock(String),
     /// A payload could not be serialized to or deserialized from JSON.
     #[error("serialization: {0}")]
     Serialization(String),
@@ -65,7 +74,8 @@ impl OrchestrationError {
     /// its orchestration: `ActivityFailed` / `SubOrchestrationFailed` /
     /// `EntityOperationFailed` (for [`EntityFailed`](Self::EntityFailed))
     /// wrap the underlying failure as `inner`; `Serialization` becomes
-    /// `SerializationError`; `Failed` is passed through unchanged.
+    /// `SerializationError`; `EntityLock` becomes a non-retriable
+    /// [`ENTITY_LOCK_ERROR`]; `Failed` is passed through unchanged.
     pub fn to_failure_details(&self) -> FailureDetails {
         match self {
             OrchestrationError::ActivityFailed { details, .. } => FailureDetails {
@@ -89,6 +99,10 @@ impl OrchestrationError {
                 inner: Some(details.clone()),
                 is_non_retriable: false,
             },
+            OrchestrationError::EntityLock(message) => FailureDetails {
+                is_non_retriable: true,
+                ..FailureDetails::new(ENTITY_LOCK_ERROR, message.clone())
+            },
             OrchestrationError::Serialization(message) => {
                 FailureDetails::new(SERIALIZATION_ERROR, message.clone())
             }
@@ -97,14 +111,15 @@ impl OrchestrationError {
     }
 
     /// The failure reported by the activity, sub-orchestration or entity, or the
-    /// orchestration's own failure; `None` for a serialization error.
+    /// orchestration's own failure; `None` for a serialization or entity
+    /// lock error.
     pub fn details(&self) -> Option<&FailureDetails> {
         match self {
             OrchestrationError::ActivityFailed { details, .. }
             | OrchestrationError::SubOrchestrationFailed { details, .. }
             | OrchestrationError::EntityFailed { details, .. } => Some(details),
             OrchestrationError::Failed(details) => Some(details),
-            OrchestrationError::Serialization(_) => None,
+            OrchestrationError::Serialization(_) | OrchestrationError::EntityLock(_) => None,
         }
     }
 }

@@ -6,9 +6,11 @@
 //! waker) it polls the orchestration future until it stops making
 //! progress. Actions the code issues are pending until their confirming
 //! event (`TaskScheduled`, `TimerCreated`, `SubOrchestrationInstanceCreated`,
-//! `EventSent`, whose `event_id` is the action id) is processed; a
-//! confirming event with no matching pending action, or one that matches
-//! a different kind or name, is non-determinism, and so is an action
+//! `EventSent`, `EntityOperationSignaled`, `EntityOperationCalled`,
+//! `EntityLockRequested`, `EntityUnlockSent`, whose `event_id` is the
+//! action id) is processed; a confirming event with no matching pending
+//! action, or one that matches a different kind, name, entity or entity
+//! list, is non-determinism, and so is an action
 //! issued while replaying (or in an earlier step) that history never
 //! confirms. The step's new actions are the ones issued in this step while
 //! processing new events.
@@ -211,6 +213,8 @@ struct Identity<'a> {
     kind: &'static str,
     name: &'a str,
     entity: Option<&'a str>,
+    /// For lock and unlock actions: the entities, as `@name@key`.
+    entities: Option<&'a [String]>,
 }
 
 impl<'a> Identity<'a> {
@@ -219,6 +223,16 @@ impl<'a> Identity<'a> {
             kind,
             name,
             entity: None,
+            entities: None,
+        }
+    }
+
+    fn entities(kind: &'static str, entities: &'a [String]) -> Identity<'a> {
+        Identity {
+            kind,
+            name: "",
+            entity: None,
+            entities: Some(entities),
         }
     }
 
@@ -227,6 +241,7 @@ impl<'a> Identity<'a> {
             kind,
             name: operation,
             entity: Some(entity),
+            entities: None,
         }
     }
 }
@@ -239,6 +254,9 @@ impl fmt::Display for Identity<'_> {
         }
         if let Some(entity) = self.entity {
             write!(f, " on entity {entity:?}")?;
+        }
+        if let Some(entities) = self.entities {
+            write!(f, " on entities {entities:?}")?;
         }
         Ok(())
     }
@@ -259,6 +277,12 @@ fn confirmed_action(kind: &EventKind) -> Option<Identity<'_>> {
         EventKind::EntityOperationCalled {
             entity, operation, ..
         } => Some(Identity::entity("CallEntity", entity, operation)),
+        EventKind::EntityLockRequested { entities } => {
+            Some(Identity::entities("LockEntities", entities))
+        }
+        EventKind::EntityUnlockSent { entities } => {
+            Some(Identity::entities("UnlockEntities", entities))
+        }
         _ => None,
     }
 }
@@ -278,6 +302,8 @@ fn action_identity(kind: &ActionKind) -> Identity<'_> {
         ActionKind::CallEntity {
             entity, operation, ..
         } => Identity::entity("CallEntity", entity, operation),
+        ActionKind::LockEntities { entities } => Identity::entities("LockEntities", entities),
+        ActionKind::UnlockEntities { entities } => Identity::entities("UnlockEntities", entities),
         ActionKind::CompleteOrchestration { .. } => Identity::new("CompleteOrchestration", ""),
     }
 }
@@ -399,7 +425,9 @@ impl OrchestrationExecutor {
             | EventKind::SubOrchestrationInstanceCreated { .. }
             | EventKind::EventSent { .. }
             | EventKind::EntityOperationSignaled { .. }
-            | EventKind::EntityOperationCalled { .. } => {
+            | EventKind::EntityOperationCalled { .. }
+            | EventKind::EntityLockRequested { .. }
+            | EventKind::EntityUnlockSent { .. } => {
                 self.confirm(event);
                 return;
             }
@@ -427,6 +455,12 @@ impl OrchestrationExecutor {
                 failure,
             } => self.complete_task(*request_id, Err(failure.clone())),
             EventKind::TimerFired { timer_id, .. } => self.complete_task(*timer_id, Ok(None)),
+            EventKind::EntityLockGranted { request_id } => {
+                let waker = self.run.shared.lock().grant_lock(*request_id);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
             EventKind::EventRaised { name, .. } => {
                 let waker = self.run.shared.lock().deliver_event(name, event);
                 if let Some(waker) = waker {

@@ -6,10 +6,11 @@
 //!   text in and out) or typed (serde values in and out).
 //! - [`OrchestrationContext`] is the orchestration's handle on the durable
 //!   world: activities, timers, external events, sub-orchestrations,
-//!   entity signals and calls, continue-as-new, custom status,
-//!   deterministic time and GUIDs. Every
+//!   entity signals and calls, critical sections over entities
+//!   ([`OrchestrationContext::lock_entities`]), continue-as-new, custom
+//!   status, deterministic time and GUIDs. Every
 //!   call that schedules something returns a future ([`Task`], [`Timer`],
-//!   [`ExternalEvent`]) that resolves only once the executor has processed
+//!   [`ExternalEvent`], [`LockTask`]) that resolves only once the executor has processed
 //!   the history event that completes it, so `join_all`, `select` and
 //!   `select_all` are deterministic under replay.
 //! - [`OrchestrationExecutor`] owns the replay of one instance: it turns
@@ -35,6 +36,20 @@
 //! with `"EntityOperationFailed"`. Entity signals are one-way: their
 //! failures are never reported to the orchestration.
 //!
+//! # Critical sections
+//!
+//! [`OrchestrationContext::lock_entities`] locks a set of entities (sorted
+//! and deduplicated, so overlapping sets never deadlock) and resolves to a
+//! [`LockGuard`] once history records the grant; calls from the holder
+//! run, everyone else's operations on those entities wait.
+//! [`OrchestrationContext::unlock`] (or [`LockGuard::release`]) releases
+//! them; releasing twice is a no-op, and a guard dropped unreleased keeps
+//! its locks until the execution ends, when the backend releases them.
+//! Locking nothing, or locking again before releasing (critical sections
+//! do not nest), fails the lock task with
+//! [`OrchestrationError::EntityLock`], which fails an instance it escapes
+//! with the non-retriable [`ENTITY_LOCK_ERROR`].
+//!
 //! # Failure types produced by the executor
 //!
 //! | `error_type` | when |
@@ -43,6 +58,7 @@
 //! | `OrchestrationNotFound` | no orchestration of that name is registered |
 //! | `Panic` | the orchestration function panicked |
 //! | `SerializationError` | a typed input or output could not be (de)serialized |
+//! | `EntityLockError` | a misused `lock_entities` escaped the orchestration |
 //! | `InvalidHistory` | the history has no `ExecutionStarted` |
 //!
 //! # Failure types of entity operations
@@ -66,9 +82,11 @@ mod error;
 mod executor;
 mod registry;
 
-pub use context::{ExternalEvent, OrchestrationContext, RetryPolicy, Task, Timer};
+pub use context::{
+    ExternalEvent, LockGuard, LockTask, OrchestrationContext, RetryPolicy, Task, Timer,
+};
 pub use entity::{ENTITY_NOT_FOUND, EntityContext, EntityError, UNKNOWN_OPERATION};
-pub use error::OrchestrationError;
+pub use error::{ENTITY_LOCK_ERROR, OrchestrationError};
 pub use executor::OrchestrationExecutor;
 pub use registry::{
     ActivityContext, ActivityError, FunctionKind, Registry, RegistryBuilder, RegistryError,
