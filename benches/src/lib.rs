@@ -6,11 +6,14 @@
 //!
 //! - [`group_commit`]: many producers appending small records to one
 //!   partition log, with group commit against the per-record baselines.
+//! - [`bank`]: transfers between accounts on different partitions inside
+//!   critical sections.
 //! - [`checkout`]: the checkout workload's registry and request generator
 //!   (orchestrations calling `Stock` entities, then a receipt activity).
 //! - [`workloads`]: whole orchestration workloads (`hello5`, `sequence`) on
 //!   the real engine with the in-process SDK worker.
 
+pub mod bank;
 pub mod checkout;
 pub mod group_commit;
 pub mod workloads;

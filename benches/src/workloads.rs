@@ -274,6 +274,104 @@ async fn measure(
     Ok((outcome, outputs))
 }
 
+/// What `bank` verified after its run.
+#[derive(Clone, Debug, Serialize)]
+pub struct BankCheck {
+    /// Transfers that moved money (the others found too little).
+    pub moved: u64,
+    /// Total balance before.
+    pub total_before: i64,
+    /// Total balance after (must equal `total_before`).
+    pub total_after: i64,
+}
+
+/// `bank`: `transfers` transfers between `accounts` accounts (each starting
+/// with `initial_balance`) pinned to different partitions, each locking
+/// both accounts, all started at once; then checks that the total balance
+/// is unchanged and no balance is negative (an error if not).
+pub async fn bank(
+    config: &WorkloadConfig,
+    transfers: u64,
+    accounts: u64,
+    initial_balance: i64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(WorkloadOutcome, BankCheck), WorkloadError> {
+    use crate::bank::{self, Transfers};
+    use basalt_runtime::EntityOperation;
+
+    let running = start(config, bank::registry()?).await?;
+    let entity = |i: u64| bank::account_entity(&bank::account(i, config.partitions));
+    for i in 0..accounts {
+        let set = EntityOperation {
+            name: "set".into(),
+            input: Some(initial_balance.to_string()),
+        };
+        running
+            .backend
+            .signal_entity(&entity(i)?, set, None)
+            .await?;
+    }
+    for i in 0..accounts {
+        let id = entity(i)?;
+        let mut tries = 0;
+        while running.backend.get_entity(&id).await?.is_none() {
+            tries += 1;
+            if tries > 10_000 {
+                return Err(WorkloadError::Backend(basalt_runtime::Error::Timeout(
+                    10_000,
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let mut generator = Transfers::new(11, accounts, config.partitions);
+    let inputs: Vec<String> = (0..transfers)
+        .map(|_| serde_json::to_string(&generator.next_transfer()).unwrap_or_default())
+        .collect();
+    let (outcome, outputs) = measure(
+        &running,
+        bank::TRANSFER,
+        transfers,
+        |i| inputs[i as usize].clone(),
+        progress,
+    )
+    .await?;
+    let moved = outputs
+        .iter()
+        .filter(|o| o.as_deref() == Some("true"))
+        .count() as u64;
+    let mut total_after = 0;
+    for i in 0..accounts {
+        let balance: i64 = running
+            .backend
+            .get_entity(&entity(i)?)
+            .await?
+            .and_then(|s| s.state)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| WorkloadError::Invariant(format!("account {i} has no balance")))?;
+        if balance < 0 {
+            return Err(WorkloadError::Invariant(format!(
+                "account {i} went negative: {balance}"
+            )));
+        }
+        total_after += balance;
+    }
+    let check = BankCheck {
+        moved,
+        total_before: initial_balance * accounts as i64,
+        total_after,
+    };
+    if check.total_after != check.total_before {
+        return Err(WorkloadError::Invariant(format!(
+            "total balance changed from {} to {}",
+            check.total_before, check.total_after
+        )));
+    }
+    running.worker.shutdown().await;
+    running.engine.shutdown().await;
+    Ok((outcome, check))
+}
+
 /// What `checkout` verified after its run.
 #[derive(Clone, Debug, Serialize)]
 pub struct CheckoutCheck {

@@ -40,6 +40,32 @@ pub enum BenchCommand {
     /// Checkouts: each reserves 2 items on `Stock` entities (fan-out,
     /// fan-in) and then runs a receipt activity; stock is checked after.
     Checkout(CheckoutArgs),
+    /// Transfers between accounts on different partitions, each locking
+    /// both accounts in a critical section; the total balance is checked.
+    Bank(BankArgs),
+}
+
+/// Options of `basalt bench bank`.
+#[derive(Debug, Args)]
+pub struct BankArgs {
+    /// Transfers to start at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub transfers: u64,
+    /// Accounts.
+    #[arg(long, default_value_t = 1_000)]
+    pub accounts: u64,
+    /// Initial balance of every account.
+    #[arg(long, default_value_t = 1_000)]
+    pub balance: i64,
+    /// Partitions of the task hub.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: u32,
+    /// Parent folder of the temporary task hub.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `basalt bench checkout`.

@@ -13,5 +13,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Hello5(args) => workloads::hello5(&args).await,
         BenchCommand::Sequence(args) => workloads::sequence(&args).await,
         BenchCommand::Checkout(args) => workloads::checkout(&args).await,
+        BenchCommand::Bank(args) => workloads::bank(&args).await,
     }
 }

@@ -5,7 +5,7 @@ use basalt_benches::workloads::{self, HubStore, WorkloadConfig, WorkloadOutcome}
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::cli::{CheckoutArgs, Hello5Args, SequenceArgs};
+use crate::cli::{BankArgs, CheckoutArgs, Hello5Args, SequenceArgs};
 
 #[derive(Serialize)]
 struct Row {
@@ -143,6 +143,45 @@ pub async fn checkout(args: &CheckoutArgs) -> anyhow::Result<()> {
                 check.refused_lines
             );
         }
+    }
+    Ok(())
+}
+
+/// Runs `basalt bench bank`.
+pub async fn bank(args: &BankArgs) -> anyhow::Result<()> {
+    let config = WorkloadConfig {
+        partitions: args.partitions,
+        dir: args.dir.clone(),
+        ..WorkloadConfig::default()
+    };
+    let label = "local fsync, group commit";
+    let bar = progress_bar(args.transfers, label);
+    let (outcome, check) = workloads::bank(
+        &config,
+        args.transfers,
+        args.accounts,
+        args.balance,
+        &|done| bar.set_position(done),
+    )
+    .await?;
+    bar.finish_and_clear();
+    let rows = vec![Row {
+        run: label.into(),
+        outcome,
+    }];
+    report(
+        &format!(
+            "bank: transfers between {} accounts on different partitions, each locking both (critical section); {} partitions",
+            args.accounts, args.partitions
+        ),
+        &rows,
+        args.json,
+    )?;
+    if !args.json {
+        println!(
+            "\ntotal balance conserved: {} before, {} after; {} transfers moved money",
+            check.total_before, check.total_after, check.moved
+        );
     }
     Ok(())
 }
