@@ -3,6 +3,7 @@
 //! The library holds what both a test and its child processes need; the
 //! binaries in `src/bin` are the children that tests kill with SIGKILL.
 
+pub mod bank_crash;
 pub mod checkout_crash;
 pub mod crash_log;
 pub mod hello5;
@@ -57,7 +58,20 @@ pub fn run_child(
             child.wait().expect("wait");
         }
         None => {
-            let status = child.wait().expect("wait");
+            // A child that never finishes (e.g. work stuck behind a lost
+            // lock) fails the test instead of hanging it.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            let status = loop {
+                if let Some(status) = child.try_wait().expect("wait") {
+                    break status;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{program} {args:?} did not finish within 120 s");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            };
             assert!(status.success(), "{program} {args:?} failed: {status}");
         }
     }
