@@ -607,14 +607,10 @@ impl Backend for Engine {
     ) -> Result<(), Error> {
         check_name("operation name", &operation.name)?;
         self.check_payload("operation input", &operation.input)?;
-        if scheduled_start_ms.is_some_and(|at| at > now_ms()) {
-            return Err(Error::InvalidInput(
-                "scheduled (delayed) entity signals are not supported yet".into(),
-            ));
-        }
         let event = Event::SignalEntity {
             entity: entity.clone(),
             operation,
+            scheduled_ms: scheduled_start_ms,
             now_ms: now_ms(),
         };
         reply_done(self.submit_for(&entity.instance_id(), event).await?)

@@ -257,11 +257,6 @@ async fn entities_are_queried_by_name_and_key_prefix_page_by_page() {
         .await
         .expect("query");
     assert_eq!(prefixed.entities.len(), 1);
-    let err = engine
-        .signal_entity(&ids[0], op("later", "1"), Some(u64::MAX))
-        .await
-        .expect_err("delayed signals are refused for now");
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
     engine.shutdown().await;
 }
 
@@ -728,4 +723,37 @@ mod critical_sections {
         let _ = first_id;
         engine.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn a_delayed_signal_waits_for_its_time_even_across_a_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let entity = EntityId::new("Reminder", "r").expect("id");
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    };
+    let due = now() + 400;
+    {
+        let engine = Engine::open(Storage::local(dir.path()).expect("storage"), options())
+            .await
+            .expect("open");
+        engine
+            .signal_entity(&entity, op("ring", "1"), Some(due))
+            .await
+            .expect("scheduled signal");
+        nothing_offered(&engine).await;
+        engine.shutdown().await;
+    }
+    let engine = Engine::open(Storage::local(dir.path()).expect("storage"), options())
+        .await
+        .expect("reopen");
+    let batch = tokio::time::timeout(Duration::from_secs(10), engine.next_entity_work_item())
+        .await
+        .expect("the signal is delivered after the restart")
+        .expect("batch");
+    assert!(now() >= due, "delivered before its time");
+    assert_eq!(batch.operations, vec![op("ring", "1")]);
+    engine.shutdown().await;
 }

@@ -109,12 +109,14 @@ pub enum Event {
         /// When they arrived.
         now_ms: u64,
     },
-    /// A client signals an entity (one-way).
+    /// A client signals an entity (one-way), now or at a scheduled time.
     SignalEntity {
         /// The entity.
         entity: EntityId,
         /// The operation.
         operation: EntityOperation,
+        /// Not before this time (ms since the Unix epoch), if given.
+        scheduled_ms: Option<u64>,
         /// When the request arrived.
         now_ms: u64,
     },
@@ -147,6 +149,10 @@ pub enum Event {
 
 /// Timer id of the timer that starts an instance with a scheduled start.
 pub const START_TIMER_ID: i32 = -1;
+
+/// Timer id of the timer that delivers a delayed entity signal (its
+/// `execution` field numbers the signal within the partition).
+pub const SIGNAL_TIMER_ID: i32 = -2;
 
 /// Client controls of an instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{
     ActivityTask, Caller, ControlOp, Effects, EntityBatchTask, Envelope, Event, LockChain, Message,
-    Position, QueueItem, QueuedOperation, Reply, START_TIMER_ID, StepTask, TimerTask,
+    Position, QueueItem, QueuedOperation, Reply, SIGNAL_TIMER_ID, START_TIMER_ID, StepTask,
+    TimerTask,
 };
 use crate::routing::partition_of;
 
@@ -59,6 +60,8 @@ pub struct Entity {
     /// The orchestration execution holding this entity's lock, if any: only
     /// its calls run until it unlocks.
     pub lock: Option<Caller>,
+    /// Signals scheduled for later, each with the timer that delivers it.
+    pub delayed: BTreeMap<TimerTask, EntityOperation>,
     /// The batch handed to a worker, if any: (seq, its operations).
     pub batch: Option<(u64, Vec<QueuedOperation>)>,
     /// When its state last changed.
@@ -286,10 +289,33 @@ impl PartitionState {
                     execution,
                     timer_id,
                 };
-                let armed = self
-                    .instances
-                    .get_mut(&instance_id)
-                    .is_some_and(|i| i.timers.remove(&key));
+                let due_signal = (timer_id == SIGNAL_TIMER_ID)
+                    .then(|| {
+                        self.entities.get_mut(&instance_id).and_then(|e| {
+                            e.delayed
+                                .remove(&key)
+                                .map(|operation| (e.id.clone(), operation))
+                        })
+                    })
+                    .flatten();
+                if let Some((entity, operation)) = due_signal {
+                    let queued = QueuedOperation {
+                        operation,
+                        caller: None,
+                    };
+                    self.enqueue(
+                        entity,
+                        QueueItem::Operation(queued),
+                        now_ms,
+                        &mut out,
+                        &mut fx,
+                    );
+                }
+                let armed = timer_id != SIGNAL_TIMER_ID
+                    && self
+                        .instances
+                        .get_mut(&instance_id)
+                        .is_some_and(|i| i.timers.remove(&key));
                 if armed {
                     if timer_id == START_TIMER_ID {
                         if let Some(instance) = self.instances.get_mut(&instance_id) {
@@ -330,7 +356,28 @@ impl PartitionState {
             Event::SignalEntity {
                 entity,
                 operation,
+                scheduled_ms: Some(at),
                 now_ms,
+            } if at > now_ms => {
+                // Kept with the entity until its timer fires.
+                let timer = TimerTask {
+                    fire_at_ms: at,
+                    instance_id: entity.instance_id(),
+                    execution: self.next_execution,
+                    timer_id: SIGNAL_TIMER_ID,
+                };
+                self.next_execution += 1;
+                self.entity_mut(entity, now_ms)
+                    .delayed
+                    .insert(timer.clone(), operation);
+                fx.timers.push(timer);
+                fx.reply = Some(Reply::Done);
+            }
+            Event::SignalEntity {
+                entity,
+                operation,
+                now_ms,
+                ..
             } => {
                 let queued = QueuedOperation {
                     operation,
@@ -1150,19 +1197,23 @@ impl PartitionState {
         fx: &mut Effects,
     ) {
         let key = entity.instance_id();
+        self.entity_mut(entity, now_ms).queue.push_back(item);
+        self.try_issue_batch(&key, out, fx);
+    }
+
+    /// An entity's record, created (without state) if it has none.
+    fn entity_mut(&mut self, entity: EntityId, now_ms: u64) -> &mut Entity {
         self.entities
-            .entry(key.clone())
+            .entry(entity.instance_id())
             .or_insert_with(|| Entity {
                 id: entity,
                 state: None,
                 queue: std::collections::VecDeque::new(),
                 lock: None,
+                delayed: BTreeMap::new(),
                 batch: None,
                 last_modified_ms: now_ms,
             })
-            .queue
-            .push_back(item);
-        self.try_issue_batch(&key, out, fx);
     }
 
     /// Moves an entity's queue forward unless a batch is out: grants a lock
@@ -1255,7 +1306,11 @@ impl PartitionState {
     /// An entity with no state, nothing queued and nothing out is gone.
     fn forget_if_empty(&mut self, key: &InstanceId) {
         if self.entities.get(key).is_some_and(|e| {
-            e.state.is_none() && e.queue.is_empty() && e.batch.is_none() && e.lock.is_none()
+            e.state.is_none()
+                && e.queue.is_empty()
+                && e.batch.is_none()
+                && e.lock.is_none()
+                && e.delayed.is_empty()
         }) {
             self.entities.remove(key);
         }
@@ -1342,6 +1397,11 @@ impl PartitionState {
             .instances
             .values()
             .flat_map(|i| i.timers.iter().cloned())
+            .chain(
+                self.entities
+                    .values()
+                    .flat_map(|e| e.delayed.keys().cloned()),
+            )
             .collect();
         fx.messages = self.outbox.values().cloned().collect();
         // Acks may have been lost with the process: send them again.

@@ -62,6 +62,7 @@ fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
                     name: "op".into(),
                     input: Some(rng.below(9).to_string()),
                 },
+                scheduled_ms: (rng.below(4) == 0).then_some(now + 50),
                 now_ms: now,
             },
             13 if !batches.is_empty() => {

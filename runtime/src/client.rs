@@ -302,6 +302,26 @@ impl Client {
         Ok(self.backend.signal_entity(entity, operation, None).await?)
     }
 
+    /// Queues an operation on an entity to run at (not before) `at_ms`
+    /// (ms since the Unix epoch). The signal is durable like any other and
+    /// survives restarts.
+    pub async fn signal_entity_at<I: Serialize + ?Sized>(
+        &self,
+        entity: &EntityId,
+        operation: &str,
+        input: &I,
+        at_ms: u64,
+    ) -> ClientResult<()> {
+        let operation = EntityOperation {
+            name: operation.to_owned(),
+            input: to_json(input)?,
+        };
+        Ok(self
+            .backend
+            .signal_entity(entity, operation, Some(at_ms))
+            .await?)
+    }
+
     /// An entity's state and bookkeeping, or `None` if it has no state.
     pub async fn get_entity(&self, entity: &EntityId) -> ClientResult<Option<EntityState>> {
         Ok(self.backend.get_entity(entity).await?)
