@@ -805,32 +805,34 @@ impl Engine {
 
     fn step_token(&self, token: &CompletionToken) -> Result<StepToken, Error> {
         let parsed = StepToken::parse(token)?;
-        if parsed.incarnation != self.inner.shared.incarnation
-            || parsed.partition >= self.partition_count()
-        {
-            return Err(Error::StaleToken(token.0.clone()));
-        }
+        self.current(token, parsed.partition, parsed.incarnation)?;
         Ok(parsed)
     }
 
     fn entity_token(&self, token: &CompletionToken) -> Result<EntityToken, Error> {
         let parsed = EntityToken::parse(token)?;
-        if parsed.incarnation != self.inner.shared.incarnation
-            || parsed.partition >= self.partition_count()
-        {
-            return Err(Error::StaleToken(token.0.clone()));
-        }
+        self.current(token, parsed.partition, parsed.incarnation)?;
         Ok(parsed)
     }
 
     fn activity_token(&self, token: &CompletionToken) -> Result<ActivityToken, Error> {
         let parsed = ActivityToken::parse(token)?;
-        if parsed.incarnation != self.inner.shared.incarnation
-            || parsed.partition >= self.partition_count()
-        {
+        self.current(token, parsed.partition, parsed.incarnation)?;
+        Ok(parsed)
+    }
+
+    /// A token handed out by another incarnation of the engine (before a
+    /// restart), or naming a partition this hub does not have, is stale.
+    fn current(
+        &self,
+        token: &CompletionToken,
+        partition: u32,
+        incarnation: u64,
+    ) -> Result<(), Error> {
+        if incarnation != self.inner.shared.incarnation || partition >= self.partition_count() {
             return Err(Error::StaleToken(token.0.clone()));
         }
-        Ok(parsed)
+        Ok(())
     }
 
     async fn wait_until(

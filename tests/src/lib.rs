@@ -77,3 +77,81 @@ pub fn run_child(
     }
     reader.join().expect("reader")
 }
+
+/// The `main` of a child process: runs `run` on a 2-thread tokio runtime
+/// and exits with status 1 and the error on stderr if it fails.
+pub fn child_main<F>(name: &str, run: F)
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| runtime.block_on(run));
+    if let Err(e) = outcome {
+        eprintln!("{name}: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Waits until no instance of the hub is pending or running.
+pub async fn wait_until_all_finished(backend: &dyn basalt_runtime::Backend) -> Result<(), String> {
+    use basalt_runtime::{InstanceQuery, OrchestrationStatus};
+    loop {
+        let open = InstanceQuery {
+            statuses: vec![OrchestrationStatus::Pending, OrchestrationStatus::Running],
+            page_size: 1000,
+            ..InstanceQuery::default()
+        };
+        let page = backend
+            .query_instances(&open)
+            .await
+            .map_err(|e| e.to_string())?;
+        if page.instances.is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Every instance of the hub, following query pages.
+pub async fn all_instances(
+    backend: &dyn basalt_runtime::Backend,
+    with_outputs: bool,
+) -> Vec<basalt_runtime::InstanceState> {
+    use basalt_runtime::InstanceQuery;
+    let mut query = InstanceQuery {
+        page_size: 1000,
+        fetch_inputs_and_outputs: with_outputs,
+        ..InstanceQuery::default()
+    };
+    let mut all = Vec::new();
+    loop {
+        let page = backend.query_instances(&query).await.expect("query");
+        all.extend(page.instances);
+        match page.continuation {
+            Some(next) => query.continuation = Some(next),
+            None => return all,
+        }
+    }
+}
+
+/// The action ids of an instance's entity calls, and the request ids of the
+/// answers it received (sorted): equal when every call got exactly one.
+pub fn entity_calls_and_answers(history: &[basalt_runtime::HistoryEvent]) -> (Vec<i32>, Vec<i32>) {
+    use basalt_runtime::EventKind;
+    let mut called = Vec::new();
+    let mut answered = Vec::new();
+    for event in history {
+        match &event.kind {
+            EventKind::EntityOperationCalled { .. } => called.push(event.event_id),
+            EventKind::EntityOperationCompleted { request_id, .. }
+            | EventKind::EntityOperationFailed { request_id, .. } => answered.push(*request_id),
+            _ => {}
+        }
+    }
+    answered.sort_unstable();
+    (called, answered)
+}

@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use basalt_benches::bank;
 use basalt_engine::{Engine, EngineOptions};
-use basalt_runtime::{
-    Backend, EventKind, InstanceQuery, OrchestrationStatus, StartRequest, Worker, WorkerOptions,
-};
+use basalt_runtime::{Backend, OrchestrationStatus, StartRequest, Worker, WorkerOptions};
 use basalt_storage::Storage;
 use basalt_tests::bank_crash::{ACCOUNTS, INITIAL_BALANCE, PARTITIONS};
 use rand::rngs::StdRng;
@@ -58,23 +56,7 @@ fn crash_bank(kills: u64, per_run: u64) {
         .await
         .unwrap_or_else(|e| panic!("seed {seed}: reopen failed: {e}"));
         let backend: Arc<dyn Backend> = Arc::new(engine.clone());
-        let query = InstanceQuery {
-            page_size: 1000,
-            ..InstanceQuery::default()
-        };
-        let mut all = Vec::new();
-        let mut page = engine.query_instances(&query).await.expect("query");
-        loop {
-            all.extend(page.instances);
-            let Some(next) = page.continuation else { break };
-            page = engine
-                .query_instances(&InstanceQuery {
-                    continuation: Some(next),
-                    ..query.clone()
-                })
-                .await
-                .expect("query");
-        }
+        let all = basalt_tests::all_instances(&engine, false).await;
         let ids: BTreeSet<String> = all.iter().map(|s| s.instance_id.to_string()).collect();
         for id in &acknowledged {
             assert!(
@@ -93,19 +75,7 @@ fn crash_bank(kills: u64, per_run: u64) {
                 .get_history(&state.instance_id)
                 .await
                 .expect("history");
-            let mut called = Vec::new();
-            let mut answered = Vec::new();
-            for event in &history {
-                match &event.kind {
-                    EventKind::EntityOperationCalled { .. } => called.push(event.event_id),
-                    EventKind::EntityOperationCompleted { request_id, .. }
-                    | EventKind::EntityOperationFailed { request_id, .. } => {
-                        answered.push(*request_id)
-                    }
-                    _ => {}
-                }
-            }
-            answered.sort_unstable();
+            let (called, answered) = basalt_tests::entity_calls_and_answers(&history);
             assert_eq!(
                 called, answered,
                 "seed {seed}: {}: one answer per call",

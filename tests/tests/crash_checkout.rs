@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use basalt_benches::checkout::{self, Receipt};
 use basalt_engine::{Engine, EngineOptions};
-use basalt_runtime::{Backend, EventKind, InstanceId, InstanceQuery, OrchestrationStatus};
+use basalt_runtime::{Backend, InstanceId, OrchestrationStatus};
 use basalt_storage::Storage;
 use basalt_tests::checkout_crash::{INITIAL_STOCK, POOL};
 use rand::rngs::StdRng;
@@ -63,24 +63,7 @@ fn crash_checkout(kills: u64, per_run: u64) {
         )
         .await
         .unwrap_or_else(|e| panic!("seed {seed}: reopen failed: {e}"));
-        let query = InstanceQuery {
-            page_size: 1000,
-            fetch_inputs_and_outputs: true,
-            ..InstanceQuery::default()
-        };
-        let mut all = Vec::new();
-        let mut page = engine.query_instances(&query).await.expect("query");
-        loop {
-            all.extend(page.instances);
-            let Some(next) = page.continuation else { break };
-            page = engine
-                .query_instances(&InstanceQuery {
-                    continuation: Some(next),
-                    ..query.clone()
-                })
-                .await
-                .expect("query");
-        }
+        let all = basalt_tests::all_instances(&engine, true).await;
         let ids: BTreeSet<String> = all.iter().map(|s| s.instance_id.to_string()).collect();
         for id in &acknowledged {
             assert!(ids.contains(id), "seed {seed}: acknowledged checkout {id} is lost");
@@ -106,19 +89,7 @@ fn crash_checkout(kills: u64, per_run: u64) {
                 .get_history(&InstanceId::new(id.to_string()).expect("id"))
                 .await
                 .expect("history");
-            let mut called = Vec::new();
-            let mut answered = Vec::new();
-            for event in &history {
-                match &event.kind {
-                    EventKind::EntityOperationCalled { .. } => called.push(event.event_id),
-                    EventKind::EntityOperationCompleted { request_id, .. }
-                    | EventKind::EntityOperationFailed { request_id, .. } => {
-                        answered.push(*request_id)
-                    }
-                    _ => {}
-                }
-            }
-            answered.sort_unstable();
+            let (called, answered) = basalt_tests::entity_calls_and_answers(&history);
             assert_eq!(called.len(), 2, "seed {seed}: {id}");
             assert_eq!(called, answered, "seed {seed}: {id}: one answer per call");
         }

@@ -13,29 +13,12 @@ use std::time::Duration;
 
 use basalt_benches::bank::{self, Transfers};
 use basalt_engine::{Engine, EngineOptions};
-use basalt_runtime::{
-    Backend, EntityOperation, InstanceQuery, OrchestrationStatus, StartRequest, Worker,
-    WorkerOptions,
-};
+use basalt_runtime::{Backend, EntityOperation, StartRequest, Worker, WorkerOptions};
 use basalt_storage::Storage;
 use basalt_tests::bank_crash::{ACCOUNTS, INITIAL_BALANCE, PARTITIONS};
 
 fn main() {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("crash_bank: {e}");
-            std::process::exit(1);
-        }
-    };
-    if let Err(e) = runtime.block_on(run()) {
-        eprintln!("crash_bank: {e}");
-        std::process::exit(1);
-    }
+    basalt_tests::child_main("crash_bank", run());
 }
 
 async fn run() -> Result<(), String> {
@@ -86,21 +69,7 @@ async fn run() -> Result<(), String> {
                 }
             }
         }
-        "finish" => loop {
-            let open = InstanceQuery {
-                statuses: vec![OrchestrationStatus::Pending, OrchestrationStatus::Running],
-                page_size: 1000,
-                ..InstanceQuery::default()
-            };
-            let page = backend
-                .query_instances(&open)
-                .await
-                .map_err(|e| e.to_string())?;
-            if page.instances.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        },
+        "finish" => basalt_tests::wait_until_all_finished(backend.as_ref()).await?,
         count => {
             let count: u64 = count.parse().map_err(|e| format!("transfers: {e}"))?;
             let mut transfers = Transfers::new(run, ACCOUNTS, PARTITIONS);

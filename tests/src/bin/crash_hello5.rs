@@ -10,28 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use basalt_engine::{Engine, EngineOptions};
-use basalt_runtime::{
-    Backend, InstanceQuery, OrchestrationStatus, StartRequest, Worker, WorkerOptions,
-};
+use basalt_runtime::{Backend, StartRequest, Worker, WorkerOptions};
 use basalt_storage::Storage;
 use basalt_tests::hello5;
 
 fn main() {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("crash_hello5: {e}");
-            std::process::exit(1);
-        }
-    };
-    if let Err(e) = runtime.block_on(run()) {
-        eprintln!("crash_hello5: {e}");
-        std::process::exit(1);
-    }
+    basalt_tests::child_main("crash_hello5", run());
 }
 
 async fn run() -> Result<(), String> {
@@ -59,21 +43,7 @@ async fn run() -> Result<(), String> {
     println!("ready");
 
     if mode == "finish" {
-        loop {
-            let open = InstanceQuery {
-                statuses: vec![OrchestrationStatus::Pending, OrchestrationStatus::Running],
-                page_size: 1000,
-                ..InstanceQuery::default()
-            };
-            let page = backend
-                .query_instances(&open)
-                .await
-                .map_err(|e| e.to_string())?;
-            if page.instances.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        basalt_tests::wait_until_all_finished(backend.as_ref()).await?;
         worker.shutdown().await;
         engine.shutdown().await;
         println!("finished");
