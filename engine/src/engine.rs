@@ -338,21 +338,31 @@ fn recover_state(
     Ok(state)
 }
 
-/// Rebuilds a partition's state read-only from storage, as recovery would,
-/// and encodes it: the replay check compares it with a live engine's (I2).
+/// Rebuilds a partition's state read-only from storage, as recovery would
+/// (for `basalt inspect` and the replay checks); a torn tail is left out.
+pub async fn replay_partition_state(
+    storage: &Storage,
+    partition: u32,
+    partition_count: u32,
+) -> Result<PartitionState, OpenError> {
+    let (checkpoint, records, _) =
+        basalt_storage::read_partition(storage, PartitionId(partition)).await?;
+    recover_state(
+        partition,
+        partition_count,
+        checkpoint.as_ref().map(|c| (c.lsn.0, &c.payload[..])),
+        &records,
+    )
+}
+
+/// Rebuilds a partition's state read-only from storage and encodes it: the
+/// replay check compares it byte for byte with a live engine's (I2).
 pub async fn replay_partition(
     storage: &Storage,
     partition: u32,
     partition_count: u32,
 ) -> Result<(u64, Vec<u8>), OpenError> {
-    let (checkpoint, records, _) =
-        basalt_storage::read_partition(storage, PartitionId(partition)).await?;
-    let state = recover_state(
-        partition,
-        partition_count,
-        checkpoint.as_ref().map(|c| (c.lsn.0, &c.payload[..])),
-        &records,
-    )?;
+    let state = replay_partition_state(storage, partition, partition_count).await?;
     let bytes = codec::encode_snapshot(&state).map_err(|e| OpenError::Decode {
         partition,
         what: "snapshot",

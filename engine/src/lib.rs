@@ -21,6 +21,7 @@ mod timers;
 mod token;
 mod transport;
 
+pub use basalt_partitions as partitions;
 pub use basalt_storage as storage;
-pub use engine::{Engine, EngineOptions, OpenError, replay_partition};
+pub use engine::{Engine, EngineOptions, OpenError, replay_partition, replay_partition_state};
 pub use transport::Transport;

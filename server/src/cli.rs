@@ -23,6 +23,24 @@ pub enum Command {
     /// Run a benchmark workload and print a report.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Explain a task hub on disk (read-only; works while it is running):
+    /// parameters, per-partition log and checkpoint, instances by status,
+    /// and with --verify every checksum.
+    Inspect(InspectArgs),
+}
+
+/// Options of `basalt inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The task hub's data directory.
+    pub dir: PathBuf,
+    /// Check every checkpoint and segment byte by byte; exit with status 1
+    /// if any damage is found.
+    #[arg(long)]
+    pub verify: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The benchmark workloads.

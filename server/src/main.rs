@@ -7,6 +7,7 @@
 
 mod bench;
 mod cli;
+mod inspect;
 
 use std::process::ExitCode;
 
@@ -19,6 +20,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(bench) => bench::run(bench).await,
+        Command::Inspect(args) => inspect::run(&args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

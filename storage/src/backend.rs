@@ -52,6 +52,7 @@ struct StorageInner {
     local_root: Option<PathBuf>,
     _lock: Option<DirLock>,
     open_partitions: Mutex<HashSet<PartitionId>>,
+    read_only: bool,
 }
 
 impl Storage {
@@ -77,6 +78,27 @@ impl Storage {
             Some(root),
             Some(lock),
         ))
+    }
+
+    /// A local task hub opened for reading only — no lock, so it works on a
+    /// hub another process is running (`basalt inspect`). Partitions
+    /// cannot be opened for writing through it.
+    pub fn local_read_only(dir: impl AsRef<FsPath>) -> Result<Storage> {
+        let dir = dir.as_ref();
+        let root = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+        let store = LocalFileSystem::new_with_prefix(&root)
+            .map_err(|e| Error::store(root.display().to_string(), e))?;
+        let mut storage = Storage::build(
+            Arc::new(store),
+            root.display().to_string(),
+            LogLayout::SegmentFile,
+            Some(root),
+            None,
+        );
+        if let Some(inner) = Arc::get_mut(&mut storage.inner) {
+            inner.read_only = true;
+        }
+        Ok(storage)
     }
 
     /// A fresh in-memory store: fast, gone with the process. For tests.
@@ -111,6 +133,7 @@ impl Storage {
                 local_root,
                 _lock: lock,
                 open_partitions: Mutex::new(HashSet::new()),
+                read_only: false,
             }),
         }
     }
@@ -137,6 +160,12 @@ impl Storage {
 
     /// Marks a partition open in this process; refuses a second opener.
     pub(crate) fn claim_partition(&self, partition: PartitionId) -> Result<PartitionClaim> {
+        if self.inner.read_only {
+            return Err(Error::InvalidInput(format!(
+                "{} was opened read-only; partition {partition} cannot be opened for writing",
+                self.inner.location
+            )));
+        }
         if !self.inner.open_partitions.lock().insert(partition) {
             return Err(Error::AlreadyOpen(partition));
         }

@@ -39,8 +39,8 @@ pub use backend::{LogLayout, Storage};
 pub use error::{Damage, Error, ErrorKind, Problem, Result};
 pub use log::{Appended, CheckpointReport, DurableWatch, Log, LogOptions, LogStats};
 pub use recovery::{
-    Checkpoint, CheckpointInfo, Recovery, SegmentInfo, TornTail, list_checkpoints, list_segments,
-    newest_valid_checkpoint, read_checkpoint, read_partition,
+    Checkpoint, CheckpointInfo, Finding, Recovery, SegmentInfo, TornTail, list_checkpoints,
+    list_segments, newest_valid_checkpoint, read_checkpoint, read_partition, verify_partition,
 };
 pub use taskhub::{HubOptions, PARTITION_COUNT_MAX, TaskHub, TaskHubMeta};
 pub use types::{Epoch, Lsn, PartitionId, Record};
