@@ -490,34 +490,19 @@ impl Backend for Engine {
     }
 
     async fn query_instances(&self, query: &InstanceQuery) -> Result<QueryPage, Error> {
-        if query.page_size == 0 || query.page_size > 1000 {
-            return Err(Error::InvalidInput(format!(
-                "page size must be 1..=1000, got {}",
-                query.page_size
-            )));
-        }
-        let limit = query.page_size;
-        let mut all = Vec::new();
-        let mut more = false;
-        for partition in 0..self.partition_count() {
-            let query = query.clone();
-            let page = self
-                .read(partition, move |state| state.query(&query, limit))
-                .await?;
-            more |= page.continuation.is_some();
-            all.extend(page.instances);
-        }
-        all.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-        // Another page exists if this one overflowed, or if some partition
-        // had more than it returned.
-        let continuation = if all.len() > limit || more {
-            all.truncate(limit);
-            all.last().map(|s| s.instance_id.to_string())
-        } else {
-            None
-        };
+        let query = query.clone();
+        let (instances, continuation) = self
+            .query_partitions(
+                query.page_size,
+                move |state, limit| {
+                    let page = state.query(&query, limit);
+                    (page.instances, page.continuation.is_some())
+                },
+                |s: &InstanceState| s.instance_id.to_string(),
+            )
+            .await?;
         Ok(QueryPage {
-            instances: all,
+            instances,
             continuation,
         })
     }
@@ -634,32 +619,19 @@ impl Backend for Engine {
     }
 
     async fn query_entities(&self, query: &EntityQuery) -> Result<EntityPage, Error> {
-        if query.page_size == 0 || query.page_size > 1000 {
-            return Err(Error::InvalidInput(format!(
-                "page size must be 1..=1000, got {}",
-                query.page_size
-            )));
-        }
-        let limit = query.page_size;
-        let mut all = Vec::new();
-        let mut more = false;
-        for partition in 0..self.partition_count() {
-            let query = query.clone();
-            let page = self
-                .read(partition, move |state| state.query_entities(&query, limit))
-                .await?;
-            more |= page.continuation.is_some();
-            all.extend(page.entities);
-        }
-        all.sort_by_key(|e| e.entity.to_string());
-        let continuation = if all.len() > limit || more {
-            all.truncate(limit);
-            all.last().map(|e| e.entity.to_string())
-        } else {
-            None
-        };
+        let query = query.clone();
+        let (entities, continuation) = self
+            .query_partitions(
+                query.page_size,
+                move |state, limit| {
+                    let page = state.query_entities(&query, limit);
+                    (page.entities, page.continuation.is_some())
+                },
+                |e: &EntityState| e.entity.to_string(),
+            )
+            .await?;
         Ok(EntityPage {
-            entities: all,
+            entities,
             continuation,
         })
     }
@@ -817,6 +789,45 @@ impl Engine {
         let parsed = StepToken::parse(token)?;
         self.current(token, parsed.partition, parsed.incarnation)?;
         Ok(parsed)
+    }
+
+    /// One page of a query over every partition: each partition returns up
+    /// to `page_size` matches after the continuation (and whether it had
+    /// more); the merge keeps the first `page_size` in key order. Another
+    /// page exists if the merge overflowed or any partition had more.
+    async fn query_partitions<T, F>(
+        &self,
+        page_size: usize,
+        read: F,
+        key: impl Fn(&T) -> String,
+    ) -> Result<(Vec<T>, Option<String>), Error>
+    where
+        T: Send + 'static,
+        F: Fn(&PartitionState, usize) -> (Vec<T>, bool) + Clone + Send + 'static,
+    {
+        if page_size == 0 || page_size > 1000 {
+            return Err(Error::InvalidInput(format!(
+                "page size must be 1..=1000, got {page_size}"
+            )));
+        }
+        let mut all = Vec::new();
+        let mut more = false;
+        for partition in 0..self.partition_count() {
+            let read = read.clone();
+            let (items, has_more) = self
+                .read(partition, move |state| read(state, page_size))
+                .await?;
+            more |= has_more;
+            all.extend(items);
+        }
+        all.sort_by_key(|item| key(item));
+        let continuation = if all.len() > page_size || more {
+            all.truncate(page_size);
+            all.last().map(key)
+        } else {
+            None
+        };
+        Ok((all, continuation))
     }
 
     fn entity_token(&self, token: &CompletionToken) -> Result<EntityToken, Error> {

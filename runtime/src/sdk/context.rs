@@ -48,6 +48,26 @@ struct TaskSlot {
     waker: Option<Waker>,
 }
 
+/// The completion of action `id` once the executor has delivered it;
+/// until then registers `cx`'s waker on the action's slot. Shared by every
+/// future that waits on an action (calls, timers' tasks, lock requests).
+fn take_completion(shared: &Shared, id: i32, cx: &Context<'_>) -> Poll<Outcome> {
+    let mut state = shared.lock();
+    let Some(slot) = state.slots.get_mut(&id) else {
+        return Poll::Pending;
+    };
+    match slot.outcome.take() {
+        Some(outcome) => {
+            state.slots.remove(&id);
+            Poll::Ready(outcome)
+        }
+        None => {
+            slot.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
 /// Where an external event waits for its future.
 #[derive(Debug)]
 struct EventSlot {
@@ -906,22 +926,10 @@ impl Future for LockTask {
                 };
             }
             LockTaskState::Done => return Poll::Pending,
-            LockTaskState::Waiting { shared, id, .. } => {
-                let mut state = shared.lock();
-                let Some(slot) = state.slots.get_mut(id) else {
-                    return Poll::Pending;
-                };
-                match slot.outcome.take() {
-                    Some(outcome) => {
-                        state.slots.remove(id);
-                        outcome
-                    }
-                    None => {
-                        slot.waker = Some(cx.waker().clone());
-                        return Poll::Pending;
-                    }
-                }
-            }
+            LockTaskState::Waiting { shared, id, .. } => match take_completion(shared, *id, cx) {
+                Poll::Ready(outcome) => outcome,
+                Poll::Pending => return Poll::Pending,
+            },
         };
         let LockTaskState::Waiting {
             shared,
@@ -1071,22 +1079,10 @@ impl<T> Future for Task<T> {
                 };
             }
             TaskState::Done => return Poll::Pending,
-            TaskState::Waiting { shared, id, .. } => {
-                let mut state = shared.lock();
-                let Some(slot) = state.slots.get_mut(id) else {
-                    return Poll::Pending;
-                };
-                match slot.outcome.take() {
-                    Some(outcome) => {
-                        state.slots.remove(id);
-                        outcome
-                    }
-                    None => {
-                        slot.waker = Some(cx.waker().clone());
-                        return Poll::Pending;
-                    }
-                }
-            }
+            TaskState::Waiting { shared, id, .. } => match take_completion(shared, *id, cx) {
+                Poll::Ready(outcome) => outcome,
+                Poll::Pending => return Poll::Pending,
+            },
         };
         let TaskState::Waiting { origin, decode, .. } =
             std::mem::replace(&mut this.state, TaskState::Done)
