@@ -155,3 +155,36 @@ pub fn entity_calls_and_answers(history: &[basalt_runtime::HistoryEvent]) -> (Ve
     answered.sort_unstable();
     (called, answered)
 }
+
+/// Starts `inputs.len()` instances of `name` with ids `{prefix}-{i}`, one
+/// per millisecond (so a kill usually lands while starts are in flight),
+/// prints `started <id>` once each start is acknowledged, then keeps the
+/// process working until it is killed.
+pub async fn start_paced_until_killed(
+    backend: std::sync::Arc<dyn basalt_runtime::Backend>,
+    name: &str,
+    prefix: &str,
+    inputs: Vec<String>,
+) {
+    let mut starts = Vec::new();
+    for (i, input) in inputs.into_iter().enumerate() {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        let backend = backend.clone();
+        let request = basalt_runtime::StartRequest {
+            name: name.to_owned(),
+            instance_id: Some(format!("{prefix}-{i}")),
+            input: Some(input),
+            ..basalt_runtime::StartRequest::default()
+        };
+        starts.push(tokio::spawn(async move {
+            let id = request.instance_id.clone().unwrap_or_default();
+            if backend.start_instance(request).await.is_ok() {
+                println!("started {id}");
+            }
+        }));
+    }
+    for start in starts {
+        let _ = start.await;
+    }
+    std::future::pending::<()>().await;
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use basalt_benches::bank::{self, Transfers};
 use basalt_engine::{Engine, EngineOptions};
-use basalt_runtime::{Backend, EntityOperation, StartRequest, Worker, WorkerOptions};
+use basalt_runtime::{Backend, EntityOperation, Worker, WorkerOptions};
 use basalt_storage::Storage;
 use basalt_tests::bank_crash::{ACCOUNTS, INITIAL_BALANCE, PARTITIONS};
 
@@ -73,29 +73,12 @@ async fn run() -> Result<(), String> {
         count => {
             let count: u64 = count.parse().map_err(|e| format!("transfers: {e}"))?;
             let mut transfers = Transfers::new(run, ACCOUNTS, PARTITIONS);
-            let mut starts = Vec::new();
-            for i in 0..count {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                let backend = backend.clone();
-                let input =
-                    serde_json::to_string(&transfers.next_transfer()).map_err(|e| e.to_string())?;
-                starts.push(tokio::spawn(async move {
-                    let id = format!("t-{run}-{i}");
-                    let request = StartRequest {
-                        name: bank::TRANSFER.into(),
-                        instance_id: Some(id.clone()),
-                        input: Some(input),
-                        ..StartRequest::default()
-                    };
-                    if backend.start_instance(request).await.is_ok() {
-                        println!("started {id}");
-                    }
-                }));
-            }
-            for start in starts {
-                let _ = start.await;
-            }
-            std::future::pending::<()>().await;
+            let inputs = (0..count)
+                .map(|_| serde_json::to_string(&transfers.next_transfer()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let prefix = format!("t-{run}");
+            basalt_tests::start_paced_until_killed(backend, bank::TRANSFER, &prefix, inputs).await;
         }
     }
     worker.shutdown().await;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use basalt_benches::checkout::{self, Requests};
 use basalt_engine::{Engine, EngineOptions};
-use basalt_runtime::{Backend, EntityOperation, StartRequest, Worker, WorkerOptions};
+use basalt_runtime::{Backend, EntityOperation, Worker, WorkerOptions};
 use basalt_storage::Storage;
 use basalt_tests::checkout_crash::{INITIAL_STOCK, POOL};
 
@@ -75,29 +75,13 @@ async fn run() -> Result<(), String> {
         count => {
             let count: u64 = count.parse().map_err(|e| format!("instances: {e}"))?;
             let mut requests = Requests::new(run, POOL);
-            let mut starts = Vec::new();
-            for i in 0..count {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                let backend = backend.clone();
-                let input =
-                    serde_json::to_string(&requests.next_request()).map_err(|e| e.to_string())?;
-                starts.push(tokio::spawn(async move {
-                    let id = format!("c-{run}-{i}");
-                    let request = StartRequest {
-                        name: checkout::CHECKOUT.into(),
-                        instance_id: Some(id.clone()),
-                        input: Some(input),
-                        ..StartRequest::default()
-                    };
-                    if backend.start_instance(request).await.is_ok() {
-                        println!("started {id}");
-                    }
-                }));
-            }
-            for start in starts {
-                let _ = start.await;
-            }
-            std::future::pending::<()>().await;
+            let inputs = (0..count)
+                .map(|_| serde_json::to_string(&requests.next_request()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let prefix = format!("c-{run}");
+            basalt_tests::start_paced_until_killed(backend, checkout::CHECKOUT, &prefix, inputs)
+                .await;
         }
     }
     worker.shutdown().await;

@@ -7,10 +7,9 @@
 //! Usage: crash_hello5 <dir> <run> <instances-to-start | finish>
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use basalt_engine::{Engine, EngineOptions};
-use basalt_runtime::{Backend, StartRequest, Worker, WorkerOptions};
+use basalt_runtime::{Backend, Worker, WorkerOptions};
 use basalt_storage::Storage;
 use basalt_tests::hello5;
 
@@ -51,28 +50,8 @@ async fn run() -> Result<(), String> {
     }
 
     let count: u64 = mode.parse().map_err(|e| format!("instances: {e}"))?;
-    let mut starts = Vec::new();
-    // Paced, so a kill usually lands while starts are still being made.
-    for i in 0..count {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        let backend = backend.clone();
-        starts.push(tokio::spawn(async move {
-            let id = format!("h-{run}-{i}");
-            let request = StartRequest {
-                name: hello5::ORCHESTRATION.into(),
-                instance_id: Some(id.clone()),
-                input: Some(format!("\"{id}\"")),
-                ..StartRequest::default()
-            };
-            if backend.start_instance(request).await.is_ok() {
-                println!("started {id}");
-            }
-        }));
-    }
-    for start in starts {
-        let _ = start.await;
-    }
-    // Keep working until killed.
-    std::future::pending::<()>().await;
+    let inputs = (0..count).map(|i| format!("\"h-{run}-{i}\"")).collect();
+    let prefix = format!("h-{run}");
+    basalt_tests::start_paced_until_killed(backend, hello5::ORCHESTRATION, &prefix, inputs).await;
     Ok(())
 }
