@@ -6,9 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use basalt_partitions::{
-    Effects, Envelope, Event, PartitionState, Position, Reply, StepTask, codec,
-};
+use basalt_partitions::{Effects, Envelope, Event, PartitionState, Position, Reply, codec};
 use basalt_runtime::{ActivityWorkItem, EntityWorkItem, Error, InstanceId, OrchestrationWorkItem};
 use basalt_storage::{DurableWatch, Log, Lsn};
 use tokio::sync::{mpsc, oneshot};
@@ -86,8 +84,8 @@ struct Running {
 impl PartitionTask {
     /// Runs until shut down. First hands out the work recovery found.
     pub(crate) async fn run(mut self) {
-        let pending = self.state.pending_work();
-        self.dispatch_local(&pending);
+        let mut pending = self.state.pending_work();
+        self.dispatch_local(&mut pending);
         // Recovered state is durable: its outbox and acks can go at once.
         for (origin, up_to) in pending.acks {
             self.shared
@@ -240,7 +238,7 @@ impl PartitionTask {
         let mut fx = self.state.apply(lsn, event);
         run.events_since_checkpoint += 1;
         run.bytes_since_checkpoint += bytes.len() as u64;
-        self.dispatch_local(&fx);
+        self.dispatch_local(&mut fx);
         if let Some(reply) = reply {
             let answer = match fx.reply.take() {
                 Some(Reply::Rejected(e)) => Err(e),
@@ -266,59 +264,59 @@ impl PartitionTask {
     }
 
     /// Local effects run at once (pipelining): steps, activities, timers.
-    fn dispatch_local(&self, fx: &Effects) {
+    fn dispatch_local(&self, fx: &mut Effects) {
+        // The effects are not needed afterwards: move, don't copy.
         let shared = &self.shared;
-        for step in &fx.steps {
-            shared.steps.push(self.work_item(step));
-        }
-        for task in &fx.activities {
-            shared.activities.push(ActivityWorkItem {
-                instance_id: task.instance_id.clone(),
-                name: task.name.clone(),
-                version: task.version.clone(),
-                input: task.input.clone(),
-                task_id: task.task_id,
-                token: ActivityToken {
-                    partition: self.partition,
-                    incarnation: shared.incarnation,
-                    execution: task.execution,
-                    task_id: task.task_id,
-                    instance_id: task.instance_id.clone(),
-                }
-                .encode(),
-            });
-        }
-        for batch in &fx.entity_batches {
-            shared.entity_batches.push(EntityWorkItem {
-                entity: batch.entity.clone(),
-                state: batch.state.clone(),
-                operations: batch.operations.clone(),
-                token: EntityToken {
-                    partition: self.partition,
-                    incarnation: shared.incarnation,
-                    seq: batch.seq,
-                    entity: batch.entity.clone(),
-                }
-                .encode(),
-            });
-        }
-        for timer in &fx.timers {
-            shared.timers.arm(self.partition, timer.clone());
-        }
-    }
-
-    fn work_item(&self, step: &StepTask) -> OrchestrationWorkItem {
-        OrchestrationWorkItem {
-            instance_id: step.instance_id.clone(),
-            past_events: Arc::clone(&step.past_events),
-            new_events: step.new_events.clone(),
-            token: StepToken {
+        for step in std::mem::take(&mut fx.steps) {
+            let token = StepToken {
                 partition: self.partition,
-                incarnation: self.shared.incarnation,
+                incarnation: shared.incarnation,
                 seq: step.seq,
                 instance_id: step.instance_id.clone(),
             }
-            .encode(),
+            .encode();
+            shared.steps.push(OrchestrationWorkItem {
+                instance_id: step.instance_id,
+                past_events: step.past_events,
+                new_events: step.new_events,
+                token,
+            });
+        }
+        for task in std::mem::take(&mut fx.activities) {
+            let token = ActivityToken {
+                partition: self.partition,
+                incarnation: shared.incarnation,
+                execution: task.execution,
+                task_id: task.task_id,
+                instance_id: task.instance_id.clone(),
+            }
+            .encode();
+            shared.activities.push(ActivityWorkItem {
+                instance_id: task.instance_id,
+                name: task.name,
+                version: task.version,
+                input: task.input,
+                task_id: task.task_id,
+                token,
+            });
+        }
+        for batch in std::mem::take(&mut fx.entity_batches) {
+            let token = EntityToken {
+                partition: self.partition,
+                incarnation: shared.incarnation,
+                seq: batch.seq,
+                entity: batch.entity.clone(),
+            }
+            .encode();
+            shared.entity_batches.push(EntityWorkItem {
+                entity: batch.entity,
+                state: batch.state,
+                operations: batch.operations,
+                token,
+            });
+        }
+        for timer in std::mem::take(&mut fx.timers) {
+            shared.timers.arm(self.partition, timer);
         }
     }
 
