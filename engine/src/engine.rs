@@ -62,6 +62,19 @@ impl Default for EngineOptions {
     }
 }
 
+/// One partition's figures for monitoring.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionMetrics {
+    /// The partition.
+    pub partition: u32,
+    /// Its log's counters since the engine opened.
+    pub log: basalt_storage::LogStats,
+    /// Instances it holds, by status.
+    pub instances_by_status: std::collections::BTreeMap<basalt_runtime::OrchestrationStatus, u64>,
+    /// Entities it holds.
+    pub entities: u64,
+}
+
 /// Why an engine could not open.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -207,6 +220,33 @@ impl Engine {
             total.bytes += stats.bytes;
         }
         Ok(total)
+    }
+
+    /// Per partition, its log counters and how many instances it holds by
+    /// status (for `/metrics`). The counts reflect durable state.
+    pub async fn partition_metrics(&self) -> Result<Vec<PartitionMetrics>, Error> {
+        let mut all = Vec::new();
+        for partition in 0..self.partition_count() {
+            let (tx, rx) = oneshot::channel();
+            self.command(partition, Command::LogStats(tx))?;
+            let log = rx.await.map_err(|_| Error::ShutDown)?;
+            let (instances_by_status, entities) = self
+                .read(partition, |state| {
+                    let mut counts = std::collections::BTreeMap::new();
+                    for instance in state.instances.values() {
+                        *counts.entry(instance.meta.status).or_insert(0u64) += 1;
+                    }
+                    (counts, state.entities.len() as u64)
+                })
+                .await?;
+            all.push(PartitionMetrics {
+                partition,
+                log,
+                instances_by_status,
+                entities,
+            });
+        }
+        Ok(all)
     }
 
     fn partition_count(&self) -> u32 {
@@ -779,6 +819,7 @@ impl Engine {
                         new_version: None,
                         carryover_events: Vec::new(),
                     },
+                    correlation: None,
                 }],
                 custom_status: None,
             },

@@ -23,5 +23,7 @@ mod transport;
 
 pub use basalt_partitions as partitions;
 pub use basalt_storage as storage;
-pub use engine::{Engine, EngineOptions, OpenError, replay_partition, replay_partition_state};
+pub use engine::{
+    Engine, EngineOptions, OpenError, PartitionMetrics, replay_partition, replay_partition_state,
+};
 pub use transport::Transport;

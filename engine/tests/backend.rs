@@ -29,6 +29,7 @@ fn schedule(id: i32, name: &str, input: &str) -> OrchestrationStepResult {
                 version: None,
                 input: Some(input.into()),
             },
+            correlation: None,
         }],
         custom_status: None,
     }
@@ -45,6 +46,7 @@ fn complete(output: &str) -> OrchestrationStepResult {
                 new_version: None,
                 carryover_events: Vec::new(),
             },
+            correlation: None,
         }],
         custom_status: Some("\"done\"".into()),
     }
@@ -503,6 +505,7 @@ async fn an_oversized_step_result_fails_the_instance_and_nothing_else() {
             version: None,
             input: Some("y".repeat(60)),
         },
+        correlation: None,
     });
     engine
         .complete_orchestration_work_item(&step.token, result)

@@ -373,6 +373,7 @@ async fn an_orchestration_calls_and_signals_entities_on_other_partitions() {
                             operation: "reserve".into(),
                             input: Some("2".into()),
                         },
+                        correlation: None,
                     },
                     OrchestratorAction {
                         id: 1,
@@ -381,6 +382,7 @@ async fn an_orchestration_calls_and_signals_entities_on_other_partitions() {
                             operation: "note".into(),
                             input: Some("\"reserving\"".into()),
                         },
+                        correlation: None,
                     },
                 ],
                 custom_status: None,
@@ -541,7 +543,7 @@ mod critical_sections {
     };
 
     fn action(id: i32, kind: ActionKind) -> OrchestratorAction {
-        OrchestratorAction { id, kind }
+        OrchestratorAction::new(id, kind)
     }
 
     fn step(actions: Vec<OrchestratorAction>) -> OrchestrationStepResult {

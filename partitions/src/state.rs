@@ -623,6 +623,12 @@ impl PartitionState {
         let mut continue_as_new = None;
         for action in result.actions {
             let id = action.id;
+            let confirm = |id: i32, now_ms: u64, kind: EventKind| HistoryEvent {
+                event_id: id,
+                timestamp_ms: now_ms,
+                kind,
+                correlation: action.correlation.clone(),
+            };
             match action.kind {
                 ActionKind::ScheduleTask {
                     name,
@@ -1459,14 +1465,6 @@ impl PartitionState {
             instances,
             continuation,
         }
-    }
-}
-
-fn confirm(id: i32, now_ms: u64, kind: EventKind) -> HistoryEvent {
-    HistoryEvent {
-        event_id: id,
-        timestamp_ms: now_ms,
-        kind,
     }
 }
 

@@ -161,7 +161,7 @@ fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
                             input: None,
                         },
                     };
-                    actions.push(OrchestratorAction { id: *counter, kind });
+                    actions.push(OrchestratorAction::new(*counter, kind));
                     *counter += 1;
                 }
                 if rng.below(4) == 0 {
@@ -180,6 +180,7 @@ fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
                             new_version: None,
                             carryover_events: Vec::new(),
                         },
+                        correlation: None,
                     });
                     *counter = 0;
                 }
@@ -425,6 +426,7 @@ fn a_child_result_reaches_only_the_generation_that_started_it() {
                             version: None,
                             input: None,
                         },
+                        correlation: None,
                     },
                     OrchestratorAction {
                         id: 1,
@@ -435,6 +437,7 @@ fn a_child_result_reaches_only_the_generation_that_started_it() {
                             new_version: None,
                             carryover_events: Vec::new(),
                         },
+                        correlation: None,
                     },
                 ],
                 custom_status: None,

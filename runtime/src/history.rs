@@ -18,6 +18,11 @@ pub struct HistoryEvent {
     pub timestamp_ms: u64,
     /// What happened.
     pub kind: EventKind,
+    /// For an event that confirms an action: the action's
+    /// [`OrchestratorAction::correlation`], kept so a worker that matches
+    /// answers by its own ids (the Durable Task protocol's entity
+    /// `requestId` and `criticalSectionId`) gets them back. `None` otherwise.
+    pub correlation: Option<String>,
 }
 
 impl HistoryEvent {
@@ -27,6 +32,7 @@ impl HistoryEvent {
             event_id: -1,
             timestamp_ms,
             kind,
+            correlation: None,
         }
     }
 }
@@ -211,6 +217,21 @@ pub struct OrchestratorAction {
     pub id: i32,
     /// What to do.
     pub kind: ActionKind,
+    /// An id the worker gave the action itself (the Durable Task protocol's
+    /// entity `requestId` / `criticalSectionId`), stored on the confirming
+    /// event; the Rust SDK matches by `id` and leaves it `None`.
+    pub correlation: Option<String>,
+}
+
+impl OrchestratorAction {
+    /// An action without a worker-chosen correlation id.
+    pub fn new(id: i32, kind: ActionKind) -> OrchestratorAction {
+        OrchestratorAction {
+            id,
+            kind,
+            correlation: None,
+        }
+    }
 }
 
 /// The kinds of orchestrator actions.

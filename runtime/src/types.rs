@@ -52,7 +52,7 @@ impl fmt::Display for InstanceId {
 }
 
 /// Runtime status of an orchestration instance (Durable Task's statuses).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum OrchestrationStatus {
     /// Created, not yet started (e.g. a scheduled start in the future).
     Pending,

@@ -42,6 +42,7 @@ fn confirming(event_id: i32, timestamp_ms: u64, kind: EventKind) -> HistoryEvent
         event_id,
         timestamp_ms,
         kind,
+        correlation: None,
     }
 }
 
@@ -191,7 +192,7 @@ impl Harness {
     fn apply(&mut self, result: &OrchestrationStepResult) {
         let now = self.now;
         for action in &result.actions {
-            let OrchestratorAction { id, kind } = action;
+            let OrchestratorAction { id, kind, .. } = action;
             match kind {
                 ActionKind::ScheduleTask { name, input, .. } => {
                     self.history.push(confirming(

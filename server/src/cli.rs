@@ -27,6 +27,230 @@ pub enum Command {
     /// parameters, per-partition log and checkpoint, instances by status,
     /// and with --verify every checksum.
     Inspect(InspectArgs),
+    /// Run the server: the engine on a data directory, the Durable Task
+    /// sidecar gRPC service and the HTTP management API. Stops cleanly on
+    /// SIGTERM or SIGINT.
+    Serve(ServeArgs),
+    /// Start an orchestration on a running server.
+    Start(StartArgs),
+    /// Show an orchestration instance.
+    Status(StatusArgs),
+    /// List orchestration instances.
+    List(ListArgs),
+    /// Raise an external event on an instance.
+    Raise(RaiseArgs),
+    /// Terminate an instance.
+    Terminate(ReasonArgs),
+    /// Suspend an instance.
+    Suspend(ReasonArgs),
+    /// Resume a suspended instance.
+    Resume(ReasonArgs),
+    /// Delete finished instances and their history: one by id, or all
+    /// matching a filter.
+    Purge(PurgeArgs),
+    /// Send a one-way operation to an entity.
+    Signal(SignalArgs),
+    /// Show one entity, or list entities.
+    Entity(EntityArgs),
+}
+
+/// Options of `basalt serve`. Each may also come from the environment
+/// (`BASALT_...`) or the TOML file given with `--config`; flags win over
+/// the environment, which wins over the file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML file with any of the settings below (keys use `_`).
+    #[arg(long, env = "BASALT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The task hub's data directory (local disk with fsync, the embedded
+    /// default). Default: ./basalt-data.
+    #[arg(long, env = "BASALT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `memory` keeps the hub in memory (lost on exit; for tests and demos).
+    #[arg(long, env = "BASALT_STORAGE")]
+    pub storage: Option<String>,
+    /// The Durable Task sidecar gRPC address. Default: 127.0.0.1:4001.
+    #[arg(long, env = "BASALT_GRPC_ADDR")]
+    pub grpc_addr: Option<std::net::SocketAddr>,
+    /// The HTTP API address, or `off`. Default: 127.0.0.1:8080.
+    #[arg(long, env = "BASALT_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// Task hub name. Default: basalt.
+    #[arg(long, env = "BASALT_HUB_NAME")]
+    pub hub_name: Option<String>,
+    /// Partitions (fixed when the hub is created). Default: 12.
+    #[arg(long, env = "BASALT_PARTITIONS")]
+    pub partitions: Option<u32>,
+    /// Largest input, output or event payload in bytes. Default: 16 MiB.
+    #[arg(long, env = "BASALT_PAYLOAD_BYTES_MAX")]
+    pub payload_bytes_max: Option<usize>,
+    /// Most orchestration steps one worker stream holds at once. Default: 100.
+    #[arg(long, env = "BASALT_ORCHESTRATIONS_PER_STREAM_MAX")]
+    pub orchestrations_per_stream_max: Option<usize>,
+    /// Most activities one worker stream holds at once. Default: 100.
+    #[arg(long, env = "BASALT_ACTIVITIES_PER_STREAM_MAX")]
+    pub activities_per_stream_max: Option<usize>,
+    /// Most entity batches one worker stream holds at once. Default: 100.
+    #[arg(long, env = "BASALT_ENTITIES_PER_STREAM_MAX")]
+    pub entities_per_stream_max: Option<usize>,
+    /// Health ping interval on idle worker streams, ms. Default: 15000.
+    #[arg(long, env = "BASALT_HEALTH_PING_INTERVAL_MS")]
+    pub health_ping_interval_ms: Option<u64>,
+    /// Entity work item format sent to workers: v1 or v2. Default: v1.
+    #[arg(long, env = "BASALT_ENTITY_FORMAT")]
+    pub entity_format: Option<String>,
+    /// Log filter (tracing's env-filter syntax). Default: info.
+    #[arg(long, env = "BASALT_LOG")]
+    pub log: Option<String>,
+    /// Logs as JSON lines instead of text.
+    #[arg(long, env = "BASALT_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// Where a client command finds the server.
+#[derive(Debug, Args)]
+pub struct ServerAddr {
+    /// The server's gRPC address.
+    #[arg(
+        long,
+        env = "BASALT_SERVER",
+        default_value = "http://127.0.0.1:4001",
+        global = true
+    )]
+    pub server: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Options of `basalt start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The orchestration name.
+    pub name: String,
+    /// The instance id (generated when left out).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Input, as JSON.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Do not start before this time (RFC 3339, UTC).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Wait for the instance to finish and print its result.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub server: ServerAddr,
+}
+
+/// Options of `basalt status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The instance id.
+    pub id: String,
+    /// Also print the history.
+    #[arg(long)]
+    pub history: bool,
+    #[command(flatten)]
+    pub server: ServerAddr,
+}
+
+/// Options of `basalt list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only these statuses, comma-separated (running, completed, failed,
+    /// terminated, suspended, pending).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only ids starting with this.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Only instances created at or after this time (RFC 3339).
+    #[arg(long)]
+    pub created_from: Option<String>,
+    /// Only instances created before this time (RFC 3339).
+    #[arg(long)]
+    pub created_to: Option<String>,
+    /// Most instances to print.
+    #[arg(long, default_value_t = 100)]
+    pub top: usize,
+    #[command(flatten)]
+    pub server: ServerAddr,
+}
+
+/// Options of `basalt raise`.
+#[derive(Debug, Args)]
+pub struct RaiseArgs {
+    /// The instance id.
+    pub id: String,
+    /// The event name.
+    pub event: String,
+    /// Event data, as JSON.
+    #[arg(long)]
+    pub data: Option<String>,
+    #[command(flatten)]
+    pub server: ServerAddr,
+}
+
+/// Options of `basalt terminate`, `suspend` and `resume`.
+#[derive(Debug, Args)]
+pub struct ReasonArgs {
+    /// The instance id.
+    pub id: String,
+    /// Why (recorded in the history).
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub server: ServerAddr,
+}
+
+/// Options of `basalt purge`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// The instance id; leave out to purge by filter.
+    pub id: Option<String>,
+    /// With no id: only these statuses (completed, failed, terminated).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// With no id: only instances created before this time (RFC 3339).
+    #[arg(long)]
+    pub created_to: Option<String>,
+    #[command(flatten)]
+    pub server: ServerAddr,
+}
+
+/// Options of `basalt signal`.
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    /// The entity name.
+    pub name: String,
+    /// The entity key.
+    pub key: String,
+    /// The operation.
+    pub operation: String,
+    /// Input, as JSON.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Deliver at this time (RFC 3339, UTC) instead of now.
+    #[arg(long)]
+    pub at: Option<String>,
+    #[command(flatten)]
+    pub server: ServerAddr,
+}
+
+/// Options of `basalt entity`.
+#[derive(Debug, Args)]
+pub struct EntityArgs {
+    /// The entity name; with no key, lists entities of this name.
+    pub name: Option<String>,
+    /// The entity key.
+    pub key: Option<String>,
+    /// Most entities to list.
+    #[arg(long, default_value_t = 100)]
+    pub top: usize,
+    #[command(flatten)]
+    pub server: ServerAddr,
 }
 
 /// Options of `basalt inspect`.

@@ -1,13 +1,14 @@
-//! `basalt`: the Basalt command-line binary.
-//!
-//! Today it runs benchmarks (`basalt bench ...`); the sidecar server, HTTP
-//! API and inspection commands will join it as further subcommands. This
-//! file only parses the command line, dispatches, and reports errors: each
-//! command lives in its own module.
+//! `basalt`: the Basalt command-line binary: `serve` (the server), client
+//! commands against a running server (`start`, `status`, `list`, ...),
+//! `inspect` (a task hub on disk) and `bench` (workloads). This file only
+//! parses the command line, dispatches, and reports errors: each command
+//! lives in its own module.
 
 mod bench;
 mod cli;
+mod client;
 mod inspect;
+mod serve_cmd;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench(bench) => bench::run(bench).await,
         Command::Inspect(args) => inspect::run(&args).await,
+        Command::Serve(args) => serve_cmd::run(args).await,
+        other => client::run(other).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -101,6 +101,9 @@ pub struct LogStats {
     pub records: u64,
     /// Record bytes (frames, without segment headers) made durable.
     pub bytes: u64,
+    /// Time spent in storage writes (write + sync), summed, in
+    /// microseconds: divided by `writes`, the mean commit latency.
+    pub write_micros: u64,
 }
 
 /// What waiters watch: how far the log is durable, or why it stopped.
@@ -146,6 +149,7 @@ struct Shared {
     writes: AtomicU64,
     records: AtomicU64,
     bytes: AtomicU64,
+    write_micros: AtomicU64,
     checkpointing: tokio::sync::Mutex<()>,
     /// Held until the committer exits, so the partition cannot be reopened
     /// in this process while a write of this opening may still land.
@@ -266,6 +270,7 @@ impl Log {
             writes: AtomicU64::new(0),
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            write_micros: AtomicU64::new(0),
             checkpointing: tokio::sync::Mutex::new(()),
             _claim: claim,
             options,
@@ -312,6 +317,7 @@ impl Log {
             writes: s.writes.load(Ordering::Relaxed),
             records: s.records.load(Ordering::Relaxed),
             bytes: s.bytes.load(Ordering::Relaxed),
+            write_micros: s.write_micros.load(Ordering::Relaxed),
         }
     }
 
@@ -596,8 +602,13 @@ async fn run_committer(shared: Arc<Shared>, mut sink: Sink) {
         let frame_bytes = batch.frames.len();
         let (first_lsn, last_lsn, records) = (batch.first_lsn, batch.last_lsn, batch.records);
         let roll = shared.roll_segment.swap(false, Ordering::AcqRel);
+        let started = std::time::Instant::now();
         match sink.write(batch, roll).await {
             Ok(()) => {
+                shared.write_micros.fetch_add(
+                    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
                 shared.budget.add_permits(frame_bytes);
                 shared.writes.fetch_add(1, Ordering::Relaxed);
                 shared.records.fetch_add(records as u64, Ordering::Relaxed);

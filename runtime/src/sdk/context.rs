@@ -158,7 +158,7 @@ impl ContextState {
         self.pending.insert(
             id,
             PendingAction {
-                action: OrchestratorAction { id, kind },
+                action: OrchestratorAction::new(id, kind),
                 replaying: self.replaying,
                 step: self.step,
             },

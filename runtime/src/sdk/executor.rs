@@ -575,16 +575,16 @@ impl OrchestrationExecutor {
                 None => self.run.shared.lock().take_id(),
             };
             return OrchestrationStepResult {
-                actions: vec![OrchestratorAction {
+                actions: vec![OrchestratorAction::new(
                     id,
-                    kind: ActionKind::CompleteOrchestration {
+                    ActionKind::CompleteOrchestration {
                         status: OrchestrationStatus::Failed,
                         result: None,
                         failure: Some(failure),
                         new_version: None,
                         carryover_events: Vec::new(),
                     },
-                }],
+                )],
                 custom_status,
             };
         }
@@ -598,6 +598,7 @@ impl OrchestrationExecutor {
                     new_version: None,
                     carryover_events: carryover,
                 },
+                correlation: None,
             });
         }
         OrchestrationStepResult {

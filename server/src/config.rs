@@ -1,0 +1,326 @@
+//! How `basalt serve` runs: [`ServeOptions`], built from command-line flags,
+//! environment variables (`BASALT_*`) and an optional TOML file, in that
+//! order of precedence, over documented defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use crate::sidecar::EntityFormat;
+
+/// Everything `basalt serve` needs, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// Where the task hub lives (the embedded local default).
+    pub storage: StorageChoice,
+    /// The Durable Task sidecar gRPC address. Default: 127.0.0.1:4001.
+    pub grpc_addr: SocketAddr,
+    /// The HTTP management API address; `None` turns it off.
+    /// Default: 127.0.0.1:8080.
+    pub http_addr: Option<SocketAddr>,
+    /// Task hub name. Default: "basalt".
+    pub hub_name: String,
+    /// Partitions, fixed when the hub is created. Default: 12.
+    pub partitions: u32,
+    /// Largest input, output or event payload in bytes. Default: 16 MiB.
+    pub payload_bytes_max: usize,
+    /// Most orchestration work items one worker stream holds at once,
+    /// whatever it asks for. Default: 100.
+    pub orchestrations_per_stream_max: usize,
+    /// Most activity work items one worker stream holds at once. Default: 100.
+    pub activities_per_stream_max: usize,
+    /// Most entity batches one worker stream holds at once. Default: 100.
+    pub entities_per_stream_max: usize,
+    /// How often an idle work-item stream gets a health ping. Default: 15 s
+    /// (the SDKs drop a stream silent for 120 s).
+    pub health_ping_interval: Duration,
+    /// Which message carries entity batches to workers. Default: v1.
+    pub entity_format: EntityFormat,
+}
+
+/// Where the task hub is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageChoice {
+    /// A local directory with fsync (the embedded default).
+    LocalDir(PathBuf),
+    /// In memory: gone when the process ends (tests and demos).
+    Memory,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            storage: StorageChoice::LocalDir(PathBuf::from("basalt-data")),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 4001)),
+            http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            hub_name: "basalt".into(),
+            partitions: 12,
+            payload_bytes_max: 16 << 20,
+            orchestrations_per_stream_max: 100,
+            activities_per_stream_max: 100,
+            entities_per_stream_max: 100,
+            health_ping_interval: Duration::from_secs(15),
+            entity_format: EntityFormat::V1,
+        }
+    }
+}
+
+/// The optional TOML file: every key may be left out. Keys are the long
+/// flag names with `_` for `-`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeFile {
+    /// See [`ServeOptions::storage`]: a directory.
+    pub data_dir: Option<PathBuf>,
+    /// `memory` keeps the hub in memory.
+    pub storage: Option<String>,
+    /// See [`ServeOptions::grpc_addr`].
+    pub grpc_addr: Option<SocketAddr>,
+    /// See [`ServeOptions::http_addr`]; `"off"` turns it off.
+    pub http_addr: Option<String>,
+    /// See [`ServeOptions::hub_name`].
+    pub hub_name: Option<String>,
+    /// See [`ServeOptions::partitions`].
+    pub partitions: Option<u32>,
+    /// See [`ServeOptions::payload_bytes_max`].
+    pub payload_bytes_max: Option<usize>,
+    /// See [`ServeOptions::orchestrations_per_stream_max`].
+    pub orchestrations_per_stream_max: Option<usize>,
+    /// See [`ServeOptions::activities_per_stream_max`].
+    pub activities_per_stream_max: Option<usize>,
+    /// See [`ServeOptions::entities_per_stream_max`].
+    pub entities_per_stream_max: Option<usize>,
+    /// See [`ServeOptions::health_ping_interval`], in milliseconds.
+    pub health_ping_interval_ms: Option<u64>,
+    /// See [`ServeOptions::entity_format`]: `v1` or `v2`.
+    pub entity_format: Option<EntityFormat>,
+}
+
+/// Why options could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("reading config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file does not parse or has an unknown key.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said (with line and column).
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ServeFile {
+    /// Reads and parses a TOML config file.
+    pub fn load(path: &Path) -> Result<ServeFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+impl ServeFile {
+    /// These settings, with any left out taken from `lower` (flags over
+    /// environment over file: clap already merged the first two).
+    pub fn or(self, lower: ServeFile) -> ServeFile {
+        ServeFile {
+            data_dir: self.data_dir.or(lower.data_dir),
+            storage: self.storage.or(lower.storage),
+            grpc_addr: self.grpc_addr.or(lower.grpc_addr),
+            http_addr: self.http_addr.or(lower.http_addr),
+            hub_name: self.hub_name.or(lower.hub_name),
+            partitions: self.partitions.or(lower.partitions),
+            payload_bytes_max: self.payload_bytes_max.or(lower.payload_bytes_max),
+            orchestrations_per_stream_max: self
+                .orchestrations_per_stream_max
+                .or(lower.orchestrations_per_stream_max),
+            activities_per_stream_max: self
+                .activities_per_stream_max
+                .or(lower.activities_per_stream_max),
+            entities_per_stream_max: self
+                .entities_per_stream_max
+                .or(lower.entities_per_stream_max),
+            health_ping_interval_ms: self
+                .health_ping_interval_ms
+                .or(lower.health_ping_interval_ms),
+            entity_format: self.entity_format.or(lower.entity_format),
+        }
+    }
+
+    /// The settings over the defaults, checked.
+    pub fn into_options(self) -> Result<ServeOptions, ConfigError> {
+        let defaults = ServeOptions::default();
+        if self.data_dir.is_some() && self.storage.as_deref().is_some_and(|s| s != "local") {
+            return Err(ConfigError::Invalid(
+                "give either a data directory or storage = memory, not both".into(),
+            ));
+        }
+        let storage = match (self.data_dir, self.storage.as_deref()) {
+            (Some(dir), _) => StorageChoice::LocalDir(dir),
+            (None, Some(text)) => parse_storage(text),
+            (None, None) => defaults.storage,
+        };
+        let options = ServeOptions {
+            storage,
+            grpc_addr: self.grpc_addr.unwrap_or(defaults.grpc_addr),
+            http_addr: match self.http_addr {
+                Some(text) => parse_http_addr(&text)?,
+                None => defaults.http_addr,
+            },
+            hub_name: self.hub_name.unwrap_or(defaults.hub_name),
+            partitions: self.partitions.unwrap_or(defaults.partitions),
+            payload_bytes_max: self.payload_bytes_max.unwrap_or(defaults.payload_bytes_max),
+            orchestrations_per_stream_max: self
+                .orchestrations_per_stream_max
+                .unwrap_or(defaults.orchestrations_per_stream_max),
+            activities_per_stream_max: self
+                .activities_per_stream_max
+                .unwrap_or(defaults.activities_per_stream_max),
+            entities_per_stream_max: self
+                .entities_per_stream_max
+                .unwrap_or(defaults.entities_per_stream_max),
+            health_ping_interval: self
+                .health_ping_interval_ms
+                .map_or(defaults.health_ping_interval, Duration::from_millis),
+            entity_format: self.entity_format.unwrap_or(defaults.entity_format),
+        };
+        options.validate()?;
+        Ok(options)
+    }
+}
+
+/// Parses an entity format setting: `v1` or `v2`.
+pub fn parse_entity_format(text: &str) -> Result<EntityFormat, ConfigError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "v1" => Ok(EntityFormat::V1),
+        "v2" => Ok(EntityFormat::V2),
+        other => Err(ConfigError::Invalid(format!(
+            "entity format {other:?}: expected v1 or v2"
+        ))),
+    }
+}
+
+/// Parses an HTTP address setting: `off` (or `none`) turns the API off.
+pub fn parse_http_addr(text: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    match text.trim() {
+        "off" | "none" | "" => Ok(None),
+        other => other
+            .parse()
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("http address {other:?}: {e}"))),
+    }
+}
+
+/// Parses a storage setting: `memory`, or a directory.
+pub fn parse_storage(text: &str) -> StorageChoice {
+    match text {
+        "memory" | "memory:" | "mem" => StorageChoice::Memory,
+        dir => StorageChoice::LocalDir(PathBuf::from(dir.strip_prefix("file://").unwrap_or(dir))),
+    }
+}
+
+impl ServeOptions {
+    /// Checks ranges that would otherwise fail later and less clearly.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=64).contains(&self.partitions) {
+            return Err(ConfigError::Invalid(format!(
+                "partitions must be between 1 and 64, not {}",
+                self.partitions
+            )));
+        }
+        if self.payload_bytes_max < 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "payload-bytes-max must be at least 1024, not {}",
+                self.payload_bytes_max
+            )));
+        }
+        for (name, value) in [
+            (
+                "orchestrations-per-stream-max",
+                self.orchestrations_per_stream_max,
+            ),
+            ("activities-per-stream-max", self.activities_per_stream_max),
+            ("entities-per-stream-max", self.entities_per_stream_max),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        if self.health_ping_interval < Duration::from_millis(10) {
+            return Err(ConfigError::Invalid(
+                "health-ping-interval-ms must be at least 10".into(),
+            ));
+        }
+        if Some(self.grpc_addr) == self.http_addr && self.grpc_addr.port() != 0 {
+            return Err(ConfigError::Invalid(format!(
+                "the gRPC and HTTP addresses are both {}",
+                self.grpc_addr
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_keys_parse_and_unknown_keys_are_named() {
+        let file: ServeFile =
+            toml::from_str("grpc_addr = \"127.0.0.1:5000\"\npartitions = 4\nhttp_addr = \"off\"")
+                .expect("parses");
+        assert_eq!(file.partitions, Some(4));
+        assert_eq!(
+            parse_http_addr(file.http_addr.as_deref().unwrap_or_default()).expect("valid"),
+            None
+        );
+        let error = toml::from_str::<ServeFile>("partitons = 4").expect_err("typo");
+        assert!(error.to_string().contains("partitons"), "{error}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let flags = ServeFile {
+            partitions: Some(3),
+            ..ServeFile::default()
+        };
+        let file = ServeFile {
+            partitions: Some(5),
+            hub_name: Some("from-file".into()),
+            ..ServeFile::default()
+        };
+        let options = flags.or(file).into_options().expect("valid");
+        assert_eq!(options.partitions, 3);
+        assert_eq!(options.hub_name, "from-file");
+        assert_eq!(options.grpc_addr, ServeOptions::default().grpc_addr);
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let options = ServeOptions {
+            partitions: 0,
+            ..ServeOptions::default()
+        };
+        assert!(options.validate().is_err());
+        assert!(ServeOptions::default().validate().is_ok());
+        assert_eq!(parse_storage("memory"), StorageChoice::Memory);
+    }
+}

@@ -1,0 +1,874 @@
+//! The Durable Task wire types ([`crate::proto`]) to and from the runtime's
+//! types. The runtime mirrors the protocol, so most of this is field for
+//! field; the exceptions are written down where they happen:
+//!
+//! - Entity calls and locks: the SDKs match answers by their own string ids
+//!   (`requestId`, `criticalSectionId`), the engine by action id. The string
+//!   travels as the action's `correlation`, is stored on the confirming
+//!   history event, and answers (`EntityOperationCompleted { request_id }`,
+//!   `EntityLockGranted`) get it back by looking up that event.
+//! - Times: the engine keeps milliseconds; a timer's `fireAt` is rounded up
+//!   to the next millisecond so it never fires early.
+
+use std::collections::HashMap;
+
+use basalt_runtime::entity::{EntityBatchResult, EntitySignal, OperationResult};
+use basalt_runtime::{
+    ActionKind, ActivityOutcome, ActivityWorkItem, EntityId, EntityOperation, EntityState,
+    EntityWorkItem, EventKind, FailureDetails, HistoryEvent, InstanceState, OrchestrationStatus,
+    OrchestrationStepResult, OrchestrationWorkItem, OrchestratorAction,
+};
+use prost_types::Timestamp;
+
+use crate::proto;
+use crate::proto::history_event::EventType;
+use crate::proto::orchestrator_action::OrchestratorActionType;
+use crate::proto::send_entity_message_action::EntityMessageType;
+
+/// A request the protocol allows but this server cannot carry out, or a
+/// malformed one; the message says which field and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    /// Malformed: a required field is missing or out of range.
+    #[error("{0}")]
+    Invalid(String),
+    /// Well-formed, but not supported by Basalt (yet).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Milliseconds since the Unix epoch as a protobuf timestamp.
+pub fn timestamp(ms: u64) -> Timestamp {
+    Timestamp {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+/// A protobuf timestamp as milliseconds since the Unix epoch, rounded up
+/// (a timer must never fire early); times before 1970 become 0.
+pub fn millis(ts: &Timestamp) -> u64 {
+    if ts.seconds < 0 {
+        return 0;
+    }
+    let nanos = ts.nanos.clamp(0, 999_999_999) as u64;
+    (ts.seconds as u64)
+        .saturating_mul(1000)
+        .saturating_add(nanos.div_ceil(1_000_000))
+}
+
+/// The runtime's status as the protocol's enum value.
+pub fn status_to_proto(status: OrchestrationStatus) -> proto::OrchestrationStatus {
+    use proto::OrchestrationStatus as P;
+    match status {
+        OrchestrationStatus::Pending => P::Pending,
+        OrchestrationStatus::Running => P::Running,
+        OrchestrationStatus::Completed => P::Completed,
+        OrchestrationStatus::Failed => P::Failed,
+        OrchestrationStatus::Terminated => P::Terminated,
+        OrchestrationStatus::Suspended => P::Suspended,
+        OrchestrationStatus::ContinuedAsNew => P::ContinuedAsNew,
+    }
+}
+
+/// The protocol's status as the runtime's (`CANCELED` is reported as
+/// Terminated, which is what it means in Durable Task).
+pub fn status_from_proto(value: i32) -> Result<OrchestrationStatus, ConvertError> {
+    use proto::OrchestrationStatus as P;
+    let status = P::try_from(value)
+        .map_err(|_| ConvertError::Invalid(format!("unknown orchestration status {value}")))?;
+    Ok(match status {
+        P::Running => OrchestrationStatus::Running,
+        P::Completed => OrchestrationStatus::Completed,
+        P::ContinuedAsNew => OrchestrationStatus::ContinuedAsNew,
+        P::Failed => OrchestrationStatus::Failed,
+        P::Canceled | P::Terminated => OrchestrationStatus::Terminated,
+        P::Pending => OrchestrationStatus::Pending,
+        P::Suspended => OrchestrationStatus::Suspended,
+    })
+}
+
+/// Failure details to the wire.
+pub fn failure_to_proto(failure: &FailureDetails) -> proto::TaskFailureDetails {
+    proto::TaskFailureDetails {
+        error_type: failure.error_type.clone(),
+        error_message: failure.message.clone(),
+        stack_trace: failure.stack_trace.clone(),
+        inner_failure: failure
+            .inner
+            .as_deref()
+            .map(|inner| Box::new(failure_to_proto(inner))),
+        is_non_retriable: failure.is_non_retriable,
+        properties: HashMap::new(),
+    }
+}
+
+/// Failure details from the wire.
+pub fn failure_from_proto(failure: &proto::TaskFailureDetails) -> FailureDetails {
+    FailureDetails {
+        error_type: failure.error_type.clone(),
+        message: failure.error_message.clone(),
+        stack_trace: failure.stack_trace.clone(),
+        inner: failure
+            .inner_failure
+            .as_deref()
+            .map(|inner| Box::new(failure_from_proto(inner))),
+        is_non_retriable: failure.is_non_retriable,
+    }
+}
+
+fn instance(id: &str) -> proto::OrchestrationInstance {
+    proto::OrchestrationInstance {
+        instance_id: id.to_owned(),
+        execution_id: None,
+    }
+}
+
+/// The wire ids (`requestId` / `criticalSectionId`) of entity calls and
+/// lock requests in a history, by the action id that answers refer to.
+fn correlations<'a>(events: impl Iterator<Item = &'a HistoryEvent>) -> HashMap<i32, String> {
+    events
+        .filter(|event| {
+            matches!(
+                event.kind,
+                EventKind::EntityOperationCalled { .. } | EventKind::EntityLockRequested { .. }
+            )
+        })
+        .map(|event| {
+            let id = event
+                .correlation
+                .clone()
+                .unwrap_or_else(|| event.event_id.to_string());
+            (event.event_id, id)
+        })
+        .collect()
+}
+
+/// One history event to the wire. `instance_id` is the orchestration's;
+/// `wire_ids` comes from [`correlations`] over the same history.
+fn event_to_proto(
+    event: &HistoryEvent,
+    instance_id: &str,
+    wire_ids: &HashMap<i32, String>,
+) -> proto::HistoryEvent {
+    let wire_id = |request_id: i32| {
+        wire_ids
+            .get(&request_id)
+            .cloned()
+            .unwrap_or_else(|| request_id.to_string())
+    };
+    let correlation = event.correlation.clone().unwrap_or_default();
+    let event_type = match &event.kind {
+        EventKind::ExecutionStarted {
+            name,
+            version,
+            input,
+            parent,
+            scheduled_start_ms,
+        } => EventType::ExecutionStarted(proto::ExecutionStartedEvent {
+            name: name.clone(),
+            version: version.clone(),
+            input: input.clone(),
+            orchestration_instance: Some(instance(instance_id)),
+            parent_instance: parent.as_ref().map(|p| proto::ParentInstanceInfo {
+                task_scheduled_id: p.task_scheduled_id,
+                name: Some(p.name.clone()),
+                version: None,
+                orchestration_instance: Some(instance(p.instance_id.as_str())),
+            }),
+            scheduled_start_timestamp: scheduled_start_ms.map(timestamp),
+            ..Default::default()
+        }),
+        EventKind::ExecutionCompleted {
+            status,
+            result,
+            failure,
+        } => EventType::ExecutionCompleted(proto::ExecutionCompletedEvent {
+            orchestration_status: status_to_proto(*status) as i32,
+            result: result.clone(),
+            failure_details: failure.as_ref().map(failure_to_proto),
+        }),
+        EventKind::ExecutionTerminated { reason } => {
+            EventType::ExecutionTerminated(proto::ExecutionTerminatedEvent {
+                input: reason.clone(),
+                recurse: false,
+            })
+        }
+        EventKind::ExecutionSuspended { reason } => {
+            EventType::ExecutionSuspended(proto::ExecutionSuspendedEvent {
+                input: reason.clone(),
+            })
+        }
+        EventKind::ExecutionResumed { reason } => {
+            EventType::ExecutionResumed(proto::ExecutionResumedEvent {
+                input: reason.clone(),
+            })
+        }
+        EventKind::TaskScheduled {
+            name,
+            version,
+            input,
+        } => EventType::TaskScheduled(proto::TaskScheduledEvent {
+            name: name.clone(),
+            version: version.clone(),
+            input: input.clone(),
+            ..Default::default()
+        }),
+        EventKind::TaskCompleted {
+            task_scheduled_id,
+            result,
+        } => EventType::TaskCompleted(proto::TaskCompletedEvent {
+            task_scheduled_id: *task_scheduled_id,
+            result: result.clone(),
+        }),
+        EventKind::TaskFailed {
+            task_scheduled_id,
+            failure,
+        } => EventType::TaskFailed(proto::TaskFailedEvent {
+            task_scheduled_id: *task_scheduled_id,
+            failure_details: Some(failure_to_proto(failure)),
+        }),
+        EventKind::SubOrchestrationInstanceCreated {
+            instance_id,
+            name,
+            version,
+            input,
+        } => EventType::SubOrchestrationInstanceCreated(
+            proto::SubOrchestrationInstanceCreatedEvent {
+                instance_id: instance_id.clone(),
+                name: name.clone(),
+                version: version.clone(),
+                input: input.clone(),
+                ..Default::default()
+            },
+        ),
+        EventKind::SubOrchestrationInstanceCompleted {
+            task_scheduled_id,
+            result,
+        } => EventType::SubOrchestrationInstanceCompleted(
+            proto::SubOrchestrationInstanceCompletedEvent {
+                task_scheduled_id: *task_scheduled_id,
+                result: result.clone(),
+            },
+        ),
+        EventKind::SubOrchestrationInstanceFailed {
+            task_scheduled_id,
+            failure,
+        } => {
+            EventType::SubOrchestrationInstanceFailed(proto::SubOrchestrationInstanceFailedEvent {
+                task_scheduled_id: *task_scheduled_id,
+                failure_details: Some(failure_to_proto(failure)),
+            })
+        }
+        EventKind::TimerCreated { fire_at_ms } => {
+            EventType::TimerCreated(proto::TimerCreatedEvent {
+                fire_at: Some(timestamp(*fire_at_ms)),
+            })
+        }
+        EventKind::TimerFired {
+            timer_id,
+            fire_at_ms,
+        } => EventType::TimerFired(proto::TimerFiredEvent {
+            fire_at: Some(timestamp(*fire_at_ms)),
+            timer_id: *timer_id,
+        }),
+        EventKind::OrchestratorStarted => {
+            EventType::OrchestratorStarted(proto::OrchestratorStartedEvent {})
+        }
+        EventKind::OrchestratorCompleted => {
+            EventType::OrchestratorCompleted(proto::OrchestratorCompletedEvent {})
+        }
+        EventKind::EventSent {
+            instance_id,
+            name,
+            input,
+        } => EventType::EventSent(proto::EventSentEvent {
+            instance_id: instance_id.clone(),
+            name: name.clone(),
+            input: input.clone(),
+        }),
+        EventKind::EventRaised { name, input } => EventType::EventRaised(proto::EventRaisedEvent {
+            name: name.clone(),
+            input: input.clone(),
+        }),
+        EventKind::EntityOperationSignaled {
+            entity,
+            operation,
+            input,
+        } => EventType::EntityOperationSignaled(proto::EntityOperationSignaledEvent {
+            request_id: correlation,
+            operation: operation.clone(),
+            scheduled_time: None,
+            input: input.clone(),
+            target_instance_id: Some(entity.clone()),
+        }),
+        EventKind::EntityOperationCalled {
+            entity,
+            operation,
+            input,
+        } => EventType::EntityOperationCalled(proto::EntityOperationCalledEvent {
+            request_id: wire_id(event.event_id),
+            operation: operation.clone(),
+            input: input.clone(),
+            target_instance_id: Some(entity.clone()),
+            ..Default::default()
+        }),
+        EventKind::EntityOperationCompleted { request_id, output } => {
+            EventType::EntityOperationCompleted(proto::EntityOperationCompletedEvent {
+                request_id: wire_id(*request_id),
+                output: output.clone(),
+            })
+        }
+        EventKind::EntityOperationFailed {
+            request_id,
+            failure,
+        } => EventType::EntityOperationFailed(proto::EntityOperationFailedEvent {
+            request_id: wire_id(*request_id),
+            failure_details: Some(failure_to_proto(failure)),
+        }),
+        EventKind::EntityLockRequested { entities } => {
+            EventType::EntityLockRequested(proto::EntityLockRequestedEvent {
+                critical_section_id: wire_id(event.event_id),
+                lock_set: entities.clone(),
+                position: 0,
+                parent_instance_id: None,
+            })
+        }
+        EventKind::EntityLockGranted { request_id } => {
+            EventType::EntityLockGranted(proto::EntityLockGrantedEvent {
+                critical_section_id: wire_id(*request_id),
+            })
+        }
+        EventKind::EntityUnlockSent { entities } => {
+            EventType::EntityUnlockSent(proto::EntityUnlockSentEvent {
+                critical_section_id: correlation,
+                parent_instance_id: None,
+                target_instance_id: entities.first().cloned(),
+            })
+        }
+    };
+    proto::HistoryEvent {
+        event_id: event.event_id,
+        timestamp: Some(timestamp(event.timestamp_ms)),
+        event_type: Some(event_type),
+    }
+}
+
+/// A whole history (e.g. for `StreamInstanceHistory`) to the wire.
+pub fn history_to_proto(events: &[HistoryEvent], instance_id: &str) -> Vec<proto::HistoryEvent> {
+    let wire_ids = correlations(events.iter());
+    events
+        .iter()
+        .map(|event| event_to_proto(event, instance_id, &wire_ids))
+        .collect()
+}
+
+/// An orchestration step as the worker receives it.
+pub fn orchestrator_request(item: &OrchestrationWorkItem) -> proto::OrchestratorRequest {
+    let id = item.instance_id.as_str();
+    let wire_ids = correlations(item.past_events.iter().chain(item.new_events.iter()));
+    proto::OrchestratorRequest {
+        instance_id: id.to_owned(),
+        past_events: item
+            .past_events
+            .iter()
+            .map(|event| event_to_proto(event, id, &wire_ids))
+            .collect(),
+        new_events: item
+            .new_events
+            .iter()
+            .map(|event| event_to_proto(event, id, &wire_ids))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// A history event a worker sent back (continue-as-new carry-over): only
+/// external events are meaningful there.
+fn carryover_from_proto(event: &proto::HistoryEvent) -> Option<HistoryEvent> {
+    match &event.event_type {
+        Some(EventType::EventRaised(raised)) => Some(HistoryEvent::new(
+            event.timestamp.as_ref().map(millis).unwrap_or(0),
+            EventKind::EventRaised {
+                name: raised.name.clone(),
+                input: raised.input.clone(),
+            },
+        )),
+        _ => None,
+    }
+}
+
+fn entity_target(field: &str, value: Option<&str>) -> Result<String, ConvertError> {
+    let text = value
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ConvertError::Invalid(format!("{field} is required")))?;
+    EntityId::parse(text)
+        .map(|id| id.to_string())
+        .map_err(|e| ConvertError::Invalid(format!("{field}: {e}")))
+}
+
+/// A worker's orchestrator response as a step result. `now_ms` judges
+/// whether a scheduled entity signal is already due.
+pub fn step_result_from_proto(
+    response: &proto::OrchestratorResponse,
+    instance_id: &str,
+    now_ms: u64,
+) -> Result<OrchestrationStepResult, ConvertError> {
+    let mut actions = Vec::with_capacity(response.actions.len());
+    for action in &response.actions {
+        let id = action.id;
+        let mut correlation = None;
+        let kind = match &action.orchestrator_action_type {
+            None => {
+                return Err(ConvertError::Invalid(format!("action {id} has no type")));
+            }
+            Some(OrchestratorActionType::ScheduleTask(task)) => {
+                if task.name.is_empty() {
+                    return Err(ConvertError::Invalid(format!(
+                        "action {id}: scheduleTask.name is empty"
+                    )));
+                }
+                ActionKind::ScheduleTask {
+                    name: task.name.clone(),
+                    version: task.version.clone(),
+                    input: task.input.clone(),
+                }
+            }
+            Some(OrchestratorActionType::CreateSubOrchestration(sub)) => {
+                if sub.name.is_empty() {
+                    return Err(ConvertError::Invalid(format!(
+                        "action {id}: createSubOrchestration.name is empty"
+                    )));
+                }
+                let child = if sub.instance_id.is_empty() {
+                    format!("{instance_id}:{id:04x}")
+                } else {
+                    sub.instance_id.clone()
+                };
+                ActionKind::CreateSubOrchestration {
+                    instance_id: child,
+                    name: sub.name.clone(),
+                    version: sub.version.clone(),
+                    input: sub.input.clone(),
+                }
+            }
+            Some(OrchestratorActionType::CreateTimer(timer)) => ActionKind::CreateTimer {
+                fire_at_ms: timer.fire_at.as_ref().map(millis).ok_or_else(|| {
+                    ConvertError::Invalid(format!("action {id}: createTimer.fireAt is required"))
+                })?,
+            },
+            Some(OrchestratorActionType::SendEvent(send)) => ActionKind::SendEvent {
+                instance_id: send
+                    .instance
+                    .as_ref()
+                    .map(|i| i.instance_id.clone())
+                    .filter(|i| !i.is_empty())
+                    .ok_or_else(|| {
+                        ConvertError::Invalid(format!(
+                            "action {id}: sendEvent.instance.instanceId is required"
+                        ))
+                    })?,
+                name: send.name.clone(),
+                data: send.data.clone(),
+            },
+            Some(OrchestratorActionType::CompleteOrchestration(complete)) => {
+                let status = status_from_proto(complete.orchestration_status)?;
+                if !matches!(
+                    status,
+                    OrchestrationStatus::Completed
+                        | OrchestrationStatus::Failed
+                        | OrchestrationStatus::ContinuedAsNew
+                        | OrchestrationStatus::Terminated
+                ) {
+                    return Err(ConvertError::Invalid(format!(
+                        "action {id}: completeOrchestration with status {status} (expected \
+                         Completed, Failed, ContinuedAsNew or Terminated)"
+                    )));
+                }
+                let failure = complete
+                    .failure_details
+                    .as_ref()
+                    .map(failure_from_proto)
+                    .or_else(|| {
+                        (status == OrchestrationStatus::Failed).then(|| {
+                            FailureDetails::new(
+                                "OrchestrationFailed",
+                                complete.details.clone().unwrap_or_default(),
+                            )
+                        })
+                    });
+                ActionKind::CompleteOrchestration {
+                    status,
+                    result: complete.result.clone(),
+                    failure,
+                    new_version: complete.new_version.clone(),
+                    carryover_events: complete
+                        .carryover_events
+                        .iter()
+                        .filter_map(carryover_from_proto)
+                        .collect(),
+                }
+            }
+            Some(OrchestratorActionType::TerminateOrchestration(_)) => {
+                return Err(ConvertError::Unsupported(format!(
+                    "action {id}: terminateOrchestration is not supported; terminate the \
+                     instance through the client"
+                )));
+            }
+            Some(OrchestratorActionType::RewindOrchestration(_)) => {
+                return Err(ConvertError::Unsupported(format!(
+                    "action {id}: rewindOrchestration is not supported"
+                )));
+            }
+            Some(OrchestratorActionType::SendEntityMessage(message)) => {
+                match &message.entity_message_type {
+                    None => {
+                        return Err(ConvertError::Invalid(format!(
+                            "action {id}: sendEntityMessage has no message"
+                        )));
+                    }
+                    Some(EntityMessageType::EntityOperationSignaled(signal)) => {
+                        if let Some(at) = &signal.scheduled_time
+                            && millis(at) > now_ms
+                        {
+                            return Err(ConvertError::Unsupported(format!(
+                                "action {id}: a scheduled entity signal from an orchestration \
+                                 is not supported yet (signal from a client, or wait on a \
+                                 timer first)"
+                            )));
+                        }
+                        correlation = Some(signal.request_id.clone());
+                        ActionKind::SignalEntity {
+                            entity: entity_target(
+                                "entityOperationSignaled.targetInstanceId",
+                                signal.target_instance_id.as_deref(),
+                            )?,
+                            operation: signal.operation.clone(),
+                            input: signal.input.clone(),
+                        }
+                    }
+                    Some(EntityMessageType::EntityOperationCalled(call)) => {
+                        correlation = Some(call.request_id.clone());
+                        ActionKind::CallEntity {
+                            entity: entity_target(
+                                "entityOperationCalled.targetInstanceId",
+                                call.target_instance_id.as_deref(),
+                            )?,
+                            operation: call.operation.clone(),
+                            input: call.input.clone(),
+                        }
+                    }
+                    Some(EntityMessageType::EntityLockRequested(lock)) => {
+                        correlation = Some(lock.critical_section_id.clone());
+                        let mut entities = lock
+                            .lock_set
+                            .iter()
+                            .map(|e| entity_target("entityLockRequested.lockSet", Some(e)))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        if entities.is_empty() {
+                            return Err(ConvertError::Invalid(format!(
+                                "action {id}: entityLockRequested.lockSet is empty"
+                            )));
+                        }
+                        entities.sort();
+                        entities.dedup();
+                        ActionKind::LockEntities { entities }
+                    }
+                    Some(EntityMessageType::EntityUnlockSent(unlock)) => {
+                        correlation = Some(unlock.critical_section_id.clone());
+                        ActionKind::UnlockEntities {
+                            entities: vec![entity_target(
+                                "entityUnlockSent.targetInstanceId",
+                                unlock.target_instance_id.as_deref(),
+                            )?],
+                        }
+                    }
+                }
+            }
+        };
+        actions.push(OrchestratorAction {
+            id,
+            kind,
+            correlation,
+        });
+    }
+    Ok(OrchestrationStepResult {
+        actions,
+        custom_status: response.custom_status.clone(),
+    })
+}
+
+/// An activity as the worker receives it.
+pub fn activity_request(item: &ActivityWorkItem) -> proto::ActivityRequest {
+    proto::ActivityRequest {
+        name: item.name.clone(),
+        version: item.version.clone(),
+        input: item.input.clone(),
+        orchestration_instance: Some(instance(item.instance_id.as_str())),
+        task_id: item.task_id,
+        ..Default::default()
+    }
+}
+
+/// A worker's activity response as an outcome.
+pub fn activity_outcome(response: &proto::ActivityResponse) -> ActivityOutcome {
+    match &response.failure_details {
+        Some(failure) => ActivityOutcome::Failed(failure_from_proto(failure)),
+        None => ActivityOutcome::Completed(response.result.clone()),
+    }
+}
+
+/// The `requestId` given to operation `index` of a batch: the worker
+/// matches results by position, the id only has to be unique in the batch.
+fn operation_request_id(index: usize) -> String {
+    format!("op-{index}")
+}
+
+/// An entity batch in the older format (`EntityBatchRequest`).
+pub fn entity_batch_request(item: &EntityWorkItem) -> proto::EntityBatchRequest {
+    proto::EntityBatchRequest {
+        instance_id: item.entity.to_string(),
+        entity_state: item.state.clone(),
+        operations: item
+            .operations
+            .iter()
+            .enumerate()
+            .map(|(index, op)| proto::OperationRequest {
+                operation: op.name.clone(),
+                request_id: operation_request_id(index),
+                input: op.input.clone(),
+                trace_context: None,
+            })
+            .collect(),
+        properties: HashMap::new(),
+    }
+}
+
+/// An entity batch in the newer format (`EntityRequest`): operations as
+/// history events (all as signals: the result goes back through the
+/// engine, not through the worker).
+pub fn entity_request_v2(item: &EntityWorkItem, now_ms: u64) -> proto::EntityRequest {
+    proto::EntityRequest {
+        instance_id: item.entity.to_string(),
+        execution_id: String::new(),
+        entity_state: item.state.clone(),
+        operation_requests: item
+            .operations
+            .iter()
+            .enumerate()
+            .map(|(index, op)| proto::HistoryEvent {
+                event_id: -1,
+                timestamp: Some(timestamp(now_ms)),
+                event_type: Some(EventType::EntityOperationSignaled(
+                    proto::EntityOperationSignaledEvent {
+                        request_id: operation_request_id(index),
+                        operation: op.name.clone(),
+                        input: op.input.clone(),
+                        ..Default::default()
+                    },
+                )),
+            })
+            .collect(),
+    }
+}
+
+/// A worker's entity batch result. `operations` is how many operations
+/// the batch had. Actions Basalt cannot carry out inside a batch (delayed
+/// signals, starting orchestrations) fail every operation of the batch
+/// with a message saying so, and leave the state as it was.
+pub fn entity_result_from_proto(
+    result: &proto::EntityBatchResult,
+    item_state: Option<String>,
+    operations: usize,
+    now_ms: u64,
+) -> Result<EntityBatchResult, ConvertError> {
+    use proto::operation_action::OperationActionType;
+    use proto::operation_result::ResultType;
+
+    if let Some(failure) = &result.failure_details {
+        let failure = failure_from_proto(failure);
+        return Ok(EntityBatchResult {
+            state: item_state,
+            results: vec![OperationResult::Failed(failure); operations],
+            signals: Vec::new(),
+        });
+    }
+    if result.results.len() != operations {
+        return Err(ConvertError::Invalid(format!(
+            "the batch had {operations} operations but the result has {} results",
+            result.results.len()
+        )));
+    }
+    let mut results = Vec::with_capacity(operations);
+    for (index, r) in result.results.iter().enumerate() {
+        results.push(match &r.result_type {
+            Some(ResultType::Success(success)) => {
+                OperationResult::Completed(success.result.clone().filter(|s| !s.is_empty()))
+            }
+            Some(ResultType::Failure(failure)) => OperationResult::Failed(
+                failure
+                    .failure_details
+                    .as_ref()
+                    .map(failure_from_proto)
+                    .unwrap_or_else(|| FailureDetails::new("OperationFailed", "no details")),
+            ),
+            None => {
+                return Err(ConvertError::Invalid(format!(
+                    "result {index} is neither success nor failure"
+                )));
+            }
+        });
+    }
+    let mut signals = Vec::new();
+    let mut unsupported = None;
+    for action in &result.actions {
+        match &action.operation_action_type {
+            Some(OperationActionType::SendSignal(signal)) => {
+                if signal
+                    .scheduled_time
+                    .as_ref()
+                    .is_some_and(|t| millis(t) > now_ms)
+                {
+                    unsupported = Some("a scheduled signal sent by an entity");
+                    continue;
+                }
+                let entity = EntityId::parse(&signal.instance_id)
+                    .map_err(|e| ConvertError::Invalid(format!("sendSignal.instanceId: {e}")))?;
+                signals.push(EntitySignal {
+                    entity,
+                    operation: EntityOperation {
+                        name: signal.name.clone(),
+                        input: signal.input.clone(),
+                    },
+                });
+            }
+            Some(OperationActionType::StartNewOrchestration(_)) => {
+                unsupported = Some("starting an orchestration from an entity");
+            }
+            None => {
+                return Err(ConvertError::Invalid(format!(
+                    "entity action {} has no type",
+                    action.id
+                )));
+            }
+        }
+    }
+    if let Some(what) = unsupported {
+        let failure = FailureDetails {
+            error_type: "UnsupportedEntityAction".into(),
+            message: format!("{what} is not supported by Basalt yet; the batch was rolled back"),
+            is_non_retriable: true,
+            ..FailureDetails::default()
+        };
+        return Ok(EntityBatchResult {
+            state: item_state,
+            results: vec![OperationResult::Failed(failure); operations],
+            signals: Vec::new(),
+        });
+    }
+    Ok(EntityBatchResult {
+        state: result.entity_state.clone().filter(|s| !s.is_empty()),
+        results,
+        signals,
+    })
+}
+
+/// An instance's state to the wire; without inputs and outputs unless asked.
+pub fn instance_state_to_proto(
+    state: &InstanceState,
+    with_payloads: bool,
+) -> proto::OrchestrationState {
+    let payload = |p: &Option<String>| if with_payloads { p.clone() } else { None };
+    proto::OrchestrationState {
+        instance_id: state.instance_id.to_string(),
+        name: state.name.clone(),
+        version: None,
+        orchestration_status: status_to_proto(state.status) as i32,
+        scheduled_start_timestamp: state.scheduled_start_ms.map(timestamp),
+        created_timestamp: Some(timestamp(state.created_at_ms)),
+        last_updated_timestamp: Some(timestamp(state.last_updated_at_ms)),
+        input: payload(&state.input),
+        output: payload(&state.output),
+        custom_status: payload(&state.custom_status),
+        failure_details: state.failure.as_ref().map(failure_to_proto),
+        execution_id: None,
+        completed_timestamp: state
+            .status
+            .is_terminal()
+            .then(|| timestamp(state.last_updated_at_ms)),
+        parent_instance_id: state.parent.as_ref().map(|p| p.instance_id.to_string()),
+        tags: HashMap::new(),
+    }
+}
+
+/// An entity's state to the wire.
+pub fn entity_metadata(state: &EntityState, include_state: bool) -> proto::EntityMetadata {
+    proto::EntityMetadata {
+        instance_id: state.entity.to_string(),
+        last_modified_time: Some(timestamp(state.last_modified_ms)),
+        backlog_queue_size: i32::try_from(state.backlog).unwrap_or(i32::MAX),
+        locked_by: None,
+        serialized_state: if include_state {
+            state.state.clone()
+        } else {
+            None
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_and_round_up() {
+        assert_eq!(millis(&timestamp(1_700_000_000_123)), 1_700_000_000_123);
+        let ts = Timestamp {
+            seconds: 10,
+            nanos: 1,
+        };
+        assert_eq!(millis(&ts), 10_001);
+        assert_eq!(
+            millis(&Timestamp {
+                seconds: -5,
+                nanos: 0
+            }),
+            0
+        );
+    }
+
+    #[test]
+    fn entity_answers_carry_the_workers_request_id() {
+        let called = HistoryEvent {
+            event_id: 3,
+            timestamp_ms: 0,
+            kind: EventKind::EntityOperationCalled {
+                entity: "@counter@a".into(),
+                operation: "add".into(),
+                input: None,
+            },
+            correlation: Some("req-9".into()),
+        };
+        let answer = HistoryEvent::new(
+            1,
+            EventKind::EntityOperationCompleted {
+                request_id: 3,
+                output: Some("1".into()),
+            },
+        );
+        let wire = history_to_proto(&[called, answer], "o");
+        match &wire[1].event_type {
+            Some(EventType::EntityOperationCompleted(done)) => assert_eq!(done.request_id, "req-9"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_status_values_are_refused() {
+        assert!(status_from_proto(99).is_err());
+        assert_eq!(
+            status_from_proto(proto::OrchestrationStatus::Canceled as i32),
+            Ok(OrchestrationStatus::Terminated)
+        );
+    }
+}

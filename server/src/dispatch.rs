@@ -1,0 +1,469 @@
+//! Hands work from the engine to connected worker streams.
+//!
+//! One puller per kind of work (orchestration steps, activities, entity
+//! batches) takes items from the [`Backend`] while some connected stream
+//! could take that kind, and the dispatcher gives each item to the
+//! least-loaded stream whose filters accept it and that is under its limit.
+//! An item no stream accepts (filters, versions, all streams full) waits
+//! here, bounded, until one can: it is never dropped. Every item handed to
+//! a stream is remembered by its completion token; when a stream goes away,
+//! its unfinished items are abandoned to the backend, which offers them
+//! again — so a worker that dies mid-work delays the work, never loses it,
+//! and the backend's token checks keep it from completing twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use basalt_runtime::{
+    ActivityWorkItem, Backend, CompletionToken, EntityWorkItem, Error as RuntimeError, EventKind,
+    OrchestrationWorkItem,
+};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc, watch};
+
+/// Items held here that no stream has taken yet, per kind; the puller
+/// stops taking more from the backend above this.
+const HELD_ITEMS_MAX: usize = 10_000;
+
+/// The three kinds of work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// An orchestration step.
+    Orchestration = 0,
+    /// An activity.
+    Activity = 1,
+    /// A batch of entity operations.
+    Entity = 2,
+}
+
+const KINDS: [Kind; 3] = [Kind::Orchestration, Kind::Activity, Kind::Entity];
+
+/// One item of work on its way to a worker.
+#[derive(Clone, Debug)]
+pub enum Work {
+    /// An orchestration step.
+    Orchestration(OrchestrationWorkItem),
+    /// An activity.
+    Activity(ActivityWorkItem),
+    /// A batch of entity operations.
+    Entity(EntityWorkItem),
+}
+
+impl Work {
+    fn kind(&self) -> Kind {
+        match self {
+            Work::Orchestration(_) => Kind::Orchestration,
+            Work::Activity(_) => Kind::Activity,
+            Work::Entity(_) => Kind::Entity,
+        }
+    }
+
+    fn token(&self) -> &CompletionToken {
+        match self {
+            Work::Orchestration(item) => &item.token,
+            Work::Activity(item) => &item.token,
+            Work::Entity(item) => &item.token,
+        }
+    }
+
+    /// The orchestration, activity or entity name and version the item is
+    /// for, as work-item filters match them.
+    fn name_and_version(&self) -> (&str, Option<&str>) {
+        match self {
+            Work::Orchestration(item) => item
+                .past_events
+                .iter()
+                .chain(item.new_events.iter())
+                .find_map(|event| match &event.kind {
+                    EventKind::ExecutionStarted { name, version, .. } => {
+                        Some((name.as_str(), version.as_deref()))
+                    }
+                    _ => None,
+                })
+                .unwrap_or(("", None)),
+            Work::Activity(item) => (item.name.as_str(), item.version.as_deref()),
+            Work::Entity(item) => (item.entity.name(), None),
+        }
+    }
+}
+
+/// What one stream accepts, from its `GetWorkItemsRequest`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamFilters {
+    /// `None`: every orchestration. Otherwise (name, versions; empty = any).
+    pub orchestrations: Option<Vec<(String, Vec<String>)>>,
+    /// `None`: every activity. Otherwise (name, versions; empty = any).
+    pub activities: Option<Vec<(String, Vec<String>)>>,
+    /// `None`: every entity. Otherwise entity names (case-insensitive).
+    pub entities: Option<Vec<String>>,
+}
+
+impl StreamFilters {
+    fn accepts(&self, work: &Work) -> bool {
+        let (name, version) = work.name_and_version();
+        let by_name_and_version = |filters: &Option<Vec<(String, Vec<String>)>>| match filters {
+            None => true,
+            Some(list) => list.iter().any(|(n, versions)| {
+                n == name
+                    && (versions.is_empty()
+                        || version.is_some_and(|v| versions.iter().any(|x| x == v)))
+            }),
+        };
+        match work.kind() {
+            Kind::Orchestration => by_name_and_version(&self.orchestrations),
+            Kind::Activity => by_name_and_version(&self.activities),
+            Kind::Entity => match &self.entities {
+                None => true,
+                Some(names) => names.iter().any(|n| n.eq_ignore_ascii_case(name)),
+            },
+        }
+    }
+
+    fn takes_kind(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Orchestration => self.orchestrations.as_ref().is_none_or(|l| !l.is_empty()),
+            Kind::Activity => self.activities.as_ref().is_none_or(|l| !l.is_empty()),
+            Kind::Entity => self.entities.as_ref().is_none_or(|l| !l.is_empty()),
+        }
+    }
+}
+
+/// A message on a worker stream.
+#[derive(Debug)]
+pub enum StreamMessage {
+    /// Work to do.
+    Work(Work),
+    /// Nothing to do; the stream is alive.
+    HealthPing,
+}
+
+struct Stream {
+    sender: mpsc::UnboundedSender<StreamMessage>,
+    filters: StreamFilters,
+    limits: [usize; 3],
+    in_flight: [usize; 3],
+}
+
+#[derive(Default)]
+struct State {
+    streams: HashMap<u64, Stream>,
+    next_stream: u64,
+    held: [VecDeque<Work>; 3],
+    /// Every item a stream holds, by token.
+    outstanding: HashMap<CompletionToken, Outstanding>,
+}
+
+/// An item a stream holds.
+struct Outstanding {
+    stream: u64,
+    kind: Kind,
+    /// For an entity batch: its state before and its operation count,
+    /// which the completion is checked and rolled back against.
+    entity: Option<EntityBatchShape>,
+}
+
+/// What the completion of an entity batch needs to know of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntityBatchShape {
+    /// The entity's state before the batch.
+    pub state: Option<String>,
+    /// How many operations the batch has.
+    pub operations: usize,
+}
+
+/// Counters for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DispatchStats {
+    /// Worker streams connected.
+    pub streams: usize,
+    /// Items waiting here for a stream that accepts them, per kind.
+    pub held: [usize; 3],
+    /// Items a stream holds, per kind.
+    pub in_flight: [usize; 3],
+}
+
+/// The dispatcher; cheap to share.
+pub struct Dispatcher {
+    backend: Arc<dyn Backend>,
+    state: Mutex<State>,
+    /// Wakes the puller of a kind when a stream or room appears.
+    room: [Notify; 3],
+    /// Becomes true on [`Dispatcher::close`].
+    shutdown: watch::Sender<bool>,
+    health_ping_interval: Duration,
+}
+
+/// A connected stream's side: messages to forward, and its id for
+/// [`Dispatcher::disconnect`].
+pub struct Connection {
+    /// The stream's id.
+    pub id: u64,
+    /// Work and pings for this stream, in order.
+    pub messages: mpsc::UnboundedReceiver<StreamMessage>,
+}
+
+impl Dispatcher {
+    /// Starts the pullers; they run until [`Dispatcher::close`].
+    pub fn start(backend: Arc<dyn Backend>, health_ping_interval: Duration) -> Arc<Dispatcher> {
+        let dispatcher = Arc::new(Dispatcher {
+            backend,
+            state: Mutex::new(State::default()),
+            room: [Notify::new(), Notify::new(), Notify::new()],
+            shutdown: watch::Sender::new(false),
+            health_ping_interval,
+        });
+        for kind in KINDS {
+            tokio::spawn(Arc::clone(&dispatcher).pull(kind));
+        }
+        dispatcher
+    }
+
+    /// Registers a worker stream. `limits` are the most items of each kind
+    /// (orchestration, activity, entity) it may hold at once.
+    pub fn connect(self: &Arc<Self>, filters: StreamFilters, limits: [usize; 3]) -> Connection {
+        let (sender, messages) = mpsc::unbounded_channel();
+        let id = {
+            let mut state = self.state.lock();
+            let id = state.next_stream;
+            state.next_stream += 1;
+            state.streams.insert(
+                id,
+                Stream {
+                    sender: sender.clone(),
+                    filters,
+                    limits: limits.map(|l| l.max(1)),
+                    in_flight: [0; 3],
+                },
+            );
+            for kind in KINDS {
+                self.assign_held(&mut state, kind);
+            }
+            id
+        };
+        for notify in &self.room {
+            notify.notify_one();
+        }
+        // Health pings, and the end of the stream noticed even when it is idle.
+        let dispatcher = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(dispatcher.health_ping_interval);
+            ticker.tick().await;
+            let mut shutdown = dispatcher.shutdown.subscribe();
+            loop {
+                tokio::select! {
+                    _ = sender.closed() => break,
+                    _ = shutdown.wait_for(|closed| *closed) => break,
+                    _ = ticker.tick() => {
+                        if sender.send(StreamMessage::HealthPing).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            dispatcher.disconnect(id).await;
+        });
+        if self.is_closed() {
+            self.state.lock().streams.remove(&id);
+        }
+        Connection { id, messages }
+    }
+
+    /// Forgets a stream and gives its unfinished items back to the backend
+    /// to be offered again. Idempotent.
+    pub async fn disconnect(&self, id: u64) {
+        let unfinished: Vec<(CompletionToken, Kind)> = {
+            let mut state = self.state.lock();
+            if state.streams.remove(&id).is_none() {
+                return;
+            }
+            let tokens: Vec<_> = state
+                .outstanding
+                .iter()
+                .filter(|(_, item)| item.stream == id)
+                .map(|(token, item)| (token.clone(), item.kind))
+                .collect();
+            for (token, _) in &tokens {
+                state.outstanding.remove(token);
+            }
+            tokens
+        };
+        if !unfinished.is_empty() {
+            tracing::info!(
+                stream = id,
+                items = unfinished.len(),
+                "worker stream ended with unfinished work; giving it back"
+            );
+        }
+        for (token, kind) in unfinished {
+            let result = match kind {
+                Kind::Orchestration => self.backend.abandon_orchestration_work_item(&token).await,
+                Kind::Activity => self.backend.abandon_activity_work_item(&token).await,
+                Kind::Entity => self.backend.abandon_entity_work_item(&token).await,
+            };
+            if let Err(error) = result {
+                // Stale already (completed meanwhile) or shutting down.
+                tracing::debug!(%error, token = %token.0, "abandon after stream end");
+            }
+        }
+    }
+
+    /// Marks an item finished (completed or abandoned by its worker): frees
+    /// its stream's slot. Unknown tokens are ignored (the backend judges
+    /// staleness).
+    pub fn finish(&self, token: &CompletionToken) {
+        let mut state = self.state.lock();
+        if let Some(Outstanding { stream, kind, .. }) = state.outstanding.remove(token) {
+            if let Some(s) = state.streams.get_mut(&stream) {
+                s.in_flight[kind as usize] = s.in_flight[kind as usize].saturating_sub(1);
+            }
+            self.assign_held(&mut state, kind);
+            self.room[kind as usize].notify_one();
+        }
+    }
+
+    /// The shape of an entity batch a stream holds, or `None` if no stream
+    /// holds `token` (completed, or given back when its stream ended).
+    pub fn entity_item(&self, token: &CompletionToken) -> Option<EntityBatchShape> {
+        self.state
+            .lock()
+            .outstanding
+            .get(token)
+            .and_then(|item| item.entity.clone())
+    }
+
+    /// Ends every stream and stops the pullers.
+    pub fn close(&self) {
+        self.shutdown.send_replace(true);
+        self.state.lock().streams.clear();
+        for notify in &self.room {
+            notify.notify_one();
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Counters for `/metrics`.
+    pub fn stats(&self) -> DispatchStats {
+        let state = self.state.lock();
+        let mut stats = DispatchStats {
+            streams: state.streams.len(),
+            ..DispatchStats::default()
+        };
+        for kind in KINDS {
+            stats.held[kind as usize] = state.held[kind as usize].len();
+        }
+        for item in state.outstanding.values() {
+            stats.in_flight[item.kind as usize] += 1;
+        }
+        stats
+    }
+
+    async fn pull(self: Arc<Self>, kind: Kind) {
+        loop {
+            // Wait until some stream takes this kind and there is room here.
+            loop {
+                let room = self.room[kind as usize].notified();
+                if self.is_closed() {
+                    return;
+                }
+                {
+                    let state = self.state.lock();
+                    let wanted = state.streams.values().any(|s| s.filters.takes_kind(kind));
+                    if wanted && state.held[kind as usize].len() < HELD_ITEMS_MAX {
+                        break;
+                    }
+                }
+                room.await;
+            }
+            let mut shutdown = self.shutdown.subscribe();
+            let next = async {
+                match kind {
+                    Kind::Orchestration => self
+                        .backend
+                        .next_orchestration_work_item()
+                        .await
+                        .map(Work::Orchestration),
+                    Kind::Activity => self
+                        .backend
+                        .next_activity_work_item()
+                        .await
+                        .map(Work::Activity),
+                    Kind::Entity => self.backend.next_entity_work_item().await.map(Work::Entity),
+                }
+            };
+            let work = tokio::select! {
+                work = next => work,
+                _ = shutdown.wait_for(|closed| *closed) => return,
+            };
+            match work {
+                Ok(work) => {
+                    let mut state = self.state.lock();
+                    state.held[kind as usize].push_back(work);
+                    self.assign_held(&mut state, kind);
+                }
+                Err(RuntimeError::ShutDown) => return,
+                Err(error) => {
+                    tracing::warn!(%error, ?kind, "taking work from the engine failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Gives held items of `kind`, oldest first, to streams that accept
+    /// them and have room; items nobody can take now stay, in order.
+    fn assign_held(&self, state: &mut State, kind: Kind) {
+        let held = std::mem::take(&mut state.held[kind as usize]);
+        let mut kept = VecDeque::new();
+        for work in held {
+            let target = state
+                .streams
+                .iter()
+                .filter(|(_, s)| {
+                    s.in_flight[kind as usize] < s.limits[kind as usize] && s.filters.accepts(&work)
+                })
+                .min_by_key(|(id, s)| (s.in_flight[kind as usize], **id))
+                .map(|(id, _)| *id);
+            let Some(id) = target else {
+                kept.push_back(work);
+                continue;
+            };
+            let token = work.token().clone();
+            let entity = match &work {
+                Work::Entity(item) => Some(EntityBatchShape {
+                    state: item.state.clone(),
+                    operations: item.operations.len(),
+                }),
+                _ => None,
+            };
+            let Some(stream) = state.streams.get_mut(&id) else {
+                kept.push_back(work);
+                continue;
+            };
+            match stream.sender.send(StreamMessage::Work(work)) {
+                Ok(()) => {
+                    stream.in_flight[kind as usize] += 1;
+                    state.outstanding.insert(
+                        token,
+                        Outstanding {
+                            stream: id,
+                            kind,
+                            entity,
+                        },
+                    );
+                }
+                Err(mpsc::error::SendError(message)) => {
+                    // The stream just ended; its watcher will clean up.
+                    stream.limits = [0; 3];
+                    if let StreamMessage::Work(work) = message {
+                        kept.push_back(work);
+                    }
+                }
+            }
+        }
+        state.held[kind as usize] = kept;
+    }
+}

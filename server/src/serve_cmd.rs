@@ -1,0 +1,79 @@
+//! `basalt serve`: resolves the options (flags, environment, TOML file),
+//! sets up logging, runs the server until SIGTERM or SIGINT, then stops it
+//! cleanly (streams ended, in-flight commits durable, checkpoints written,
+//! ports and directory lock released) and exits 0.
+
+use anyhow::Context;
+use basalt_server::config::{ServeFile, parse_entity_format};
+use basalt_server::server;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::ServeArgs;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log.as_deref().unwrap_or("info"), args.log_json)?;
+    let file = match &args.config {
+        Some(path) => ServeFile::load(path)?,
+        None => ServeFile::default(),
+    };
+    let flags = ServeFile {
+        data_dir: args.data_dir,
+        storage: args.storage,
+        grpc_addr: args.grpc_addr,
+        http_addr: args.http_addr,
+        hub_name: args.hub_name,
+        partitions: args.partitions,
+        payload_bytes_max: args.payload_bytes_max,
+        orchestrations_per_stream_max: args.orchestrations_per_stream_max,
+        activities_per_stream_max: args.activities_per_stream_max,
+        entities_per_stream_max: args.entities_per_stream_max,
+        health_ping_interval_ms: args.health_ping_interval_ms,
+        entity_format: args
+            .entity_format
+            .as_deref()
+            .map(parse_entity_format)
+            .transpose()?,
+    };
+    let options = flags.or(file).into_options()?;
+    let handle = server::start(options)
+        .await
+        .context("starting the server")?;
+    // One line on stdout with the real addresses, for scripts and tests
+    // that ask for port 0.
+    println!(
+        "basalt serving grpc={} http={}",
+        handle.grpc_addr(),
+        handle
+            .http_addr()
+            .map_or_else(|| "off".to_owned(), |a| a.to_string())
+    );
+    wait_for_stop_signal().await?;
+    tracing::info!("stop signal received; shutting down");
+    handle.stop().await;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn init_logging(filter: &str, json: bool) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter)
+        .with_context(|| format!("log filter {filter:?} is not valid"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! Starting and stopping the server: the engine on its storage, the
+//! dispatcher, the gRPC sidecar and the HTTP API, behind one
+//! [`ServerHandle`].
+//!
+//! Stopping (`ServerHandle::stop`, or SIGTERM/SIGINT in `basalt serve`):
+//! worker streams are ended and the listeners stop accepting, in-flight
+//! calls finish, then the engine makes everything appended durable,
+//! checkpoints every partition and releases the directory lock. The
+//! listening sockets are closed, so a new server can bind the same ports
+//! at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use basalt_engine::{Engine, EngineOptions};
+use basalt_runtime::Backend;
+use basalt_storage::Storage;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::{ServeOptions, StorageChoice};
+use crate::dispatch::Dispatcher;
+use crate::http;
+use crate::proto::task_hub_sidecar_service_server::TaskHubSidecarServiceServer;
+use crate::sidecar::{Sidecar, SidecarOptions};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The options are inconsistent.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The storage could not be opened (e.g. another server holds the
+    /// directory: the message names its pid).
+    #[error("opening the task hub: {0}")]
+    Storage(#[from] basalt_storage::Error),
+    /// The engine could not recover the task hub.
+    #[error("recovering the task hub: {0}")]
+    Open(#[from] basalt_engine::OpenError),
+    /// A listening address could not be bound.
+    #[error("binding the {what} address {addr}: {source}")]
+    Bind {
+        /// gRPC or HTTP.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running server. Dropping it does not stop it; call [`stop`](Self::stop).
+pub struct ServerHandle {
+    grpc_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    engine: Engine,
+    dispatcher: Arc<Dispatcher>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Longest the listeners get to finish in-flight calls when stopping.
+const DRAIN_MAX: Duration = Duration::from_secs(5);
+/// Bytes a gRPC message may have beyond its largest payload (history, ids).
+const MESSAGE_OVERHEAD_BYTES: usize = 16 << 20;
+
+/// Starts the server; returns once it is listening.
+pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
+    options.validate()?;
+    let storage = match &options.storage {
+        StorageChoice::LocalDir(dir) => Storage::local(dir)?,
+        StorageChoice::Memory => Storage::in_memory(),
+    };
+    let engine = Engine::open(
+        storage,
+        EngineOptions {
+            hub_name: options.hub_name.clone(),
+            partition_count: options.partitions,
+            payload_bytes_max: options.payload_bytes_max,
+            ..EngineOptions::default()
+        },
+    )
+    .await?;
+    let grpc_listener = bind("gRPC", options.grpc_addr).await;
+    let http_listener = match options.http_addr {
+        Some(addr) => Some(bind("HTTP", addr).await),
+        None => None,
+    };
+    let (grpc_listener, http_listener) = match (grpc_listener, http_listener.transpose()) {
+        (Ok(g), Ok(h)) => (g, h),
+        (Err(e), _) | (_, Err(e)) => {
+            engine.shutdown().await;
+            return Err(e);
+        }
+    };
+    let grpc_addr = local_addr(&grpc_listener, options.grpc_addr);
+    let http_addr = http_listener
+        .as_ref()
+        .map(|l| local_addr(l, options.http_addr.unwrap_or(options.grpc_addr)));
+
+    let backend: Arc<dyn Backend> = Arc::new(engine.clone());
+    let dispatcher = Dispatcher::start(Arc::clone(&backend), options.health_ping_interval);
+    let sidecar = Arc::new(Sidecar::new(
+        Arc::clone(&backend),
+        Arc::clone(&dispatcher),
+        SidecarOptions {
+            per_stream_max: [
+                options.orchestrations_per_stream_max,
+                options.activities_per_stream_max,
+                options.entities_per_stream_max,
+            ],
+            entity_format: options.entity_format,
+        },
+    ));
+    let (shutdown, _) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let message_max = options
+        .payload_bytes_max
+        .saturating_add(MESSAGE_OVERHEAD_BYTES);
+    let service = TaskHubSidecarServiceServer::new(sidecar)
+        .max_decoding_message_size(message_max)
+        .max_encoding_message_size(usize::MAX);
+    let mut stop_grpc = shutdown.subscribe();
+    tasks.push(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                let _ = stop_grpc.wait_for(|stop| *stop).await;
+            })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "gRPC server stopped with an error");
+        }
+    }));
+
+    if let Some(listener) = http_listener {
+        let app = http::router(http::HttpState {
+            backend: Arc::clone(&backend),
+            engine: engine.clone(),
+            dispatcher: Arc::clone(&dispatcher),
+        });
+        let mut stop_http = shutdown.subscribe();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_http.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP server stopped with an error");
+            }
+        }));
+    }
+    tracing::info!(%grpc_addr, http_addr = ?http_addr, partitions = options.partitions, "basalt is serving");
+    Ok(ServerHandle {
+        grpc_addr,
+        http_addr,
+        engine,
+        dispatcher,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { what, addr, source })
+}
+
+fn local_addr(listener: &TcpListener, asked: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(asked)
+}
+
+impl ServerHandle {
+    /// The address the gRPC sidecar listens on (the real port when 0 was asked).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The address the HTTP API listens on, if it is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The engine behind the server (for tests and embedding).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Stops the server: ends worker streams, stops accepting, lets
+    /// in-flight calls finish (at most a few seconds), then shuts the
+    /// engine down durably (flush, checkpoint, unlock).
+    pub async fn stop(self) {
+        self.dispatcher.close();
+        self.shutdown.send_replace(true);
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(DRAIN_MAX, task).await.is_err() {
+                tracing::warn!("a listener did not drain in time; closing it");
+                abort.abort();
+            }
+        }
+        self.engine.shutdown().await;
+        tracing::info!("basalt stopped");
+    }
+}

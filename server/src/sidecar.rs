@@ -1,0 +1,903 @@
+//! The Durable Task sidecar gRPC service (`TaskHubSidecarService`) over any
+//! [`Backend`]: the official SDKs' clients and workers talk to Basalt
+//! through it unchanged. Coverage, RPC by RPC, is in
+//! `docs/protocol-coverage.md`.
+//!
+//! Errors: malformed requests get `INVALID_ARGUMENT`, unknown instances
+//! `NOT_FOUND`, conflicts `ALREADY_EXISTS` / `FAILED_PRECONDITION`, stale
+//! completion tokens `FAILED_PRECONDITION`, a stopping server
+//! `UNAVAILABLE`; every message says what was wrong. No request can stop
+//! the server.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use basalt_runtime::{
+    Backend, CompletionToken, EntityId, EntityOperation, EntityQuery, Error as RuntimeError,
+    InstanceId, InstanceQuery, OrchestrationStatus, OrchestrationStepResult, OrchestratorAction,
+    StartRequest,
+};
+use futures::Stream;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{self, ConvertError};
+use crate::dispatch::{Dispatcher, StreamFilters, StreamMessage, Work};
+use crate::proto;
+use crate::proto::task_hub_sidecar_service_server::TaskHubSidecarService;
+
+/// Which message carries entity batches to workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntityFormat {
+    /// `WorkItem.entityRequest` (`EntityBatchRequest`), the older format.
+    #[default]
+    V1,
+    /// `WorkItem.entityRequestV2` (`EntityRequest`), operations as events.
+    V2,
+}
+
+/// Settings of the service.
+#[derive(Clone, Debug)]
+pub struct SidecarOptions {
+    /// Caps on what one worker stream holds at once (orchestration,
+    /// activity, entity), whatever it asks for.
+    pub per_stream_max: [usize; 3],
+    /// Which entity batch format workers get.
+    pub entity_format: EntityFormat,
+}
+
+/// The service; one per server.
+pub struct Sidecar {
+    backend: Arc<dyn Backend>,
+    dispatcher: Arc<Dispatcher>,
+    options: SidecarOptions,
+}
+
+/// Longest a `WaitFor*` call waits when the client set no deadline.
+const WAIT_MAX: Duration = Duration::from_secs(24 * 3600);
+/// History events per `StreamInstanceHistory` chunk.
+const HISTORY_CHUNK_EVENTS: usize = 200;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A runtime error as a gRPC status with its message.
+pub fn status_of(error: RuntimeError) -> Status {
+    let message = error.to_string();
+    match error {
+        RuntimeError::InvalidInput(_) => Status::invalid_argument(message),
+        RuntimeError::NotFound(_) => Status::not_found(message),
+        RuntimeError::Conflict(_) => Status::already_exists(message),
+        RuntimeError::StaleToken(_) => Status::failed_precondition(message),
+        RuntimeError::Timeout(_) => Status::deadline_exceeded(message),
+        RuntimeError::ShutDown => Status::unavailable(message),
+        _ => Status::internal(message),
+    }
+}
+
+fn invalid(error: ConvertError) -> Status {
+    Status::invalid_argument(error.to_string())
+}
+
+fn instance_id(field: &str, text: &str) -> Result<InstanceId, Status> {
+    InstanceId::new(text).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+fn entity_id(text: &str) -> Result<EntityId, Status> {
+    EntityId::parse(text).map_err(|e| Status::invalid_argument(format!("instanceId: {e}")))
+}
+
+fn token(text: &str) -> Result<CompletionToken, Status> {
+    if text.is_empty() {
+        return Err(Status::invalid_argument("completionToken is required"));
+    }
+    Ok(CompletionToken(text.to_owned()))
+}
+
+/// The statuses of a filter; the wire enum as the runtime's.
+fn statuses(values: &[i32]) -> Result<Vec<OrchestrationStatus>, Status> {
+    values
+        .iter()
+        .map(|v| convert::status_from_proto(*v).map_err(invalid))
+        .collect()
+}
+
+/// The deadline a client put on the call, if any (`grpc-timeout`).
+fn client_deadline<T>(request: &Request<T>) -> Duration {
+    request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|text| {
+            let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+            let n: u64 = number.parse().ok()?;
+            Some(match unit {
+                "H" => Duration::from_secs(n * 3600),
+                "M" => Duration::from_secs(n * 60),
+                "S" => Duration::from_secs(n),
+                "m" => Duration::from_millis(n),
+                "u" => Duration::from_micros(n),
+                "n" => Duration::from_nanos(n),
+                _ => return None,
+            })
+        })
+        .unwrap_or(WAIT_MAX)
+}
+
+fn limit(asked: i32, cap: usize) -> usize {
+    if asked <= 0 {
+        cap
+    } else {
+        (asked as usize).min(cap)
+    }
+}
+
+fn filters_of(request: &proto::GetWorkItemsRequest) -> StreamFilters {
+    let Some(filters) = &request.work_item_filters else {
+        return StreamFilters::default();
+    };
+    if filters.orchestrations.is_empty()
+        && filters.activities.is_empty()
+        && filters.entities.is_empty()
+    {
+        return StreamFilters::default();
+    }
+    StreamFilters {
+        orchestrations: Some(
+            filters
+                .orchestrations
+                .iter()
+                .map(|f| (f.name.clone(), f.versions.clone()))
+                .collect(),
+        ),
+        activities: Some(
+            filters
+                .activities
+                .iter()
+                .map(|f| (f.name.clone(), f.versions.clone()))
+                .collect(),
+        ),
+        entities: Some(filters.entities.iter().map(|f| f.name.clone()).collect()),
+    }
+}
+
+impl Sidecar {
+    /// A service over `backend`, handing work out through `dispatcher`.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        dispatcher: Arc<Dispatcher>,
+        options: SidecarOptions,
+    ) -> Sidecar {
+        Sidecar {
+            backend,
+            dispatcher,
+            options,
+        }
+    }
+
+    fn work_item(&self, message: StreamMessage) -> proto::WorkItem {
+        use proto::work_item::Request as R;
+        match message {
+            StreamMessage::HealthPing => proto::WorkItem {
+                request: Some(R::HealthPing(proto::HealthPing {})),
+                completion_token: String::new(),
+            },
+            StreamMessage::Work(Work::Orchestration(item)) => proto::WorkItem {
+                request: Some(R::OrchestratorRequest(convert::orchestrator_request(&item))),
+                completion_token: item.token.0,
+            },
+            StreamMessage::Work(Work::Activity(item)) => proto::WorkItem {
+                request: Some(R::ActivityRequest(convert::activity_request(&item))),
+                completion_token: item.token.0,
+            },
+            StreamMessage::Work(Work::Entity(item)) => {
+                let request = match self.options.entity_format {
+                    EntityFormat::V1 => R::EntityRequest(convert::entity_batch_request(&item)),
+                    EntityFormat::V2 => {
+                        R::EntityRequestV2(convert::entity_request_v2(&item, now_ms()))
+                    }
+                };
+                proto::WorkItem {
+                    request: Some(request),
+                    completion_token: item.token.0,
+                }
+            }
+        }
+    }
+
+    /// Starts an instance, honouring an id-reuse policy if one is given:
+    /// an existing instance may be replaced only when its status is listed.
+    async fn start(&self, request: proto::CreateInstanceRequest) -> Result<String, Status> {
+        if request.name.is_empty() {
+            return Err(Status::invalid_argument("name is required"));
+        }
+        let id = if request.instance_id.is_empty() {
+            None
+        } else {
+            Some(instance_id("instanceId", &request.instance_id)?)
+        };
+        if let (Some(id), Some(policy)) = (&id, &request.orchestration_id_reuse_policy)
+            && let Some(existing) = self.backend.get_instance(id).await.map_err(status_of)?
+        {
+            let replaceable = statuses(&policy.replaceable_status)?;
+            if !replaceable.contains(&existing.status) {
+                return Err(Status::already_exists(format!(
+                    "instance {id} already exists with status {}",
+                    existing.status
+                )));
+            }
+            if !existing.status.is_terminal() {
+                self.backend
+                    .terminate(id, Some("\"replaced by a new start\"".into()))
+                    .await
+                    .map_err(status_of)?;
+                self.backend
+                    .wait_for_completion(id, Duration::from_secs(30))
+                    .await
+                    .map_err(status_of)?;
+            }
+        }
+        let started = self
+            .backend
+            .start_instance(StartRequest {
+                name: request.name,
+                instance_id: id.map(|i| i.to_string()),
+                input: request.input,
+                version: request.version,
+                scheduled_start_ms: request
+                    .scheduled_start_timestamp
+                    .as_ref()
+                    .map(convert::millis),
+            })
+            .await
+            .map_err(status_of)?;
+        Ok(started.to_string())
+    }
+
+    async fn get(
+        &self,
+        id: &str,
+        with_payloads: bool,
+    ) -> Result<proto::GetInstanceResponse, Status> {
+        let id = instance_id("instanceId", id)?;
+        let state = self.backend.get_instance(&id).await.map_err(status_of)?;
+        Ok(instance_response(state.as_ref(), with_payloads))
+    }
+
+    async fn wait(
+        &self,
+        request: Request<proto::GetInstanceRequest>,
+        for_completion: bool,
+    ) -> Result<Response<proto::GetInstanceResponse>, Status> {
+        let deadline = client_deadline(&request);
+        let request = request.into_inner();
+        let id = instance_id("instanceId", &request.instance_id)?;
+        let waited = if for_completion {
+            self.backend.wait_for_completion(&id, deadline).await
+        } else {
+            self.backend.wait_for_start(&id, deadline).await
+        };
+        match waited {
+            Ok(state) => Ok(Response::new(instance_response(
+                Some(&state),
+                request.get_inputs_and_outputs,
+            ))),
+            Err(RuntimeError::NotFound(_)) => Ok(Response::new(instance_response(None, false))),
+            Err(error) => Err(status_of(error)),
+        }
+    }
+
+    /// Every instance matching a purge filter, page by page.
+    async fn purge_matching(&self, filter: &proto::PurgeInstanceFilter) -> Result<i32, Status> {
+        let mut query = InstanceQuery {
+            statuses: statuses(&filter.runtime_status)?,
+            created_from_ms: filter.created_time_from.as_ref().map(convert::millis),
+            created_to_ms: filter.created_time_to.as_ref().map(convert::millis),
+            page_size: 1000,
+            ..InstanceQuery::default()
+        };
+        let mut deleted = 0;
+        loop {
+            let page = self
+                .backend
+                .query_instances(&query)
+                .await
+                .map_err(status_of)?;
+            for state in page.instances.iter().filter(|s| s.status.is_terminal()) {
+                if self
+                    .backend
+                    .purge(&state.instance_id)
+                    .await
+                    .map_err(status_of)?
+                {
+                    deleted += 1;
+                }
+            }
+            match page.continuation {
+                Some(next) => query.continuation = Some(next),
+                None => return Ok(deleted),
+            }
+        }
+    }
+
+    async fn purge_one(&self, id: &str) -> Result<i32, Status> {
+        let id = instance_id("instanceId", id)?;
+        match self.backend.purge(&id).await {
+            Ok(true) => Ok(1),
+            Ok(false) => Ok(0),
+            Err(RuntimeError::Conflict(message)) => Err(Status::failed_precondition(message)),
+            Err(error) => Err(status_of(error)),
+        }
+    }
+
+    async fn complete_orchestration(
+        &self,
+        response: proto::OrchestratorResponse,
+    ) -> Result<(), Status> {
+        let token = token(&response.completion_token)?;
+        let result =
+            match convert::step_result_from_proto(&response, &response.instance_id, now_ms()) {
+                Ok(result) => result,
+                Err(ConvertError::Invalid(message)) => {
+                    return Err(Status::invalid_argument(message));
+                }
+                // Something the protocol allows but Basalt cannot do: the
+                // orchestration fails with a message saying so, rather than
+                // hanging or doing it wrong.
+                Err(ConvertError::Unsupported(message)) => {
+                    let id = response
+                        .actions
+                        .iter()
+                        .map(|a| a.id)
+                        .max()
+                        .unwrap_or(0)
+                        .saturating_add(1);
+                    OrchestrationStepResult {
+                        actions: vec![OrchestratorAction::new(
+                            id,
+                            basalt_runtime::ActionKind::CompleteOrchestration {
+                                status: OrchestrationStatus::Failed,
+                                result: None,
+                                failure: Some(basalt_runtime::FailureDetails {
+                                    error_type: "UnsupportedAction".into(),
+                                    message,
+                                    is_non_retriable: true,
+                                    ..Default::default()
+                                }),
+                                new_version: None,
+                                carryover_events: Vec::new(),
+                            },
+                        )],
+                        custom_status: response.custom_status.clone(),
+                    }
+                }
+            };
+        let outcome = self
+            .backend
+            .complete_orchestration_work_item(&token, result)
+            .await;
+        self.dispatcher.finish(&token);
+        outcome.map_err(status_of)
+    }
+}
+
+fn instance_response(
+    state: Option<&basalt_runtime::InstanceState>,
+    with_payloads: bool,
+) -> proto::GetInstanceResponse {
+    proto::GetInstanceResponse {
+        exists: state.is_some(),
+        orchestration_state: state.map(|s| convert::instance_state_to_proto(s, with_payloads)),
+    }
+}
+
+type WorkItemStream = Pin<Box<dyn Stream<Item = Result<proto::WorkItem, Status>> + Send>>;
+type HistoryStream = Pin<Box<dyn Stream<Item = Result<proto::HistoryChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TaskHubSidecarService for Arc<Sidecar> {
+    async fn hello(&self, _: Request<()>) -> Result<Response<()>, Status> {
+        Ok(Response::new(()))
+    }
+
+    async fn start_instance(
+        &self,
+        request: Request<proto::CreateInstanceRequest>,
+    ) -> Result<Response<proto::CreateInstanceResponse>, Status> {
+        let instance_id = self.start(request.into_inner()).await?;
+        Ok(Response::new(proto::CreateInstanceResponse { instance_id }))
+    }
+
+    async fn get_instance(
+        &self,
+        request: Request<proto::GetInstanceRequest>,
+    ) -> Result<Response<proto::GetInstanceResponse>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.get(&request.instance_id, request.get_inputs_and_outputs)
+                .await?,
+        ))
+    }
+
+    async fn rewind_instance(
+        &self,
+        _: Request<proto::RewindInstanceRequest>,
+    ) -> Result<Response<proto::RewindInstanceResponse>, Status> {
+        Err(Status::unimplemented(
+            "RewindInstance is not supported by Basalt yet; use RestartInstance",
+        ))
+    }
+
+    async fn restart_instance(
+        &self,
+        request: Request<proto::RestartInstanceRequest>,
+    ) -> Result<Response<proto::RestartInstanceResponse>, Status> {
+        let request = request.into_inner();
+        let id = instance_id("instanceId", &request.instance_id)?;
+        let state = self
+            .backend
+            .get_instance(&id)
+            .await
+            .map_err(status_of)?
+            .ok_or_else(|| Status::not_found(format!("instance {id} not found")))?;
+        if !state.status.is_terminal() {
+            return Err(Status::failed_precondition(format!(
+                "instance {id} is {}; only a finished instance can be restarted",
+                state.status
+            )));
+        }
+        let started = self
+            .backend
+            .start_instance(StartRequest {
+                name: state.name,
+                instance_id: (!request.restart_with_new_instance_id).then(|| id.to_string()),
+                input: state.input,
+                version: None,
+                scheduled_start_ms: None,
+            })
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(proto::RestartInstanceResponse {
+            instance_id: started.to_string(),
+        }))
+    }
+
+    async fn wait_for_instance_start(
+        &self,
+        request: Request<proto::GetInstanceRequest>,
+    ) -> Result<Response<proto::GetInstanceResponse>, Status> {
+        self.wait(request, false).await
+    }
+
+    async fn wait_for_instance_completion(
+        &self,
+        request: Request<proto::GetInstanceRequest>,
+    ) -> Result<Response<proto::GetInstanceResponse>, Status> {
+        self.wait(request, true).await
+    }
+
+    async fn raise_event(
+        &self,
+        request: Request<proto::RaiseEventRequest>,
+    ) -> Result<Response<proto::RaiseEventResponse>, Status> {
+        let request = request.into_inner();
+        if request.name.is_empty() {
+            return Err(Status::invalid_argument("name is required"));
+        }
+        let id = instance_id("instanceId", &request.instance_id)?;
+        self.backend
+            .raise_event(&id, &request.name, request.input)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(proto::RaiseEventResponse {}))
+    }
+
+    async fn terminate_instance(
+        &self,
+        request: Request<proto::TerminateRequest>,
+    ) -> Result<Response<proto::TerminateResponse>, Status> {
+        let request = request.into_inner();
+        let id = instance_id("instanceId", &request.instance_id)?;
+        self.backend
+            .terminate(&id, request.output)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(proto::TerminateResponse {}))
+    }
+
+    async fn suspend_instance(
+        &self,
+        request: Request<proto::SuspendRequest>,
+    ) -> Result<Response<proto::SuspendResponse>, Status> {
+        let request = request.into_inner();
+        let id = instance_id("instanceId", &request.instance_id)?;
+        self.backend
+            .suspend(&id, request.reason)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(proto::SuspendResponse {}))
+    }
+
+    async fn resume_instance(
+        &self,
+        request: Request<proto::ResumeRequest>,
+    ) -> Result<Response<proto::ResumeResponse>, Status> {
+        let request = request.into_inner();
+        let id = instance_id("instanceId", &request.instance_id)?;
+        self.backend
+            .resume(&id, request.reason)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(proto::ResumeResponse {}))
+    }
+
+    async fn query_instances(
+        &self,
+        request: Request<proto::QueryInstancesRequest>,
+    ) -> Result<Response<proto::QueryInstancesResponse>, Status> {
+        let query = request.into_inner().query.unwrap_or_default();
+        let page_size = match query.max_instance_count {
+            n if n <= 0 => 100,
+            n => (n as usize).min(1000),
+        };
+        let fetch = query.fetch_inputs_and_outputs;
+        let page = self
+            .backend
+            .query_instances(&InstanceQuery {
+                statuses: statuses(&query.runtime_status)?,
+                created_from_ms: query.created_time_from.as_ref().map(convert::millis),
+                created_to_ms: query.created_time_to.as_ref().map(convert::millis),
+                instance_id_prefix: query.instance_id_prefix.filter(|p| !p.is_empty()),
+                page_size,
+                continuation: query.continuation_token.filter(|c| !c.is_empty()),
+                fetch_inputs_and_outputs: fetch,
+            })
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(proto::QueryInstancesResponse {
+            orchestration_state: page
+                .instances
+                .iter()
+                .map(|s| convert::instance_state_to_proto(s, fetch))
+                .collect(),
+            continuation_token: page.continuation,
+        }))
+    }
+
+    async fn list_instance_ids(
+        &self,
+        request: Request<proto::ListInstanceIdsRequest>,
+    ) -> Result<Response<proto::ListInstanceIdsResponse>, Status> {
+        let request = request.into_inner();
+        let page_size = match request.page_size {
+            n if n <= 0 => 100,
+            n => (n as usize).min(1000),
+        };
+        let from = request.completed_time_from.as_ref().map(convert::millis);
+        let to = request.completed_time_to.as_ref().map(convert::millis);
+        let page = self
+            .backend
+            .query_instances(&InstanceQuery {
+                statuses: statuses(&request.runtime_status)?,
+                page_size,
+                continuation: request.last_instance_key.filter(|c| !c.is_empty()),
+                ..InstanceQuery::default()
+            })
+            .await
+            .map_err(status_of)?;
+        // Completion-time bounds apply to finished instances only.
+        let in_range = |s: &basalt_runtime::InstanceState| {
+            if from.is_none() && to.is_none() {
+                return true;
+            }
+            s.status.is_terminal()
+                && from.is_none_or(|f| s.last_updated_at_ms >= f)
+                && to.is_none_or(|t| s.last_updated_at_ms < t)
+        };
+        Ok(Response::new(proto::ListInstanceIdsResponse {
+            instance_ids: page
+                .instances
+                .iter()
+                .filter(|s| in_range(s))
+                .map(|s| s.instance_id.to_string())
+                .collect(),
+            last_instance_key: page.continuation,
+        }))
+    }
+
+    async fn purge_instances(
+        &self,
+        request: Request<proto::PurgeInstancesRequest>,
+    ) -> Result<Response<proto::PurgeInstancesResponse>, Status> {
+        use proto::purge_instances_request::Request as R;
+        let deleted = match request.into_inner().request {
+            Some(R::InstanceId(id)) => self.purge_one(&id).await?,
+            Some(R::PurgeInstanceFilter(filter)) => self.purge_matching(&filter).await?,
+            Some(R::InstanceBatch(batch)) => {
+                let mut deleted = 0;
+                for id in &batch.instance_ids {
+                    deleted += self.purge_one(id).await?;
+                }
+                deleted
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "one of instanceId, purgeInstanceFilter or instanceBatch is required",
+                ));
+            }
+        };
+        Ok(Response::new(proto::PurgeInstancesResponse {
+            deleted_instance_count: deleted,
+            is_complete: Some(true),
+        }))
+    }
+
+    type GetWorkItemsStream = WorkItemStream;
+
+    async fn get_work_items(
+        &self,
+        request: Request<proto::GetWorkItemsRequest>,
+    ) -> Result<Response<Self::GetWorkItemsStream>, Status> {
+        let request = request.into_inner();
+        let caps = self.options.per_stream_max;
+        let limits = [
+            limit(request.max_concurrent_orchestration_work_items, caps[0]),
+            limit(request.max_concurrent_activity_work_items, caps[1]),
+            limit(request.max_concurrent_entity_work_items, caps[2]),
+        ];
+        let connection = self.dispatcher.connect(filters_of(&request), limits);
+        tracing::info!(stream = connection.id, ?limits, "worker connected");
+        let sidecar = Arc::clone(self);
+        let stream = UnboundedReceiverStream::new(connection.messages)
+            .map(move |message| Ok(sidecar.work_item(message)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn complete_activity_task(
+        &self,
+        request: Request<proto::ActivityResponse>,
+    ) -> Result<Response<proto::CompleteTaskResponse>, Status> {
+        let response = request.into_inner();
+        let token = token(&response.completion_token)?;
+        let outcome = self
+            .backend
+            .complete_activity_work_item(&token, convert::activity_outcome(&response))
+            .await;
+        self.dispatcher.finish(&token);
+        outcome.map_err(status_of)?;
+        Ok(Response::new(proto::CompleteTaskResponse {}))
+    }
+
+    async fn complete_orchestrator_task(
+        &self,
+        request: Request<proto::OrchestratorResponse>,
+    ) -> Result<Response<proto::CompleteTaskResponse>, Status> {
+        self.complete_orchestration(request.into_inner()).await?;
+        Ok(Response::new(proto::CompleteTaskResponse {}))
+    }
+
+    async fn complete_entity_task(
+        &self,
+        request: Request<proto::EntityBatchResult>,
+    ) -> Result<Response<proto::CompleteTaskResponse>, Status> {
+        let result = request.into_inner();
+        let token = token(&result.completion_token)?;
+        let Some(item) = self.dispatcher.entity_item(&token) else {
+            return Err(Status::failed_precondition(format!(
+                "stale completion token {}: the entity batch was already completed or \
+                 reassigned",
+                token.0
+            )));
+        };
+        let batch = convert::entity_result_from_proto(
+            &result,
+            item.state.clone(),
+            item.operations,
+            now_ms(),
+        )
+        .map_err(invalid)?;
+        let outcome = self.backend.complete_entity_work_item(&token, batch).await;
+        self.dispatcher.finish(&token);
+        outcome.map_err(status_of)?;
+        Ok(Response::new(proto::CompleteTaskResponse {}))
+    }
+
+    type StreamInstanceHistoryStream = HistoryStream;
+
+    async fn stream_instance_history(
+        &self,
+        request: Request<proto::StreamInstanceHistoryRequest>,
+    ) -> Result<Response<Self::StreamInstanceHistoryStream>, Status> {
+        let request = request.into_inner();
+        let id = instance_id("instanceId", &request.instance_id)?;
+        if self
+            .backend
+            .get_instance(&id)
+            .await
+            .map_err(status_of)?
+            .is_none()
+        {
+            return Err(Status::not_found(format!("instance {id} not found")));
+        }
+        let history = self.backend.get_history(&id).await.map_err(status_of)?;
+        let events = convert::history_to_proto(&history, id.as_str());
+        let chunks: Vec<Result<proto::HistoryChunk, Status>> = events
+            .chunks(HISTORY_CHUNK_EVENTS)
+            .map(|chunk| {
+                Ok(proto::HistoryChunk {
+                    events: chunk.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn create_task_hub(
+        &self,
+        _: Request<proto::CreateTaskHubRequest>,
+    ) -> Result<Response<proto::CreateTaskHubResponse>, Status> {
+        // The server opened (or created) its task hub when it started.
+        Ok(Response::new(proto::CreateTaskHubResponse {}))
+    }
+
+    async fn delete_task_hub(
+        &self,
+        _: Request<proto::DeleteTaskHubRequest>,
+    ) -> Result<Response<proto::DeleteTaskHubResponse>, Status> {
+        Err(Status::unimplemented(
+            "DeleteTaskHub is not offered over the wire; stop the server and remove its data \
+             directory",
+        ))
+    }
+
+    async fn signal_entity(
+        &self,
+        request: Request<proto::SignalEntityRequest>,
+    ) -> Result<Response<proto::SignalEntityResponse>, Status> {
+        let request = request.into_inner();
+        let entity = entity_id(&request.instance_id)?;
+        if request.name.is_empty() {
+            return Err(Status::invalid_argument("name (the operation) is required"));
+        }
+        self.backend
+            .signal_entity(
+                &entity,
+                EntityOperation {
+                    name: request.name,
+                    input: request.input,
+                },
+                request
+                    .scheduled_time
+                    .as_ref()
+                    .map(convert::millis)
+                    .filter(|at| *at > now_ms()),
+            )
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(proto::SignalEntityResponse {}))
+    }
+
+    async fn get_entity(
+        &self,
+        request: Request<proto::GetEntityRequest>,
+    ) -> Result<Response<proto::GetEntityResponse>, Status> {
+        let request = request.into_inner();
+        let entity = entity_id(&request.instance_id)?;
+        let state = self.backend.get_entity(&entity).await.map_err(status_of)?;
+        Ok(Response::new(proto::GetEntityResponse {
+            exists: state.is_some(),
+            entity: state
+                .as_ref()
+                .map(|s| convert::entity_metadata(s, request.include_state)),
+        }))
+    }
+
+    async fn query_entities(
+        &self,
+        request: Request<proto::QueryEntitiesRequest>,
+    ) -> Result<Response<proto::QueryEntitiesResponse>, Status> {
+        let query = request.into_inner().query.unwrap_or_default();
+        let prefix = query.instance_id_starts_with.clone().unwrap_or_default();
+        // "@name@keyprefix" narrows by name in the engine; any other prefix
+        // is applied here.
+        let (name, key_prefix) = match prefix.strip_prefix('@').and_then(|r| r.split_once('@')) {
+            Some((name, key)) if !name.is_empty() => (
+                Some(name.to_owned()),
+                (!key.is_empty()).then(|| key.to_owned()),
+            ),
+            _ => (None, None),
+        };
+        let from = query.last_modified_from.as_ref().map(convert::millis);
+        let to = query.last_modified_to.as_ref().map(convert::millis);
+        let page = self
+            .backend
+            .query_entities(&EntityQuery {
+                name,
+                key_prefix,
+                include_state: query.include_state,
+                page_size: query.page_size.map_or(100, |n| n.clamp(1, 1000) as usize),
+                continuation: query.continuation_token.filter(|c| !c.is_empty()),
+            })
+            .await
+            .map_err(status_of)?;
+        let lowered = prefix.to_lowercase();
+        Ok(Response::new(proto::QueryEntitiesResponse {
+            entities: page
+                .entities
+                .iter()
+                .filter(|e| {
+                    let id = e.entity.to_string();
+                    (prefix.is_empty() || id.starts_with(&prefix) || id.starts_with(&lowered))
+                        && from.is_none_or(|f| e.last_modified_ms >= f)
+                        && to.is_none_or(|t| e.last_modified_ms < t)
+                        && (query.include_transient || e.state.is_some() || !query.include_state)
+                })
+                .map(|e| convert::entity_metadata(e, query.include_state))
+                .collect(),
+            continuation_token: page.continuation,
+        }))
+    }
+
+    async fn clean_entity_storage(
+        &self,
+        _: Request<proto::CleanEntityStorageRequest>,
+    ) -> Result<Response<proto::CleanEntityStorageResponse>, Status> {
+        // Nothing to clean: the engine drops an entity when its state is
+        // deleted and its queue is empty, and releases a lock when its
+        // owner finishes (see docs/entities.md).
+        Ok(Response::new(proto::CleanEntityStorageResponse {
+            continuation_token: None,
+            empty_entities_removed: 0,
+            orphaned_locks_released: 0,
+        }))
+    }
+
+    async fn abandon_task_activity_work_item(
+        &self,
+        request: Request<proto::AbandonActivityTaskRequest>,
+    ) -> Result<Response<proto::AbandonActivityTaskResponse>, Status> {
+        let token = token(&request.into_inner().completion_token)?;
+        let outcome = self.backend.abandon_activity_work_item(&token).await;
+        self.dispatcher.finish(&token);
+        outcome.map_err(status_of)?;
+        Ok(Response::new(proto::AbandonActivityTaskResponse {}))
+    }
+
+    async fn abandon_task_orchestrator_work_item(
+        &self,
+        request: Request<proto::AbandonOrchestrationTaskRequest>,
+    ) -> Result<Response<proto::AbandonOrchestrationTaskResponse>, Status> {
+        let token = token(&request.into_inner().completion_token)?;
+        let outcome = self.backend.abandon_orchestration_work_item(&token).await;
+        self.dispatcher.finish(&token);
+        outcome.map_err(status_of)?;
+        Ok(Response::new(proto::AbandonOrchestrationTaskResponse {}))
+    }
+
+    async fn abandon_task_entity_work_item(
+        &self,
+        request: Request<proto::AbandonEntityTaskRequest>,
+    ) -> Result<Response<proto::AbandonEntityTaskResponse>, Status> {
+        let token = token(&request.into_inner().completion_token)?;
+        let outcome = self.backend.abandon_entity_work_item(&token).await;
+        self.dispatcher.finish(&token);
+        outcome.map_err(status_of)?;
+        Ok(Response::new(proto::AbandonEntityTaskResponse {}))
+    }
+
+    async fn skip_graceful_orchestration_terminations(
+        &self,
+        _: Request<proto::SkipGracefulOrchestrationTerminationsRequest>,
+    ) -> Result<Response<proto::SkipGracefulOrchestrationTerminationsResponse>, Status> {
+        Err(Status::unimplemented(
+            "SkipGracefulOrchestrationTerminations is not supported: Basalt terminates at once",
+        ))
+    }
+}
