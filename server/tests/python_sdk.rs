@@ -1,0 +1,173 @@
+//! The official Durable Task Python SDK (`durabletask`, pinned in
+//! `tests/python/requirements.txt`), unchanged, against `basalt serve`.
+//!
+//! The first test to need it creates a virtual environment under the
+//! build directory (`target/tmp/durabletask-venv`) and installs the pinned
+//! SDK with pip; later runs reuse it. Needs Python 3.9+ with `venv` and
+//! pip, and the package index (or a pip cache).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::ServerProcess;
+
+const REQUIREMENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/requirements.txt");
+const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/scenarios.py");
+
+/// The venv's python, created and filled once per test binary.
+fn python() -> PathBuf {
+    static VENV: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
+    let lock = VENV.get_or_init(|| Mutex::new(None));
+    let mut venv = lock.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(python) = venv.as_ref() {
+        return python.clone();
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("durabletask-venv");
+    let python = dir.join("bin").join("python");
+    let pinned = std::fs::read_to_string(REQUIREMENTS).expect("read requirements.txt");
+    let stamp = dir.join("installed-requirements.txt");
+    let installed = std::fs::read_to_string(&stamp).ok();
+    if !python.exists() || installed.as_deref() != Some(pinned.as_str()) {
+        let host_python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        run(Command::new(&host_python).arg("-m").arg("venv").arg(&dir));
+        run(Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(REQUIREMENTS));
+        std::fs::write(&stamp, &pinned).expect("write the install stamp");
+    }
+    *venv = Some(python.clone());
+    python
+}
+
+fn run(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Runs the scenarios against a fresh server; fails with both sides' output.
+fn run_scenarios(extra_server_flags: &[&str], only: &[&str]) {
+    let python = python();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("hub");
+    let server = ServerProcess::start(&data, "127.0.0.1:0", "off", extra_server_flags);
+    let mut command = Command::new(&python);
+    command.arg(SCENARIOS).arg("--addr").arg(&server.grpc);
+    if !only.is_empty() {
+        command.arg("--only").args(only);
+    }
+    let output = command.output().expect("run scenarios.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "Python SDK scenarios failed:\n{stdout}\n--- SDK log ---\n{}\n--- server log ---\n{}",
+        tail(&String::from_utf8_lossy(&output.stderr)),
+        tail(&server.log_text())
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    let (code, took) = server.terminate();
+    assert_eq!(code, Some(0), "basalt serve exit code after SIGTERM");
+    assert!(took < Duration::from_secs(15), "stopping took {took:?}");
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+#[test]
+fn python_sdk_scenarios() {
+    run_scenarios(&[], &[]);
+}
+
+#[test]
+fn python_sdk_entities_with_the_newer_work_item_format() {
+    run_scenarios(&["--entity-format", "v2"], &["entities", "entity_locks"]);
+}
+
+/// SIGKILL of the server while orchestrations are mid-run; a new server on
+/// the same directory and port; the SDK's worker and client reconnect and
+/// every orchestration completes with the right result.
+#[test]
+fn python_sdk_orchestrations_survive_a_server_kill9() {
+    let python = python();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("hub");
+    let server = ServerProcess::start(&data, "127.0.0.1:0", "off", &[]);
+    let addr = server.grpc.clone();
+    let mut sdk = Command::new(&python)
+        .arg(SCENARIOS)
+        .args(["--addr", &addr, "--kill-phase"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run scenarios.py --kill-phase");
+    let mut lines = BufReader::new(sdk.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(
+        first.starts_with("KILL-NOW"),
+        "expected KILL-NOW, got {first:?}\n{}",
+        tail(&server.log_text())
+    );
+    // The kill must land while work is still going, or it proves nothing.
+    let completed: usize = first
+        .trim_start_matches("KILL-NOW completed=")
+        .parse()
+        .expect("completed count");
+    assert!(
+        completed < 30,
+        "all orchestrations finished before the kill"
+    );
+    let log = server.log.clone();
+    server.kill9();
+    let restarted = ServerProcess::start(&data, &addr, "off", &[]);
+    let deadline = Instant::now() + Duration::from_secs(200);
+    let status = loop {
+        if let Some(status) = sdk.try_wait().expect("wait for the SDK") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = sdk.kill();
+            panic!(
+                "the SDK did not finish after the restart\n{}",
+                tail(&restarted.log_text())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let mut stderr = String::new();
+    if let Some(mut err) = sdk.stderr.take() {
+        use std::io::Read;
+        let _ = err.read_to_string(&mut stderr);
+    }
+    assert!(
+        status.success(),
+        "after the kill: {rest:?}\n--- SDK log ---\n{}\n--- server log ---\n{}",
+        tail(&stderr),
+        tail(&std::fs::read_to_string(log).unwrap_or_default())
+    );
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("completed with the right results")),
+        "{rest:?}"
+    );
+}
