@@ -1,0 +1,822 @@
+//! Every RPC of the sidecar through a tonic client against an in-process
+//! server on in-memory storage: the happy paths, bad input, stale tokens,
+//! a worker stream dropped mid-work, work-item filters and health pings.
+
+use std::time::Duration;
+
+use basalt_server::config::{EntityFormat, ServeOptions, StorageChoice};
+use basalt_server::convert::timestamp;
+use basalt_server::proto;
+use basalt_server::proto::history_event::EventType;
+use basalt_server::proto::orchestrator_action::OrchestratorActionType;
+use basalt_server::proto::task_hub_sidecar_service_client::TaskHubSidecarServiceClient;
+use basalt_server::proto::work_item::Request as WorkRequest;
+use basalt_server::server::{self, ServerHandle};
+use tonic::transport::Channel;
+use tonic::{Code, Streaming};
+
+type Client = TaskHubSidecarServiceClient<Channel>;
+
+async fn serve(entity_format: EntityFormat, ping_ms: u64) -> (ServerHandle, Client) {
+    let handle = server::start(ServeOptions {
+        storage: StorageChoice::Memory,
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        http_addr: None,
+        partitions: 4,
+        health_ping_interval: Duration::from_millis(ping_ms),
+        entity_format,
+        ..ServeOptions::default()
+    })
+    .await
+    .expect("server starts");
+    let client = TaskHubSidecarServiceClient::connect(format!("http://{}", handle.grpc_addr()))
+        .await
+        .expect("connect");
+    (handle, client)
+}
+
+async fn start(client: &mut Client, name: &str, id: &str, input: Option<&str>) -> String {
+    client
+        .start_instance(proto::CreateInstanceRequest {
+            instance_id: id.into(),
+            name: name.into(),
+            input: input.map(str::to_owned),
+            ..Default::default()
+        })
+        .await
+        .expect("start")
+        .into_inner()
+        .instance_id
+}
+
+async fn work_stream(
+    client: &mut Client,
+    request: proto::GetWorkItemsRequest,
+) -> Streaming<proto::WorkItem> {
+    client
+        .get_work_items(request)
+        .await
+        .expect("GetWorkItems")
+        .into_inner()
+}
+
+/// The next item that is not a health ping, within 10 s.
+async fn next_work(stream: &mut Streaming<proto::WorkItem>) -> proto::WorkItem {
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("a work item within 10 s")
+            .expect("stream ok")
+            .expect("stream open");
+        if !matches!(item.request, Some(WorkRequest::HealthPing(_))) {
+            return item;
+        }
+    }
+}
+
+fn action(id: i32, kind: OrchestratorActionType) -> proto::OrchestratorAction {
+    proto::OrchestratorAction {
+        id,
+        orchestrator_action_type: Some(kind),
+    }
+}
+
+fn complete_action(result: &str) -> OrchestratorActionType {
+    OrchestratorActionType::CompleteOrchestration(proto::CompleteOrchestrationAction {
+        orchestration_status: proto::OrchestrationStatus::Completed as i32,
+        result: Some(result.into()),
+        ..Default::default()
+    })
+}
+
+fn schedule(name: &str, input: &str) -> OrchestratorActionType {
+    OrchestratorActionType::ScheduleTask(proto::ScheduleTaskAction {
+        name: name.into(),
+        input: Some(input.into()),
+        ..Default::default()
+    })
+}
+
+async fn respond(
+    client: &mut Client,
+    item: &proto::WorkItem,
+    actions: Vec<proto::OrchestratorAction>,
+) -> Result<(), tonic::Status> {
+    let Some(WorkRequest::OrchestratorRequest(request)) = &item.request else {
+        panic!("not an orchestrator request: {item:?}");
+    };
+    client
+        .complete_orchestrator_task(proto::OrchestratorResponse {
+            instance_id: request.instance_id.clone(),
+            actions,
+            completion_token: item.completion_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn wait_done(client: &mut Client, id: &str) -> proto::OrchestrationState {
+    client
+        .wait_for_instance_completion(proto::GetInstanceRequest {
+            instance_id: id.into(),
+            get_inputs_and_outputs: true,
+        })
+        .await
+        .expect("wait")
+        .into_inner()
+        .orchestration_state
+        .expect("state")
+}
+
+fn all_work() -> proto::GetWorkItemsRequest {
+    proto::GetWorkItemsRequest {
+        max_concurrent_orchestration_work_items: 10,
+        max_concurrent_activity_work_items: 10,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_worker_runs_an_orchestration_step_by_step_over_the_stream() {
+    let (handle, mut client) = serve(EntityFormat::V1, 15_000).await;
+    client.hello(()).await.expect("hello");
+    let mut stream = work_stream(&mut client, all_work()).await;
+    let id = start(&mut client, "greet", "o1", Some("\"Ada\"")).await;
+    assert_eq!(id, "o1");
+
+    let first = next_work(&mut stream).await;
+    let Some(WorkRequest::OrchestratorRequest(request)) = &first.request else {
+        panic!("{first:?}");
+    };
+    assert!(request.past_events.is_empty());
+    assert!(matches!(
+        request.new_events[0].event_type,
+        Some(EventType::OrchestratorStarted(_))
+    ));
+    let Some(EventType::ExecutionStarted(started)) = &request.new_events[1].event_type else {
+        panic!("{:?}", request.new_events);
+    };
+    assert_eq!(started.name, "greet");
+    assert_eq!(started.input.as_deref(), Some("\"Ada\""));
+    assert_eq!(
+        started
+            .orchestration_instance
+            .as_ref()
+            .map(|i| i.instance_id.as_str()),
+        Some("o1")
+    );
+    respond(
+        &mut client,
+        &first,
+        vec![action(1, schedule("hello", "\"Ada\""))],
+    )
+    .await
+    .expect("complete step 1");
+    // The same token again is stale.
+    let again = respond(&mut client, &first, vec![])
+        .await
+        .expect_err("stale");
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again}");
+
+    let activity = next_work(&mut stream).await;
+    let Some(WorkRequest::ActivityRequest(task)) = &activity.request else {
+        panic!("{activity:?}");
+    };
+    assert_eq!((task.name.as_str(), task.task_id), ("hello", 1));
+    client
+        .complete_activity_task(proto::ActivityResponse {
+            instance_id: "o1".into(),
+            task_id: 1,
+            result: Some("\"Hello Ada\"".into()),
+            completion_token: activity.completion_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("complete activity");
+
+    let second = next_work(&mut stream).await;
+    let Some(WorkRequest::OrchestratorRequest(request)) = &second.request else {
+        panic!("{second:?}");
+    };
+    // History so far: the first step's events and the confirmation.
+    assert!(request.past_events.iter().any(|e| e.event_id == 1
+        && matches!(&e.event_type, Some(EventType::TaskScheduled(t)) if t.name == "hello")));
+    assert!(request.new_events.iter().any(|e| matches!(
+        &e.event_type,
+        Some(EventType::TaskCompleted(c)) if c.task_scheduled_id == 1
+            && c.result.as_deref() == Some("\"Hello Ada\"")
+    )));
+    client
+        .complete_orchestrator_task(proto::OrchestratorResponse {
+            instance_id: "o1".into(),
+            actions: vec![action(2, complete_action("\"done\""))],
+            custom_status: Some("\"finishing\"".into()),
+            completion_token: second.completion_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("complete step 2");
+    let state = wait_done(&mut client, "o1").await;
+    assert_eq!(
+        state.orchestration_status,
+        proto::OrchestrationStatus::Completed as i32
+    );
+    assert_eq!(state.output.as_deref(), Some("\"done\""));
+    assert_eq!(state.custom_status.as_deref(), Some("\"finishing\""));
+    assert_eq!(state.input.as_deref(), Some("\"Ada\""));
+
+    // StreamInstanceHistory returns the whole history.
+    let mut history = client
+        .stream_instance_history(proto::StreamInstanceHistoryRequest {
+            instance_id: "o1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(chunk) = history.message().await.expect("chunk") {
+        events.extend(chunk.events);
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.event_type, Some(EventType::ExecutionCompleted(_))))
+    );
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_invalid_argument_or_not_found_and_the_server_keeps_serving() {
+    let (handle, mut client) = serve(EntityFormat::V1, 15_000).await;
+    let empty_name = client
+        .start_instance(proto::CreateInstanceRequest::default())
+        .await
+        .expect_err("no name");
+    assert_eq!(empty_name.code(), Code::InvalidArgument);
+    assert!(
+        empty_name.message().contains("name"),
+        "{}",
+        empty_name.message()
+    );
+    let long_id = client
+        .start_instance(proto::CreateInstanceRequest {
+            instance_id: "x".repeat(300),
+            name: "o".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("long id");
+    assert_eq!(long_id.code(), Code::InvalidArgument);
+    let unknown = client
+        .raise_event(proto::RaiseEventRequest {
+            instance_id: "nobody".into(),
+            name: "e".into(),
+            input: None,
+        })
+        .await
+        .expect_err("unknown instance");
+    assert_eq!(unknown.code(), Code::NotFound);
+    for result in [
+        client
+            .suspend_instance(proto::SuspendRequest {
+                instance_id: "nobody".into(),
+                reason: None,
+            })
+            .await
+            .map(|_| ()),
+        client
+            .terminate_instance(proto::TerminateRequest {
+                instance_id: "nobody".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+    ] {
+        assert_eq!(result.expect_err("unknown").code(), Code::NotFound);
+    }
+    let missing = client
+        .get_instance(proto::GetInstanceRequest {
+            instance_id: "nobody".into(),
+            get_inputs_and_outputs: false,
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(!missing.exists);
+    let bad_entity = client
+        .get_entity(proto::GetEntityRequest {
+            instance_id: "not-an-entity".into(),
+            include_state: true,
+        })
+        .await
+        .expect_err("bad entity id");
+    assert_eq!(bad_entity.code(), Code::InvalidArgument);
+    let no_token = client
+        .complete_activity_task(proto::ActivityResponse::default())
+        .await
+        .expect_err("no token");
+    assert_eq!(no_token.code(), Code::InvalidArgument);
+    let garbage_token = client
+        .abandon_task_orchestrator_work_item(proto::AbandonOrchestrationTaskRequest {
+            completion_token: "garbage".into(),
+        })
+        .await
+        .expect_err("malformed token");
+    assert_eq!(garbage_token.code(), Code::InvalidArgument);
+    let purge_nothing = client
+        .purge_instances(proto::PurgeInstancesRequest::default())
+        .await
+        .expect_err("no purge target");
+    assert_eq!(purge_nothing.code(), Code::InvalidArgument);
+    let rewind = client
+        .rewind_instance(proto::RewindInstanceRequest {
+            instance_id: "x".into(),
+            reason: None,
+        })
+        .await
+        .expect_err("rewind");
+    assert_eq!(rewind.code(), Code::Unimplemented);
+    client.hello(()).await.expect("still serving");
+
+    // A step whose action has no type is refused; the item stays with the
+    // worker, which may complete it properly.
+    let mut stream = work_stream(&mut client, all_work()).await;
+    start(&mut client, "o", "bad-step", None).await;
+    let item = next_work(&mut stream).await;
+    let refused = respond(
+        &mut client,
+        &item,
+        vec![proto::OrchestratorAction {
+            id: 1,
+            orchestrator_action_type: None,
+        }],
+    )
+    .await
+    .expect_err("typeless action");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    respond(&mut client, &item, vec![action(1, complete_action("1"))])
+        .await
+        .expect("a proper completion after the refused one");
+    assert_eq!(
+        wait_done(&mut client, "bad-step").await.output.as_deref(),
+        Some("1")
+    );
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn work_held_by_a_dropped_stream_is_dispatched_again_and_completes_once() {
+    let (handle, mut client) = serve(EntityFormat::V1, 15_000).await;
+    let mut first = work_stream(&mut client, all_work()).await;
+    start(&mut client, "o", "drop", None).await;
+    let step = next_work(&mut first).await;
+    respond(&mut client, &step, vec![action(1, schedule("act", "7"))])
+        .await
+        .expect("step");
+    let activity = next_work(&mut first).await;
+    assert!(matches!(
+        activity.request,
+        Some(WorkRequest::ActivityRequest(_))
+    ));
+    drop(first); // the worker dies holding the activity
+
+    let mut second = work_stream(&mut client, all_work()).await;
+    let again = next_work(&mut second).await;
+    let Some(WorkRequest::ActivityRequest(task)) = &again.request else {
+        panic!("{again:?}");
+    };
+    assert_eq!(task.task_id, 1, "the same activity, dispatched again");
+    for (token, result) in [
+        (&again.completion_token, "\"second\""),
+        (&activity.completion_token, "\"first\""),
+    ] {
+        // The dead worker's late completion must not apply twice.
+        let _ = client
+            .complete_activity_task(proto::ActivityResponse {
+                instance_id: "drop".into(),
+                task_id: 1,
+                result: Some(result.into()),
+                completion_token: token.clone(),
+                ..Default::default()
+            })
+            .await;
+    }
+    let step = next_work(&mut second).await;
+    let Some(WorkRequest::OrchestratorRequest(request)) = &step.request else {
+        panic!("{step:?}");
+    };
+    let completions: Vec<_> = request
+        .new_events
+        .iter()
+        .filter(|e| matches!(e.event_type, Some(EventType::TaskCompleted(_))))
+        .collect();
+    assert_eq!(completions.len(), 1, "{:?}", request.new_events);
+    respond(
+        &mut client,
+        &step,
+        vec![action(2, complete_action("\"ok\""))],
+    )
+    .await
+    .expect("final step");
+    wait_done(&mut client, "drop").await;
+    // No further step: the second completion did not add an event.
+    let history = client
+        .stream_instance_history(proto::StreamInstanceHistoryRequest {
+            instance_id: "drop".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .message()
+        .await
+        .expect("chunk")
+        .expect("one chunk");
+    let completed = history
+        .events
+        .iter()
+        .filter(|e| matches!(e.event_type, Some(EventType::TaskCompleted(_))))
+        .count();
+    assert_eq!(completed, 1);
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn work_no_connected_worker_accepts_stays_pending_until_one_does() {
+    let (handle, mut client) = serve(EntityFormat::V1, 50).await;
+    let only_other = proto::GetWorkItemsRequest {
+        work_item_filters: Some(proto::WorkItemFilters {
+            orchestrations: vec![proto::OrchestrationFilter {
+                name: "other".into(),
+                versions: vec![],
+            }],
+            ..Default::default()
+        }),
+        ..all_work()
+    };
+    let mut picky = work_stream(&mut client, only_other).await;
+    start(&mut client, "mine", "filtered", None).await;
+    // Only health pings arrive on the picky stream (50 ms apart).
+    for _ in 0..5 {
+        let item = tokio::time::timeout(Duration::from_secs(5), picky.message())
+            .await
+            .expect("a ping")
+            .expect("ok")
+            .expect("open");
+        assert!(
+            matches!(item.request, Some(WorkRequest::HealthPing(_))),
+            "{item:?}"
+        );
+    }
+    let takes_mine = proto::GetWorkItemsRequest {
+        work_item_filters: Some(proto::WorkItemFilters {
+            orchestrations: vec![proto::OrchestrationFilter {
+                name: "mine".into(),
+                versions: vec![],
+            }],
+            ..Default::default()
+        }),
+        ..all_work()
+    };
+    let mut willing = work_stream(&mut client, takes_mine).await;
+    let item = next_work(&mut willing).await;
+    respond(&mut client, &item, vec![action(1, complete_action("3"))])
+        .await
+        .expect("complete");
+    assert_eq!(
+        wait_done(&mut client, "filtered").await.output.as_deref(),
+        Some("3")
+    );
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn management_rpcs_query_list_purge_restart_and_suspend() {
+    let (handle, mut client) = serve(EntityFormat::V1, 15_000).await;
+    let mut stream = work_stream(&mut client, all_work()).await;
+    for i in 0..5 {
+        start(&mut client, "o", &format!("q-{i}"), Some("1")).await;
+    }
+    for _ in 0..5 {
+        let item = next_work(&mut stream).await;
+        respond(&mut client, &item, vec![action(1, complete_action("2"))])
+            .await
+            .expect("done");
+    }
+    for i in 0..5 {
+        wait_done(&mut client, &format!("q-{i}")).await;
+    }
+    // Paged query.
+    let mut seen = Vec::new();
+    let mut continuation = None;
+    loop {
+        let page = client
+            .query_instances(proto::QueryInstancesRequest {
+                query: Some(proto::InstanceQuery {
+                    max_instance_count: 2,
+                    continuation_token: continuation.take(),
+                    instance_id_prefix: Some("q-".into()),
+                    fetch_inputs_and_outputs: true,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("query")
+            .into_inner();
+        assert!(page.orchestration_state.len() <= 2);
+        seen.extend(
+            page.orchestration_state
+                .into_iter()
+                .map(|s| (s.instance_id, s.output)),
+        );
+        match page.continuation_token {
+            Some(next) => continuation = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5);
+    assert!(
+        seen.iter()
+            .all(|(_, output)| output.as_deref() == Some("2"))
+    );
+    let ids = client
+        .list_instance_ids(proto::ListInstanceIdsRequest {
+            runtime_status: vec![proto::OrchestrationStatus::Completed as i32],
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list ids")
+        .into_inner();
+    assert_eq!(ids.instance_ids.len(), 5);
+
+    // Restart a finished instance under the same id and under a new one.
+    let same = client
+        .restart_instance(proto::RestartInstanceRequest {
+            instance_id: "q-0".into(),
+            restart_with_new_instance_id: false,
+        })
+        .await
+        .expect("restart")
+        .into_inner();
+    assert_eq!(same.instance_id, "q-0");
+    let item = next_work(&mut stream).await;
+    respond(&mut client, &item, vec![action(1, complete_action("3"))])
+        .await
+        .expect("done");
+    assert_eq!(
+        wait_done(&mut client, "q-0").await.output.as_deref(),
+        Some("3")
+    );
+    let fresh = client
+        .restart_instance(proto::RestartInstanceRequest {
+            instance_id: "q-1".into(),
+            restart_with_new_instance_id: true,
+        })
+        .await
+        .expect("restart new id")
+        .into_inner();
+    assert_ne!(fresh.instance_id, "q-1");
+
+    // Suspend / resume / terminate a running one.
+    let item = next_work(&mut stream).await; // the fresh restart's first step
+    respond(&mut client, &item, vec![]).await.expect("waits");
+    let running = fresh.instance_id.clone();
+    client
+        .suspend_instance(proto::SuspendRequest {
+            instance_id: running.clone(),
+            reason: Some("pause".into()),
+        })
+        .await
+        .expect("suspend");
+    let state = client
+        .get_instance(proto::GetInstanceRequest {
+            instance_id: running.clone(),
+            get_inputs_and_outputs: false,
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        state
+            .orchestration_state
+            .expect("state")
+            .orchestration_status,
+        proto::OrchestrationStatus::Suspended as i32
+    );
+    let restart_running = client
+        .restart_instance(proto::RestartInstanceRequest {
+            instance_id: running.clone(),
+            restart_with_new_instance_id: false,
+        })
+        .await
+        .expect_err("restart of a running instance");
+    assert_eq!(restart_running.code(), Code::FailedPrecondition);
+    client
+        .resume_instance(proto::ResumeRequest {
+            instance_id: running.clone(),
+            reason: None,
+        })
+        .await
+        .expect("resume");
+    client
+        .terminate_instance(proto::TerminateRequest {
+            instance_id: running.clone(),
+            output: Some("\"bye\"".into()),
+            recursive: false,
+        })
+        .await
+        .expect("terminate");
+    let state = wait_done(&mut client, &running).await;
+    assert_eq!(
+        state.orchestration_status,
+        proto::OrchestrationStatus::Terminated as i32
+    );
+
+    // Purge: by id, by batch, by filter.
+    let by_id = client
+        .purge_instances(proto::PurgeInstancesRequest {
+            request: Some(proto::purge_instances_request::Request::InstanceId(
+                "q-0".into(),
+            )),
+            ..Default::default()
+        })
+        .await
+        .expect("purge")
+        .into_inner();
+    assert_eq!(by_id.deleted_instance_count, 1);
+    let by_batch = client
+        .purge_instances(proto::PurgeInstancesRequest {
+            request: Some(proto::purge_instances_request::Request::InstanceBatch(
+                proto::InstanceBatch {
+                    instance_ids: vec!["q-1".into(), "q-2".into(), "nobody".into()],
+                },
+            )),
+            ..Default::default()
+        })
+        .await
+        .expect("purge batch")
+        .into_inner();
+    assert_eq!(by_batch.deleted_instance_count, 2);
+    let by_filter = client
+        .purge_instances(proto::PurgeInstancesRequest {
+            request: Some(
+                proto::purge_instances_request::Request::PurgeInstanceFilter(
+                    proto::PurgeInstanceFilter {
+                        runtime_status: vec![
+                            proto::OrchestrationStatus::Completed as i32,
+                            proto::OrchestrationStatus::Terminated as i32,
+                        ],
+                        created_time_from: Some(timestamp(0)),
+                        ..Default::default()
+                    },
+                ),
+            ),
+            ..Default::default()
+        })
+        .await
+        .expect("purge filter")
+        .into_inner();
+    assert_eq!(
+        by_filter.deleted_instance_count, 3,
+        "q-3, q-4 and the terminated one"
+    );
+    client
+        .create_task_hub(proto::CreateTaskHubRequest::default())
+        .await
+        .expect("create hub is a no-op");
+    assert_eq!(
+        client
+            .delete_task_hub(proto::DeleteTaskHubRequest {})
+            .await
+            .expect_err("delete hub")
+            .code(),
+        Code::Unimplemented
+    );
+    handle.stop().await;
+}
+
+async fn entity_round_trip(format: EntityFormat) {
+    let (handle, mut client) = serve(format, 15_000).await;
+    let mut stream = work_stream(&mut client, all_work()).await;
+    for n in [1, 2] {
+        client
+            .signal_entity(proto::SignalEntityRequest {
+                instance_id: "@counter@k".into(),
+                name: "add".into(),
+                input: Some(n.to_string()),
+                ..Default::default()
+            })
+            .await
+            .expect("signal");
+    }
+    let mut total = 0;
+    let mut state: Option<String> = None;
+    while total < 3 {
+        let item = next_work(&mut stream).await;
+        let operations: Vec<(String, Option<String>)> = match (&item.request, format) {
+            (Some(WorkRequest::EntityRequest(batch)), EntityFormat::V1) => {
+                assert_eq!(batch.instance_id, "@counter@k");
+                assert_eq!(batch.entity_state, state);
+                batch
+                    .operations
+                    .iter()
+                    .map(|o| (o.operation.clone(), o.input.clone()))
+                    .collect()
+            }
+            (Some(WorkRequest::EntityRequestV2(batch)), EntityFormat::V2) => {
+                assert_eq!(batch.instance_id, "@counter@k");
+                batch
+                    .operation_requests
+                    .iter()
+                    .map(|e| match &e.event_type {
+                        Some(EventType::EntityOperationSignaled(s)) => {
+                            (s.operation.clone(), s.input.clone())
+                        }
+                        other => panic!("{other:?}"),
+                    })
+                    .collect()
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        let mut results = Vec::new();
+        for (operation, input) in operations {
+            assert_eq!(operation, "add");
+            total += input
+                .as_deref()
+                .unwrap_or("0")
+                .parse::<i64>()
+                .expect("number");
+            results.push(proto::OperationResult {
+                result_type: Some(proto::operation_result::ResultType::Success(
+                    proto::OperationResultSuccess {
+                        result: Some(total.to_string()),
+                        ..Default::default()
+                    },
+                )),
+            });
+        }
+        state = Some(total.to_string());
+        client
+            .complete_entity_task(proto::EntityBatchResult {
+                results,
+                entity_state: state.clone(),
+                completion_token: item.completion_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("complete batch");
+        let stale = client
+            .complete_entity_task(proto::EntityBatchResult {
+                completion_token: item.completion_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("second completion");
+        assert_eq!(stale.code(), Code::FailedPrecondition);
+    }
+    let entity = client
+        .get_entity(proto::GetEntityRequest {
+            instance_id: "@counter@k".into(),
+            include_state: true,
+        })
+        .await
+        .expect("get entity")
+        .into_inner();
+    assert!(entity.exists);
+    assert_eq!(
+        entity.entity.expect("metadata").serialized_state.as_deref(),
+        Some("3")
+    );
+    let page = client
+        .query_entities(proto::QueryEntitiesRequest {
+            query: Some(proto::EntityQuery {
+                instance_id_starts_with: Some("@counter@".into()),
+                include_state: true,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("query entities")
+        .into_inner();
+    assert_eq!(page.entities.len(), 1);
+    let cleaned = client
+        .clean_entity_storage(proto::CleanEntityStorageRequest::default())
+        .await
+        .expect("clean")
+        .into_inner();
+    assert_eq!(cleaned.empty_entities_removed, 0);
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn entity_batches_round_trip_in_the_older_format() {
+    entity_round_trip(EntityFormat::V1).await;
+}
+
+#[tokio::test]
+async fn entity_batches_round_trip_in_the_newer_format() {
+    entity_round_trip(EntityFormat::V2).await;
+}
