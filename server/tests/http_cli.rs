@@ -1,0 +1,471 @@
+//! The HTTP management API with a real HTTP client, and the CLI client
+//! commands by running the `basalt` binary, both against an in-process
+//! server whose orchestrations, activities and entities run on the Rust
+//! SDK's worker.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use basalt_runtime::sdk::{ActivityError, EntityError, OrchestrationError, Registry};
+use basalt_runtime::{Backend, Worker, WorkerHandle, WorkerOptions};
+use basalt_server::config::{ServeOptions, StorageChoice};
+use basalt_server::server::{self, ServerHandle};
+use serde_json::{Value, json};
+
+const PREFIX: &str = "/runtime/webhooks/durabletask";
+
+async fn serve() -> (ServerHandle, WorkerHandle) {
+    let handle = server::start(ServeOptions {
+        storage: StorageChoice::Memory,
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        http_addr: Some("127.0.0.1:0".parse().expect("addr")),
+        partitions: 4,
+        ..ServeOptions::default()
+    })
+    .await
+    .expect("server starts");
+    let registry = Registry::builder()
+        .register_orchestration_typed::<String, String, _, _>(
+            "greet",
+            |ctx, name: String| async move { ctx.call_activity::<_, String>("hello", &name).await },
+        )
+        .register_orchestration_typed::<Value, Value, _, _>(
+            "approve",
+            |ctx, _input: Value| async move {
+                let approval: Value = ctx.wait_for_external_event("approval").await?;
+                Ok::<_, OrchestrationError>(json!({ "approved": approval }))
+            },
+        )
+        .register_activity_typed::<String, String, _, _>("hello", |_ctx, who: String| async move {
+            Ok::<_, ActivityError>(format!("Hello {who}"))
+        })
+        .register_entity_typed("counter", |ctx, operation| async move {
+            let mut value: i64 = ctx.state()?;
+            match operation.name.as_str() {
+                "add" => value += operation.decode_input::<i64>()?,
+                "get" => {}
+                other => return Err(EntityError::new("UnknownOperation", other.to_owned())),
+            }
+            ctx.set_state(&value)?;
+            Ok::<_, EntityError>(value)
+        })
+        .build()
+        .expect("registry");
+    let backend: Arc<dyn Backend> = Arc::new(handle.engine().clone());
+    let worker = Worker::start(backend, Arc::new(registry), WorkerOptions::default());
+    (handle, worker)
+}
+
+fn url(handle: &ServerHandle, path: &str) -> String {
+    format!("http://{}{path}", handle.http_addr().expect("http on"))
+}
+
+/// GETs until `done` holds for the JSON answer (10 s at most).
+async fn poll(http: &reqwest::Client, url: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = http.get(url).send().await.expect("GET");
+        if response.status().is_success() {
+            let body: Value = response.json().await.expect("json");
+            if done(&body) {
+                return body;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} never reached the state");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn http_api_manages_instances_and_entities() {
+    let (handle, worker) = serve().await;
+    let http = reqwest::Client::new();
+    let health = http
+        .get(url(&handle, "/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+
+    // Start with an id; 202 with management URLs and a Location header.
+    let started = http
+        .post(url(&handle, &format!("{PREFIX}/orchestrators/greet/h1")))
+        .body("\"Ada\"")
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(started.status(), 202);
+    assert!(started.headers().get("location").is_some());
+    let body: Value = started.json().await.expect("json");
+    assert_eq!(body["id"], "h1");
+    let status_url = body["statusQueryGetUri"].as_str().expect("uri").to_owned();
+    let done = poll(&http, &status_url, |b| b["runtimeStatus"] == "Completed").await;
+    assert_eq!(done["output"], "Hello Ada");
+    assert_eq!(done["input"], "Ada");
+    let with_history = poll(&http, &format!("{status_url}?showHistory=true"), |_| true).await;
+    let kinds: Vec<&str> = with_history["historyEvents"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|e| e["EventType"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"ExecutionStarted") && kinds.contains(&"TaskCompleted"),
+        "{kinds:?}"
+    );
+
+    // Without an id one is generated.
+    let generated: Value = http
+        .post(url(&handle, &format!("{PREFIX}/orchestrators/greet")))
+        .body("\"Bo\"")
+        .send()
+        .await
+        .expect("start")
+        .json()
+        .await
+        .expect("json");
+    assert!(!generated["id"].as_str().expect("id").is_empty());
+
+    // Bad input: clear JSON errors.
+    let bad = http
+        .post(url(&handle, &format!("{PREFIX}/orchestrators/greet/h2")))
+        .body("{not json")
+        .send()
+        .await
+        .expect("bad start");
+    assert_eq!(bad.status(), 400);
+    let error: Value = bad.json().await.expect("json error");
+    assert!(
+        error["error"].as_str().expect("message").contains("JSON"),
+        "{error}"
+    );
+    let missing = http
+        .get(url(&handle, &format!("{PREFIX}/instances/nobody")))
+        .send()
+        .await
+        .expect("missing");
+    assert_eq!(missing.status(), 404);
+    let bad_status = http
+        .get(url(
+            &handle,
+            &format!("{PREFIX}/instances?runtimeStatus=Sleeping"),
+        ))
+        .send()
+        .await
+        .expect("bad filter");
+    assert_eq!(bad_status.status(), 400);
+
+    // Raise an event; suspend, resume and terminate another.
+    for id in ["a1", "a2"] {
+        let r = http
+            .post(url(
+                &handle,
+                &format!("{PREFIX}/orchestrators/approve/{id}"),
+            ))
+            .send()
+            .await
+            .expect("start");
+        assert_eq!(r.status(), 202);
+    }
+    poll(
+        &http,
+        &url(&handle, &format!("{PREFIX}/instances/a1")),
+        |b| b["runtimeStatus"] == "Running",
+    )
+    .await;
+    let raised = http
+        .post(url(
+            &handle,
+            &format!("{PREFIX}/instances/a1/raiseEvent/approval"),
+        ))
+        .body("true")
+        .send()
+        .await
+        .expect("raise");
+    assert_eq!(raised.status(), 202);
+    let approved = poll(
+        &http,
+        &url(&handle, &format!("{PREFIX}/instances/a1")),
+        |b| b["runtimeStatus"] == "Completed",
+    )
+    .await;
+    assert_eq!(approved["output"], json!({ "approved": true }));
+    poll(
+        &http,
+        &url(&handle, &format!("{PREFIX}/instances/a2")),
+        |b| b["runtimeStatus"] == "Running",
+    )
+    .await;
+    for (verb, wanted) in [
+        ("suspend", "Suspended"),
+        ("resume", "Running"),
+        ("terminate", "Terminated"),
+    ] {
+        let r = http
+            .post(url(
+                &handle,
+                &format!("{PREFIX}/instances/a2/{verb}?reason=test"),
+            ))
+            .send()
+            .await
+            .expect(verb);
+        assert_eq!(r.status(), 202, "{verb}");
+        poll(
+            &http,
+            &url(&handle, &format!("{PREFIX}/instances/a2")),
+            |b| b["runtimeStatus"] == wanted,
+        )
+        .await;
+    }
+    let unknown = http
+        .post(url(
+            &handle,
+            &format!("{PREFIX}/instances/nobody/terminate"),
+        ))
+        .send()
+        .await
+        .expect("terminate unknown");
+    assert_eq!(unknown.status(), 404);
+
+    // List with paging through the continuation header.
+    let mut ids = Vec::new();
+    let mut continuation: Option<String> = None;
+    loop {
+        let mut request = http.get(url(
+            &handle,
+            &format!("{PREFIX}/instances?runtimeStatus=Completed,Terminated&top=1"),
+        ));
+        if let Some(token) = &continuation {
+            request = request.header("x-ms-continuation-token", token);
+        }
+        let response = request.send().await.expect("list");
+        continuation = response
+            .headers()
+            .get("x-ms-continuation-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let page: Vec<Value> = response.json().await.expect("json");
+        assert!(page.len() <= 1);
+        ids.extend(
+            page.iter()
+                .map(|i| i["instanceId"].as_str().unwrap_or_default().to_owned()),
+        );
+        if continuation.is_none() {
+            break;
+        }
+    }
+    for id in ["h1", "a1", "a2"] {
+        assert!(ids.contains(&id.to_owned()), "{id} not in {ids:?}");
+    }
+
+    // Purge one, then by filter.
+    let purged = http
+        .delete(url(&handle, &format!("{PREFIX}/instances/h1")))
+        .send()
+        .await
+        .expect("purge");
+    assert_eq!(purged.status(), 200);
+    let again = http
+        .delete(url(&handle, &format!("{PREFIX}/instances/h1")))
+        .send()
+        .await
+        .expect("purge again");
+    assert_eq!(again.status(), 404);
+    let by_filter: Value = http
+        .delete(url(
+            &handle,
+            &format!("{PREFIX}/instances?runtimeStatus=Terminated"),
+        ))
+        .send()
+        .await
+        .expect("purge filter")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(by_filter["instancesDeleted"], 1);
+
+    // Entities: signal, get, list; a signal without an operation is refused.
+    let signalled = http
+        .post(url(
+            &handle,
+            &format!("{PREFIX}/entities/counter/k1?op=add"),
+        ))
+        .body("5")
+        .send()
+        .await
+        .expect("signal");
+    assert_eq!(signalled.status(), 202);
+    let entity = poll(
+        &http,
+        &url(&handle, &format!("{PREFIX}/entities/counter/k1")),
+        |b| b["state"] == 5,
+    )
+    .await;
+    assert_eq!(entity["entityId"]["key"], "k1");
+    let listed: Vec<Value> = http
+        .get(url(&handle, &format!("{PREFIX}/entities/counter")))
+        .send()
+        .await
+        .expect("list entities")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed.len(), 1);
+    let no_op = http
+        .post(url(&handle, &format!("{PREFIX}/entities/counter/k1")))
+        .send()
+        .await
+        .expect("signal without op");
+    assert_eq!(no_op.status(), 400);
+    let no_entity = http
+        .get(url(&handle, &format!("{PREFIX}/entities/counter/none")))
+        .send()
+        .await
+        .expect("missing entity");
+    assert_eq!(no_entity.status(), 404);
+
+    // Metrics in Prometheus text.
+    let metrics = http
+        .get(url(&handle, "/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for needle in [
+        "# TYPE basalt_partition_commits_total counter",
+        "basalt_partition_commits_total{partition=\"0\"}",
+        "basalt_partition_commit_batch_records{partition=\"3\"}",
+        "basalt_partition_commit_latency_seconds{partition=\"1\"}",
+        "basalt_instances{partition=",
+        "status=\"Completed\"",
+        "basalt_queue_depth{kind=\"activity\",stage=\"engine\"}",
+        "basalt_worker_streams 0",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
+    }
+    worker.shutdown().await;
+    handle.stop().await;
+}
+
+/// Runs the CLI against the server; returns (exit code, stdout, stderr).
+async fn cli(handle: &ServerHandle, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_basalt"))
+        .args(args)
+        .arg("--server")
+        .arg(format!("http://{}", handle.grpc_addr()))
+        .output()
+        .await
+        .expect("run basalt");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn cli_ok(handle: &ServerHandle, args: &[&str]) -> String {
+    let (code, stdout, stderr) = cli(handle, args).await;
+    assert_eq!(code, 0, "basalt {args:?}: {stderr}");
+    stdout
+}
+
+#[tokio::test]
+async fn cli_commands_drive_a_running_server() {
+    let (handle, worker) = serve().await;
+    let out = cli_ok(
+        &handle,
+        &[
+            "start", "greet", "--id", "c1", "--input", "\"Cy\"", "--wait", "--json",
+        ],
+    )
+    .await;
+    let state: Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(state["runtimeStatus"], "Completed");
+    assert_eq!(state["output"], "Hello Cy");
+    let table = cli_ok(&handle, &["status", "c1", "--history"]).await;
+    assert!(
+        table.contains("Completed") && table.contains("TaskCompleted"),
+        "{table}"
+    );
+    let listed: Value = serde_json::from_str(
+        cli_ok(&handle, &["list", "--status", "completed", "--json"])
+            .await
+            .trim(),
+    )
+    .expect("json");
+    assert!(
+        listed
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|s| s["instanceId"] == "c1")
+    );
+    let table = cli_ok(&handle, &["list"]).await;
+    assert!(
+        table.starts_with("INSTANCE") && table.contains("c1"),
+        "{table}"
+    );
+
+    cli_ok(&handle, &["start", "approve", "--id", "c2"]).await;
+    cli_ok(&handle, &["raise", "c2", "approval", "--data", "\"yes\""]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = cli_ok(&handle, &["status", "c2", "--json"]).await;
+        let state: Value = serde_json::from_str(out.trim()).expect("json");
+        if state["runtimeStatus"] == "Completed" {
+            assert_eq!(state["output"], json!({ "approved": "yes" }));
+            break;
+        }
+        assert!(Instant::now() < deadline, "c2 never completed: {out}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    cli_ok(&handle, &["start", "approve", "--id", "c3"]).await;
+    for verb in ["suspend", "resume", "terminate"] {
+        cli_ok(&handle, &[verb, "c3", "--reason", "cli test"]).await;
+    }
+    let out = cli_ok(&handle, &["status", "c3"]).await;
+    assert!(out.contains("Terminated"), "{out}");
+    assert!(cli_ok(&handle, &["purge", "c3"]).await.contains("purged 1"));
+    let (code, _, stderr) = cli(&handle, &["status", "c3"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not found"), "{stderr}");
+
+    cli_ok(&handle, &["signal", "counter", "k2", "add", "--input", "3"]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, stdout, _) = cli(&handle, &["entity", "counter", "k2", "--json"]).await;
+        if code == 0 {
+            let entities: Value = serde_json::from_str(stdout.trim()).expect("json");
+            assert_eq!(entities[0]["state"], 3);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the entity never got state");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let table = cli_ok(&handle, &["entity", "counter"]).await;
+    assert!(table.contains("@counter@k2"), "{table}");
+
+    // Bad input and a refusal are exit 1 with a message.
+    let (code, _, stderr) = cli(&handle, &["start", "greet", "--input", "not json"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("JSON"), "{stderr}");
+    let (code, _, stderr) = cli(&handle, &["raise", "nobody", "e"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not found"), "{stderr}");
+    let (code, _, stderr) = cli(&handle, &["purge"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("filter"), "{stderr}");
+    worker.shutdown().await;
+    handle.stop().await;
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_basalt"))
+        .args(["list", "--server", "http://127.0.0.1:1"])
+        .output()
+        .await
+        .expect("run basalt");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("connecting to the server"));
+}
