@@ -509,7 +509,13 @@ pub async fn sequence(
 /// User + system CPU time of this process so far, in milliseconds, from
 /// `/proc/self/stat` (Linux); `None` elsewhere.
 fn cpu_time_ms() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    process_cpu_ms("self")
+}
+
+/// User + system CPU time of process `pid` (or `"self"`) so far, in
+/// milliseconds, from `/proc/<pid>/stat` (Linux); `None` elsewhere.
+pub fn process_cpu_ms(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which is in parentheses).
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();

@@ -285,6 +285,38 @@ pub enum BenchCommand {
     /// Transfers between accounts on different partitions, each locking
     /// both accounts in a critical section; the total balance is checked.
     Bank(BankArgs),
+    /// Checkouts run out of process by the official Python SDK's worker
+    /// through the gRPC sidecar: Basalt (local fsync) against the SDK's own
+    /// in-memory sidecar, in the same run; reports throughput, latency and
+    /// the server's CPU per checkout.
+    SidecarCheckout(SidecarCheckoutArgs),
+}
+
+/// Options of `basalt bench sidecar-checkout`.
+#[derive(Debug, Args)]
+pub struct SidecarCheckoutArgs {
+    /// Checkouts to start at once in the measured batch.
+    #[arg(long, default_value_t = 600)]
+    pub checkouts: u64,
+    /// Checkouts of the warm-up batch.
+    #[arg(long, default_value_t = 50)]
+    pub warmup: u64,
+    /// A Python with `durabletask` installed; by default a virtual
+    /// environment under target/ is created with the pinned version.
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Skip the run against the SDK's in-memory sidecar.
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Partitions of the task hub.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: u32,
+    /// Parent folder of the temporary task hub.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `basalt bench bank`.

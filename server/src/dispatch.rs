@@ -152,6 +152,8 @@ struct State {
     held: [VecDeque<Work>; 3],
     /// Every item a stream holds, by token.
     outstanding: HashMap<CompletionToken, Outstanding>,
+    /// Items handed to streams since start, per kind.
+    dispatched: [u64; 3],
 }
 
 /// An item a stream holds.
@@ -181,6 +183,8 @@ pub struct DispatchStats {
     pub held: [usize; 3],
     /// Items a stream holds, per kind.
     pub in_flight: [usize; 3],
+    /// Items handed to streams since the server started, per kind.
+    pub dispatched: [u64; 3],
 }
 
 /// The dispatcher; cheap to share.
@@ -350,6 +354,7 @@ impl Dispatcher {
         let state = self.state.lock();
         let mut stats = DispatchStats {
             streams: state.streams.len(),
+            dispatched: state.dispatched,
             ..DispatchStats::default()
         };
         for kind in KINDS {
@@ -446,6 +451,7 @@ impl Dispatcher {
             match stream.sender.send(StreamMessage::Work(work)) {
                 Ok(()) => {
                     stream.in_flight[kind as usize] += 1;
+                    state.dispatched[kind as usize] += 1;
                     state.outstanding.insert(
                         token,
                         Outstanding {

@@ -13,12 +13,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use basalt_engine::{Engine, EngineOptions};
 use basalt_runtime::Backend;
 use basalt_storage::Storage;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::{ServeOptions, StorageChoice};
@@ -124,12 +126,23 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
     let service = TaskHubSidecarServiceServer::new(sidecar)
         .max_decoding_message_size(message_max)
         .max_encoding_message_size(usize::MAX);
+    // Small messages go out at once: without TCP_NODELAY, Nagle's
+    // algorithm and delayed acks hold each completion reply back (tonic
+    // ignores its own nodelay setting for an incoming stream).
+    let incoming = TcpListenerStream::new(grpc_listener).map(|stream| {
+        if let Ok(stream) = &stream
+            && let Err(error) = stream.set_nodelay(true)
+        {
+            tracing::warn!(%error, "could not set TCP_NODELAY");
+        }
+        stream
+    });
     let mut stop_grpc = shutdown.subscribe();
     tasks.push(tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop_grpc.wait_for(|stop| *stop).await;
             })
             .await;
@@ -146,6 +159,11 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
         });
         let mut stop_http = shutdown.subscribe();
         tasks.push(tokio::spawn(async move {
+            let listener = listener.tap_io(|stream| {
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::warn!(%error, "could not set TCP_NODELAY");
+                }
+            });
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stop_http.wait_for(|stop| *stop).await;
@@ -186,6 +204,11 @@ impl ServerHandle {
     /// The address the HTTP API listens on, if it is on.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The dispatcher's counters: worker streams, work held, out, handed out.
+    pub fn dispatch_stats(&self) -> crate::dispatch::DispatchStats {
+        self.dispatcher.stats()
     }
 
     /// The engine behind the server (for tests and embedding).

@@ -2,6 +2,7 @@
 //! for people (tables) or programs (`--json`).
 
 mod group_commit;
+mod sidecar_checkout;
 mod workloads;
 
 use crate::cli::BenchCommand;
@@ -14,5 +15,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Sequence(args) => workloads::sequence(&args).await,
         BenchCommand::Checkout(args) => workloads::checkout(&args).await,
         BenchCommand::Bank(args) => workloads::bank(&args).await,
+        BenchCommand::SidecarCheckout(args) => sidecar_checkout::run(&args).await,
     }
 }
