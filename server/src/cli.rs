@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// Entity work item format sent to workers: v1 or v2. Default: v1.
     #[arg(long, env = "BASALT_ENTITY_FORMAT")]
     pub entity_format: Option<String>,
+    /// How long a small group commit waits for more records, in
+    /// microseconds (0 = write at once). Default: 0.
+    #[arg(long, env = "BASALT_COMMIT_LINGER_MICROS")]
+    pub commit_linger_micros: Option<u64>,
     /// Log filter (tracing's env-filter syntax). Default: info.
     #[arg(long, env = "BASALT_LOG")]
     pub log: Option<String>,
@@ -308,6 +312,9 @@ pub struct SidecarCheckoutArgs {
     /// Skip the run against the SDK's in-memory sidecar.
     #[arg(long)]
     pub no_baseline: bool,
+    /// Group-commit linger of the Basalt server, microseconds.
+    #[arg(long, default_value_t = 0)]
+    pub commit_linger_micros: u64,
     /// Partitions of the task hub.
     #[arg(long, default_value_t = 12)]
     pub partitions: u32,

@@ -33,6 +33,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .as_deref()
             .map(parse_entity_format)
             .transpose()?,
+        commit_linger_micros: args.commit_linger_micros,
     };
     let options = flags.or(file).into_options()?;
     let handle = server::start(options)

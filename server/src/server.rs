@@ -82,6 +82,10 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
             hub_name: options.hub_name.clone(),
             partition_count: options.partitions,
             payload_bytes_max: options.payload_bytes_max,
+            log: basalt_storage::LogOptions {
+                commit_linger_micros: options.commit_linger_micros,
+                ..basalt_storage::LogOptions::default()
+            },
             ..EngineOptions::default()
         },
     )

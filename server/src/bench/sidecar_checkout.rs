@@ -38,6 +38,9 @@ struct Figures {
     /// Work items handed to the worker per checkout (orchestration steps,
     /// activities, entity batches), warm-up included; Basalt only.
     work_items_per_checkout: Option<[f64; 3]>,
+    /// Storage writes (group commits) per checkout, warm-up included;
+    /// Basalt only.
+    storage_writes_per_checkout: Option<f64>,
 }
 
 /// The venv's python, created with the pinned SDK when missing.
@@ -136,6 +139,7 @@ fn drive(
             .zip(worker_end)
             .map(|(a, b)| (b - a) / args.checkouts as f64),
         work_items_per_checkout: None,
+        storage_writes_per_checkout: None,
     })
 }
 
@@ -187,6 +191,7 @@ pub async fn run(args: &SidecarCheckoutArgs) -> anyhow::Result<()> {
         grpc_addr: "127.0.0.1:0".parse()?,
         http_addr: None,
         partitions: args.partitions,
+        commit_linger_micros: args.commit_linger_micros,
         ..ServeOptions::default()
     })
     .await?;
@@ -209,6 +214,12 @@ pub async fn run(args: &SidecarCheckoutArgs) -> anyhow::Result<()> {
     let dispatched = handle.dispatch_stats().dispatched;
     let total = (args.checkouts + args.warmup) as f64;
     basalt.work_items_per_checkout = Some(dispatched.map(|n| n as f64 / total));
+    basalt.storage_writes_per_checkout = handle
+        .engine()
+        .log_stats()
+        .await
+        .ok()
+        .map(|stats| stats.writes as f64 / total);
     handle.stop().await;
     let mut all = vec![basalt];
     if !args.no_baseline {
@@ -242,6 +253,9 @@ pub async fn run(args: &SidecarCheckoutArgs) -> anyhow::Result<()> {
         println!(
             "basalt handed the worker {steps:.2} orchestration steps, {activities:.2} activities and {batches:.2} entity batches per checkout"
         );
+    }
+    if let Some(writes) = all[0].storage_writes_per_checkout {
+        println!("basalt storage writes (group commits) per checkout: {writes:.2}");
     }
     if let [basalt, baseline] = all.as_slice() {
         println!(
