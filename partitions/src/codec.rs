@@ -5,8 +5,11 @@
 use crate::event::Event;
 use crate::state::PartitionState;
 
-/// Version byte in front of every encoded event and snapshot.
-pub const ENCODING_VERSION: u8 = 1;
+/// Version byte in front of every encoded event and snapshot. 2: history
+/// events and orchestrator actions carry a `correlation` id (the Durable
+/// Task protocol's entity request ids). Version 1 payloads are refused with
+/// a message naming both versions; no released hub holds them.
+pub const ENCODING_VERSION: u8 = 2;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, thiserror::Error)]
