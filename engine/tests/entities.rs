@@ -381,6 +381,7 @@ async fn an_orchestration_calls_and_signals_entities_on_other_partitions() {
                             entity: audit.to_string(),
                             operation: "note".into(),
                             input: Some("\"reserving\"".into()),
+                            scheduled_ms: None,
                         },
                         correlation: None,
                     },

@@ -226,6 +226,9 @@ pub enum Message {
         operation: EntityOperation,
         /// Who waits for the result, for a call.
         caller: Option<Caller>,
+        /// For a signal: deliver it not before this time (ms since the
+        /// Unix epoch).
+        scheduled_ms: Option<u64>,
     },
     /// A critical section's lock request travelling its chain of entities.
     LockRequest(LockChain),

@@ -359,18 +359,7 @@ impl PartitionState {
                 scheduled_ms: Some(at),
                 now_ms,
             } if at > now_ms => {
-                // Kept with the entity until its timer fires.
-                let timer = TimerTask {
-                    fire_at_ms: at,
-                    instance_id: entity.instance_id(),
-                    execution: self.next_execution,
-                    timer_id: SIGNAL_TIMER_ID,
-                };
-                self.next_execution += 1;
-                self.entity_mut(entity, now_ms)
-                    .delayed
-                    .insert(timer.clone(), operation);
-                fx.timers.push(timer);
+                self.delay_signal(entity, operation, at, now_ms, &mut fx);
                 fx.reply = Some(Reply::Done);
             }
             Event::SignalEntity {
@@ -440,6 +429,7 @@ impl PartitionState {
                             entity: signal.entity,
                             operation: signal.operation,
                             caller: None,
+                            scheduled_ms: None,
                         },
                     );
                 }
@@ -736,6 +726,7 @@ impl PartitionState {
                     entity,
                     operation,
                     input,
+                    scheduled_ms,
                 } => {
                     history.push(confirm(
                         id,
@@ -757,6 +748,7 @@ impl PartitionState {
                                     input,
                                 },
                                 caller: None,
+                                scheduled_ms,
                             },
                         );
                     }
@@ -789,6 +781,7 @@ impl PartitionState {
                                     execution: instance.execution,
                                     request_id: id,
                                 }),
+                                scheduled_ms: None,
                             },
                         ),
                         Err(e) => instance.inbox.push(HistoryEvent::new(
@@ -1030,6 +1023,29 @@ impl PartitionState {
         }
     }
 
+    /// Keeps a signal with its entity until `at`, on a durable timer
+    /// (client signals with a time, and orchestrations' scheduled signals).
+    fn delay_signal(
+        &mut self,
+        entity: EntityId,
+        operation: EntityOperation,
+        at: u64,
+        now_ms: u64,
+        fx: &mut Effects,
+    ) {
+        let timer = TimerTask {
+            fire_at_ms: at,
+            instance_id: entity.instance_id(),
+            execution: self.next_execution,
+            timer_id: SIGNAL_TIMER_ID,
+        };
+        self.next_execution += 1;
+        self.entity_mut(entity, now_ms)
+            .delayed
+            .insert(timer.clone(), operation);
+        fx.timers.push(timer);
+    }
+
     fn receive(&mut self, message: Message, now_ms: u64, out: &mut Outgoing, fx: &mut Effects) {
         match message {
             Message::StartChild {
@@ -1101,7 +1117,14 @@ impl PartitionState {
             Message::EntityRequest {
                 entity,
                 operation,
+                caller: None,
+                scheduled_ms: Some(at),
+            } if at > now_ms => self.delay_signal(entity, operation, at, now_ms, fx),
+            Message::EntityRequest {
+                entity,
+                operation,
                 caller,
+                ..
             } => {
                 let item = QueueItem::Operation(QueuedOperation { operation, caller });
                 self.enqueue(entity, item, now_ms, out, fx);

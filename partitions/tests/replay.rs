@@ -135,6 +135,7 @@ fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
                             entity: format!("@e@k{}", rng.below(4)),
                             operation: "op".into(),
                             input: None,
+                            scheduled_ms: None,
                         },
                         5 => ActionKind::CallEntity {
                             entity: format!("@e@k{}", rng.below(4)),

@@ -279,6 +279,9 @@ pub enum ActionKind {
         operation: String,
         /// Input (JSON).
         input: Option<String>,
+        /// Deliver it not before this time (ms since the Unix epoch), kept
+        /// on a durable timer at the entity; `None` delivers it now.
+        scheduled_ms: Option<u64>,
     },
     /// Queue an operation on an entity and wait for its result, delivered
     /// as `EntityOperationCompleted` / `EntityOperationFailed` with

@@ -257,6 +257,7 @@ impl Harness {
                     entity,
                     operation,
                     input,
+                    ..
                 } => {
                     self.history.push(confirming(
                         *id,

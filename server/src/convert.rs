@@ -528,15 +528,6 @@ pub fn step_result_from_proto(
                         )));
                     }
                     Some(EntityMessageType::EntityOperationSignaled(signal)) => {
-                        if let Some(at) = &signal.scheduled_time
-                            && millis(at) > now_ms
-                        {
-                            return Err(ConvertError::Unsupported(format!(
-                                "action {id}: a scheduled entity signal from an orchestration \
-                                 is not supported yet (signal from a client, or wait on a \
-                                 timer first)"
-                            )));
-                        }
                         correlation = Some(signal.request_id.clone());
                         ActionKind::SignalEntity {
                             entity: entity_target(
@@ -545,6 +536,11 @@ pub fn step_result_from_proto(
                             )?,
                             operation: signal.operation.clone(),
                             input: signal.input.clone(),
+                            scheduled_ms: signal
+                                .scheduled_time
+                                .as_ref()
+                                .map(millis)
+                                .filter(|at| *at > now_ms),
                         }
                     }
                     Some(EntityMessageType::EntityOperationCalled(call)) => {

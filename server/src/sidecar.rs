@@ -327,14 +327,77 @@ impl Sidecar {
         }
     }
 
-    async fn purge_one(&self, id: &str) -> Result<i32, Status> {
+    async fn purge_one(&self, id: &str, recursive: bool) -> Result<i32, Status> {
         let id = instance_id("instanceId", id)?;
-        match self.backend.purge(&id).await {
-            Ok(true) => Ok(1),
-            Ok(false) => Ok(0),
-            Err(RuntimeError::Conflict(message)) => Err(Status::failed_precondition(message)),
-            Err(error) => Err(status_of(error)),
+        let children = if recursive {
+            self.children(&id).await?
+        } else {
+            Vec::new()
+        };
+        let mut deleted = match self.backend.purge(&id).await {
+            Ok(true) => 1,
+            Ok(false) => 0,
+            Err(RuntimeError::Conflict(message)) => {
+                return Err(Status::failed_precondition(message));
+            }
+            Err(error) => return Err(status_of(error)),
+        };
+        // Children that still run (or are gone already) are left as they are.
+        for child in children {
+            if let Ok(n) = Box::pin(self.purge_one(child.as_str(), true)).await {
+                deleted += n;
+            }
         }
+        Ok(deleted)
+    }
+
+    /// The sub-orchestrations the instance's current execution created.
+    async fn children(&self, id: &InstanceId) -> Result<Vec<InstanceId>, Status> {
+        let history = match self.backend.get_history(id).await {
+            Ok(history) => history,
+            Err(RuntimeError::NotFound(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(status_of(error)),
+        };
+        let mut children: Vec<InstanceId> = history
+            .iter()
+            .filter_map(|event| match &event.kind {
+                basalt_runtime::EventKind::SubOrchestrationInstanceCreated {
+                    instance_id, ..
+                } => InstanceId::new(instance_id.as_str()).ok(),
+                _ => None,
+            })
+            .collect();
+        children.sort();
+        children.dedup();
+        Ok(children)
+    }
+
+    /// Terminates an instance and, with `recursive`, every unfinished
+    /// sub-orchestration below it (each termination is durable on its own;
+    /// the parent first, so it does not react to its children ending).
+    async fn terminate_tree(
+        &self,
+        id: &InstanceId,
+        reason: Option<String>,
+        recursive: bool,
+    ) -> Result<(), Status> {
+        self.backend
+            .terminate(id, reason.clone())
+            .await
+            .map_err(status_of)?;
+        if !recursive {
+            return Ok(());
+        }
+        for child in self.children(id).await? {
+            let running = matches!(
+                self.backend.get_instance(&child).await,
+                Ok(Some(state)) if !state.status.is_terminal()
+            );
+            if running {
+                Box::pin(self.terminate_tree(&child, reason.clone(), true)).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn complete_orchestration(
@@ -505,10 +568,8 @@ impl TaskHubSidecarService for Arc<Sidecar> {
     ) -> Result<Response<proto::TerminateResponse>, Status> {
         let request = request.into_inner();
         let id = instance_id("instanceId", &request.instance_id)?;
-        self.backend
-            .terminate(&id, request.output)
-            .await
-            .map_err(status_of)?;
+        self.terminate_tree(&id, request.output, request.recursive)
+            .await?;
         Ok(Response::new(proto::TerminateResponse {}))
     }
 
@@ -617,13 +678,15 @@ impl TaskHubSidecarService for Arc<Sidecar> {
         request: Request<proto::PurgeInstancesRequest>,
     ) -> Result<Response<proto::PurgeInstancesResponse>, Status> {
         use proto::purge_instances_request::Request as R;
-        let deleted = match request.into_inner().request {
-            Some(R::InstanceId(id)) => self.purge_one(&id).await?,
+        let request = request.into_inner();
+        let recursive = request.recursive;
+        let deleted = match request.request {
+            Some(R::InstanceId(id)) => self.purge_one(&id, recursive).await?,
             Some(R::PurgeInstanceFilter(filter)) => self.purge_matching(&filter).await?,
             Some(R::InstanceBatch(batch)) => {
                 let mut deleted = 0;
                 for id in &batch.instance_ids {
-                    deleted += self.purge_one(id).await?;
+                    deleted += self.purge_one(id, recursive).await?;
                 }
                 deleted
             }

@@ -666,6 +666,7 @@ impl OrchestrationContext {
             entity: entity.to_string(),
             operation: operation.to_owned(),
             input,
+            scheduled_ms: None,
         };
         self.shared.lock().issue(kind, false);
     }

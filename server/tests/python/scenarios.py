@@ -50,7 +50,7 @@ def always_fails(ctx: task.ActivityContext, _) -> None:
 
 
 def slow_hello(ctx: task.ActivityContext, name: str) -> str:
-    time.sleep(0.05)
+    time.sleep(0.1)
     return f"Hello {name}!"
 
 
@@ -159,9 +159,20 @@ def entity_failure(ctx: task.OrchestrationContext, key: str):
     return "no failure?"
 
 
+def scheduled_signal(ctx: task.OrchestrationContext, key: str):
+    counter = EntityInstanceId("counter", key)
+    ctx.signal_entity(counter, "add", 7,
+                      signal_time=ctx.current_utc_datetime + timedelta(seconds=1))
+    return "scheduled"
+
+
+def parent_of_waiter(ctx: task.OrchestrationContext, child_id: str):
+    yield ctx.call_sub_orchestrator(long_waiter, instance_id=child_id)
+
+
 def checkout_like(ctx: task.OrchestrationContext, n: int):
     result = []
-    for i in range(3):
+    for i in range(5):
         result.append((yield ctx.call_activity(slow_hello, input=f"{n}-{i}")))
     return result
 
@@ -197,7 +208,7 @@ def account(ctx, value):
 ORCHESTRATIONS = [sequence, fan_out_fan_in, timer_then_done, wait_for_approval, parent,
                   failing_child, parent_catches, counter_loop, with_custom_status,
                   long_waiter, retrying, retry_exhausted, entity_caller, transfer,
-                  entity_failure, checkout_like]
+                  entity_failure, checkout_like, scheduled_signal, parent_of_waiter]
 ACTIVITIES = [hello, double, flaky, always_fails, slow_hello]
 ENTITIES = [counter, account]
 
@@ -387,6 +398,41 @@ def scenario_entities(c):
     expect(c.get_entity(EntityInstanceId("counter", unique("none"))), None, "missing entity")
 
 
+def scenario_entity_scheduled_signal_from_an_orchestration(c):
+    key = unique("later")
+    began = time.time()
+    state = finish(c, c.schedule_new_orchestration(scheduled_signal, input=key))
+    expect(output(state), "scheduled", "output")
+    entity = EntityInstanceId("counter", key)
+    metadata = c.get_entity(entity)
+    assert metadata is None or metadata.get_state(int) != 7 or time.time() - began >= 1.0, \
+        "the signal arrived before its time"
+    deadline = time.time() + TIMEOUT
+    while True:
+        metadata = c.get_entity(entity)
+        if metadata is not None and metadata.get_state(int) == 7:
+            break
+        assert time.time() < deadline, "the scheduled signal never arrived"
+        time.sleep(0.1)
+    assert time.time() - began >= 1.0, "the scheduled signal arrived early"
+
+
+def scenario_recursive_terminate_and_purge(c):
+    parent_id = unique("parent")
+    child_id = f"{parent_id}-child"
+    c.schedule_new_orchestration(parent_of_waiter, input=child_id, instance_id=parent_id)
+    deadline = time.time() + TIMEOUT
+    while c.get_orchestration_state(child_id) is None:
+        assert time.time() < deadline, "the child never started"
+        time.sleep(0.05)
+    c.terminate_orchestration(parent_id, output="stop all", recursive=True)
+    expect(finish(c, parent_id).runtime_status, S.TERMINATED, "parent")
+    expect(finish(c, child_id).runtime_status, S.TERMINATED, "child")
+    result = c.purge_orchestration(parent_id, recursive=True)
+    expect(result.deleted_instance_count, 2, "purged parent and child")
+    expect(c.get_orchestration_state(child_id), None, "child after recursive purge")
+
+
 def scenario_entity_locks(c):
     a, b = unique("a"), unique("b")
     transfers = [c.schedule_new_orchestration(transfer, input={"from": a, "to": b, "amount": 10})
@@ -429,14 +475,17 @@ def retrying_call(fn, what: str, deadline: float):
 
 def kill_phase(addr: str) -> int:
     c = client.TaskHubGrpcClient(host_address=addr)
-    count = 30
+    count = 60
     ids = [c.schedule_new_orchestration(checkout_like, input=n, instance_id=f"kill-{n}")
            for n in range(count)]
     deadline = time.time() + 180
-    # Wait until some are done and others are mid-run, then ask for the kill.
+    # Wait until some are done and others are mid-run, then ask for the kill
+    # (one query per check, so the count is fresh when the kill comes).
+    from durabletask.client import OrchestrationQuery
     while True:
-        done = sum(1 for i in ids
-                   if c.get_orchestration_state(i).runtime_status == S.COMPLETED)
+        finished = c.get_all_orchestration_states(
+            OrchestrationQuery(runtime_status=[S.COMPLETED], max_instance_count=1000))
+        done = sum(1 for s in finished if s.instance_id.startswith("kill-"))
         if done >= 3:
             break
         assert time.time() < deadline, "no progress before the kill"
@@ -450,7 +499,7 @@ def kill_phase(addr: str) -> int:
                 lambda: c.wait_for_orchestration_completion(i, timeout=10), f"waiting for {i}",
                 deadline)
         expect(state.runtime_status, S.COMPLETED, f"{i} status")
-        expect(output(state), [f"Hello {n}-{k}!" for k in range(3)], f"{i} output")
+        expect(output(state), [f"Hello {n}-{k}!" for k in range(5)], f"{i} output")
     print(f"all {count} orchestrations completed with the right results", flush=True)
     return 0
 
