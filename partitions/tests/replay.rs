@@ -135,7 +135,8 @@ fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
                             entity: format!("@e@k{}", rng.below(4)),
                             operation: "op".into(),
                             input: None,
-                            scheduled_ms: None,
+                            // Some are delayed: kept at the entity on a timer.
+                            scheduled_ms: (rng.below(3) == 0).then_some(now + 50),
                         },
                         5 => ActionKind::CallEntity {
                             entity: format!("@e@k{}", rng.below(4)),
