@@ -147,6 +147,28 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The engine's clock when the event was made, for the events that
+    /// carry one.
+    pub fn now_ms(&self) -> Option<u64> {
+        match self {
+            Event::Start { now_ms, .. }
+            | Event::Raise { now_ms, .. }
+            | Event::Control { now_ms, .. }
+            | Event::StepCompleted { now_ms, .. }
+            | Event::StepAbandoned { now_ms, .. }
+            | Event::ActivityCompleted { now_ms, .. }
+            | Event::TimerFired { now_ms, .. }
+            | Event::Messages { now_ms, .. }
+            | Event::SignalEntity { now_ms, .. }
+            | Event::EntityBatchCompleted { now_ms, .. } => Some(*now_ms),
+            Event::Purge { .. }
+            | Event::EntityBatchAbandoned { .. }
+            | Event::OutboxAcked { .. } => None,
+        }
+    }
+}
+
 /// Timer id of the timer that starts an instance with a scheduled start.
 pub const START_TIMER_ID: i32 = -1;
 

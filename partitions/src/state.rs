@@ -178,6 +178,7 @@ impl PartitionState {
             return fx;
         }
         let mut out = Outgoing::new(self.partition, lsn);
+        let now = event.now_ms();
         match event {
             Event::Start {
                 instance_id,
@@ -456,6 +457,21 @@ impl PartitionState {
                 for key in acked {
                     self.outbox.remove(&key);
                 }
+            }
+        }
+        // Messages to this partition take effect at once, as part of this
+        // event: its log record makes them durable, so they need no outbox,
+        // ack or dedup, and cost no records of their own. What they send in
+        // turn is handled the same way, in order.
+        let mut next = 0;
+        while let Some(now_ms) = now
+            && next < out.messages.len()
+        {
+            if out.messages[next].destination == self.partition {
+                let envelope = out.messages.remove(next);
+                self.receive(envelope.message, now_ms, &mut out, &mut fx);
+            } else {
+                next += 1;
             }
         }
         for envelope in out.messages {
@@ -1496,6 +1512,9 @@ struct Outgoing {
     origin: u32,
     lsn: u64,
     messages: Vec<Envelope>,
+    /// The next message's index: unique within the event even when
+    /// messages to this partition are taken out of `messages`.
+    next_index: u32,
 }
 
 impl Outgoing {
@@ -1504,11 +1523,13 @@ impl Outgoing {
             origin,
             lsn,
             messages: Vec::new(),
+            next_index: 0,
         }
     }
 
     fn send(&mut self, destination: u32, message: Message) {
-        let index = self.messages.len() as u32;
+        let index = self.next_index;
+        self.next_index += 1;
         self.messages.push(Envelope {
             origin: self.origin,
             position: Position {

@@ -421,9 +421,25 @@ impl Dispatcher {
     /// Gives held items of `kind`, oldest first, to streams that accept
     /// them and have room; items nobody can take now stay, in order.
     fn assign_held(&self, state: &mut State, kind: Kind) {
-        let held = std::mem::take(&mut state.held[kind as usize]);
+        let has_room = |state: &State| {
+            state
+                .streams
+                .values()
+                .any(|s| s.in_flight[kind as usize] < s.limits[kind as usize])
+        };
+        // Usually every stream is full and the held items wait: no scan.
+        if state.held[kind as usize].is_empty() || !has_room(state) {
+            return;
+        }
+        let mut held = std::mem::take(&mut state.held[kind as usize]);
         let mut kept = VecDeque::new();
-        for work in held {
+        while let Some(work) = held.pop_front() {
+            if !has_room(state) {
+                // Nobody can take more: the rest keeps its order.
+                kept.push_back(work);
+                kept.append(&mut held);
+                break;
+            }
             let target = state
                 .streams
                 .iter()
