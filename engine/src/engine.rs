@@ -492,6 +492,10 @@ impl Backend for Engine {
         self.control(instance, ControlOp::Resume, reason).await
     }
 
+    async fn rewind(&self, instance: &InstanceId, reason: Option<String>) -> Result<(), Error> {
+        self.control(instance, ControlOp::Rewind, reason).await
+    }
+
     async fn purge(&self, instance: &InstanceId) -> Result<bool, Error> {
         let event = Event::Purge {
             instance_id: instance.clone(),

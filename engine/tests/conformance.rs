@@ -108,6 +108,7 @@ conformance_tests!(
         queries_filter_by_status_prefix_and_time_and_page,
         activity_retries_follow_the_retry_policy,
         activity_failures_and_panics_surface_with_their_message,
+        rewind_runs_a_failed_instance_again_from_its_failure,
         unknown_activity_fails_with_activity_not_found,
         unknown_orchestration_fails_with_orchestration_not_found,
         non_determinism_fails_the_instance,

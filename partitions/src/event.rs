@@ -185,6 +185,10 @@ pub enum ControlOp {
     Suspend,
     /// Unpause it.
     Resume,
+    /// Run a Failed instance again from where it failed: the failed
+    /// activities and sub-orchestrations are forgotten, so replay issues
+    /// them again (Durable Task's rewind).
+    Rewind,
 }
 
 /// Where a message was produced: its origin partition's LSN and its index

@@ -124,6 +124,20 @@ impl PartitionState {
                 }
                 _ => Ok(()),
             },
+            Event::Control {
+                instance_id,
+                op: ControlOp::Rewind,
+                ..
+            } => match self.instances.get(instance_id) {
+                None => Err(Error::NotFound(instance_id.to_string())),
+                Some(instance) if instance.meta.status != OrchestrationStatus::Failed => {
+                    Err(Error::Conflict(format!(
+                        "instance {instance_id} is {}; only a failed instance can be rewound",
+                        instance.meta.status
+                    )))
+                }
+                Some(_) => Ok(()),
+            },
             Event::Raise { instance_id, .. } | Event::Control { instance_id, .. } => {
                 if self.instances.contains_key(instance_id) {
                     Ok(())
@@ -994,6 +1008,22 @@ impl PartitionState {
             return;
         };
         let status = instance.meta.status;
+        if op == ControlOp::Rewind && status == OrchestrationStatus::Failed {
+            instance.history = Arc::new(rewound_history(&instance.history));
+            instance.meta.status = OrchestrationStatus::Running;
+            instance.meta.output = None;
+            instance.meta.failure = None;
+            instance.meta.last_updated_at_ms = now_ms;
+            instance.inbox.clear();
+            instance.step = None;
+            instance.inbox.push(HistoryEvent::new(
+                now_ms,
+                EventKind::ExecutionRewound { reason },
+            ));
+            fx.changed.push(instance_id.clone());
+            self.try_issue_step(instance_id, now_ms, fx);
+            return;
+        }
         if status.is_terminal() {
             return;
         }
@@ -1020,6 +1050,8 @@ impl PartitionState {
                     fx.changed.push(instance_id.clone());
                 }
             }
+            // Handled above; any other status was refused by `check`.
+            ControlOp::Rewind => {}
             ControlOp::Resume => {
                 if status == OrchestrationStatus::Suspended {
                     instance.meta.status = if instance.history.is_empty() {
@@ -1540,6 +1572,42 @@ impl Outgoing {
             message,
         });
     }
+}
+
+/// The history of a failed execution made ready to run again: its end
+/// (`ExecutionCompleted`) and every failure of an activity or
+/// sub-orchestration are taken out, each failed activity with the
+/// `TaskScheduled` it answered, so replay schedules it again. A failed
+/// sub-orchestration keeps its `SubOrchestrationInstanceCreated`: the
+/// caller rewinds the child, whose new result then arrives as usual.
+fn rewound_history(history: &[HistoryEvent]) -> Vec<HistoryEvent> {
+    let mut dropped = vec![false; history.len()];
+    for (index, event) in history.iter().enumerate() {
+        match &event.kind {
+            EventKind::TaskFailed {
+                task_scheduled_id, ..
+            } => {
+                dropped[index] = true;
+                let scheduled = (0..index).rev().find(|&earlier| {
+                    !dropped[earlier]
+                        && history[earlier].event_id == *task_scheduled_id
+                        && matches!(history[earlier].kind, EventKind::TaskScheduled { .. })
+                });
+                if let Some(earlier) = scheduled {
+                    dropped[earlier] = true;
+                }
+            }
+            EventKind::SubOrchestrationInstanceFailed { .. }
+            | EventKind::ExecutionCompleted { .. } => dropped[index] = true,
+            _ => {}
+        }
+    }
+    history
+        .iter()
+        .zip(dropped)
+        .filter(|(_, dropped)| !dropped)
+        .map(|(event, _)| event.clone())
+        .collect()
 }
 
 /// Locks belong to an orchestration execution, whichever action took them.

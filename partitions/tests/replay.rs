@@ -114,7 +114,12 @@ fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
             },
             3 => Event::Control {
                 instance_id: id(rng.below(8)),
-                op: [ControlOp::Terminate, ControlOp::Suspend, ControlOp::Resume][rng.below(3)],
+                op: [
+                    ControlOp::Terminate,
+                    ControlOp::Suspend,
+                    ControlOp::Resume,
+                    ControlOp::Rewind,
+                ][rng.below(4)],
                 reason: None,
                 now_ms: now,
             },

@@ -167,6 +167,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Resumes a suspended instance (no effect on one that is not suspended).
     async fn resume(&self, instance: &InstanceId, reason: Option<String>) -> Result<()>;
 
+    /// Runs a Failed instance again from where it failed: its failed
+    /// activities and sub-orchestrations are forgotten, so replay issues
+    /// them again (the caller rewinds failed children). Rewinding an
+    /// instance that is not Failed is a `Conflict`.
+    async fn rewind(&self, instance: &InstanceId, reason: Option<String>) -> Result<()>;
+
     /// Deletes a finished instance and its history; `false` if there was none.
     /// Purging a running instance is a `Conflict`.
     async fn purge(&self, instance: &InstanceId) -> Result<bool>;

@@ -265,6 +265,7 @@ pub fn scenarios() -> Vec<Scenario> {
             queries_filter_by_status_prefix_and_time_and_page,
             activity_retries_follow_the_retry_policy,
             activity_failures_and_panics_surface_with_their_message,
+            rewind_runs_a_failed_instance_again_from_its_failure,
             unknown_activity_fails_with_activity_not_found,
             unknown_orchestration_fails_with_orchestration_not_found,
             non_determinism_fails_the_instance,
@@ -372,6 +373,7 @@ fn describe_event(event: &HistoryEvent) -> String {
         EventKind::ExecutionTerminated { .. } => "ExecutionTerminated".into(),
         EventKind::ExecutionSuspended { .. } => "ExecutionSuspended".into(),
         EventKind::ExecutionResumed { .. } => "ExecutionResumed".into(),
+        EventKind::ExecutionRewound { .. } => "ExecutionRewound".into(),
         EventKind::TaskScheduled { name, .. } => format!("TaskScheduled#{id} {name}"),
         EventKind::TaskCompleted {
             task_scheduled_id, ..
@@ -1848,6 +1850,81 @@ pub async fn activity_failures_and_panics_surface_with_their_message(
         let doubled: i64 = run.output(&healthy).await?;
         run.check_eq("a healthy orchestration's output", &42, &doubled)?;
         Ok(())
+    })
+    .await
+}
+
+/// A failed instance rewound after the cause is fixed runs its failed
+/// activity again (and only that one: the one that succeeded before is not
+/// repeated), and completes; rewinding a completed instance is a conflict.
+pub async fn rewind_runs_a_failed_instance_again_from_its_failure(
+    backend: Arc<dyn Backend>,
+) -> Result<(), Failure> {
+    let run = Run::new(
+        "rewind_runs_a_failed_instance_again_from_its_failure",
+        backend,
+    );
+    let fixed = Arc::new(AtomicBool::new(false));
+    let first_calls = Arc::new(AtomicUsize::new(0));
+    let fixed_in_activity = Arc::clone(&fixed);
+    let first_in_activity = Arc::clone(&first_calls);
+    let registry = Registry::builder()
+        .register_activity_typed("First", move |_, (): ()| {
+            let calls = Arc::clone(&first_in_activity);
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, ActivityError>(1_i64)
+            }
+        })
+        .register_activity_typed("Flaky", move |_, (): ()| {
+            let fixed = Arc::clone(&fixed_in_activity);
+            async move {
+                if fixed.load(Ordering::SeqCst) {
+                    Ok::<_, ActivityError>(2_i64)
+                } else {
+                    Err(ActivityError::new("NotYet", "not fixed yet"))
+                }
+            }
+        })
+        .register_orchestration_typed("Rewindable", |ctx, (): ()| async move {
+            let a: i64 = ctx.call_activity("First", &()).await?;
+            let b: i64 = ctx.call_activity("Flaky", &()).await?;
+            Ok::<_, OrchestrationError>(a + b)
+        });
+    let worker = run.worker(registry, WorkerOptions::default())?;
+    run.with_worker(worker, async {
+        let id = run.start("Rewindable", &(), None).await?;
+        let state = run.finished(&id).await?;
+        run.check_eq(
+            "the status before the fix",
+            &OrchestrationStatus::Failed,
+            &state.status,
+        )?;
+        fixed.store(true, Ordering::SeqCst);
+        let instance = InstanceId::new(id.as_str()).map_err(|e| run.fail("a valid id", e))?;
+        run.bounded(
+            "rewind",
+            run.backend.rewind(&instance, Some("fixed".into())),
+        )
+        .await?
+        .map_err(|e| run.fail("the rewind to be accepted", e))?;
+        let sum: i64 = run.output(&id).await?;
+        run.check_eq("the output after the rewind", &3, &sum)?;
+        run.check_eq(
+            "how often the activity that had succeeded ran",
+            &1,
+            &first_calls.load(Ordering::SeqCst),
+        )?;
+        let again = run
+            .bounded("a second rewind", run.backend.rewind(&id, None))
+            .await?;
+        match again {
+            Err(error) if error.kind() == ErrorKind::Conflict => Ok(()),
+            other => Err(run.fail(
+                "rewinding a completed instance to be a conflict",
+                format_args!("{other:?}"),
+            )),
+        }
     })
     .await
 }

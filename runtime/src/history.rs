@@ -77,6 +77,13 @@ pub enum EventKind {
         /// Why, if given.
         reason: Option<String>,
     },
+    /// A client rewound the failed instance: the failed activities and
+    /// sub-orchestrations were taken out of the history, so the actions
+    /// that issued them, unconfirmed now, are issued again by this step.
+    ExecutionRewound {
+        /// Why, if given.
+        reason: Option<String>,
+    },
     /// An activity was scheduled (confirms a `ScheduleTask` action).
     TaskScheduled {
         /// Activity name.

@@ -199,6 +199,12 @@ fn event_to_proto(
                 input: reason.clone(),
             })
         }
+        // The SDKs start their own rewind protocol on an `executionRewound`
+        // among the new events; Basalt has already rewritten the history,
+        // so workers get a no-op marker and re-issue what is unconfirmed.
+        EventKind::ExecutionRewound { reason } => EventType::GenericEvent(proto::GenericEvent {
+            data: reason.clone(),
+        }),
         EventKind::ExecutionResumed { reason } => {
             EventType::ExecutionResumed(proto::ExecutionResumedEvent {
                 input: reason.clone(),

@@ -69,6 +69,7 @@ pub fn router(state: HttpState) -> Router {
         )
         .route(&format!("{PREFIX}/instances/{{id}}/suspend"), post(suspend))
         .route(&format!("{PREFIX}/instances/{{id}}/resume"), post(resume))
+        .route(&format!("{PREFIX}/instances/{{id}}/rewind"), post(rewind))
         .route(&format!("{PREFIX}/entities"), get(list_entities))
         .route(
             &format!("{PREFIX}/entities/{{name}}"),
@@ -483,6 +484,17 @@ async fn resume(
     let id = instance_id(&id)?;
     require_instance(&state, &id).await?;
     state.backend.resume(&id, reason(&params)).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn rewind(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let id = instance_id(&id)?;
+    require_instance(&state, &id).await?;
+    crate::sidecar::rewind_tree(state.backend.as_ref(), &id, params.get("reason").cloned()).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 

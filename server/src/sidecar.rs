@@ -451,6 +451,42 @@ impl Sidecar {
     }
 }
 
+/// Rewinds a failed instance, then the failed sub-orchestrations it was
+/// waiting for (parent first, so their new results reach it). Shared by
+/// the gRPC and HTTP APIs.
+pub async fn rewind_tree(
+    backend: &dyn Backend,
+    id: &InstanceId,
+    reason: Option<String>,
+) -> Result<(), RuntimeError> {
+    let history = backend.get_history(id).await?;
+    let failed_children: Vec<InstanceId> = history
+        .iter()
+        .filter_map(|event| match &event.kind {
+            basalt_runtime::EventKind::SubOrchestrationInstanceFailed {
+                task_scheduled_id, ..
+            } => history.iter().find_map(|created| match &created.kind {
+                basalt_runtime::EventKind::SubOrchestrationInstanceCreated {
+                    instance_id, ..
+                } if created.event_id == *task_scheduled_id => {
+                    InstanceId::new(instance_id.as_str()).ok()
+                }
+                _ => None,
+            }),
+            _ => None,
+        })
+        .collect();
+    backend.rewind(id, reason.clone()).await?;
+    for child in failed_children {
+        match Box::pin(rewind_tree(backend, &child, reason.clone())).await {
+            // A child that is no longer failed (or gone) needs nothing.
+            Ok(()) | Err(RuntimeError::Conflict(_)) | Err(RuntimeError::NotFound(_)) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
 fn instance_response(
     state: Option<&basalt_runtime::InstanceState>,
     with_payloads: bool,
@@ -491,11 +527,15 @@ impl TaskHubSidecarService for Arc<Sidecar> {
 
     async fn rewind_instance(
         &self,
-        _: Request<proto::RewindInstanceRequest>,
+        request: Request<proto::RewindInstanceRequest>,
     ) -> Result<Response<proto::RewindInstanceResponse>, Status> {
-        Err(Status::unimplemented(
-            "RewindInstance is not supported by Basalt yet; use RestartInstance",
-        ))
+        let request = request.into_inner();
+        let id = instance_id("instanceId", &request.instance_id)?;
+        match rewind_tree(self.backend.as_ref(), &id, request.reason).await {
+            Ok(()) => Ok(Response::new(proto::RewindInstanceResponse {})),
+            Err(RuntimeError::Conflict(message)) => Err(Status::failed_precondition(message)),
+            Err(error) => Err(status_of(error)),
+        }
     }
 
     async fn restart_instance(

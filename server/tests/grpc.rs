@@ -336,8 +336,8 @@ async fn bad_input_gets_invalid_argument_or_not_found_and_the_server_keeps_servi
             reason: None,
         })
         .await
-        .expect_err("rewind");
-    assert_eq!(rewind.code(), Code::Unimplemented);
+        .expect_err("rewind of an unknown instance");
+    assert_eq!(rewind.code(), Code::NotFound);
     client.hello(()).await.expect("still serving");
 
     // A step whose action has no type is refused; the item stays with the

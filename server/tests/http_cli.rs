@@ -217,6 +217,16 @@ async fn http_api_manages_instances_and_entities() {
         )
         .await;
     }
+    let not_failed = http
+        .post(url(&handle, &format!("{PREFIX}/instances/a1/rewind")))
+        .send()
+        .await
+        .expect("rewind a completed instance");
+    assert_eq!(
+        not_failed.status(),
+        409,
+        "only failed instances can be rewound"
+    );
     let unknown = http
         .post(url(
             &handle,

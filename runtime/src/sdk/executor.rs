@@ -416,6 +416,17 @@ impl OrchestrationExecutor {
                 self.run.finished = true;
                 return;
             }
+            EventKind::ExecutionRewound { .. } => {
+                // What replay issued without a confirmation was forgotten
+                // by the rewind: it is this step's to issue again.
+                let mut state = self.run.shared.lock();
+                let (step, replaying) = (state.step, state.replaying);
+                for pending in state.pending.values_mut() {
+                    pending.step = step;
+                    pending.replaying = replaying;
+                }
+                return;
+            }
             EventKind::ExecutionTerminated { .. }
             | EventKind::ExecutionSuspended { .. }
             | EventKind::ExecutionResumed { .. }

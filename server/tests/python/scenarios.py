@@ -49,6 +49,15 @@ def always_fails(ctx: task.ActivityContext, _) -> None:
     raise RuntimeError("this activity always fails")
 
 
+REWIND_FIXED: set = set()
+
+
+def fails_until_fixed(ctx: task.ActivityContext, key: str) -> str:
+    if key not in REWIND_FIXED:
+        raise ValueError(f"{key} is not fixed yet")
+    return f"fixed {key}"
+
+
 def slow_hello(ctx: task.ActivityContext, name: str) -> str:
     time.sleep(0.1)
     return f"Hello {name}!"
@@ -159,6 +168,16 @@ def entity_failure(ctx: task.OrchestrationContext, key: str):
     return "no failure?"
 
 
+def rewindable(ctx: task.OrchestrationContext, key: str):
+    before = yield ctx.call_activity(hello, input="before")
+    after = yield ctx.call_activity(fails_until_fixed, input=key)
+    return [before, after]
+
+
+def rewindable_parent(ctx: task.OrchestrationContext, key: str):
+    return (yield ctx.call_sub_orchestrator(rewindable, input=key))
+
+
 def scheduled_signal(ctx: task.OrchestrationContext, key: str):
     counter = EntityInstanceId("counter", key)
     ctx.signal_entity(counter, "add", 7,
@@ -208,8 +227,9 @@ def account(ctx, value):
 ORCHESTRATIONS = [sequence, fan_out_fan_in, timer_then_done, wait_for_approval, parent,
                   failing_child, parent_catches, counter_loop, with_custom_status,
                   long_waiter, retrying, retry_exhausted, entity_caller, transfer,
-                  entity_failure, checkout_like, scheduled_signal, parent_of_waiter]
-ACTIVITIES = [hello, double, flaky, always_fails, slow_hello]
+                  entity_failure, checkout_like, scheduled_signal, parent_of_waiter, rewindable,
+                  rewindable_parent]
+ACTIVITIES = [hello, double, flaky, always_fails, slow_hello, fails_until_fixed]
 ENTITIES = [counter, account]
 
 TIMEOUT = 60
@@ -431,6 +451,31 @@ def scenario_recursive_terminate_and_purge(c):
     result = c.purge_orchestration(parent_id, recursive=True)
     expect(result.deleted_instance_count, 2, "purged parent and child")
     expect(c.get_orchestration_state(child_id), None, "child after recursive purge")
+
+
+def scenario_rewind(c):
+    key = unique("rw")
+    instance_id = c.schedule_new_orchestration(rewindable, input=key)
+    expect(finish(c, instance_id).runtime_status, S.FAILED, "before the fix")
+    REWIND_FIXED.add(key)
+    c.rewind_orchestration(instance_id, reason="fixed")
+    state = finish(c, instance_id)
+    expect(state.runtime_status, S.COMPLETED, "after the rewind")
+    expect(output(state), ["Hello before!", f"fixed {key}"], "output")
+    # A parent whose child failed: rewinding the parent rewinds the child.
+    key = unique("rwp")
+    parent_id = c.schedule_new_orchestration(rewindable_parent, input=key)
+    expect(finish(c, parent_id).runtime_status, S.FAILED, "parent before the fix")
+    REWIND_FIXED.add(key)
+    c.rewind_orchestration(parent_id)
+    state = finish(c, parent_id)
+    expect(state.runtime_status, S.COMPLETED, "parent after the rewind")
+    expect(output(state), ["Hello before!", f"fixed {key}"], "parent output")
+    try:
+        c.rewind_orchestration(parent_id)
+        raise AssertionError("rewinding a completed instance succeeded")
+    except grpc.RpcError as error:
+        expect(error.code(), grpc.StatusCode.FAILED_PRECONDITION, "rewind of a completed one")
 
 
 def scenario_entity_locks(c):
