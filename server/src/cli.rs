@@ -45,6 +45,8 @@ pub enum Command {
     Suspend(ReasonArgs),
     /// Resume a suspended instance.
     Resume(ReasonArgs),
+    /// Run a failed instance again from where it failed.
+    Rewind(ReasonArgs),
     /// Delete finished instances and their history: one by id, or all
     /// matching a filter.
     Purge(PurgeArgs),

@@ -1,6 +1,6 @@
 //! Client commands against a running server (`basalt start`, `status`,
-//! `list`, `raise`, `terminate`, `suspend`, `resume`, `purge`, `signal`,
-//! `entity`). They speak the same gRPC protocol as the SDKs, print a
+//! `list`, `raise`, `terminate`, `suspend`, `resume`, `rewind`, `purge`,
+//! `signal`, `entity`). They speak the same gRPC protocol as the SDKs, print a
 //! human-readable table by default and JSON with `--json`, and exit 1 with
 //! the server's message when it refuses.
 
@@ -357,6 +357,17 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 .await
                 .map_err(refused)?;
             done(&args.server, &format!("resumed {}", args.id));
+        }
+        Command::Rewind(args) => {
+            let mut client = connect(&args.server).await?;
+            client
+                .rewind_instance(proto::RewindInstanceRequest {
+                    instance_id: args.id.clone(),
+                    reason: args.reason,
+                })
+                .await
+                .map_err(refused)?;
+            done(&args.server, &format!("rewound {}", args.id));
         }
         Command::Purge(args) => {
             use proto::purge_instances_request::Request as R;

@@ -462,6 +462,9 @@ async fn cli_commands_drive_a_running_server() {
     let (code, _, stderr) = cli(&handle, &["start", "greet", "--input", "not json"]).await;
     assert_eq!(code, 1);
     assert!(stderr.contains("JSON"), "{stderr}");
+    let (code, _, stderr) = cli(&handle, &["rewind", "c1"]).await;
+    assert_eq!(code, 1, "c1 completed: nothing to rewind");
+    assert!(stderr.contains("only a failed instance"), "{stderr}");
     let (code, _, stderr) = cli(&handle, &["raise", "nobody", "e"]).await;
     assert_eq!(code, 1);
     assert!(stderr.contains("not found"), "{stderr}");
