@@ -13,10 +13,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use basalt_runtime::entity::{EntityBatchResult, OperationResult};
 use basalt_runtime::{
-    Backend, CompletionToken, EntityId, EntityOperation, EntityQuery, Error as RuntimeError,
-    InstanceId, InstanceQuery, OrchestrationStatus, OrchestrationStepResult, OrchestratorAction,
-    StartRequest,
+    ActivityOutcome, Backend, CompletionToken, EntityId, EntityOperation, EntityQuery,
+    Error as RuntimeError, InstanceId, InstanceQuery, OrchestrationStatus, OrchestrationStepResult,
+    OrchestratorAction, StartRequest,
 };
 use futures::Stream;
 use tokio_stream::StreamExt;
@@ -24,7 +25,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{self, ConvertError};
-use crate::dispatch::{Dispatcher, StreamFilters, StreamMessage, Work};
+use crate::dispatch::{Dispatcher, EntityBatchShape, StreamFilters, StreamMessage, Work};
 use crate::proto;
 use crate::proto::task_hub_sidecar_service_server::TaskHubSidecarService;
 
@@ -405,49 +406,87 @@ impl Sidecar {
         response: proto::OrchestratorResponse,
     ) -> Result<(), Status> {
         let token = token(&response.completion_token)?;
-        let result =
-            match convert::step_result_from_proto(&response, &response.instance_id, now_ms()) {
-                Ok(result) => result,
-                Err(ConvertError::Invalid(message)) => {
-                    return Err(Status::invalid_argument(message));
-                }
-                // Something the protocol allows but Basalt cannot do: the
-                // orchestration fails with a message saying so, rather than
-                // hanging or doing it wrong.
-                Err(ConvertError::Unsupported(message)) => {
-                    let id = response
-                        .actions
-                        .iter()
-                        .map(|a| a.id)
-                        .max()
-                        .unwrap_or(0)
-                        .saturating_add(1);
-                    OrchestrationStepResult {
-                        actions: vec![OrchestratorAction::new(
-                            id,
-                            basalt_runtime::ActionKind::CompleteOrchestration {
-                                status: OrchestrationStatus::Failed,
-                                result: None,
-                                failure: Some(basalt_runtime::FailureDetails {
-                                    error_type: "UnsupportedAction".into(),
-                                    message,
-                                    is_non_retriable: true,
-                                    ..Default::default()
-                                }),
-                                new_version: None,
-                                carryover_events: Vec::new(),
-                            },
-                        )],
-                        custom_status: response.custom_status.clone(),
+        let mut refusal = None;
+        let converted = convert::step_result_from_proto(&response, &response.instance_id, now_ms());
+        let result = match converted {
+            Ok(result) => result,
+            // A malformed response, or something the protocol allows but
+            // Basalt cannot do: the orchestration fails with a message
+            // saying so, rather than hanging or doing it wrong.
+            Err(error) => {
+                let (error_type, message) = match error {
+                    ConvertError::Invalid(message) => {
+                        refusal = Some(Status::invalid_argument(message.clone()));
+                        ("InvalidWorkerResponse", message)
                     }
+                    ConvertError::Unsupported(message) => ("UnsupportedAction", message),
+                };
+                let id = response
+                    .actions
+                    .iter()
+                    .map(|a| a.id)
+                    .max()
+                    .unwrap_or(0)
+                    .saturating_add(1);
+                OrchestrationStepResult {
+                    actions: vec![OrchestratorAction::new(
+                        id,
+                        basalt_runtime::ActionKind::CompleteOrchestration {
+                            status: OrchestrationStatus::Failed,
+                            result: None,
+                            failure: Some(basalt_runtime::FailureDetails {
+                                error_type: error_type.into(),
+                                message,
+                                is_non_retriable: true,
+                                ..Default::default()
+                            }),
+                            new_version: None,
+                            carryover_events: Vec::new(),
+                        },
+                    )],
+                    custom_status: response.custom_status.clone(),
                 }
-            };
+            }
+        };
         let outcome = self
             .backend
             .complete_orchestration_work_item(&token, result)
             .await;
-        self.dispatcher.finish(&token);
-        outcome.map_err(status_of)
+        self.settle(&token, &outcome);
+        outcome.map_err(status_of)?;
+        match refusal {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
+    }
+
+    /// Frees the item's slot once the engine has taken the completion (or
+    /// found it stale or refused it for good); after any other error (the
+    /// engine stopping) the item stays with its stream, and is given back
+    /// if the stream ends.
+    fn settle(&self, token: &CompletionToken, outcome: &Result<(), RuntimeError>) {
+        if matches!(
+            outcome,
+            Ok(()) | Err(RuntimeError::StaleToken(_)) | Err(RuntimeError::InvalidInput(_))
+        ) {
+            self.dispatcher.finish(token);
+        }
+    }
+
+    /// A batch outcome in which every operation failed with `message` and
+    /// the state stays as it was.
+    fn failed_batch(&self, item: &EntityBatchShape, message: &str) -> EntityBatchResult {
+        let failure = basalt_runtime::FailureDetails {
+            error_type: "InvalidWorkerResponse".into(),
+            message: message.to_owned(),
+            is_non_retriable: true,
+            ..Default::default()
+        };
+        EntityBatchResult {
+            state: item.state.clone(),
+            results: vec![OperationResult::Failed(failure); item.operations],
+            signals: Vec::new(),
+        }
     }
 }
 
@@ -773,7 +812,24 @@ impl TaskHubSidecarService for Arc<Sidecar> {
             .backend
             .complete_activity_work_item(&token, convert::activity_outcome(&response))
             .await;
-        self.dispatcher.finish(&token);
+        let outcome = match outcome {
+            // A result the engine refuses (e.g. over the payload limit)
+            // fails the activity instead, so the orchestration hears of it.
+            Err(RuntimeError::InvalidInput(message)) => {
+                let failure = basalt_runtime::FailureDetails {
+                    error_type: "ResultRejected".into(),
+                    message: message.clone(),
+                    is_non_retriable: true,
+                    ..Default::default()
+                };
+                self.backend
+                    .complete_activity_work_item(&token, ActivityOutcome::Failed(failure))
+                    .await
+                    .and(Err(RuntimeError::InvalidInput(message)))
+            }
+            other => other,
+        };
+        self.settle(&token, &outcome);
         outcome.map_err(status_of)?;
         Ok(Response::new(proto::CompleteTaskResponse {}))
     }
@@ -799,16 +855,35 @@ impl TaskHubSidecarService for Arc<Sidecar> {
                 token.0
             )));
         };
-        let batch = convert::entity_result_from_proto(
+        let converted = convert::entity_result_from_proto(
             &result,
             item.state.clone(),
             item.operations,
             now_ms(),
-        )
-        .map_err(invalid)?;
-        let outcome = self.backend.complete_entity_work_item(&token, batch).await;
-        self.dispatcher.finish(&token);
+        );
+        let (batch, refusal) = match converted {
+            Ok(batch) => (batch, None),
+            Err(error) => (
+                self.failed_batch(&item, &error.to_string()),
+                Some(invalid(error)),
+            ),
+        };
+        let mut outcome = self.backend.complete_entity_work_item(&token, batch).await;
+        if let Err(RuntimeError::InvalidInput(message)) = &outcome {
+            // The state or an output is over a limit: every operation
+            // fails and the state stays as it was.
+            let message = message.clone();
+            outcome = self
+                .backend
+                .complete_entity_work_item(&token, self.failed_batch(&item, &message))
+                .await
+                .and(Err(RuntimeError::InvalidInput(message)));
+        }
+        self.settle(&token, &outcome);
         outcome.map_err(status_of)?;
+        if let Some(refusal) = refusal {
+            return Err(refusal);
+        }
         Ok(Response::new(proto::CompleteTaskResponse {}))
     }
 
@@ -967,9 +1042,13 @@ impl TaskHubSidecarService for Arc<Sidecar> {
         request: Request<proto::AbandonActivityTaskRequest>,
     ) -> Result<Response<proto::AbandonActivityTaskResponse>, Status> {
         let token = token(&request.into_inner().completion_token)?;
-        let outcome = self.backend.abandon_activity_work_item(&token).await;
+        // Forget the item before the engine offers it again (activities
+        // keep their token when re-offered).
         self.dispatcher.finish(&token);
-        outcome.map_err(status_of)?;
+        self.backend
+            .abandon_activity_work_item(&token)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(proto::AbandonActivityTaskResponse {}))
     }
 
@@ -978,9 +1057,11 @@ impl TaskHubSidecarService for Arc<Sidecar> {
         request: Request<proto::AbandonOrchestrationTaskRequest>,
     ) -> Result<Response<proto::AbandonOrchestrationTaskResponse>, Status> {
         let token = token(&request.into_inner().completion_token)?;
-        let outcome = self.backend.abandon_orchestration_work_item(&token).await;
         self.dispatcher.finish(&token);
-        outcome.map_err(status_of)?;
+        self.backend
+            .abandon_orchestration_work_item(&token)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(proto::AbandonOrchestrationTaskResponse {}))
     }
 
@@ -989,9 +1070,11 @@ impl TaskHubSidecarService for Arc<Sidecar> {
         request: Request<proto::AbandonEntityTaskRequest>,
     ) -> Result<Response<proto::AbandonEntityTaskResponse>, Status> {
         let token = token(&request.into_inner().completion_token)?;
-        let outcome = self.backend.abandon_entity_work_item(&token).await;
         self.dispatcher.finish(&token);
-        outcome.map_err(status_of)?;
+        self.backend
+            .abandon_entity_work_item(&token)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(proto::AbandonEntityTaskResponse {}))
     }
 

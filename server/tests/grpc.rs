@@ -340,8 +340,8 @@ async fn bad_input_gets_invalid_argument_or_not_found_and_the_server_keeps_servi
     assert_eq!(rewind.code(), Code::NotFound);
     client.hello(()).await.expect("still serving");
 
-    // A step whose action has no type is refused; the item stays with the
-    // worker, which may complete it properly.
+    // A step whose action has no type is refused, and the orchestration
+    // fails saying why (rather than waiting forever for a proper answer).
     let mut stream = work_stream(&mut client, all_work()).await;
     start(&mut client, "o", "bad-step", None).await;
     let item = next_work(&mut stream).await;
@@ -356,13 +356,53 @@ async fn bad_input_gets_invalid_argument_or_not_found_and_the_server_keeps_servi
     .await
     .expect_err("typeless action");
     assert_eq!(refused.code(), Code::InvalidArgument);
-    respond(&mut client, &item, vec![action(1, complete_action("1"))])
-        .await
-        .expect("a proper completion after the refused one");
-    assert_eq!(
-        wait_done(&mut client, "bad-step").await.output.as_deref(),
-        Some("1")
+    assert!(
+        refused.message().contains("no type"),
+        "{}",
+        refused.message()
     );
+    let state = wait_done(&mut client, "bad-step").await;
+    assert_eq!(
+        state.orchestration_status,
+        proto::OrchestrationStatus::Failed as i32
+    );
+    let failure = state.failure_details.expect("failure details");
+    assert_eq!(failure.error_type, "InvalidWorkerResponse");
+    let late = respond(&mut client, &item, vec![action(1, complete_action("1"))])
+        .await
+        .expect_err("the item was settled");
+    assert_eq!(late.code(), Code::FailedPrecondition);
+    // A batch result with the wrong number of results is refused too, and
+    // every operation of the batch fails, leaving the state as it was.
+    client
+        .signal_entity(proto::SignalEntityRequest {
+            instance_id: "@counter@bad".into(),
+            name: "add".into(),
+            input: Some("1".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("signal");
+    let batch = next_work(&mut stream).await;
+    let wrong = client
+        .complete_entity_task(proto::EntityBatchResult {
+            results: Vec::new(),
+            entity_state: Some("99".into()),
+            completion_token: batch.completion_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no results for one operation");
+    assert_eq!(wrong.code(), Code::InvalidArgument);
+    let entity = client
+        .get_entity(proto::GetEntityRequest {
+            instance_id: "@counter@bad".into(),
+            include_state: true,
+        })
+        .await
+        .expect("get entity")
+        .into_inner();
+    assert!(!entity.exists, "the state was not changed: {entity:?}");
     handle.stop().await;
 }
 
