@@ -362,11 +362,7 @@ fn instance_query(
         created_to_ms: time("createdTimeTo")?,
         instance_id_prefix: params.get("instanceIdPrefix").cloned(),
         page_size,
-        continuation: headers
-            .get(CONTINUATION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| params.get("continuationToken").cloned()),
+        continuation: continuation(headers, params)?,
         fetch_inputs_and_outputs: params.get("showInput").is_none_or(|v| v != "false"),
     })
 }
@@ -389,13 +385,50 @@ async fn list_instances(
     ))
 }
 
+/// Adds the next page's continuation. The engine's tokens are instance or
+/// entity ids, which may hold any printable character, so on the wire they
+/// are hex (always a valid header value).
 fn with_continuation(mut response: Response, continuation: Option<String>) -> Response {
-    if let Some(token) = continuation
-        && let Ok(value) = HeaderValue::from_str(&token)
-    {
-        response.headers_mut().insert(CONTINUATION_HEADER, value);
+    if let Some(token) = continuation {
+        let hex: String = token.bytes().map(|b| format!("{b:02x}")).collect();
+        if let Ok(value) = HeaderValue::from_str(&hex) {
+            response.headers_mut().insert(CONTINUATION_HEADER, value);
+        }
     }
     response
+}
+
+/// The continuation a list request carries (header, or `continuationToken`
+/// in the query string), decoded from hex.
+fn continuation(
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<Option<String>, ApiError> {
+    let text = headers
+        .get(CONTINUATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| params.get("continuationToken").cloned());
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::bad_request(format!(
+            "the continuation token {text:?} is not one this API handed out"
+        ))
+    };
+    if text.len() % 2 != 0 {
+        return Err(bad());
+    }
+    let bytes = (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(bad)?;
+    String::from_utf8(bytes).map(Some).map_err(|_| bad())
 }
 
 async fn purge_instance(State(state): State<HttpState>, Path(id): Path<String>) -> ApiResult {
@@ -598,10 +631,7 @@ async fn query_entities(
             key_prefix: params.get("keyPrefix").cloned(),
             include_state: with_state,
             page_size,
-            continuation: headers
-                .get(CONTINUATION_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            continuation: continuation(&headers, &params)?,
         })
         .await?;
     let body: Vec<Value> = page

@@ -595,13 +595,24 @@ impl TaskHubSidecarService for Arc<Sidecar> {
                 state.status
             )));
         }
+        // The version it ran with, so version-filtered workers take it.
+        let version = self
+            .backend
+            .get_history(&id)
+            .await
+            .map_err(status_of)?
+            .iter()
+            .find_map(|event| match &event.kind {
+                basalt_runtime::EventKind::ExecutionStarted { version, .. } => version.clone(),
+                _ => None,
+            });
         let started = self
             .backend
             .start_instance(StartRequest {
                 name: state.name,
                 instance_id: (!request.restart_with_new_instance_id).then(|| id.to_string()),
                 input: state.input,
-                version: None,
+                version,
                 scheduled_start_ms: None,
             })
             .await
@@ -1005,14 +1016,22 @@ impl TaskHubSidecarService for Arc<Sidecar> {
             })
             .await
             .map_err(status_of)?;
-        let lowered = prefix.to_lowercase();
+        // Entity names are stored lower-case, keys as given: compare the
+        // prefix in that form ("@Counter@K" finds "@counter@K1").
+        let normalized = match prefix.strip_prefix('@') {
+            Some(rest) => match rest.split_once('@') {
+                Some((name, key)) => format!("@{}@{key}", name.to_lowercase()),
+                None => format!("@{}", rest.to_lowercase()),
+            },
+            None => prefix.clone(),
+        };
         Ok(Response::new(proto::QueryEntitiesResponse {
             entities: page
                 .entities
                 .iter()
                 .filter(|e| {
                     let id = e.entity.to_string();
-                    (prefix.is_empty() || id.starts_with(&prefix) || id.starts_with(&lowered))
+                    id.starts_with(&normalized)
                         && from.is_none_or(|f| e.last_modified_ms >= f)
                         && to.is_none_or(|t| e.last_modified_ms < t)
                         && (query.include_transient || e.state.is_some() || !query.include_state)

@@ -842,6 +842,20 @@ async fn entity_round_trip(format: EntityFormat) {
         .expect("query entities")
         .into_inner();
     assert_eq!(page.entities.len(), 1);
+    // Names are case-insensitive, keys are not.
+    for (prefix, found) in [("@COUNTER@k", 1), ("@Counter@K", 0), ("@coun", 1)] {
+        let page = client
+            .query_entities(proto::QueryEntitiesRequest {
+                query: Some(proto::EntityQuery {
+                    instance_id_starts_with: Some(prefix.into()),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("query entities")
+            .into_inner();
+        assert_eq!(page.entities.len(), found, "prefix {prefix}");
+    }
     let cleaned = client
         .clean_entity_storage(proto::CleanEntityStorageRequest::default())
         .await

@@ -237,6 +237,30 @@ async fn http_api_manages_instances_and_entities() {
         .expect("terminate unknown");
     assert_eq!(unknown.status(), 404);
 
+    // An id outside ASCII pages like any other (the token travels as hex).
+    let accented = http
+        .post(url(
+            &handle,
+            &format!("{PREFIX}/orchestrators/greet/caf\u{e9}"),
+        ))
+        .body("\"Zo\"")
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(accented.status(), 202);
+    poll(
+        &http,
+        &url(&handle, &format!("{PREFIX}/instances/caf\u{e9}")),
+        |b| b["runtimeStatus"] == "Completed",
+    )
+    .await;
+    let bogus = http
+        .get(url(&handle, &format!("{PREFIX}/instances")))
+        .header("x-ms-continuation-token", "zz")
+        .send()
+        .await
+        .expect("bogus token");
+    assert_eq!(bogus.status(), 400);
     // List with paging through the continuation header.
     let mut ids = Vec::new();
     let mut continuation: Option<String> = None;
@@ -264,7 +288,7 @@ async fn http_api_manages_instances_and_entities() {
             break;
         }
     }
-    for id in ["h1", "a1", "a2"] {
+    for id in ["h1", "a1", "a2", "caf\u{e9}"] {
         assert!(ids.contains(&id.to_owned()), "{id} not in {ids:?}");
     }
 
