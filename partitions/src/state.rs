@@ -136,7 +136,12 @@ impl PartitionState {
                         instance.meta.status
                     )))
                 }
-                Some(_) => Ok(()),
+                Some(instance) => match rewind_obstacle(&instance.history) {
+                    Some(why) => Err(Error::Conflict(format!(
+                        "instance {instance_id} cannot be rewound: {why}; restart it instead"
+                    ))),
+                    None => Ok(()),
+                },
             },
             Event::Raise { instance_id, .. } | Event::Control { instance_id, .. } => {
                 if self.instances.contains_key(instance_id) {
@@ -1602,12 +1607,69 @@ fn rewound_history(history: &[HistoryEvent]) -> Vec<HistoryEvent> {
             _ => {}
         }
     }
+    // Work still out when the execution failed was forgotten by `finish`
+    // (its answer will not be taken): take it out too, so replay issues it
+    // again — activities without an answer and timers that did not fire.
+    for (index, event) in history.iter().enumerate() {
+        let id = event.event_id;
+        let answered = |answer: &dyn Fn(&EventKind) -> bool| {
+            history[index + 1..].iter().any(|later| answer(&later.kind))
+        };
+        let unanswered = match &event.kind {
+            EventKind::TaskScheduled { .. } => !answered(&|kind| {
+                matches!(kind,
+                    EventKind::TaskCompleted { task_scheduled_id, .. }
+                    | EventKind::TaskFailed { task_scheduled_id, .. } if *task_scheduled_id == id)
+            }),
+            EventKind::TimerCreated { .. } => !answered(
+                &|kind| matches!(kind, EventKind::TimerFired { timer_id, .. } if *timer_id == id),
+            ),
+            _ => false,
+        };
+        if unanswered {
+            dropped[index] = true;
+        }
+    }
     history
         .iter()
         .zip(dropped)
         .filter(|(_, dropped)| !dropped)
         .map(|(event, _)| event.clone())
         .collect()
+}
+
+/// Why a failed history cannot be rewound: it failed inside a critical
+/// section (its locks were released when it failed, and replay would
+/// believe it still holds them) or while waiting for one.
+fn rewind_obstacle(history: &[HistoryEvent]) -> Option<&'static str> {
+    let mut held: Vec<&str> = Vec::new();
+    let mut waiting = Vec::new();
+    for event in history {
+        match &event.kind {
+            EventKind::EntityLockRequested { .. } => waiting.push(event.event_id),
+            EventKind::EntityLockGranted { request_id } => {
+                waiting.retain(|id| id != request_id);
+                if let Some(requested) = history.iter().find(|e| {
+                    e.event_id == *request_id
+                        && matches!(e.kind, EventKind::EntityLockRequested { .. })
+                }) && let EventKind::EntityLockRequested { entities } = &requested.kind
+                {
+                    held.extend(entities.iter().map(String::as_str));
+                }
+            }
+            EventKind::EntityUnlockSent { entities } => {
+                held.retain(|e| !entities.iter().any(|u| u == e));
+            }
+            _ => {}
+        }
+    }
+    if !held.is_empty() {
+        Some("it failed inside a critical section (its entity locks were released)")
+    } else if !waiting.is_empty() {
+        Some("it failed while waiting for entity locks")
+    } else {
+        None
+    }
 }
 
 /// Locks belong to an orchestration execution, whichever action took them.

@@ -1,0 +1,176 @@
+//! Rewind of a failed instance in the pure state machine: what is taken out
+//! of the history, what is refused.
+
+use basalt_partitions::{ControlOp, Event, PartitionState, Reply};
+use basalt_runtime::{
+    ActionKind, ActivityOutcome, ErrorKind, EventKind, FailureDetails, InstanceId,
+    OrchestrationStatus, OrchestrationStepResult, OrchestratorAction,
+};
+
+fn id() -> InstanceId {
+    InstanceId::new("o").expect("valid id")
+}
+
+fn step(
+    state: &mut PartitionState,
+    lsn: u64,
+    seq: u64,
+    actions: Vec<OrchestratorAction>,
+) -> basalt_partitions::Effects {
+    state.apply(
+        lsn,
+        Event::StepCompleted {
+            instance_id: id(),
+            seq,
+            result: OrchestrationStepResult {
+                actions,
+                custom_status: None,
+            },
+            now_ms: lsn,
+        },
+    )
+}
+
+fn fail(action_id: i32) -> OrchestratorAction {
+    OrchestratorAction::new(
+        action_id,
+        ActionKind::CompleteOrchestration {
+            status: OrchestrationStatus::Failed,
+            result: None,
+            failure: Some(FailureDetails::new("E", "boom")),
+            new_version: None,
+            carryover_events: Vec::new(),
+        },
+    )
+}
+
+fn rewind(state: &mut PartitionState, lsn: u64) -> basalt_partitions::Effects {
+    state.apply(
+        lsn,
+        Event::Control {
+            instance_id: id(),
+            op: ControlOp::Rewind,
+            reason: Some("fixed".into()),
+            now_ms: lsn,
+        },
+    )
+}
+
+fn started(state: &mut PartitionState) -> u64 {
+    let fx = state.apply(
+        1,
+        Event::Start {
+            instance_id: id(),
+            name: "o".into(),
+            version: None,
+            input: None,
+            scheduled_start_ms: None,
+            now_ms: 1,
+        },
+    );
+    fx.steps[0].seq
+}
+
+#[test]
+fn failed_and_unfinished_work_leaves_the_history_and_the_step_starts_with_the_marker() {
+    let mut state = PartitionState::new(0, 1);
+    let seq = started(&mut state);
+    let schedule = |id, name: &str| {
+        OrchestratorAction::new(
+            id,
+            ActionKind::ScheduleTask {
+                name: name.into(),
+                version: None,
+                input: None,
+            },
+        )
+    };
+    let fx = step(
+        &mut state,
+        2,
+        seq,
+        vec![
+            schedule(0, "still-running"),
+            OrchestratorAction::new(
+                1,
+                ActionKind::CreateTimer {
+                    fire_at_ms: 1_000_000,
+                },
+            ),
+            schedule(2, "fails"),
+        ],
+    );
+    assert_eq!(fx.activities.len(), 2);
+    let fx = state.apply(
+        3,
+        Event::ActivityCompleted {
+            instance_id: id(),
+            execution: fx.activities[1].execution,
+            task_id: 2,
+            outcome: ActivityOutcome::Failed(FailureDetails::new("E", "boom")),
+            now_ms: 3,
+        },
+    );
+    let seq = fx.steps[0].seq;
+    step(&mut state, 4, seq, vec![fail(3)]);
+    assert_eq!(
+        state.instance(&id()).expect("instance").meta.status,
+        OrchestrationStatus::Failed
+    );
+
+    let fx = rewind(&mut state, 5);
+    assert!(matches!(fx.reply, Some(Reply::Done)), "{:?}", fx.reply);
+    let rewound = &fx.steps[0];
+    let kinds: Vec<&EventKind> = rewound.past_events.iter().map(|e| &e.kind).collect();
+    assert!(
+        !kinds.iter().any(|k| matches!(
+            k,
+            EventKind::TaskScheduled { .. }
+                | EventKind::TaskFailed { .. }
+                | EventKind::TimerCreated { .. }
+                | EventKind::ExecutionCompleted { .. }
+        )),
+        "{kinds:?}"
+    );
+    assert!(matches!(
+        rewound.new_events.get(1).map(|e| &e.kind),
+        Some(EventKind::ExecutionRewound { .. })
+    ));
+    assert_eq!(
+        state.instance(&id()).expect("instance").meta.status,
+        OrchestrationStatus::Running
+    );
+}
+
+#[test]
+fn only_a_failed_instance_outside_a_critical_section_can_be_rewound() {
+    let mut state = PartitionState::new(0, 1);
+    let seq = started(&mut state);
+    let refused = rewind(&mut state, 2);
+    match refused.reply {
+        Some(Reply::Rejected(error)) => assert_eq!(error.kind(), ErrorKind::Conflict),
+        other => panic!("a running instance was rewound: {other:?}"),
+    }
+    // Lock an entity (same partition: granted inside the step), then fail
+    // while holding it.
+    let fx = step(
+        &mut state,
+        3,
+        seq,
+        vec![OrchestratorAction::new(
+            0,
+            ActionKind::LockEntities {
+                entities: vec!["@e@k".into()],
+            },
+        )],
+    );
+    let seq = fx.steps[0].seq;
+    step(&mut state, 4, seq, vec![fail(1)]);
+    match rewind(&mut state, 5).reply {
+        Some(Reply::Rejected(error)) => {
+            assert_eq!(error.kind(), ErrorKind::Conflict);
+            assert!(error.to_string().contains("critical section"), "{error}");
+        }
+        other => panic!("rewound inside a critical section: {other:?}"),
+    }
+}
