@@ -5,11 +5,14 @@
 use crate::event::Event;
 use crate::state::PartitionState;
 
-/// Version byte in front of every encoded event and snapshot. 2: history
+/// Version byte in front of every encoded event and snapshot. 3: history
 /// events and orchestrator actions carry a `correlation` id (the Durable
-/// Task protocol's entity request ids). Version 1 payloads are refused with
-/// a message naming both versions; no released hub holds them.
-pub const ENCODING_VERSION: u8 = 2;
+/// Task protocol's entity request ids), scheduled orchestration signals,
+/// rewind, and messages to the same partition take effect inside the event
+/// that sends them (a log that delivered them in later events must not be
+/// replayed by this rule). Payloads of other versions are refused with a
+/// message naming both versions; no released hub holds them.
+pub const ENCODING_VERSION: u8 = 3;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, thiserror::Error)]
