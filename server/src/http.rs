@@ -64,12 +64,9 @@ pub fn router(state: HttpState) -> Router {
             post(raise_event),
         )
         .route(
-            &format!("{PREFIX}/instances/{{id}}/terminate"),
-            post(terminate),
+            &format!("{PREFIX}/instances/{{id}}/{{action}}"),
+            post(control),
         )
-        .route(&format!("{PREFIX}/instances/{{id}}/suspend"), post(suspend))
-        .route(&format!("{PREFIX}/instances/{{id}}/resume"), post(resume))
-        .route(&format!("{PREFIX}/instances/{{id}}/rewind"), post(rewind))
         .route(&format!("{PREFIX}/entities"), get(list_entities))
         .route(
             &format!("{PREFIX}/entities/{{name}}"),
@@ -448,22 +445,8 @@ async fn purge_matching(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let mut query = instance_query(&params, &headers)?;
-    query.page_size = 1000;
-    query.fetch_inputs_and_outputs = false;
-    let mut deleted = 0u64;
-    loop {
-        let page = state.backend.query_instances(&query).await?;
-        for instance in page.instances.iter().filter(|i| i.status.is_terminal()) {
-            if state.backend.purge(&instance.instance_id).await? {
-                deleted += 1;
-            }
-        }
-        match page.continuation {
-            Some(next) => query.continuation = Some(next),
-            None => break,
-        }
-    }
+    let query = instance_query(&params, &headers)?;
+    let deleted = crate::sidecar::purge_finished(state.backend.as_ref(), query).await?;
     Ok(axum::Json(json!({ "instancesDeleted": deleted })).into_response())
 }
 
@@ -487,47 +470,30 @@ fn reason(params: &HashMap<String, String>) -> Option<String> {
         .map(|r| Value::String(r.clone()).to_string())
 }
 
-async fn terminate(
+/// The instance controls (`terminate`, `suspend`, `resume`, `rewind`),
+/// each with an optional `?reason=`.
+async fn control(
     State(state): State<HttpState>,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let id = instance_id(&id)?;
     require_instance(&state, &id).await?;
-    state.backend.terminate(&id, reason(&params)).await?;
-    Ok(StatusCode::ACCEPTED.into_response())
-}
-
-async fn suspend(
-    State(state): State<HttpState>,
-    Path(id): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-) -> ApiResult {
-    let id = instance_id(&id)?;
-    require_instance(&state, &id).await?;
-    state.backend.suspend(&id, reason(&params)).await?;
-    Ok(StatusCode::ACCEPTED.into_response())
-}
-
-async fn resume(
-    State(state): State<HttpState>,
-    Path(id): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-) -> ApiResult {
-    let id = instance_id(&id)?;
-    require_instance(&state, &id).await?;
-    state.backend.resume(&id, reason(&params)).await?;
-    Ok(StatusCode::ACCEPTED.into_response())
-}
-
-async fn rewind(
-    State(state): State<HttpState>,
-    Path(id): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
-) -> ApiResult {
-    let id = instance_id(&id)?;
-    require_instance(&state, &id).await?;
-    crate::sidecar::rewind_tree(state.backend.as_ref(), &id, params.get("reason").cloned()).await?;
+    let backend = state.backend.as_ref();
+    match action.as_str() {
+        "terminate" => backend.terminate(&id, reason(&params)).await?,
+        "suspend" => backend.suspend(&id, reason(&params)).await?,
+        "resume" => backend.resume(&id, reason(&params)).await?,
+        "rewind" => {
+            crate::sidecar::rewind_tree(backend, &id, params.get("reason").cloned()).await?
+        }
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no instance action {other:?} (terminate, suspend, resume, rewind)"),
+            ));
+        }
+    }
     Ok(StatusCode::ACCEPTED.into_response())
 }
 

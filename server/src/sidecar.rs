@@ -295,37 +295,18 @@ impl Sidecar {
         }
     }
 
-    /// Every instance matching a purge filter, page by page.
+    /// Every finished instance matching a purge filter.
     async fn purge_matching(&self, filter: &proto::PurgeInstanceFilter) -> Result<i32, Status> {
-        let mut query = InstanceQuery {
+        let query = InstanceQuery {
             statuses: statuses(&filter.runtime_status)?,
             created_from_ms: filter.created_time_from.as_ref().map(convert::millis),
             created_to_ms: filter.created_time_to.as_ref().map(convert::millis),
-            page_size: 1000,
             ..InstanceQuery::default()
         };
-        let mut deleted = 0;
-        loop {
-            let page = self
-                .backend
-                .query_instances(&query)
-                .await
-                .map_err(status_of)?;
-            for state in page.instances.iter().filter(|s| s.status.is_terminal()) {
-                if self
-                    .backend
-                    .purge(&state.instance_id)
-                    .await
-                    .map_err(status_of)?
-                {
-                    deleted += 1;
-                }
-            }
-            match page.continuation {
-                Some(next) => query.continuation = Some(next),
-                None => return Ok(deleted),
-            }
-        }
+        let deleted = purge_finished(self.backend.as_ref(), query)
+            .await
+            .map_err(status_of)?;
+        Ok(i32::try_from(deleted).unwrap_or(i32::MAX))
     }
 
     async fn purge_one(&self, id: &str, recursive: bool) -> Result<i32, Status> {
@@ -486,6 +467,31 @@ impl Sidecar {
             state: item.state.clone(),
             results: vec![OperationResult::Failed(failure); item.operations],
             signals: Vec::new(),
+        }
+    }
+}
+
+/// Purges every finished instance matching `query` (its paging fields are
+/// ignored), page by page; returns how many were deleted. Shared by the
+/// gRPC and HTTP APIs.
+pub async fn purge_finished(
+    backend: &dyn Backend,
+    mut query: InstanceQuery,
+) -> Result<u64, RuntimeError> {
+    query.page_size = 1000;
+    query.continuation = None;
+    query.fetch_inputs_and_outputs = false;
+    let mut deleted = 0;
+    loop {
+        let page = backend.query_instances(&query).await?;
+        for state in page.instances.iter().filter(|s| s.status.is_terminal()) {
+            if backend.purge(&state.instance_id).await? {
+                deleted += 1;
+            }
+        }
+        match page.continuation {
+            Some(next) => query.continuation = Some(next),
+            None => return Ok(deleted),
         }
     }
 }
