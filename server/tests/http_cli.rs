@@ -227,6 +227,12 @@ async fn http_api_manages_instances_and_entities() {
         409,
         "only failed instances can be rewound"
     );
+    let unknown_action = http
+        .post(url(&handle, &format!("{PREFIX}/instances/a1/explode")))
+        .send()
+        .await
+        .expect("unknown action");
+    assert_eq!(unknown_action.status(), 404);
     let unknown = http
         .post(url(
             &handle,
