@@ -249,39 +249,50 @@ macro_rules! scenario_list {
     };
 }
 
+/// Calls `$callback!(backend: [...], target: [...])` with the names of
+/// every conformance scenario, in suite order: the one list that
+/// [`conformance::scenarios`](crate::conformance::scenarios) and a backend's per-scenario tests (e.g. the engine's
+/// `tests/conformance.rs`) are both generated from.
+#[macro_export]
+macro_rules! with_conformance_scenarios {
+    ($callback:ident) => {
+        $callback! {
+            backend: [
+                activities_run_in_sequence,
+                fan_out_fan_in_of_1000_activities_sums_every_result,
+                durable_timers_delay_the_orchestration,
+                external_events_are_delivered_before_and_after_the_wait,
+                sub_orchestrations_return_outputs_and_failures_to_the_parent,
+                continue_as_new_restarts_with_a_short_history,
+                terminate_ends_a_waiting_instance_with_the_reason,
+                suspended_instances_process_no_events_until_resumed,
+                purge_deletes_only_finished_instances,
+                queries_filter_by_status_prefix_and_time_and_page,
+                activity_retries_follow_the_retry_policy,
+                activity_failures_and_panics_surface_with_their_message,
+                rewind_runs_a_failed_instance_again_from_its_failure,
+                unknown_activity_fails_with_activity_not_found,
+                unknown_orchestration_fails_with_orchestration_not_found,
+                non_determinism_fails_the_instance,
+                custom_status_is_visible_to_clients,
+                explicit_id_conflicts_while_running_and_replaces_when_finished,
+                wait_for_start_returns_once_a_worker_ran_the_instance,
+                scheduled_start_waits_until_its_time,
+                send_event_delivers_between_instances,
+                many_instances_with_random_ids_all_complete,
+                mixed_orchestration_runs_end_to_end_on_one_cached_executor,
+                replay_without_executor_cache_gives_the_same_result,
+                worker_shutdown_waits_for_in_flight_activities,
+                dropped_worker_handle_stops_taking_work,
+            ],
+            target: [backend_shutdown_stops_the_worker],
+        }
+    };
+}
+
 /// Every scenario of the suite, in the order [`run_all`] runs them.
 pub fn scenarios() -> Vec<Scenario> {
-    scenario_list!(
-        backend: [
-            activities_run_in_sequence,
-            fan_out_fan_in_of_1000_activities_sums_every_result,
-            durable_timers_delay_the_orchestration,
-            external_events_are_delivered_before_and_after_the_wait,
-            sub_orchestrations_return_outputs_and_failures_to_the_parent,
-            continue_as_new_restarts_with_a_short_history,
-            terminate_ends_a_waiting_instance_with_the_reason,
-            suspended_instances_process_no_events_until_resumed,
-            purge_deletes_only_finished_instances,
-            queries_filter_by_status_prefix_and_time_and_page,
-            activity_retries_follow_the_retry_policy,
-            activity_failures_and_panics_surface_with_their_message,
-            rewind_runs_a_failed_instance_again_from_its_failure,
-            unknown_activity_fails_with_activity_not_found,
-            unknown_orchestration_fails_with_orchestration_not_found,
-            non_determinism_fails_the_instance,
-            custom_status_is_visible_to_clients,
-            explicit_id_conflicts_while_running_and_replaces_when_finished,
-            wait_for_start_returns_once_a_worker_ran_the_instance,
-            scheduled_start_waits_until_its_time,
-            send_event_delivers_between_instances,
-            many_instances_with_random_ids_all_complete,
-            mixed_orchestration_runs_end_to_end_on_one_cached_executor,
-            replay_without_executor_cache_gives_the_same_result,
-            worker_shutdown_waits_for_in_flight_activities,
-            dropped_worker_handle_stops_taking_work,
-        ],
-        target: [backend_shutdown_stops_the_worker],
-    )
+    crate::with_conformance_scenarios!(scenario_list)
 }
 
 /// Runs every scenario of [`scenarios`] in order, each on a fresh target
