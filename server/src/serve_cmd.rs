@@ -36,6 +36,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         commit_linger_micros: args.commit_linger_micros,
     };
     let options = flags.or(file).into_options()?;
+    // The handlers go in before the "serving" line: a supervisor (or a
+    // test) may send SIGTERM the moment it reads that line, and a signal
+    // arriving before the handler exists would kill the process outright.
+    let stop_signal = StopSignal::install()?;
     let handle = server::start(options)
         .await
         .context("starting the server")?;
@@ -48,21 +52,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .http_addr()
             .map_or_else(|| "off".to_owned(), |a| a.to_string())
     );
-    wait_for_stop_signal().await?;
+    stop_signal.wait().await;
     tracing::info!("stop signal received; shutting down");
     handle.stop().await;
     Ok(())
 }
 
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT handlers, installed early so no signal is missed.
+struct StopSignal {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 fn init_logging(filter: &str, json: bool) -> anyhow::Result<()> {
