@@ -320,6 +320,11 @@ pub struct SidecarCheckoutArgs {
     /// Partitions of the task hub.
     #[arg(long, default_value_t = 12)]
     pub partitions: u32,
+    /// Keep the task hub in memory instead of on local disk: shows what
+    /// the server costs without the durable log (a diagnostic, not a
+    /// supported way to run).
+    #[arg(long)]
+    pub memory: bool,
     /// Parent folder of the temporary task hub.
     #[arg(long)]
     pub dir: Option<PathBuf>,

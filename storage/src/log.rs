@@ -385,7 +385,11 @@ impl Log {
                 open.batches.push_back(Batch {
                     first_lsn: lsn,
                     last_lsn: lsn,
-                    frames: Vec::with_capacity(if group { 64 << 10 } else { frame_len }),
+                    frames: Vec::with_capacity(if group {
+                        frame_len.max(BATCH_CAPACITY_INITIAL)
+                    } else {
+                        frame_len
+                    }),
                     records: 0,
                 });
             }
@@ -581,6 +585,12 @@ pub struct CheckpointReport {
     /// Log segments deleted.
     pub segments_deleted: usize,
 }
+
+/// First capacity of a batch's frame buffer. Most commits of a busy
+/// server hold one or two small records; a buffer sized for a full batch
+/// (64 KiB) would be allocated and freed (or shrunk into an object) on
+/// every commit. Large batches grow it by doubling.
+const BATCH_CAPACITY_INITIAL: usize = 4 << 10;
 
 /// Most times the committer yields to let just-woken producers add their
 /// next records before it takes the batch. Yielding is not waiting: with

@@ -187,7 +187,11 @@ pub async fn run(args: &SidecarCheckoutArgs) -> anyhow::Result<()> {
     };
     let dir = tempfile::tempdir_in(&parent)?;
     let handle = server::start(ServeOptions {
-        storage: StorageChoice::LocalDir(dir.path().join("hub")),
+        storage: if args.memory {
+            StorageChoice::Memory
+        } else {
+            StorageChoice::LocalDir(dir.path().join("hub"))
+        },
         grpc_addr: "127.0.0.1:0".parse()?,
         http_addr: None,
         partitions: args.partitions,
@@ -201,16 +205,14 @@ pub async fn run(args: &SidecarCheckoutArgs) -> anyhow::Result<()> {
         checkouts: args.checkouts,
         warmup: args.warmup,
     };
-    let mut basalt = tokio::task::spawn_blocking(move || {
-        drive(
-            &python_for_basalt,
-            &addr,
-            batch,
-            "self",
-            "basalt (local fsync)",
-        )
-    })
-    .await??;
+    let label = if args.memory {
+        "basalt (memory, no durability)"
+    } else {
+        "basalt (local fsync)"
+    };
+    let mut basalt =
+        tokio::task::spawn_blocking(move || drive(&python_for_basalt, &addr, batch, "self", label))
+            .await??;
     let dispatched = handle.dispatch_stats().dispatched;
     let total = (args.checkouts + args.warmup) as f64;
     basalt.work_items_per_checkout = Some(dispatched.map(|n| n as f64 / total));
