@@ -484,6 +484,12 @@ fn message_bytes(envelope: &Envelope) -> usize {
             Err(failure) => failure.message.len() + failure.error_type.len(),
         },
         Message::RaiseEvent { name, data, .. } => name.len() + text(data),
+        Message::StartOrchestration { start } => {
+            start.instance_id.as_str().len()
+                + start.name.len()
+                + text(&start.version)
+                + text(&start.input)
+        }
         Message::EntityRequest {
             entity, operation, ..
         } => entity.to_string().len() + operation.name.len() + text(&operation.input),

@@ -30,7 +30,7 @@ fn done(state: Option<&str>, results: usize) -> EntityBatchResult {
     EntityBatchResult {
         state: state.map(str::to_owned),
         results: vec![OperationResult::Completed(None); results],
-        signals: Vec::new(),
+        ..EntityBatchResult::default()
     }
 }
 
@@ -139,7 +139,9 @@ async fn an_entity_signals_another_on_a_different_partition() {
                 signals: vec![EntitySignal {
                     entity: to.clone(),
                     operation: op("receive", "5"),
+                    scheduled_ms: None,
                 }],
+                orchestrations: Vec::new(),
             },
         )
         .await
@@ -407,7 +409,7 @@ async fn an_orchestration_calls_and_signals_entities_on_other_partitions() {
                 EntityBatchResult {
                     state: Some("1".into()),
                     results: vec![output],
-                    signals: Vec::new(),
+                    ..EntityBatchResult::default()
                 },
             )
             .await
@@ -758,5 +760,128 @@ async fn a_delayed_signal_waits_for_its_time_even_across_a_restart() {
         .expect("batch");
     assert!(now() >= due, "delivered before its time");
     assert_eq!(batch.operations, vec![op("ring", "1")]);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_entity_starts_an_orchestration_and_schedules_a_signal_for_later() {
+    let engine = Engine::open(Storage::in_memory(), options())
+        .await
+        .expect("open");
+    let alarm = EntityId::new("Alarm", "a").expect("id");
+    engine
+        .signal_entity(&alarm, op("arm", "1"), None)
+        .await
+        .expect("signal");
+    let batch = engine.next_entity_work_item().await.expect("batch");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let started = basalt_runtime::InstanceId::new("started-by-alarm").expect("id");
+    engine
+        .complete_entity_work_item(
+            &batch.token,
+            EntityBatchResult {
+                state: Some("\"armed\"".into()),
+                results: vec![OperationResult::Completed(None)],
+                signals: vec![EntitySignal {
+                    entity: alarm.clone(),
+                    operation: op("ring", "2"),
+                    scheduled_ms: Some(now_ms + 400),
+                }],
+                orchestrations: vec![basalt_runtime::EntityStartedOrchestration {
+                    instance_id: started.clone(),
+                    name: "Wake".into(),
+                    version: None,
+                    input: Some("\"up\"".into()),
+                    scheduled_start_ms: None,
+                }],
+            },
+        )
+        .await
+        .expect("complete");
+    // The orchestration starts at once, with the entity's input.
+    let step = engine
+        .next_orchestration_work_item()
+        .await
+        .expect("the started orchestration's first step");
+    assert_eq!(step.instance_id, started);
+    let state = engine
+        .get_instance(&started)
+        .await
+        .expect("get")
+        .expect("the instance exists");
+    assert_eq!(state.name, "Wake");
+    assert_eq!(state.input.as_deref(), Some("\"up\""));
+    // The delayed signal waits for its time (a liveness check, not a
+    // speed one), then arrives as a batch of its own.
+    nothing_offered(&engine).await;
+    let ring = tokio::time::timeout(Duration::from_secs(10), engine.next_entity_work_item())
+        .await
+        .expect("the delayed signal arrives")
+        .expect("batch");
+    let arrived_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    assert_eq!(ring.entity, alarm);
+    assert_eq!(ring.operations, vec![op("ring", "2")]);
+    assert!(arrived_ms >= now_ms + 400, "not before its time");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_entity_start_for_a_running_instance_is_dropped() {
+    // One partition: the start message takes effect inside the batch's
+    // completion, so what follows sees its outcome without waiting.
+    let engine = Engine::open(
+        Storage::in_memory(),
+        EngineOptions {
+            partition_count: 1,
+            ..EngineOptions::default()
+        },
+    )
+    .await
+    .expect("open");
+    let id = basalt_runtime::InstanceId::new("busy").expect("id");
+    engine
+        .start_instance(basalt_runtime::StartRequest {
+            name: "First".into(),
+            instance_id: Some(id.to_string()),
+            ..basalt_runtime::StartRequest::default()
+        })
+        .await
+        .expect("start");
+    let entity = EntityId::new("Starter", "s").expect("id");
+    engine
+        .signal_entity(&entity, op("go", "1"), None)
+        .await
+        .expect("signal");
+    let batch = engine.next_entity_work_item().await.expect("batch");
+    engine
+        .complete_entity_work_item(
+            &batch.token,
+            EntityBatchResult {
+                state: None,
+                results: vec![OperationResult::Completed(None)],
+                orchestrations: vec![basalt_runtime::EntityStartedOrchestration {
+                    instance_id: id.clone(),
+                    name: "Second".into(),
+                    version: None,
+                    input: None,
+                    scheduled_start_ms: None,
+                }],
+                ..EntityBatchResult::default()
+            },
+        )
+        .await
+        .expect("complete");
+    let state = engine
+        .get_instance(&id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(state.name, "First", "the running instance is untouched");
     engine.shutdown().await;
 }

@@ -10,9 +10,11 @@ use crate::state::PartitionState;
 /// Task protocol's entity request ids), scheduled orchestration signals,
 /// rewind, and messages to the same partition take effect inside the event
 /// that sends them (a log that delivered them in later events must not be
-/// replayed by this rule). Payloads of other versions are refused with a
-/// message naming both versions; no released hub holds them.
-pub const ENCODING_VERSION: u8 = 3;
+/// replayed by this rule). 4: entity batch results carry scheduled signals
+/// and orchestration starts (`Message::StartOrchestration`). Payloads of
+/// other versions are refused with a message naming both versions; no
+/// released hub holds them.
+pub const ENCODING_VERSION: u8 = 4;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use basalt_runtime::{
-    ActivityOutcome, EntityBatchResult, EntityId, EntityOperation, FailureDetails, HistoryEvent,
-    InstanceId, OperationResult, OrchestrationStepResult, ParentInstance,
+    ActivityOutcome, EntityBatchResult, EntityId, EntityOperation, EntityStartedOrchestration,
+    FailureDetails, HistoryEvent, InstanceId, OperationResult, OrchestrationStepResult,
+    ParentInstance,
 };
 use serde::{Deserialize, Serialize};
 
@@ -278,6 +279,11 @@ pub enum Message {
         caller: Caller,
         /// How the operation ended.
         result: OperationResult,
+    },
+    /// An entity operation starts an orchestration (fire and forget).
+    StartOrchestration {
+        /// What to start.
+        start: EntityStartedOrchestration,
     },
     /// An orchestration raised an event on another instance.
     RaiseEvent {

@@ -449,9 +449,14 @@ impl PartitionState {
                             entity: signal.entity,
                             operation: signal.operation,
                             caller: None,
-                            scheduled_ms: None,
+                            scheduled_ms: signal.scheduled_ms,
                         },
                     );
+                }
+                for start in result.orchestrations {
+                    let destination =
+                        partition_of(start.instance_id.as_str(), self.partition_count);
+                    out.send(destination, Message::StartOrchestration { start });
                 }
                 self.try_issue_batch(&key, &mut out, &mut fx);
                 self.forget_if_empty(&key);
@@ -1134,6 +1139,27 @@ impl PartitionState {
                         input,
                         None,
                         Some(parent),
+                        now_ms,
+                        fx,
+                    );
+                }
+            }
+            Message::StartOrchestration { start } => {
+                let running = self
+                    .instances
+                    .get(&start.instance_id)
+                    .is_some_and(|i| !i.meta.status.is_terminal());
+                // A running instance keeps its id: the entity gets no
+                // answer, so the start is dropped (a client's start would
+                // be refused the same way).
+                if !running {
+                    self.create(
+                        start.instance_id,
+                        start.name,
+                        start.version,
+                        start.input,
+                        start.scheduled_start_ms,
+                        None,
                         now_ms,
                         fx,
                     );

@@ -12,8 +12,8 @@ use basalt_partitions::{
 };
 use basalt_runtime::{
     ActionKind, ActivityOutcome, EntityBatchResult, EntityId, EntityOperation, EntitySignal,
-    EventKind, FailureDetails, InstanceId, OperationResult, OrchestrationStatus,
-    OrchestrationStepResult, OrchestratorAction,
+    EntityStartedOrchestration, EventKind, FailureDetails, InstanceId, OperationResult,
+    OrchestrationStatus, OrchestrationStepResult, OrchestratorAction,
 };
 use proptest::prelude::*;
 
@@ -90,6 +90,21 @@ fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
                                     name: "ping".into(),
                                     input: None,
                                 },
+                                // Some signals are delayed: a durable timer
+                                // at the receiver.
+                                scheduled_ms: (rng.below(2) == 0)
+                                    .then(|| now + rng.below(50) as u64),
+                            }]
+                        } else {
+                            Vec::new()
+                        },
+                        orchestrations: if rng.below(8) == 0 {
+                            vec![EntityStartedOrchestration {
+                                instance_id: id(rng.below(6)),
+                                name: "o".into(),
+                                version: None,
+                                input: Some("\"from an entity\"".into()),
+                                scheduled_start_ms: (rng.below(2) == 0).then(|| now + 20),
                             }]
                         } else {
                             Vec::new()
@@ -558,7 +573,7 @@ fn messages_to_the_same_partition_take_effect_in_the_same_event() {
             result: EntityBatchResult {
                 state: Some("5".into()),
                 results: vec![OperationResult::Completed(Some("5".into()))],
-                signals: Vec::new(),
+                ..EntityBatchResult::default()
             },
             now_ms: 3,
         },

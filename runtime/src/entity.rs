@@ -110,6 +110,27 @@ pub struct EntitySignal {
     pub entity: EntityId,
     /// The operation.
     pub operation: EntityOperation,
+    /// Deliver it not before this time (ms since the Unix epoch), e.g. an
+    /// entity waking itself later; `None` delivers it at once.
+    pub scheduled_ms: Option<u64>,
+}
+
+/// An orchestration an entity operation starts, fire and forget: the
+/// entity learns nothing of how it ends. If an instance with the id is
+/// already running the start is dropped (as a client's start would be
+/// refused); a finished one is replaced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityStartedOrchestration {
+    /// The new instance's id, chosen by the entity.
+    pub instance_id: InstanceId,
+    /// The orchestration's name.
+    pub name: String,
+    /// Its version, if the worker asks for one.
+    pub version: Option<String>,
+    /// Its input (JSON).
+    pub input: Option<String>,
+    /// Start not before this time (ms since the Unix epoch), if given.
+    pub scheduled_start_ms: Option<u64>,
 }
 
 /// The outcome of a batch.
@@ -121,6 +142,8 @@ pub struct EntityBatchResult {
     pub results: Vec<OperationResult>,
     /// Signals the operations sent, in order.
     pub signals: Vec<EntitySignal>,
+    /// Orchestrations the operations started, in order.
+    pub orchestrations: Vec<EntityStartedOrchestration>,
 }
 
 /// What a client can read about an entity.

@@ -27,7 +27,7 @@ pub use backend::{
 pub use client::{Client, ClientError, StartOptions};
 pub use entity::{
     EntityBatchResult, EntityId, EntityOperation, EntityPage, EntityQuery, EntitySignal,
-    EntityState, EntityWorkItem, OperationResult,
+    EntityStartedOrchestration, EntityState, EntityWorkItem, OperationResult,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use history::{ActionKind, EventKind, HistoryEvent, OrchestratorAction};

@@ -306,6 +306,7 @@ fn signals_of_failed_operations_are_dropped_and_others_kept_in_order() {
     let record = |key: &str, value: &str| EntitySignal {
         entity: entity("log", key),
         operation: op("record", Some(value)),
+        scheduled_ms: None,
     };
     assert_eq!(
         result.signals,
@@ -623,4 +624,61 @@ fn an_output_that_does_not_serialize_fails_and_rolls_back() {
     assert_eq!(details.error_type, "SerializationError");
     assert!(details.is_non_retriable);
     assert_eq!(result.state.as_deref(), Some("0"));
+}
+
+#[test]
+fn started_orchestrations_and_scheduled_signals_are_kept_only_for_successful_operations() {
+    let registry = Registry::builder()
+        .register_entity("Alarm", |ctx, operation| async move {
+            let id = basalt_runtime::InstanceId::new(format!(
+                "wake-{}",
+                operation.input.as_deref().unwrap_or("")
+            ))
+            .map_err(|e| FailureDetails::new("BadId", e.to_string()))?;
+            ctx.start_orchestration("Wake", &id, "up")?;
+            ctx.signal_entity_at(ctx.entity_id(), "ring", &1, 5_000)?;
+            if operation.name == "arm_then_fail" {
+                return Err(FailureDetails::new("Nope", "changed my mind"));
+            }
+            Ok(None)
+        })
+        .build()
+        .expect("valid registry");
+    let result = run(
+        &registry,
+        &item(
+            entity("alarm", "a"),
+            None,
+            vec![
+                op("arm", Some("1")),
+                op("arm_then_fail", Some("2")),
+                op("arm", Some("3")),
+            ],
+        ),
+    );
+    let started: Vec<_> = result
+        .orchestrations
+        .iter()
+        .map(|s| {
+            (
+                s.instance_id.to_string(),
+                s.name.as_str(),
+                s.input.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        started,
+        vec![
+            ("wake-1".to_owned(), "Wake", Some("\"up\"")),
+            ("wake-3".to_owned(), "Wake", Some("\"up\"")),
+        ]
+    );
+    assert_eq!(result.signals.len(), 2);
+    assert!(
+        result
+            .signals
+            .iter()
+            .all(|s| s.scheduled_ms == Some(5_000) && s.operation.name == "ring")
+    );
 }

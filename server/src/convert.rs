@@ -12,11 +12,13 @@
 
 use std::collections::HashMap;
 
-use basalt_runtime::entity::{EntityBatchResult, EntitySignal, OperationResult};
+use basalt_runtime::entity::{
+    EntityBatchResult, EntitySignal, EntityStartedOrchestration, OperationResult,
+};
 use basalt_runtime::{
     ActionKind, ActivityOutcome, ActivityWorkItem, EntityId, EntityOperation, EntityState,
-    EntityWorkItem, EventKind, FailureDetails, HistoryEvent, InstanceState, OrchestrationStatus,
-    OrchestrationStepResult, OrchestrationWorkItem, OrchestratorAction,
+    EntityWorkItem, EventKind, FailureDetails, HistoryEvent, InstanceId, InstanceState,
+    OrchestrationStatus, OrchestrationStepResult, OrchestrationWorkItem, OrchestratorAction,
 };
 use prost_types::Timestamp;
 
@@ -692,7 +694,7 @@ pub fn entity_result_from_proto(
         return Ok(EntityBatchResult {
             state: item_state,
             results: vec![OperationResult::Failed(failure); operations],
-            signals: Vec::new(),
+            ..EntityBatchResult::default()
         });
     }
     if result.results.len() != operations {
@@ -722,18 +724,10 @@ pub fn entity_result_from_proto(
         });
     }
     let mut signals = Vec::new();
-    let mut unsupported = None;
+    let mut orchestrations = Vec::new();
     for action in &result.actions {
         match &action.operation_action_type {
             Some(OperationActionType::SendSignal(signal)) => {
-                if signal
-                    .scheduled_time
-                    .as_ref()
-                    .is_some_and(|t| millis(t) > now_ms)
-                {
-                    unsupported = Some("a scheduled signal sent by an entity");
-                    continue;
-                }
                 let entity = EntityId::parse(&signal.instance_id)
                     .map_err(|e| ConvertError::Invalid(format!("sendSignal.instanceId: {e}")))?;
                 signals.push(EntitySignal {
@@ -742,10 +736,34 @@ pub fn entity_result_from_proto(
                         name: signal.name.clone(),
                         input: signal.input.clone(),
                     },
+                    // A time already past is delivered at once.
+                    scheduled_ms: signal
+                        .scheduled_time
+                        .as_ref()
+                        .map(millis)
+                        .filter(|&at| at > now_ms),
                 });
             }
-            Some(OperationActionType::StartNewOrchestration(_)) => {
-                unsupported = Some("starting an orchestration from an entity");
+            Some(OperationActionType::StartNewOrchestration(start)) => {
+                let instance_id = InstanceId::new(start.instance_id.clone()).map_err(|e| {
+                    ConvertError::Invalid(format!("startNewOrchestration.instanceId: {e}"))
+                })?;
+                if start.name.is_empty() {
+                    return Err(ConvertError::Invalid(
+                        "startNewOrchestration.name is empty".into(),
+                    ));
+                }
+                orchestrations.push(EntityStartedOrchestration {
+                    instance_id,
+                    name: start.name.clone(),
+                    version: start.version.clone().filter(|v| !v.is_empty()),
+                    input: start.input.clone(),
+                    scheduled_start_ms: start
+                        .scheduled_time
+                        .as_ref()
+                        .map(millis)
+                        .filter(|&at| at > now_ms),
+                });
             }
             None => {
                 return Err(ConvertError::Invalid(format!(
@@ -755,23 +773,11 @@ pub fn entity_result_from_proto(
             }
         }
     }
-    if let Some(what) = unsupported {
-        let failure = FailureDetails {
-            error_type: "UnsupportedEntityAction".into(),
-            message: format!("{what} is not supported by Basalt yet; the batch was rolled back"),
-            is_non_retriable: true,
-            ..FailureDetails::default()
-        };
-        return Ok(EntityBatchResult {
-            state: item_state,
-            results: vec![OperationResult::Failed(failure); operations],
-            signals: Vec::new(),
-        });
-    }
     Ok(EntityBatchResult {
         state: result.entity_state.clone().filter(|s| !s.is_empty()),
         results,
         signals,
+        orchestrations,
     })
 }
 

@@ -466,7 +466,7 @@ impl Sidecar {
         EntityBatchResult {
             state: item.state.clone(),
             results: vec![OperationResult::Failed(failure); item.operations],
-            signals: Vec::new(),
+            ..EntityBatchResult::default()
         }
     }
 }

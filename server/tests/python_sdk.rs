@@ -100,7 +100,14 @@ fn python_sdk_scenarios() {
 
 #[test]
 fn python_sdk_entities_with_the_newer_work_item_format() {
-    run_scenarios(&["--entity-format", "v2"], &["entities", "entity_locks"]);
+    run_scenarios(
+        &["--entity-format", "v2"],
+        &[
+            "entities",
+            "entity_locks",
+            "entity_starts_an_orchestration_and_signals_itself_later",
+        ],
+    );
 }
 
 /// SIGKILL of the server while orchestrations are mid-run; a new server on

@@ -27,9 +27,10 @@ use tracing::debug;
 use super::error::SERIALIZATION_ERROR;
 use super::registry::{RawResult, Registry, error_details, panic_message};
 use crate::entity::{
-    EntityBatchResult, EntityId, EntityOperation, EntitySignal, EntityWorkItem, OperationResult,
+    EntityBatchResult, EntityId, EntityOperation, EntitySignal, EntityStartedOrchestration,
+    EntityWorkItem, OperationResult,
 };
-use crate::types::FailureDetails;
+use crate::types::{FailureDetails, InstanceId};
 
 /// `error_type` of the operations of an entity no function is registered
 /// for (non-retriable).
@@ -72,6 +73,8 @@ struct OperationWork {
     written: Option<Option<String>>,
     /// The signals it sent, in order.
     signals: Vec<EntitySignal>,
+    /// The orchestrations it started, in order.
+    orchestrations: Vec<EntityStartedOrchestration>,
     /// Whether the operation is still running.
     open: bool,
 }
@@ -214,14 +217,63 @@ impl EntityContext {
         operation: impl Into<String>,
         input: Option<String>,
     ) {
+        self.push_signal(entity, operation.into(), input, None);
+    }
+
+    /// Sends `operation` to `entity`, delivered not before `at_ms` (ms
+    /// since the Unix epoch): a durable timer at the receiver, so an
+    /// entity can wake itself (or another) up later. Sent only if the
+    /// operation succeeds.
+    pub fn signal_entity_at<I: Serialize + ?Sized>(
+        &self,
+        entity: &EntityId,
+        operation: impl Into<String>,
+        input: &I,
+        at_ms: u64,
+    ) -> Result<(), EntityError> {
+        let input = encode(input)?;
+        self.push_signal(entity, operation.into(), Some(input), Some(at_ms));
+        Ok(())
+    }
+
+    fn push_signal(
+        &self,
+        entity: &EntityId,
+        operation: String,
+        input: Option<String>,
+        scheduled_ms: Option<u64>,
+    ) {
         let signal = EntitySignal {
             entity: entity.clone(),
             operation: EntityOperation {
-                name: operation.into(),
+                name: operation,
                 input,
             },
+            scheduled_ms,
         };
         self.change("sending a signal", |work| work.signals.push(signal));
+    }
+
+    /// Starts orchestration `name` with `input` as instance `instance_id`,
+    /// fire and forget, if the operation succeeds. A start for an id that
+    /// is already running is dropped; a finished instance is replaced.
+    pub fn start_orchestration<I: Serialize + ?Sized>(
+        &self,
+        name: impl Into<String>,
+        instance_id: &InstanceId,
+        input: &I,
+    ) -> Result<(), EntityError> {
+        let start = EntityStartedOrchestration {
+            instance_id: instance_id.clone(),
+            name: name.into(),
+            version: None,
+            input: Some(encode(input)?),
+            scheduled_start_ms: None,
+        };
+        self.change("starting an orchestration", |work| {
+            work.orchestrations.push(start)
+        });
+        Ok(())
     }
 }
 
@@ -343,7 +395,8 @@ impl Registry {
     /// returned unchanged.
     ///
     /// The result has the final state, one result per operation in order,
-    /// and the signals of the successful operations in the order sent.
+    /// and the signals and orchestration starts of the successful
+    /// operations in the order sent.
     pub async fn run_entity_batch(&self, item: &EntityWorkItem) -> EntityBatchResult {
         let Some(f) = self.entity(item.entity.name()) else {
             let failure = FailureDetails {
@@ -356,12 +409,13 @@ impl Registry {
             return EntityBatchResult {
                 state: item.state.clone(),
                 results: vec![OperationResult::Failed(failure); item.operations.len()],
-                signals: Vec::new(),
+                ..EntityBatchResult::default()
             };
         };
         let mut state = item.state.clone();
         let mut results = Vec::with_capacity(item.operations.len());
         let mut signals = Vec::new();
+        let mut orchestrations = Vec::new();
         for operation in &item.operations {
             // The state moves into the context and back out: no copy per
             // operation.
@@ -380,6 +434,7 @@ impl Registry {
                         None => work.before,
                     };
                     signals.extend(work.signals);
+                    orchestrations.extend(work.orchestrations);
                     results.push(OperationResult::Completed(output));
                 }
                 Ok(Err(failure)) => {
@@ -403,6 +458,7 @@ impl Registry {
             state,
             results,
             signals,
+            orchestrations,
         }
     }
 }

@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import grpc
 from durabletask import client, task, worker
@@ -185,6 +185,10 @@ def scheduled_signal(ctx: task.OrchestrationContext, key: str):
     return "scheduled"
 
 
+def started_by_an_entity(ctx: task.OrchestrationContext, key: str):
+    return f"started by {key}"
+
+
 def parent_of_waiter(ctx: task.OrchestrationContext, child_id: str):
     yield ctx.call_sub_orchestrator(long_waiter, instance_id=child_id)
 
@@ -224,13 +228,30 @@ def account(ctx, value):
     raise ValueError(f"unknown operation {ctx.operation}")
 
 
+def alarm(ctx, value):
+    """`arm` starts an orchestration and signals `ring` to itself a second
+    later; the state counts the rings."""
+    rings = ctx.get_state(int, 0)
+    if ctx.operation == "arm":
+        ctx.schedule_new_orchestration("started_by_an_entity", input=ctx.entity_id.key,
+                                       instance_id=value)
+        ctx.signal_entity(ctx.entity_id, "ring",
+                          signal_time=datetime.now(timezone.utc) + timedelta(seconds=1))
+        ctx.set_state(rings)
+        return None
+    if ctx.operation == "ring":
+        ctx.set_state(rings + 1)
+        return rings + 1
+    raise ValueError(f"unknown operation {ctx.operation}")
+
+
 ORCHESTRATIONS = [sequence, fan_out_fan_in, timer_then_done, wait_for_approval, parent,
                   failing_child, parent_catches, counter_loop, with_custom_status,
                   long_waiter, retrying, retry_exhausted, entity_caller, transfer,
                   entity_failure, checkout_like, scheduled_signal, parent_of_waiter, rewindable,
-                  rewindable_parent]
+                  rewindable_parent, started_by_an_entity]
 ACTIVITIES = [hello, double, flaky, always_fails, slow_hello, fails_until_fixed]
-ENTITIES = [counter, account]
+ENTITIES = [counter, account, alarm]
 
 TIMEOUT = 60
 
@@ -437,6 +458,31 @@ def scenario_entity_scheduled_signal_from_an_orchestration(c):
     assert time.time() - began >= 1.0, "the scheduled signal arrived early"
 
 
+def scenario_entity_starts_an_orchestration_and_signals_itself_later(c):
+    key = unique("alarm")
+    instance = unique("woken")
+    entity = EntityInstanceId("alarm", key)
+    began = time.time()
+    c.signal_entity(entity, "arm", instance)
+    deadline = time.time() + TIMEOUT
+    while True:
+        state = c.get_orchestration_state(instance)
+        if state is not None and state.runtime_status == S.COMPLETED:
+            break
+        assert time.time() < deadline, "the entity's orchestration never completed"
+        time.sleep(0.05)
+    expect(output(state), f"started by {key}", "the started orchestration's output")
+    while True:
+        metadata = c.get_entity(entity)
+        if metadata is not None and metadata.get_state(int) == 1:
+            break
+        assert time.time() < deadline, "the entity's delayed signal never arrived"
+        time.sleep(0.1)
+    # The SDK stamps the signal time from the worker's clock, the same
+    # machine's as ours.
+    assert time.time() - began >= 0.9, "the delayed signal arrived early"
+
+
 def scenario_recursive_terminate_and_purge(c):
     parent_id = unique("parent")
     child_id = f"{parent_id}-child"
@@ -555,6 +601,10 @@ def main() -> int:
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--kill-phase", action="store_true")
     args = parser.parse_args()
+    unknown = sorted(set(args.only or []) - set(SCENARIOS))
+    if unknown:
+        print(f"unknown scenarios: {unknown}", flush=True)
+        return 2
     with make_worker(args.addr) as w:
         w.start()
         if args.kill_phase:
