@@ -22,8 +22,10 @@ use basalt_runtime::{
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, watch};
 
-/// Items held here that no stream has taken yet, per kind; the puller
-/// stops taking more from the backend above this.
+/// Items held here for connected streams that accept them but have no
+/// room yet, per kind; the puller stops taking more from the backend above
+/// this. Items no connected stream accepts do not count (see
+/// `State::unclaimed`).
 const HELD_ITEMS_MAX: usize = 10_000;
 
 /// The three kinds of work.
@@ -149,7 +151,14 @@ struct Stream {
 struct State {
     streams: HashMap<u64, Stream>,
     next_stream: u64,
+    /// Items some connected stream accepts, waiting for room, oldest first.
     held: [VecDeque<Work>; 3],
+    /// Items no connected stream accepts (their worker is away), oldest
+    /// first. They are kept without a cap, so they cannot stop the puller
+    /// from reaching work a connected stream wants; their memory is the
+    /// engine's anyway (a step's history is shared with the partition
+    /// state). A stream that connects and accepts them takes them over.
+    unclaimed: [VecDeque<Work>; 3],
     /// Every item a stream holds, by token.
     outstanding: HashMap<CompletionToken, Outstanding>,
     /// Items handed to streams since start, per kind.
@@ -179,7 +188,8 @@ pub struct EntityBatchShape {
 pub struct DispatchStats {
     /// Worker streams connected.
     pub streams: usize,
-    /// Items waiting here for a stream that accepts them, per kind.
+    /// Items waiting here, per kind: for room in a stream that accepts
+    /// them, or for a stream that accepts them to connect.
     pub held: [usize; 3],
     /// Items a stream holds, per kind.
     pub in_flight: [usize; 3],
@@ -190,6 +200,8 @@ pub struct DispatchStats {
 /// The dispatcher; cheap to share.
 pub struct Dispatcher {
     backend: Arc<dyn Backend>,
+    /// [`HELD_ITEMS_MAX`], smaller in tests.
+    held_items_max: usize,
     state: Mutex<State>,
     /// Wakes the puller of a kind when a stream or room appears.
     room: [Notify; 3],
@@ -210,8 +222,17 @@ pub struct Connection {
 impl Dispatcher {
     /// Starts the pullers; they run until [`Dispatcher::close`].
     pub fn start(backend: Arc<dyn Backend>, health_ping_interval: Duration) -> Arc<Dispatcher> {
+        Self::start_holding(backend, health_ping_interval, HELD_ITEMS_MAX)
+    }
+
+    fn start_holding(
+        backend: Arc<dyn Backend>,
+        health_ping_interval: Duration,
+        held_items_max: usize,
+    ) -> Arc<Dispatcher> {
         let dispatcher = Arc::new(Dispatcher {
             backend,
+            held_items_max,
             state: Mutex::new(State::default()),
             room: [Notify::new(), Notify::new(), Notify::new()],
             shutdown: watch::Sender::new(false),
@@ -241,6 +262,7 @@ impl Dispatcher {
                 },
             );
             for kind in KINDS {
+                claim_for_new_stream(&mut state, kind, id);
                 self.assign_held(&mut state, kind);
             }
             id
@@ -358,7 +380,8 @@ impl Dispatcher {
             ..DispatchStats::default()
         };
         for kind in KINDS {
-            stats.held[kind as usize] = state.held[kind as usize].len();
+            stats.held[kind as usize] =
+                state.held[kind as usize].len() + state.unclaimed[kind as usize].len();
         }
         for item in state.outstanding.values() {
             stats.in_flight[item.kind as usize] += 1;
@@ -377,7 +400,7 @@ impl Dispatcher {
                 {
                     let state = self.state.lock();
                     let wanted = state.streams.values().any(|s| s.filters.takes_kind(kind));
-                    if wanted && state.held[kind as usize].len() < HELD_ITEMS_MAX {
+                    if wanted && state.held[kind as usize].len() < self.held_items_max {
                         break;
                     }
                 }
@@ -406,8 +429,12 @@ impl Dispatcher {
             match work {
                 Ok(work) => {
                     let mut state = self.state.lock();
-                    state.held[kind as usize].push_back(work);
-                    self.assign_held(&mut state, kind);
+                    if state.streams.values().any(|s| s.filters.accepts(&work)) {
+                        state.held[kind as usize].push_back(work);
+                        self.assign_held(&mut state, kind);
+                    } else {
+                        state.unclaimed[kind as usize].push_back(work);
+                    }
                 }
                 Err(RuntimeError::ShutDown) => return,
                 Err(error) => {
@@ -419,7 +446,9 @@ impl Dispatcher {
     }
 
     /// Gives held items of `kind`, oldest first, to streams that accept
-    /// them and have room; items nobody can take now stay, in order.
+    /// them and have room; items that must wait for room stay, in order,
+    /// and items no connected stream accepts any more (their stream
+    /// ended) move to the unclaimed ones.
     fn assign_held(&self, state: &mut State, kind: Kind) {
         let has_room = |state: &State| {
             state
@@ -449,7 +478,11 @@ impl Dispatcher {
                 .min_by_key(|(id, s)| (s.in_flight[kind as usize], **id))
                 .map(|(id, _)| *id);
             let Some(id) = target else {
-                kept.push_back(work);
+                if state.streams.values().any(|s| s.filters.accepts(&work)) {
+                    kept.push_back(work);
+                } else {
+                    state.unclaimed[kind as usize].push_back(work);
+                }
                 continue;
             };
             let token = work.token().clone();
@@ -487,5 +520,89 @@ impl Dispatcher {
             }
         }
         state.held[kind as usize] = kept;
+    }
+}
+
+/// Moves the unclaimed items of `kind` that the new stream `id` accepts to
+/// the held ones (oldest first), so they are offered to it.
+fn claim_for_new_stream(state: &mut State, kind: Kind, id: u64) {
+    let Some(stream) = state.streams.get(&id) else {
+        return;
+    };
+    if state.unclaimed[kind as usize].is_empty() || !stream.filters.takes_kind(kind) {
+        return;
+    }
+    let unclaimed = std::mem::take(&mut state.unclaimed[kind as usize]);
+    let (claimed, still): (VecDeque<Work>, VecDeque<Work>) = unclaimed
+        .into_iter()
+        .partition(|work| stream.filters.accepts(work));
+    state.unclaimed[kind as usize] = still;
+    state.held[kind as usize].extend(claimed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basalt_engine::{Engine, EngineOptions};
+    use basalt_runtime::{EntityId, EntityOperation};
+    use basalt_storage::Storage;
+
+    fn entities_only(names: &[&str]) -> StreamFilters {
+        StreamFilters {
+            orchestrations: Some(Vec::new()),
+            activities: Some(Vec::new()),
+            entities: Some(names.iter().map(|n| (*n).to_owned()).collect()),
+        }
+    }
+
+    async fn next_entity_name(connection: &mut Connection) -> String {
+        let message = tokio::time::timeout(Duration::from_secs(10), connection.messages.recv())
+            .await
+            .expect("work arrives (a liveness check, not a speed one)")
+            .expect("the stream is open");
+        match message {
+            StreamMessage::Work(Work::Entity(item)) => item.entity.name().to_owned(),
+            other => panic!("expected an entity batch, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn work_no_stream_accepts_does_not_hold_up_work_a_stream_wants() {
+        let engine = Engine::open(Storage::in_memory(), EngineOptions::default())
+            .await
+            .expect("open");
+        let backend: Arc<dyn Backend> = Arc::new(engine.clone());
+        // Room for 3 held items: more "ghost" batches than that arrive
+        // before the one batch the connected stream wants.
+        let dispatcher = Dispatcher::start_holding(backend, Duration::from_secs(60), 3);
+        let mut real = dispatcher.connect(entities_only(&["real"]), [10, 10, 10]);
+        let operation = EntityOperation {
+            name: "poke".into(),
+            input: None,
+        };
+        for key in 0..6 {
+            let ghost = EntityId::new("ghost", key.to_string()).expect("id");
+            engine
+                .signal_entity(&ghost, operation.clone(), None)
+                .await
+                .expect("signal");
+        }
+        let wanted = EntityId::new("real", "r").expect("id");
+        engine
+            .signal_entity(&wanted, operation, None)
+            .await
+            .expect("signal");
+        assert_eq!(next_entity_name(&mut real).await, "real");
+        // The ghosts wait for their worker, and a stream that takes them
+        // gets every one.
+        let mut ghosts = dispatcher.connect(entities_only(&["ghost"]), [10, 10, 10]);
+        let mut names = Vec::new();
+        for _ in 0..6 {
+            names.push(next_entity_name(&mut ghosts).await);
+        }
+        assert!(names.iter().all(|n| n == "ghost"), "{names:?}");
+        assert_eq!(dispatcher.stats().held, [0, 0, 0]);
+        dispatcher.close();
+        engine.shutdown().await;
     }
 }
