@@ -42,6 +42,11 @@ pub struct Instance {
     pub locks_held: Vec<EntityId>,
     /// Activities scheduled and not completed: task id -> task.
     pub activities: BTreeMap<i32, ActivityTask>,
+    /// Answers to entity calls and sub-orchestrations that arrived after
+    /// the instance failed. Unlike an activity or a timer, such work
+    /// cannot be issued again (an operation would run twice), so a rewind
+    /// hands these to the rewound execution; anything else drops them.
+    pub late_answers: Vec<HistoryEvent>,
 }
 
 /// Most operations handed to a worker in one entity batch.
@@ -552,6 +557,7 @@ impl PartitionState {
             timers: std::collections::BTreeSet::new(),
             lock_request: None,
             locks_held: Vec::new(),
+            late_answers: Vec::new(),
             activities: BTreeMap::new(),
         };
         self.instances.insert(instance_id.clone(), instance);
@@ -585,6 +591,18 @@ impl PartitionState {
         let Some(instance) = self.instances.get_mut(instance_id) else {
             return;
         };
+        if instance.meta.status == OrchestrationStatus::Failed
+            && matches!(
+                kind,
+                EventKind::EntityOperationCompleted { .. }
+                    | EventKind::EntityOperationFailed { .. }
+                    | EventKind::SubOrchestrationInstanceCompleted { .. }
+            )
+        {
+            // Kept for a rewind (see `Instance::late_answers`).
+            instance.late_answers.push(HistoryEvent::new(now_ms, kind));
+            return;
+        }
         if instance.meta.status.is_terminal() {
             return; // events for finished instances are dropped, as in Durable Task
         }
@@ -1030,6 +1048,9 @@ impl PartitionState {
                 now_ms,
                 EventKind::ExecutionRewound { reason },
             ));
+            // Answers that came while it was failed: the work they answer
+            // stays in the rewound history and will not be issued again.
+            instance.inbox.append(&mut instance.late_answers);
             fx.changed.push(instance_id.clone());
             self.try_issue_step(instance_id, now_ms, fx);
             return;

@@ -3,8 +3,8 @@
 
 use basalt_partitions::{ControlOp, Event, PartitionState, Reply};
 use basalt_runtime::{
-    ActionKind, ActivityOutcome, ErrorKind, EventKind, FailureDetails, InstanceId,
-    OrchestrationStatus, OrchestrationStepResult, OrchestratorAction,
+    ActionKind, ActivityOutcome, EntityBatchResult, ErrorKind, EventKind, FailureDetails,
+    InstanceId, OperationResult, OrchestrationStatus, OrchestrationStepResult, OrchestratorAction,
 };
 
 fn id() -> InstanceId {
@@ -173,4 +173,97 @@ fn only_a_failed_instance_outside_a_critical_section_can_be_rewound() {
         }
         other => panic!("rewound inside a critical section: {other:?}"),
     }
+}
+
+#[test]
+fn an_entity_answer_that_came_while_failed_is_handed_to_the_rewound_execution() {
+    let mut state = PartitionState::new(0, 1);
+    let seq = started(&mut state);
+    // Call an entity (same partition: its batch is issued inside the
+    // step) and schedule an activity that will fail.
+    let fx = step(
+        &mut state,
+        2,
+        seq,
+        vec![
+            OrchestratorAction::new(
+                0,
+                ActionKind::CallEntity {
+                    entity: "@counter@a".into(),
+                    operation: "get".into(),
+                    input: None,
+                },
+            ),
+            OrchestratorAction::new(
+                1,
+                ActionKind::ScheduleTask {
+                    name: "fails".into(),
+                    version: None,
+                    input: None,
+                },
+            ),
+        ],
+    );
+    let batch = fx.entity_batches[0].clone();
+    let activity = fx.activities[0].clone();
+    let fx = state.apply(
+        3,
+        Event::ActivityCompleted {
+            instance_id: id(),
+            execution: activity.execution,
+            task_id: 1,
+            outcome: ActivityOutcome::Failed(FailureDetails::new("E", "boom")),
+            now_ms: 3,
+        },
+    );
+    let seq = fx.steps[0].seq;
+    step(&mut state, 4, seq, vec![fail(2)]);
+    assert_eq!(
+        state.instance(&id()).expect("instance").meta.status,
+        OrchestrationStatus::Failed
+    );
+    // The entity answers after the failure: no step, the instance stays
+    // failed.
+    let fx = state.apply(
+        5,
+        Event::EntityBatchCompleted {
+            entity: batch.entity.clone(),
+            seq: batch.seq,
+            result: EntityBatchResult {
+                state: Some("7".into()),
+                results: vec![OperationResult::Completed(Some("7".into()))],
+                ..EntityBatchResult::default()
+            },
+            now_ms: 5,
+        },
+    );
+    assert!(fx.steps.is_empty());
+    assert_eq!(
+        state.instance(&id()).expect("instance").meta.status,
+        OrchestrationStatus::Failed
+    );
+
+    let fx = rewind(&mut state, 6);
+    let rewound = &fx.steps[0];
+    // The call stays in the history, and its answer arrives with the
+    // rewind: the operation is not run again.
+    assert!(
+        rewound
+            .past_events
+            .iter()
+            .any(|e| e.event_id == 0 && matches!(e.kind, EventKind::EntityOperationCalled { .. }))
+    );
+    assert!(fx.entity_batches.is_empty(), "the call is not sent again");
+    let new: Vec<&EventKind> = rewound.new_events.iter().map(|e| &e.kind).collect();
+    assert!(
+        matches!(new[1], EventKind::ExecutionRewound { .. }),
+        "{new:?}"
+    );
+    assert!(
+        matches!(
+            new[2],
+            EventKind::EntityOperationCompleted { request_id: 0, output } if output.as_deref() == Some("7")
+        ),
+        "{new:?}"
+    );
 }

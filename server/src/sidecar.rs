@@ -505,19 +505,30 @@ pub async fn rewind_tree(
     reason: Option<String>,
 ) -> Result<(), RuntimeError> {
     let history = backend.get_history(id).await?;
+    // Children whose failure the parent saw, and children it never heard
+    // back from (a child that failed after the parent had failed: that
+    // answer was dropped). Rewinding a child that is not failed is
+    // refused with a conflict, which is skipped below.
     let failed_children: Vec<InstanceId> = history
         .iter()
-        .filter_map(|event| match &event.kind {
-            basalt_runtime::EventKind::SubOrchestrationInstanceFailed {
-                task_scheduled_id, ..
-            } => history.iter().find_map(|created| match &created.kind {
-                basalt_runtime::EventKind::SubOrchestrationInstanceCreated {
-                    instance_id, ..
-                } if created.event_id == *task_scheduled_id => {
-                    InstanceId::new(instance_id.as_str()).ok()
-                }
-                _ => None,
-            }),
+        .filter_map(|created| match &created.kind {
+            basalt_runtime::EventKind::SubOrchestrationInstanceCreated { instance_id, .. } => {
+                let answer = history.iter().find_map(|event| match &event.kind {
+                    basalt_runtime::EventKind::SubOrchestrationInstanceCompleted {
+                        task_scheduled_id,
+                        ..
+                    } if *task_scheduled_id == created.event_id => Some(false),
+                    basalt_runtime::EventKind::SubOrchestrationInstanceFailed {
+                        task_scheduled_id,
+                        ..
+                    } if *task_scheduled_id == created.event_id => Some(true),
+                    _ => None,
+                });
+                answer
+                    .is_none_or(|failed| failed)
+                    .then(|| InstanceId::new(instance_id.as_str()).ok())
+                    .flatten()
+            }
             _ => None,
         })
         .collect();

@@ -58,6 +58,11 @@ def fails_until_fixed(ctx: task.ActivityContext, key: str) -> str:
     return f"fixed {key}"
 
 
+def fails_slowly_until_fixed(ctx: task.ActivityContext, key: str) -> str:
+    time.sleep(0.5)
+    return fails_until_fixed(ctx, key)
+
+
 def slow_hello(ctx: task.ActivityContext, name: str) -> str:
     time.sleep(0.1)
     return f"Hello {name}!"
@@ -178,6 +183,21 @@ def rewindable_parent(ctx: task.OrchestrationContext, key: str):
     return (yield ctx.call_sub_orchestrator(rewindable, input=key))
 
 
+def rewindable_slow_child(ctx: task.OrchestrationContext, key: str):
+    return (yield ctx.call_activity(fails_slowly_until_fixed, input=key))
+
+
+def rewindable_with_late_answers(ctx: task.OrchestrationContext, key: str):
+    """Fails on its fast activity while a slow child and a slow entity call
+    are still out; both answer after the failure."""
+    child = ctx.call_sub_orchestrator(rewindable_slow_child, input=key,
+                                      instance_id=f"{key}-child")
+    call = ctx.call_entity(EntityInstanceId("counter", key), "slow_add", 5)
+    fast = yield ctx.call_activity(fails_until_fixed, input=key)
+    rest = yield task.when_all([child, call])
+    return [fast] + rest
+
+
 def scheduled_signal(ctx: task.OrchestrationContext, key: str):
     counter = EntityInstanceId("counter", key)
     ctx.signal_entity(counter, "add", 7,
@@ -210,6 +230,11 @@ def counter(ctx, value):
         ctx.set_state(state)
         return state
     if ctx.operation == "get":
+        return state
+    if ctx.operation == "slow_add":
+        time.sleep(0.5)
+        state += value
+        ctx.set_state(state)
         return state
     if ctx.operation == "boom":
         ctx.set_state(-999)  # rolled back by the failure
@@ -249,8 +274,10 @@ ORCHESTRATIONS = [sequence, fan_out_fan_in, timer_then_done, wait_for_approval, 
                   failing_child, parent_catches, counter_loop, with_custom_status,
                   long_waiter, retrying, retry_exhausted, entity_caller, transfer,
                   entity_failure, checkout_like, scheduled_signal, parent_of_waiter, rewindable,
-                  rewindable_parent, started_by_an_entity]
-ACTIVITIES = [hello, double, flaky, always_fails, slow_hello, fails_until_fixed]
+                  rewindable_parent, started_by_an_entity, rewindable_slow_child,
+                  rewindable_with_late_answers]
+ACTIVITIES = [hello, double, flaky, always_fails, slow_hello, fails_until_fixed,
+              fails_slowly_until_fixed]
 ENTITIES = [counter, account, alarm]
 
 TIMEOUT = 60
@@ -522,6 +549,30 @@ def scenario_rewind(c):
         raise AssertionError("rewinding a completed instance succeeded")
     except grpc.RpcError as error:
         expect(error.code(), grpc.StatusCode.FAILED_PRECONDITION, "rewind of a completed one")
+
+
+def scenario_rewind_with_answers_that_came_after_the_failure(c):
+    key = unique("rwl")
+    parent_id = c.schedule_new_orchestration(rewindable_with_late_answers, input=key)
+    expect(finish(c, parent_id).runtime_status, S.FAILED, "parent before the fix")
+    # The entity call and the child answer after the parent failed.
+    child = finish(c, f"{key}-child")
+    expect(child.runtime_status, S.FAILED, "child before the fix")
+    deadline = time.time() + TIMEOUT
+    while True:
+        metadata = c.get_entity(EntityInstanceId("counter", key))
+        if metadata is not None and metadata.get_state(int) == 5:
+            break
+        assert time.time() < deadline, "the slow entity call never ran"
+        time.sleep(0.05)
+    REWIND_FIXED.add(key)
+    c.rewind_orchestration(parent_id, reason="fixed")
+    state = finish(c, parent_id)
+    expect(state.runtime_status, S.COMPLETED, "parent after the rewind")
+    # The entity's answer is the one that came while the parent was
+    # failed: the operation did not run a second time.
+    expect(output(state), [f"fixed {key}", f"fixed {key}", 5], "parent output")
+    expect(c.get_entity(EntityInstanceId("counter", key)).get_state(int), 5, "entity state")
 
 
 def scenario_entity_locks(c):
