@@ -641,6 +641,12 @@ mod critical_sections {
             .complete_entity_work_item(&batch.token, done(Some("1"), 1))
             .await
             .expect("complete");
+        let locked = engine.get_entity(&x).await.expect("get").expect("x exists");
+        assert_eq!(
+            locked.locked_by.map(|owner| owner.to_string()).as_deref(),
+            Some("holder!3"),
+            "clients see who holds the lock"
+        );
         let token = engine
             .next_orchestration_work_item()
             .await
@@ -665,6 +671,8 @@ mod critical_sections {
             .await
             .expect("the waiting operation");
         assert_eq!(batch.operations[0].name, "other");
+        let unlocked = engine.get_entity(&x).await.expect("get").expect("x exists");
+        assert_eq!(unlocked.locked_by, None);
         engine.shutdown().await;
     }
 

@@ -529,7 +529,7 @@ impl PartitionState {
             now_ms,
             EventKind::ExecutionStarted {
                 name: name.clone(),
-                version,
+                version: version.clone(),
                 input: input.clone(),
                 parent: parent.clone(),
                 scheduled_start_ms,
@@ -539,6 +539,7 @@ impl PartitionState {
             meta: InstanceState {
                 instance_id: instance_id.clone(),
                 name,
+                version,
                 status: OrchestrationStatus::Pending,
                 input,
                 output: None,
@@ -926,8 +927,12 @@ impl PartitionState {
         }
         history.push(HistoryEvent::new(now_ms, EventKind::OrchestratorCompleted));
 
-        if let Some((input, version, carryover)) = continue_as_new {
+        if let Some((input, new_version, carryover)) = continue_as_new {
             let name = instance.meta.name.clone();
+            // Without a new version the next execution keeps the current
+            // one (as in Durable Task).
+            let version = new_version.or_else(|| instance.meta.version.clone());
+            instance.meta.version = version.clone();
             let parent = instance.meta.parent.clone();
             release_locks(instance_id, instance, partition_count, out);
             instance.execution = self.next_execution;
@@ -1454,6 +1459,7 @@ impl PartitionState {
             state: if include_state { e.state.clone() } else { None },
             last_modified_ms: e.last_modified_ms,
             backlog: e.queue.len() + e.batch.as_ref().map_or(0, |(_, ops)| ops.len()),
+            locked_by: e.lock.as_ref().map(|owner| owner.instance_id.clone()),
         })
     }
 

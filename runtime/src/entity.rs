@@ -157,6 +157,8 @@ pub struct EntityState {
     pub last_modified_ms: u64,
     /// Operations waiting to run.
     pub backlog: usize,
+    /// The orchestration holding its lock (a critical section), if any.
+    pub locked_by: Option<InstanceId>,
 }
 
 /// Filters and paging of `Backend::query_entities`.

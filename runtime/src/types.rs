@@ -146,6 +146,9 @@ pub struct InstanceState {
     pub instance_id: InstanceId,
     /// The orchestration name.
     pub name: String,
+    /// The orchestration version it was started (or continued as new)
+    /// with, if any.
+    pub version: Option<String>,
     /// The current status.
     pub status: OrchestrationStatus,
     /// The input (JSON text), as given at start or continue-as-new.

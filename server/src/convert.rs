@@ -790,7 +790,7 @@ pub fn instance_state_to_proto(
     proto::OrchestrationState {
         instance_id: state.instance_id.to_string(),
         name: state.name.clone(),
-        version: None,
+        version: state.version.clone(),
         orchestration_status: status_to_proto(state.status) as i32,
         scheduled_start_timestamp: state.scheduled_start_ms.map(timestamp),
         created_timestamp: Some(timestamp(state.created_at_ms)),
@@ -815,7 +815,7 @@ pub fn entity_metadata(state: &EntityState, include_state: bool) -> proto::Entit
         instance_id: state.entity.to_string(),
         last_modified_time: Some(timestamp(state.last_modified_ms)),
         backlog_queue_size: i32::try_from(state.backlog).unwrap_or(i32::MAX),
-        locked_by: None,
+        locked_by: state.locked_by.as_ref().map(ToString::to_string),
         serialized_state: if include_state {
             state.state.clone()
         } else {

@@ -496,6 +496,10 @@ pub async fn purge_finished(
     }
 }
 
+/// Most instances `SkipGracefulOrchestrationTerminations` takes in one
+/// call (the protocol's limit).
+const TERMINATIONS_PER_CALL_MAX: usize = 500;
+
 /// Rewinds a failed instance, then the failed sub-orchestrations it was
 /// waiting for (parent first, so their new results reach it). Shared by
 /// the gRPC and HTTP APIs.
@@ -1114,12 +1118,57 @@ impl TaskHubSidecarService for Arc<Sidecar> {
         Ok(Response::new(proto::AbandonEntityTaskResponse {}))
     }
 
+    /// Basalt's termination is already immediate (the partition marks the
+    /// instance terminated and releases its entity locks in one event), so
+    /// this is termination of a batch, reporting the ids it did not end.
     async fn skip_graceful_orchestration_terminations(
         &self,
-        _: Request<proto::SkipGracefulOrchestrationTerminationsRequest>,
+        request: Request<proto::SkipGracefulOrchestrationTerminationsRequest>,
     ) -> Result<Response<proto::SkipGracefulOrchestrationTerminationsResponse>, Status> {
-        Err(Status::unimplemented(
-            "SkipGracefulOrchestrationTerminations is not supported: Basalt terminates at once",
+        let request = request.into_inner();
+        let ids = request
+            .instance_batch
+            .map(|batch| batch.instance_ids)
+            .unwrap_or_default();
+        if ids.len() > TERMINATIONS_PER_CALL_MAX {
+            return Err(Status::invalid_argument(format!(
+                "instanceBatch holds {} ids; at most {TERMINATIONS_PER_CALL_MAX} at a time",
+                ids.len()
+            )));
+        }
+        let mut unterminated = Vec::new();
+        for raw in ids {
+            // Not an instance id (or an entity's, which is no
+            // orchestration): nothing to terminate.
+            let Ok(id) = InstanceId::new(raw.as_str()) else {
+                unterminated.push(raw);
+                continue;
+            };
+            let running = matches!(
+                self.backend.get_instance(&id).await.map_err(status_of)?,
+                Some(state) if !state.status.is_terminal()
+            );
+            if !running {
+                unterminated.push(raw);
+                continue;
+            }
+            match self.backend.terminate(&id, request.reason.clone()).await {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                Err(error) => return Err(status_of(error)),
+            }
+            // It may have finished on its own (or been purged) meanwhile.
+            let terminated = matches!(
+                self.backend.get_instance(&id).await.map_err(status_of)?,
+                Some(state) if state.status == basalt_runtime::OrchestrationStatus::Terminated
+            );
+            if !terminated {
+                unterminated.push(raw);
+            }
+        }
+        Ok(Response::new(
+            proto::SkipGracefulOrchestrationTerminationsResponse {
+                unterminated_instance_ids: unterminated,
+            },
         ))
     }
 }

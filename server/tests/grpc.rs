@@ -874,3 +874,84 @@ async fn entity_batches_round_trip_in_the_older_format() {
 async fn entity_batches_round_trip_in_the_newer_format() {
     entity_round_trip(EntityFormat::V2).await;
 }
+
+#[tokio::test]
+async fn skip_graceful_terminations_end_running_instances_and_report_the_rest() {
+    let (handle, mut client) = serve(EntityFormat::V1, 60_000).await;
+    let running = start(&mut client, "Waits", "skip-running", None).await;
+    let other = start(&mut client, "Waits", "skip-other", None).await;
+    // A terminated one before the call is "already terminal".
+    client
+        .terminate_instance(proto::TerminateRequest {
+            instance_id: other.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("terminate");
+    let response = client
+        .skip_graceful_orchestration_terminations(
+            proto::SkipGracefulOrchestrationTerminationsRequest {
+                instance_batch: Some(proto::InstanceBatch {
+                    instance_ids: vec![
+                        running.clone(),
+                        other.clone(),
+                        "never-started".into(),
+                        "@counter@a".into(),
+                    ],
+                }),
+                reason: Some("\"forced\"".into()),
+            },
+        )
+        .await
+        .expect("skip graceful terminations")
+        .into_inner();
+    assert_eq!(
+        response.unterminated_instance_ids,
+        vec![other, "never-started".to_owned(), "@counter@a".to_owned()]
+    );
+    let state = wait_done(&mut client, &running).await;
+    assert_eq!(
+        state.orchestration_status,
+        proto::OrchestrationStatus::Terminated as i32
+    );
+    assert_eq!(state.output.as_deref(), Some("\"forced\""));
+    let too_many = client
+        .skip_graceful_orchestration_terminations(
+            proto::SkipGracefulOrchestrationTerminationsRequest {
+                instance_batch: Some(proto::InstanceBatch {
+                    instance_ids: (0..501).map(|i| format!("i{i}")).collect(),
+                }),
+                reason: None,
+            },
+        )
+        .await
+        .expect_err("501 ids");
+    assert_eq!(too_many.code(), Code::InvalidArgument);
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn get_instance_reports_the_version_it_was_started_with() {
+    let (handle, mut client) = serve(EntityFormat::V1, 60_000).await;
+    client
+        .start_instance(proto::CreateInstanceRequest {
+            instance_id: "versioned".into(),
+            name: "Versioned".into(),
+            version: Some("2.1".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("start");
+    let state = client
+        .get_instance(proto::GetInstanceRequest {
+            instance_id: "versioned".into(),
+            get_inputs_and_outputs: false,
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .orchestration_state
+        .expect("state");
+    assert_eq!(state.version.as_deref(), Some("2.1"));
+    handle.stop().await;
+}

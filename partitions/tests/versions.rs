@@ -1,0 +1,91 @@
+//! The version an instance reports: the one it was started with, kept
+//! across continue-as-new unless the orchestration names a new one.
+
+use basalt_partitions::{Event, PartitionState};
+use basalt_runtime::{
+    ActionKind, EventKind, InstanceId, OrchestrationStatus, OrchestrationStepResult,
+    OrchestratorAction,
+};
+
+fn id() -> InstanceId {
+    InstanceId::new("v").expect("valid id")
+}
+
+fn continue_as_new(
+    state: &mut PartitionState,
+    lsn: u64,
+    seq: u64,
+    new_version: Option<&str>,
+) -> u64 {
+    let fx = state.apply(
+        lsn,
+        Event::StepCompleted {
+            instance_id: id(),
+            seq,
+            result: OrchestrationStepResult {
+                actions: vec![OrchestratorAction::new(
+                    0,
+                    ActionKind::CompleteOrchestration {
+                        status: OrchestrationStatus::ContinuedAsNew,
+                        result: None,
+                        failure: None,
+                        new_version: new_version.map(str::to_owned),
+                        carryover_events: Vec::new(),
+                    },
+                )],
+                custom_status: None,
+            },
+            now_ms: lsn,
+        },
+    );
+    fx.steps[0].seq
+}
+
+fn version(state: &PartitionState) -> Option<String> {
+    state
+        .instance(&id())
+        .expect("instance")
+        .meta
+        .version
+        .clone()
+}
+
+#[test]
+fn the_version_is_kept_across_continue_as_new_unless_a_new_one_is_named() {
+    let mut state = PartitionState::new(0, 1);
+    let fx = state.apply(
+        1,
+        Event::Start {
+            instance_id: id(),
+            name: "o".into(),
+            version: Some("1".into()),
+            input: None,
+            scheduled_start_ms: None,
+            now_ms: 1,
+        },
+    );
+    assert_eq!(version(&state).as_deref(), Some("1"));
+    let seq = continue_as_new(&mut state, 2, fx.steps[0].seq, None);
+    assert_eq!(version(&state).as_deref(), Some("1"), "kept");
+    continue_as_new(&mut state, 3, seq, Some("2"));
+    assert_eq!(version(&state).as_deref(), Some("2"), "the new one");
+    // The next execution's history starts with that version too.
+    let started = state
+        .instance(&id())
+        .expect("instance")
+        .inbox
+        .iter()
+        .chain(
+            state
+                .instance(&id())
+                .and_then(|i| i.step.as_ref())
+                .map(|(_, events)| events.iter())
+                .into_iter()
+                .flatten(),
+        )
+        .find_map(|e| match &e.kind {
+            EventKind::ExecutionStarted { version, .. } => Some(version.clone()),
+            _ => None,
+        });
+    assert_eq!(started, Some(Some("2".to_owned())));
+}
