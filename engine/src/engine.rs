@@ -522,9 +522,6 @@ impl Backend for Engine {
         self.read(partition, move |state| {
             state.instance(&id).map(|i| {
                 let mut history = (*i.history).clone();
-                if let Some((_, step)) = &i.step {
-                    history.extend(step.iter().cloned());
-                }
                 history.extend(i.inbox.iter().cloned());
                 history
             })
@@ -572,7 +569,44 @@ impl Backend for Engine {
     }
 
     async fn next_orchestration_work_item(&self) -> Result<OrchestrationWorkItem, Error> {
-        self.inner.shared.steps.pop().await.ok_or(Error::ShutDown)
+        let shared = &self.inner.shared;
+        loop {
+            let ticket = shared.steps.pop().await.ok_or(Error::ShutDown)?;
+            let Some(route) = shared.partitions.get(ticket.partition as usize) else {
+                continue;
+            };
+            let (reply, answer) = oneshot::channel();
+            if route
+                .send(Command::TakeStep {
+                    instance_id: ticket.instance_id,
+                    seq: ticket.seq,
+                    reply,
+                })
+                .is_err()
+            {
+                return Err(Error::ShutDown);
+            }
+            // `None`: the step was completed, abandoned or reset meanwhile
+            // (its offer is stale), or the partition failed.
+            let Ok(Some(step)) = answer.await else {
+                continue;
+            };
+            let token = StepToken {
+                partition: ticket.partition,
+                incarnation: shared.incarnation,
+                seq: step.seq,
+                consumed: step.consumed(),
+                started_ms: step.started_ms(),
+                instance_id: step.instance_id.clone(),
+            }
+            .encode();
+            return Ok(OrchestrationWorkItem {
+                instance_id: step.instance_id,
+                past_events: step.past_events,
+                new_events: step.new_events,
+                token,
+            });
+        }
     }
 
     async fn complete_orchestration_work_item(
@@ -585,6 +619,8 @@ impl Backend for Engine {
         let event = Event::StepCompleted {
             instance_id: token.instance_id,
             seq: token.seq,
+            consumed: token.consumed,
+            started_ms: token.started_ms,
             result,
             now_ms: now_ms(),
         };

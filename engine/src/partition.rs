@@ -6,14 +6,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use basalt_partitions::{Effects, Envelope, Event, PartitionState, Position, Reply, codec};
-use basalt_runtime::{ActivityWorkItem, EntityWorkItem, Error, InstanceId, OrchestrationWorkItem};
+use basalt_partitions::{
+    Effects, Envelope, Event, PartitionState, Position, Reply, StepTask, codec,
+};
+use basalt_runtime::{ActivityWorkItem, EntityWorkItem, Error, InstanceId};
 use basalt_storage::{DurableWatch, Log, Lsn};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::shared::Shared;
+use crate::shared::{Shared, StepTicket};
 use crate::timers::now_ms;
-use crate::token::{ActivityToken, EntityToken, StepToken};
+use crate::token::{ActivityToken, EntityToken};
 
 /// When a submitter gets its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +43,14 @@ pub(crate) enum Command {
     },
     /// Read the state.
     Read(Read),
+    /// A worker takes an offered step: its events as of now, or `None` if
+    /// the step is no longer offered. Answered at once, not at
+    /// durability: the step's completion is logged after its events.
+    TakeStep {
+        instance_id: InstanceId,
+        seq: u64,
+        reply: oneshot::Sender<Option<StepTask>>,
+    },
     /// Write a checkpoint now (tests, shutdown).
     Checkpoint(oneshot::Sender<Result<(), Error>>),
     /// The encoded state at its last LSN, once durable (replay checks).
@@ -153,6 +163,17 @@ impl PartitionTask {
                     self.park(run, Parked::Deliver(deliver));
                 }
             },
+            Command::TakeStep {
+                instance_id,
+                seq,
+                reply,
+            } => {
+                let step = match run.failed {
+                    Some(_) => None,
+                    None => self.state.take_step(&instance_id, seq, now_ms()),
+                };
+                let _ = reply.send(step);
+            }
             Command::Checkpoint(done) => {
                 self.checkpoint(run).await;
                 let _ = done.send(match &run.failed {
@@ -267,19 +288,11 @@ impl PartitionTask {
     fn dispatch_local(&self, fx: &mut Effects) {
         // The effects are not needed afterwards: move, don't copy.
         let shared = &self.shared;
-        for step in std::mem::take(&mut fx.steps) {
-            let token = StepToken {
+        for offer in std::mem::take(&mut fx.steps) {
+            shared.steps.push(StepTicket {
                 partition: self.partition,
-                incarnation: shared.incarnation,
-                seq: step.seq,
-                instance_id: step.instance_id.clone(),
-            }
-            .encode();
-            shared.steps.push(OrchestrationWorkItem {
-                instance_id: step.instance_id,
-                past_events: step.past_events,
-                new_events: step.new_events,
-                token,
+                instance_id: offer.instance_id,
+                seq: offer.seq,
             });
         }
         for task in std::mem::take(&mut fx.activities) {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use basalt_partitions::Event;
-use basalt_runtime::{ActivityWorkItem, EntityWorkItem, InstanceId, OrchestrationWorkItem};
+use basalt_runtime::{ActivityWorkItem, EntityWorkItem, InstanceId};
 use dashmap::DashMap;
 use tokio::sync::{Notify, mpsc};
 
@@ -18,13 +18,25 @@ pub(crate) struct Shared {
     pub partitions: Vec<mpsc::UnboundedSender<Command>>,
     /// Partition-to-partition traffic.
     pub transport: Box<dyn Transport>,
-    pub steps: WorkQueue<OrchestrationWorkItem>,
+    /// Steps offered by the partitions; a worker that takes one reads its
+    /// events from the partition then (see [`StepTicket`]).
+    pub steps: WorkQueue<StepTicket>,
     pub activities: WorkQueue<ActivityWorkItem>,
     pub entity_batches: WorkQueue<EntityWorkItem>,
     pub timers: Timers,
     pub waiters: DashMap<InstanceId, Arc<Notify>>,
     /// Changes every time the engine opens; part of every completion token.
     pub incarnation: u64,
+}
+
+/// A step offered by a partition. Its events are read only when a worker
+/// takes it, so events that arrive while it waits in the queue (a second
+/// entity answer, more fan-in results) join the same step instead of
+/// making another one: fewer steps, each replaying the history once.
+pub(crate) struct StepTicket {
+    pub partition: u32,
+    pub instance_id: InstanceId,
+    pub seq: u64,
 }
 
 impl Shared {

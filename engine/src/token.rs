@@ -9,6 +9,10 @@ pub(crate) struct StepToken {
     pub partition: u32,
     pub incarnation: u64,
     pub seq: u64,
+    /// How many inbox events the step held when the worker took it.
+    pub consumed: u32,
+    /// Its `OrchestratorStarted` time.
+    pub started_ms: u64,
     pub instance_id: InstanceId,
 }
 
@@ -23,25 +27,34 @@ pub(crate) struct ActivityToken {
 impl StepToken {
     pub fn encode(&self) -> CompletionToken {
         CompletionToken(format!(
-            "s:{}:{}:{}:{}",
-            self.partition, self.incarnation, self.seq, self.instance_id
+            "s:{}:{}:{}:{}:{}:{}",
+            self.partition,
+            self.incarnation,
+            self.seq,
+            self.consumed,
+            self.started_ms,
+            self.instance_id
         ))
     }
 
     pub fn parse(token: &CompletionToken) -> Result<StepToken, Error> {
         let bad = || Error::InvalidInput(format!("malformed step token {:?}", token.0));
-        let mut parts = token.0.splitn(5, ':');
+        let mut parts = token.0.splitn(7, ':');
         if parts.next() != Some("s") {
             return Err(bad());
         }
         let partition = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
         let incarnation = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
         let seq = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let consumed = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let started_ms = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
         let instance_id = InstanceId::new(parts.next().ok_or_else(bad)?)?;
         Ok(StepToken {
             partition,
             incarnation,
             seq,
+            consumed,
+            started_ms,
             instance_id,
         })
     }

@@ -63,6 +63,12 @@ pub enum Event {
         instance_id: InstanceId,
         /// The step's sequence number (from the completion token).
         seq: u64,
+        /// How many events of the instance's inbox the step held (they
+        /// were read when a worker took it; from the completion token).
+        consumed: u32,
+        /// The step's `OrchestratorStarted` time: when a worker took it
+        /// (from the completion token).
+        started_ms: u64,
         /// What the step decided.
         result: OrchestrationStepResult,
         /// When the completion arrived.
@@ -305,8 +311,34 @@ pub struct StepTask {
     pub seq: u64,
     /// History before the step (shared with the state, not copied).
     pub past_events: Arc<Vec<HistoryEvent>>,
-    /// The step's new events, starting with `OrchestratorStarted`.
+    /// The step's new events, starting with `OrchestratorStarted`; the
+    /// rest are the first events of the instance's inbox, which the
+    /// completion consumes (`new_events.len() - 1` of them).
     pub new_events: Vec<HistoryEvent>,
+}
+
+impl StepTask {
+    /// How many inbox events the step holds (for `StepCompleted`).
+    pub fn consumed(&self) -> u32 {
+        u32::try_from(self.new_events.len().saturating_sub(1)).unwrap_or(u32::MAX)
+    }
+
+    /// Its `OrchestratorStarted` time (for `StepCompleted`).
+    pub fn started_ms(&self) -> u64 {
+        self.new_events.first().map_or(0, |e| e.timestamp_ms)
+    }
+}
+
+/// A step offered to workers: the instance has events to run and no step
+/// out. What the step holds is read when a worker takes it
+/// ([`crate::PartitionState::take_step`]), so events that arrive while it
+/// waits for a worker join it instead of making another step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepOffer {
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// The step's sequence number.
+    pub seq: u64,
 }
 
 /// An activity to run.
@@ -414,8 +446,8 @@ pub enum Reply {
 pub struct Effects {
     /// The answer to the client request this event carried, if any.
     pub reply: Option<Reply>,
-    /// Orchestration steps ready to run.
-    pub steps: Vec<StepTask>,
+    /// Orchestration steps offered to workers.
+    pub steps: Vec<StepOffer>,
     /// Activities to run.
     pub activities: Vec<ActivityTask>,
     /// Entity batches to run.

@@ -19,8 +19,8 @@ mod state;
 
 pub use event::{
     ActivityTask, Caller, ControlOp, Effects, EntityBatchTask, Envelope, Event, LockChain, Message,
-    Position, QueueItem, QueuedOperation, Reply, SIGNAL_TIMER_ID, START_TIMER_ID, StepTask,
-    TimerTask,
+    Position, QueueItem, QueuedOperation, Reply, SIGNAL_TIMER_ID, START_TIMER_ID, StepOffer,
+    StepTask, TimerTask,
 };
 pub use routing::partition_of;
 pub use state::{ENTITY_BATCH_OPERATIONS_MAX, Entity, Instance, PartitionState};

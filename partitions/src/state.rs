@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{
     ActivityTask, Caller, ControlOp, Effects, EntityBatchTask, Envelope, Event, LockChain, Message,
-    Position, QueueItem, QueuedOperation, Reply, SIGNAL_TIMER_ID, START_TIMER_ID, StepTask,
-    TimerTask,
+    Position, QueueItem, QueuedOperation, Reply, SIGNAL_TIMER_ID, START_TIMER_ID, StepOffer,
+    StepTask, TimerTask,
 };
 use crate::routing::partition_of;
 
@@ -27,10 +27,13 @@ pub struct Instance {
     pub execution: u64,
     /// The current execution's history.
     pub history: Arc<Vec<HistoryEvent>>,
-    /// Events that arrived and are not yet part of a step.
+    /// Events that arrived and are not yet in the history. While a step
+    /// is out, its first events are the step's (how many is known when a
+    /// worker takes it: `StepCompleted::consumed`); the inbox only grows
+    /// until the step completes, is abandoned or the instance is reset.
     pub inbox: Vec<HistoryEvent>,
-    /// The step handed to a worker, if any: (seq, its new events).
-    pub step: Option<(u64, Vec<HistoryEvent>)>,
+    /// The sequence number of the step offered or handed to a worker.
+    pub step: Option<u64>,
     /// Waiting for its scheduled start time (a start timer is armed).
     pub awaiting_start: bool,
     /// Its armed durable timers. Kept with the instance, so ending it drops
@@ -165,16 +168,26 @@ impl PartitionState {
                 _ => Ok(()),
             },
             Event::StepCompleted {
+                instance_id,
+                seq,
+                consumed,
+                ..
+            } => match self.instances.get(instance_id) {
+                // A step holds at least one inbox event, and never more
+                // than the inbox has (it only grows while the step is out).
+                Some(i)
+                    if i.step == Some(*seq)
+                        && *consumed >= 1
+                        && *consumed as usize <= i.inbox.len() =>
+                {
+                    Ok(())
+                }
+                _ => Err(Error::StaleToken(format!("{instance_id}#{seq}"))),
+            },
+            Event::StepAbandoned {
                 instance_id, seq, ..
-            }
-            | Event::StepAbandoned {
-                instance_id, seq, ..
-            } => match self
-                .instances
-                .get(instance_id)
-                .and_then(|i| i.step.as_ref())
-            {
-                Some((current, _)) if current == seq => Ok(()),
+            } => match self.instances.get(instance_id) {
+                Some(i) if i.step == Some(*seq) => Ok(()),
                 _ => Err(Error::StaleToken(format!("{instance_id}#{seq}"))),
             },
             Event::EntityBatchCompleted { entity, seq, .. }
@@ -254,22 +267,28 @@ impl PartitionState {
             }
             Event::StepCompleted {
                 instance_id,
+                consumed,
+                started_ms,
                 result,
                 now_ms,
                 ..
-            } => self.complete_step(&instance_id, result, now_ms, &mut out, &mut fx),
+            } => self.complete_step(
+                &instance_id,
+                consumed,
+                started_ms,
+                result,
+                now_ms,
+                &mut out,
+                &mut fx,
+            ),
             Event::StepAbandoned {
                 instance_id,
                 now_ms,
                 ..
             } => {
-                if let Some(instance) = self.instances.get_mut(&instance_id)
-                    && let Some((_, mut events)) = instance.step.take()
-                {
-                    // Put the step's events back (minus its OrchestratorStarted).
-                    events.remove(0);
-                    events.append(&mut instance.inbox);
-                    instance.inbox = events;
+                // The step's events never left the inbox: offer it again.
+                if let Some(instance) = self.instances.get_mut(&instance_id) {
+                    instance.step = None;
                 }
                 self.try_issue_step(&instance_id, now_ms, &mut fx);
             }
@@ -611,9 +630,10 @@ impl PartitionState {
         self.try_issue_step(instance_id, now_ms, fx);
     }
 
-    /// Hands the inbox to a worker as a step, unless a step is already out,
-    /// the instance is suspended, finished, or waiting for its start time.
-    fn try_issue_step(&mut self, instance_id: &InstanceId, now_ms: u64, fx: &mut Effects) {
+    /// Offers a step to workers, unless one is already out or the instance
+    /// has nothing new, is suspended, finished, or waiting for its start
+    /// time. The step's events are read when a worker takes it.
+    fn try_issue_step(&mut self, instance_id: &InstanceId, _now_ms: u64, fx: &mut Effects) {
         let Some(instance) = self.instances.get_mut(instance_id) else {
             return;
         };
@@ -628,21 +648,40 @@ impl PartitionState {
         }
         let seq = self.next_step_seq;
         self.next_step_seq += 1;
+        instance.step = Some(seq);
+        fx.steps.push(StepOffer {
+            instance_id: instance_id.clone(),
+            seq,
+        });
+    }
+
+    /// The step `seq` of an instance as a worker gets it now: its history
+    /// and, after an `OrchestratorStarted` at `now_ms`, everything in the
+    /// inbox. `None` if that step is no longer offered (completed,
+    /// abandoned, the instance reset or gone). Reading only: the
+    /// completion says how many events the worker saw and when it started.
+    pub fn take_step(&self, instance_id: &InstanceId, seq: u64, now_ms: u64) -> Option<StepTask> {
+        let instance = self.instances.get(instance_id)?;
+        if instance.step != Some(seq) || instance.inbox.is_empty() {
+            return None;
+        }
         let mut new_events = Vec::with_capacity(instance.inbox.len() + 1);
         new_events.push(HistoryEvent::new(now_ms, EventKind::OrchestratorStarted));
-        new_events.append(&mut instance.inbox);
-        instance.step = Some((seq, new_events.clone()));
-        fx.steps.push(StepTask {
+        new_events.extend(instance.inbox.iter().cloned());
+        Some(StepTask {
             instance_id: instance_id.clone(),
             seq,
             past_events: Arc::clone(&instance.history),
             new_events,
-        });
+        })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn complete_step(
         &mut self,
         instance_id: &InstanceId,
+        consumed: u32,
+        started_ms: u64,
         result: OrchestrationStepResult,
         now_ms: u64,
         out: &mut Outgoing,
@@ -652,11 +691,18 @@ impl PartitionState {
         let Some(instance) = self.instances.get_mut(instance_id) else {
             return;
         };
-        let Some((_, new_events)) = instance.step.take() else {
+        if instance.step.take().is_none() {
             return;
-        };
+        }
+        // The worker saw an OrchestratorStarted at `started_ms` and the
+        // first `consumed` inbox events (`check` bounds it).
+        let consumed = (consumed as usize).min(instance.inbox.len());
         let history = Arc::make_mut(&mut instance.history);
-        history.extend(new_events);
+        history.push(HistoryEvent::new(
+            started_ms,
+            EventKind::OrchestratorStarted,
+        ));
+        history.extend(instance.inbox.drain(..consumed));
         // Pending until a worker has run the first step: `wait_for_start`
         // waits for this.
         if instance.meta.status == OrchestrationStatus::Pending {
@@ -1508,12 +1554,10 @@ impl PartitionState {
     pub fn pending_work(&self) -> Effects {
         let mut fx = Effects::default();
         for (id, instance) in &self.instances {
-            if let Some((seq, new_events)) = &instance.step {
-                fx.steps.push(StepTask {
+            if let Some(seq) = instance.step {
+                fx.steps.push(StepOffer {
                     instance_id: id.clone(),
-                    seq: *seq,
-                    past_events: Arc::clone(&instance.history),
-                    new_events: new_events.clone(),
+                    seq,
                 });
             }
             fx.activities.extend(instance.activities.values().cloned());

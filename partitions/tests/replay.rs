@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 
 use basalt_partitions::{
-    ActivityTask, ControlOp, EntityBatchTask, Envelope, Event, PartitionState, Position, StepTask,
-    TimerTask, codec,
+    ActivityTask, ControlOp, EntityBatchTask, Envelope, Event, PartitionState, Position, StepOffer,
+    StepTask, TimerTask, codec,
 };
 use basalt_runtime::{
     ActionKind, ActivityOutcome, EntityBatchResult, EntityId, EntityOperation, EntitySignal,
@@ -48,6 +48,9 @@ fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
     let mut rng = Rng(seed);
     let mut live = PartitionState::new(0, 2);
     let mut log = Vec::new();
+    // Steps offered, and steps a worker took (their events were read
+    // then; more may arrive before the completion).
+    let mut offers: Vec<StepOffer> = Vec::new();
     let mut steps: Vec<StepTask> = Vec::new();
     let mut activities: Vec<ActivityTask> = Vec::new();
     let mut completed_activities: Vec<ActivityTask> = Vec::new();
@@ -141,7 +144,15 @@ fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
             4 => Event::Purge {
                 instance_id: id(rng.below(8)),
             },
-            5..=7 if !steps.is_empty() => {
+            5 if !offers.is_empty() => {
+                // A worker takes a step: no event, only a read.
+                let offer = offers.remove(rng.below(offers.len()));
+                if let Some(task) = live.take_step(&offer.instance_id, offer.seq, now) {
+                    steps.push(task);
+                }
+                continue;
+            }
+            6 | 7 if !steps.is_empty() => {
                 let step = steps.remove(rng.below(steps.len()));
                 let counter = next_action.entry(step.instance_id.clone()).or_insert(0);
                 let mut actions = Vec::new();
@@ -219,6 +230,8 @@ fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
                     step.seq
                 };
                 Event::StepCompleted {
+                    consumed: step.consumed(),
+                    started_ms: step.started_ms(),
                     instance_id: step.instance_id,
                     seq,
                     result: OrchestrationStepResult {
@@ -286,7 +299,7 @@ fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
         let lsn = log.len() as u64 + 1;
         let fx = live.apply(lsn, event.clone());
         log.push(event);
-        steps.extend(fx.steps);
+        offers.extend(fx.steps);
         activities.extend(fx.activities);
         batches.extend(fx.entity_batches);
         timers.extend(fx.timers);
@@ -380,10 +393,8 @@ fn i3_a_resent_message_is_applied_once() {
     );
     let instance = state.instance(&id(1)).expect("instance");
     let pings = instance
-        .step
+        .inbox
         .iter()
-        .flat_map(|(_, events)| events.iter())
-        .chain(instance.inbox.iter())
         .filter(|e| matches!(&e.kind, EventKind::EventRaised { name, .. } if name == "ping"))
         .count();
     assert_eq!(pings, 1, "the resent message must be dropped");
@@ -443,13 +454,17 @@ fn a_child_result_reaches_only_the_generation_that_started_it() {
             now_ms: 1,
         },
     );
-    let step = &fx.steps[0];
+    let step = state
+        .take_step(&parent, fx.steps[0].seq, 1)
+        .expect("offered");
     // Generation 0 starts a child with action 0, then continues as new.
     let fx = state.apply(
         2,
         Event::StepCompleted {
             instance_id: parent.clone(),
             seq: step.seq,
+            consumed: step.consumed(),
+            started_ms: step.started_ms(),
             result: OrchestrationStepResult {
                 actions: vec![
                     OrchestratorAction {
@@ -510,10 +525,8 @@ fn a_child_result_reaches_only_the_generation_that_started_it() {
     );
     let instance = state.instance(&parent).expect("parent");
     let leaked = instance
-        .step
+        .inbox
         .iter()
-        .flat_map(|(_, events)| events.iter())
-        .chain(instance.inbox.iter())
         .any(|e| matches!(e.kind, EventKind::SubOrchestrationInstanceCompleted { .. }));
     assert!(
         !leaked,
@@ -538,12 +551,16 @@ fn messages_to_the_same_partition_take_effect_in_the_same_event() {
             now_ms: 1,
         },
     );
-    let step = fx.steps[0].seq;
+    let step = state
+        .take_step(&id(1), fx.steps[0].seq, 1)
+        .expect("offered");
     let fx = state.apply(
         2,
         Event::StepCompleted {
             instance_id: id(1),
-            seq: step,
+            seq: step.seq,
+            consumed: step.consumed(),
+            started_ms: step.started_ms(),
             result: OrchestrationStepResult {
                 actions: vec![OrchestratorAction::new(
                     0,
@@ -582,7 +599,8 @@ fn messages_to_the_same_partition_take_effect_in_the_same_event() {
     let answer = fx
         .steps
         .iter()
-        .flat_map(|s| s.new_events.iter())
+        .filter_map(|offer| state.take_step(&offer.instance_id, offer.seq, 3))
+        .flat_map(|s| s.new_events)
         .find_map(|e| match &e.kind {
             EventKind::EntityOperationCompleted { request_id, output } => {
                 Some((*request_id, output.clone()))

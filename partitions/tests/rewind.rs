@@ -17,11 +17,16 @@ fn step(
     seq: u64,
     actions: Vec<OrchestratorAction>,
 ) -> basalt_partitions::Effects {
+    let taken = state
+        .take_step(&id(), seq, lsn)
+        .expect("the step is offered");
     state.apply(
         lsn,
         Event::StepCompleted {
             instance_id: id(),
             seq,
+            consumed: taken.consumed(),
+            started_ms: taken.started_ms(),
             result: OrchestrationStepResult {
                 actions,
                 custom_status: None,
@@ -120,7 +125,9 @@ fn failed_and_unfinished_work_leaves_the_history_and_the_step_starts_with_the_ma
 
     let fx = rewind(&mut state, 5);
     assert!(matches!(fx.reply, Some(Reply::Done)), "{:?}", fx.reply);
-    let rewound = &fx.steps[0];
+    let rewound = &state
+        .take_step(&id(), fx.steps[0].seq, 5)
+        .expect("the rewound step");
     let kinds: Vec<&EventKind> = rewound.past_events.iter().map(|e| &e.kind).collect();
     assert!(
         !kinds.iter().any(|k| matches!(
@@ -244,7 +251,9 @@ fn an_entity_answer_that_came_while_failed_is_handed_to_the_rewound_execution() 
     );
 
     let fx = rewind(&mut state, 6);
-    let rewound = &fx.steps[0];
+    let rewound = &state
+        .take_step(&id(), fx.steps[0].seq, 6)
+        .expect("the rewound step");
     // The call stays in the history, and its answer arrives with the
     // rewind: the operation is not run again.
     assert!(

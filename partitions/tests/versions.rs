@@ -17,11 +17,14 @@ fn continue_as_new(
     seq: u64,
     new_version: Option<&str>,
 ) -> u64 {
+    let taken = state.take_step(&id(), seq, lsn).expect("offered");
     let fx = state.apply(
         lsn,
         Event::StepCompleted {
             instance_id: id(),
             seq,
+            consumed: taken.consumed(),
+            started_ms: taken.started_ms(),
             result: OrchestrationStepResult {
                 actions: vec![OrchestratorAction::new(
                     0,
@@ -75,14 +78,6 @@ fn the_version_is_kept_across_continue_as_new_unless_a_new_one_is_named() {
         .expect("instance")
         .inbox
         .iter()
-        .chain(
-            state
-                .instance(&id())
-                .and_then(|i| i.step.as_ref())
-                .map(|(_, events)| events.iter())
-                .into_iter()
-                .flatten(),
-        )
         .find_map(|e| match &e.kind {
             EventKind::ExecutionStarted { version, .. } => Some(version.clone()),
             _ => None,

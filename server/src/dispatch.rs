@@ -391,7 +391,10 @@ impl Dispatcher {
 
     async fn pull(self: Arc<Self>, kind: Kind) {
         loop {
-            // Wait until some stream takes this kind and there is room here.
+            // Wait until a stream that takes this kind has room (and there
+            // is room here). Taking work only then matters for steps: the
+            // engine reads a step's events when it is taken, so a step
+            // that waits in the engine gathers what arrives meanwhile.
             loop {
                 let room = self.room[kind as usize].notified();
                 if self.is_closed() {
@@ -399,7 +402,10 @@ impl Dispatcher {
                 }
                 {
                     let state = self.state.lock();
-                    let wanted = state.streams.values().any(|s| s.filters.takes_kind(kind));
+                    let wanted = state.streams.values().any(|s| {
+                        s.filters.takes_kind(kind)
+                            && s.in_flight[kind as usize] < s.limits[kind as usize]
+                    });
                     if wanted && state.held[kind as usize].len() < self.held_items_max {
                         break;
                     }
