@@ -175,6 +175,7 @@ impl Engine {
                 checkpoint_interval_events: options.checkpoint_interval_events.max(1),
                 checkpoint_interval_bytes: options.checkpoint_interval_bytes.max(1),
                 checkpoint_idle: Duration::from_millis(options.checkpoint_idle_ms.max(1)),
+                offered: std::collections::HashMap::new(),
             };
             tasks.push(tokio::spawn(task.run()));
         }
@@ -572,25 +573,14 @@ impl Backend for Engine {
         let shared = &self.inner.shared;
         loop {
             let ticket = shared.steps.pop().await.ok_or(Error::ShutDown)?;
-            let Some(route) = shared.partitions.get(ticket.partition as usize) else {
+            // `None`: replaced by a newer step of the instance.
+            let Some(mut step) = ticket.slot.step.lock().take() else {
                 continue;
             };
-            let (reply, answer) = oneshot::channel();
-            if route
-                .send(Command::TakeStep {
-                    instance_id: ticket.instance_id,
-                    seq: ticket.seq,
-                    reply,
-                })
-                .is_err()
-            {
-                return Err(Error::ShutDown);
+            // The step starts now, when a worker takes it.
+            if let Some(started) = step.new_events.first_mut() {
+                started.timestamp_ms = now_ms();
             }
-            // `None`: the step was completed, abandoned or reset meanwhile
-            // (its offer is stale), or the partition failed.
-            let Ok(Some(step)) = answer.await else {
-                continue;
-            };
             let token = StepToken {
                 partition: ticket.partition,
                 incarnation: shared.incarnation,

@@ -6,14 +6,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use basalt_partitions::{
-    Effects, Envelope, Event, PartitionState, Position, Reply, StepTask, codec,
-};
+use basalt_partitions::{Effects, Envelope, Event, PartitionState, Position, Reply, codec};
 use basalt_runtime::{ActivityWorkItem, EntityWorkItem, Error, InstanceId};
 use basalt_storage::{DurableWatch, Log, Lsn};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::shared::{Shared, StepTicket};
+use crate::shared::{Shared, StepSlot, StepTicket};
 use crate::timers::now_ms;
 use crate::token::{ActivityToken, EntityToken};
 
@@ -43,14 +41,6 @@ pub(crate) enum Command {
     },
     /// Read the state.
     Read(Read),
-    /// A worker takes an offered step: its events as of now, or `None` if
-    /// the step is no longer offered. Answered at once, not at
-    /// durability: the step's completion is logged after its events.
-    TakeStep {
-        instance_id: InstanceId,
-        seq: u64,
-        reply: oneshot::Sender<Option<StepTask>>,
-    },
     /// Write a checkpoint now (tests, shutdown).
     Checkpoint(oneshot::Sender<Result<(), Error>>),
     /// The encoded state at its last LSN, once durable (replay checks).
@@ -80,6 +70,9 @@ pub(crate) struct PartitionTask {
     pub checkpoint_interval_events: u64,
     pub checkpoint_interval_bytes: u64,
     pub checkpoint_idle: Duration,
+    /// The slots of the steps offered, by instance: where events that
+    /// arrive before a worker takes the step are added.
+    pub offered: std::collections::HashMap<InstanceId, Arc<StepSlot>>,
 }
 
 struct Running {
@@ -163,17 +156,6 @@ impl PartitionTask {
                     self.park(run, Parked::Deliver(deliver));
                 }
             },
-            Command::TakeStep {
-                instance_id,
-                seq,
-                reply,
-            } => {
-                let step = match run.failed {
-                    Some(_) => None,
-                    None => self.state.take_step(&instance_id, seq, now_ms()),
-                };
-                let _ = reply.send(step);
-            }
             Command::Checkpoint(done) => {
                 self.checkpoint(run).await;
                 let _ = done.send(match &run.failed {
@@ -285,15 +267,49 @@ impl PartitionTask {
     }
 
     /// Local effects run at once (pipelining): steps, activities, timers.
-    fn dispatch_local(&self, fx: &mut Effects) {
+    fn dispatch_local(&mut self, fx: &mut Effects) {
         // The effects are not needed afterwards: move, don't copy.
         let shared = &self.shared;
         for offer in std::mem::take(&mut fx.steps) {
+            let Some(step) = self
+                .state
+                .take_step(&offer.instance_id, offer.seq, now_ms())
+            else {
+                continue;
+            };
+            let slot = Arc::new(StepSlot {
+                seq: offer.seq,
+                step: parking_lot::Mutex::new(Some(step)),
+            });
+            if let Some(replaced) = self.offered.insert(offer.instance_id, Arc::clone(&slot)) {
+                // Its ticket, if still queued, is skipped.
+                *replaced.step.lock() = None;
+            }
             shared.steps.push(StepTicket {
                 partition: self.partition,
-                instance_id: offer.instance_id,
-                seq: offer.seq,
+                slot,
             });
+        }
+        for grown in std::mem::take(&mut fx.steps_grown) {
+            let Some(slot) = self.offered.get(&grown.instance_id) else {
+                continue;
+            };
+            let mut waiting = slot.step.lock();
+            match (waiting.as_mut(), self.state.instance(&grown.instance_id)) {
+                (Some(step), Some(instance)) if slot.seq == grown.seq => {
+                    // The inbox only grows while a step is offered: add
+                    // what the step does not hold yet.
+                    let held = step.consumed() as usize;
+                    step.new_events
+                        .extend(instance.inbox.iter().skip(held).cloned());
+                }
+                (None, _) => {
+                    // Taken already: the slot has no more use.
+                    drop(waiting);
+                    self.offered.remove(&grown.instance_id);
+                }
+                _ => {}
+            }
         }
         for task in std::mem::take(&mut fx.activities) {
             let token = ActivityToken {
@@ -427,6 +443,8 @@ impl PartitionTask {
         }
         run.events_since_checkpoint = 0;
         run.bytes_since_checkpoint = 0;
+        // Slots of steps workers took are of no more use.
+        self.offered.retain(|_, slot| slot.step.lock().is_some());
         let lsn = self.state.last_lsn;
         if lsn == 0 {
             return;

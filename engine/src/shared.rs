@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use basalt_partitions::Event;
+use basalt_partitions::{Event, StepTask};
 use basalt_runtime::{ActivityWorkItem, EntityWorkItem, InstanceId};
 use dashmap::DashMap;
 use tokio::sync::{Notify, mpsc};
@@ -29,14 +29,22 @@ pub(crate) struct Shared {
     pub incarnation: u64,
 }
 
-/// A step offered by a partition. Its events are read only when a worker
-/// takes it, so events that arrive while it waits in the queue (a second
-/// entity answer, more fan-in results) join the same step instead of
-/// making another one: fewer steps, each replaying the history once.
+/// A step offered by a partition, in the work queue. Events that arrive
+/// for the instance while the step waits (a second entity answer, more
+/// fan-in results) are added to it by the partition task, so they join
+/// this step instead of making another: fewer steps, each replaying the
+/// history once. A worker takes the step out of its slot.
 pub(crate) struct StepTicket {
     pub partition: u32,
-    pub instance_id: InstanceId,
+    pub slot: Arc<StepSlot>,
+}
+
+/// Where an offered step waits: the partition task keeps it current, the
+/// worker that takes it leaves `None`. Also `None` once a newer step of
+/// the instance replaced it.
+pub(crate) struct StepSlot {
     pub seq: u64,
+    pub step: parking_lot::Mutex<Option<StepTask>>,
 }
 
 impl Shared {

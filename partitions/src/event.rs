@@ -448,6 +448,9 @@ pub struct Effects {
     pub reply: Option<Reply>,
     /// Orchestration steps offered to workers.
     pub steps: Vec<StepOffer>,
+    /// Offered steps whose instance received events after the offer: a
+    /// step not yet taken should hold them too.
+    pub steps_grown: Vec<StepOffer>,
     /// Activities to run.
     pub activities: Vec<ActivityTask>,
     /// Entity batches to run.

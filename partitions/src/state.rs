@@ -627,6 +627,12 @@ impl PartitionState {
             return; // events for finished instances are dropped, as in Durable Task
         }
         instance.inbox.push(HistoryEvent::new(now_ms, kind));
+        if let Some(seq) = instance.step {
+            fx.steps_grown.push(StepOffer {
+                instance_id: instance_id.clone(),
+                seq,
+            });
+        }
         self.try_issue_step(instance_id, now_ms, fx);
     }
 
