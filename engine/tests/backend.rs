@@ -527,3 +527,102 @@ async fn an_oversized_step_result_fails_the_instance_and_nothing_else() {
         .expect("the partition still works");
     engine.shutdown().await;
 }
+
+/// A step is cut when a worker takes it: answers that arrive while it
+/// waits join it (one step for a fan-in), answers after the take wait for
+/// the next step, and the history records exactly what each step held.
+#[tokio::test]
+async fn answers_arriving_before_a_step_is_taken_join_it() {
+    let engine = Engine::open(Storage::in_memory(), options())
+        .await
+        .expect("open");
+    let id = InstanceId::new("fan-in").expect("id");
+    engine
+        .start_instance(StartRequest {
+            name: "o".into(),
+            instance_id: Some(id.to_string()),
+            ..StartRequest::default()
+        })
+        .await
+        .expect("start");
+    let first = engine.next_orchestration_work_item().await.expect("step 1");
+    let fan_out = OrchestrationStepResult {
+        actions: (0..3)
+            .map(|i| {
+                OrchestratorAction::new(
+                    i,
+                    ActionKind::ScheduleTask {
+                        name: "part".into(),
+                        version: None,
+                        input: Some(i.to_string()),
+                    },
+                )
+            })
+            .collect(),
+        custom_status: None,
+    };
+    engine
+        .complete_orchestration_work_item(&first.token, fan_out)
+        .await
+        .expect("fan out");
+    let mut activities = Vec::new();
+    for _ in 0..3 {
+        activities.push(engine.next_activity_work_item().await.expect("activity"));
+    }
+    // Two results arrive before any worker takes the next step...
+    for activity in &activities[..2] {
+        engine
+            .complete_activity_work_item(&activity.token, ActivityOutcome::Completed(None))
+            .await
+            .expect("activity done");
+    }
+    let second = engine.next_orchestration_work_item().await.expect("step 2");
+    let completed = |events: &[basalt_runtime::HistoryEvent]| {
+        events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::TaskCompleted { .. }))
+            .count()
+    };
+    assert_eq!(completed(&second.new_events), 2, "both results in one step");
+    assert!(matches!(
+        second.new_events[0].kind,
+        EventKind::OrchestratorStarted
+    ));
+    // ...the third arrives after the take: it waits for the next step.
+    engine
+        .complete_activity_work_item(&activities[2].token, ActivityOutcome::Completed(None))
+        .await
+        .expect("activity done");
+    engine
+        .complete_orchestration_work_item(
+            &second.token,
+            OrchestrationStepResult {
+                actions: Vec::new(),
+                custom_status: None,
+            },
+        )
+        .await
+        .expect("step 2 done");
+    let third = engine.next_orchestration_work_item().await.expect("step 3");
+    assert_eq!(completed(&third.new_events), 1);
+    assert_eq!(
+        completed(&third.past_events),
+        2,
+        "step 2's events are history"
+    );
+    engine
+        .complete_orchestration_work_item(&third.token, complete("\"done\""))
+        .await
+        .expect("complete");
+    // The history holds each step's OrchestratorStarted and every result once.
+    let history = engine.get_history(&id).await.expect("history");
+    assert_eq!(completed(&history), 3);
+    assert_eq!(
+        history
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::OrchestratorStarted))
+            .count(),
+        3
+    );
+    engine.shutdown().await;
+}
