@@ -219,7 +219,9 @@ impl PartitionTask {
                 return;
             }
         };
-        let lsn = match self.log.append(&bytes).await {
+        // Deferred: the record is written once something waits for it (see
+        // `park_at`), at the latest after the log's deferred-commit delay.
+        let lsn = match self.log.append_deferred(&bytes).await {
             // Durability is followed through the durable watch, not per record.
             Ok(appended) => appended.lsn().0,
             // Too large for one record: refuse this request, keep the log.
@@ -355,10 +357,18 @@ impl PartitionTask {
         self.park_at(run, lsn, parked);
     }
 
+    /// Records are appended deferred: the log writes them when something
+    /// here waits for them. Everything parked is such a wait — a client's
+    /// answer, a read, a message or status change leaving — except acks:
+    /// a late ack only keeps messages in the sender's outbox a little
+    /// longer, so acks ride along with the next write.
     fn park_at(&mut self, run: &mut Running, lsn: u64, parked: Parked) {
         if lsn <= run.durable_lsn && run.parked.is_empty() {
             self.release_one(parked);
         } else {
+            if !matches!(parked, Parked::Acks(_)) {
+                self.log.request_commit();
+            }
             run.parked.push_back((lsn, parked));
         }
     }

@@ -54,6 +54,12 @@ pub struct LogOptions {
     /// record, and the per-write cost of the storage dominates. Zero
     /// writes at once. Default: zero.
     pub commit_linger_micros: u64,
+    /// Longest a record appended with [`Log::append_deferred`] waits for
+    /// its write when nobody asks for it ([`Log::request_commit`], an
+    /// [`Log::append`], waiting for durability): deferred records ride
+    /// along with the next write someone needs, and this bounds how long
+    /// they stay volatile otherwise. Default: 10 ms.
+    pub deferred_commit_micros: u64,
 }
 
 /// A batch with at least this many records is written without lingering.
@@ -68,6 +74,7 @@ impl Default for LogOptions {
             record_bytes_max: 32 << 20,
             segment_bytes_max: 64 << 20,
             commit_linger_micros: 0,
+            deferred_commit_micros: 10_000,
         }
     }
 }
@@ -95,6 +102,12 @@ impl LogOptions {
         }
         if self.batch_bytes_max == 0 {
             return Err(Error::InvalidInput("batch_bytes_max must be > 0".into()));
+        }
+        if self.deferred_commit_micros > 1_000_000 {
+            return Err(Error::InvalidInput(format!(
+                "deferred_commit_micros must be at most 1,000,000 (1 s), got {}",
+                self.deferred_commit_micros
+            )));
         }
         if self.commit_linger_micros > 1_000_000 {
             return Err(Error::InvalidInput(format!(
@@ -146,11 +159,22 @@ struct OpenBatches {
     batches: VecDeque<Batch>,
     closed: bool,
     failed: Option<Arc<Error>>,
+    /// Some pending record is wanted durable now (an eager append, or a
+    /// commit was requested): write without waiting.
+    urgent: bool,
+    /// When the oldest pending record was appended deferred, if any.
+    deferred_since: Option<std::time::Instant>,
 }
 
 impl OpenBatches {
     fn pending_records(&self) -> usize {
         self.batches.iter().map(|b| b.records).sum()
+    }
+
+    /// The pending records must be written now: someone waits, the log
+    /// is closing, or a full batch waits behind the open one.
+    fn write_now(&self) -> bool {
+        self.urgent || self.closed || self.batches.len() > 1
     }
 }
 
@@ -280,6 +304,8 @@ impl Log {
                 batches: VecDeque::new(),
                 closed: false,
                 failed: None,
+                urgent: false,
+                deferred_since: None,
             }),
             work: Notify::new(),
             budget,
@@ -342,6 +368,34 @@ impl Log {
     /// Appends a record: it gets the next LSN now and is written with the
     /// next group commit. Waits only when `pending_bytes_max` is reached.
     pub async fn append(&self, payload: &[u8]) -> Result<Appended> {
+        self.append_with(payload, true).await
+    }
+
+    /// Appends a record that nobody waits for yet: it is written with the
+    /// next write someone needs (an [`Log::append`], a
+    /// [`Log::request_commit`], a wait for durability) and at the latest
+    /// after `deferred_commit_micros`. For a producer that knows when its
+    /// records must be durable (the partition: when an answer or a message
+    /// leaves), this turns internal progress into fewer, larger writes.
+    pub async fn append_deferred(&self, payload: &[u8]) -> Result<Appended> {
+        self.append_with(payload, false).await
+    }
+
+    /// Asks for the records appended so far to be written now, without
+    /// waiting for them.
+    pub fn request_commit(&self) {
+        let shared = self.shared();
+        {
+            let mut open = shared.open.lock();
+            if open.batches.is_empty() {
+                return;
+            }
+            open.urgent = true;
+        }
+        shared.work.notify_one();
+    }
+
+    async fn append_with(&self, payload: &[u8], urgent: bool) -> Result<Appended> {
         let shared = self.shared();
         if payload.len() > shared.options.record_bytes_max {
             return Err(Error::InvalidInput(format!(
@@ -400,6 +454,11 @@ impl Log {
             codec::encode_record(&mut batch.frames, lsn, payload);
             batch.last_lsn = lsn;
             batch.records += 1;
+            if urgent {
+                open.urgent = true;
+            } else if open.deferred_since.is_none() {
+                open.deferred_since = Some(std::time::Instant::now());
+            }
             lsn
         };
         // The bytes are returned to the budget when their write completes.
@@ -421,8 +480,12 @@ impl Log {
         }
     }
 
-    /// Waits until every record up to `lsn` is durable.
+    /// Waits until every record up to `lsn` is durable (asking for the
+    /// write if it was deferred).
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<Lsn> {
+        if lsn > self.durable_lsn() {
+            self.request_commit();
+        }
         Appended {
             lsn,
             partition: self.partition(),
@@ -599,10 +662,17 @@ const BATCH_CAPACITY_INITIAL: usize = 4 << 10;
 const GATHER_YIELDS_MAX: usize = 8;
 
 async fn run_committer(shared: Arc<Shared>, mut sink: Sink) {
+    let deferred_max = Duration::from_micros(shared.options.deferred_commit_micros);
     loop {
-        let (pending, closed) = {
+        let notified = shared.work.notified();
+        let (pending, closed, write_now, deferred_since) = {
             let open = shared.open.lock();
-            (open.pending_records(), open.closed)
+            (
+                open.pending_records(),
+                open.closed,
+                open.write_now(),
+                open.deferred_since,
+            )
         };
         if pending == 0 {
             if closed {
@@ -610,8 +680,20 @@ async fn run_committer(shared: Arc<Shared>, mut sink: Sink) {
                 shared.commits.send_modify(|s| s.closed = true);
                 return;
             }
-            shared.work.notified().await;
+            notified.await;
             continue;
+        }
+        if !write_now {
+            // Only deferred records: wait for someone to need them, or
+            // for their deadline.
+            let deadline =
+                deferred_since.map_or_else(std::time::Instant::now, |t| t + deferred_max);
+            if std::time::Instant::now() < deadline {
+                tokio::select! {
+                    _ = notified => continue,
+                    _ = tokio::time::sleep_until(deadline.into()) => {}
+                }
+            }
         }
         if shared.options.group_commit {
             let mut seen = pending;
@@ -628,7 +710,17 @@ async fn run_committer(shared: Arc<Shared>, mut sink: Sink) {
                     .await;
             }
         }
-        let Some(batch) = shared.open.lock().batches.pop_front() else {
+        let batch = {
+            let mut open = shared.open.lock();
+            let batch = open.batches.pop_front();
+            if open.batches.is_empty() {
+                // Everything pending is in this write.
+                open.urgent = false;
+                open.deferred_since = None;
+            }
+            batch
+        };
+        let Some(batch) = batch else {
             continue;
         };
         let frame_bytes = batch.frames.len();

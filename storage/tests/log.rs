@@ -685,3 +685,56 @@ async fn a_single_checkpoint_keeps_the_log_behind_it() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     log.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn deferred_records_are_written_when_asked_for_or_at_their_deadline() {
+    let hub = TaskHub::open_or_create(Storage::in_memory(), &hub_options())
+        .await
+        .expect("hub");
+    let (log, _) = hub
+        .open_partition(
+            PartitionId(0),
+            LogOptions {
+                deferred_commit_micros: 1_000_000,
+                ..LogOptions::default()
+            },
+        )
+        .await
+        .expect("open");
+    // Nobody asks: the records wait (a liveness check with a generous
+    // margin, not a speed one).
+    let first = log.append_deferred(&payload(1)).await.expect("append");
+    let second = log.append_deferred(&payload(2)).await.expect("append");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        log.durable_lsn() < first.lsn(),
+        "written before anyone asked"
+    );
+    assert_eq!(log.stats().writes, 0);
+    // Asked for: both go in one write.
+    log.request_commit();
+    let durable = second.durable().await.expect("durable");
+    assert_eq!(durable, Lsn(2));
+    assert_eq!(log.stats().writes, 1);
+    // An eager append takes the deferred ones along.
+    let _third = log.append_deferred(&payload(3)).await.expect("append");
+    log.append(&payload(4))
+        .await
+        .expect("append")
+        .durable()
+        .await
+        .expect("durable");
+    assert_eq!(log.stats().writes, 2);
+    assert_eq!(log.durable_lsn(), Lsn(4));
+    // Left alone, a deferred record is written at its deadline.
+    let fifth = log.append_deferred(&payload(5)).await.expect("append");
+    tokio::time::timeout(Duration::from_secs(10), fifth.durable())
+        .await
+        .expect("written by its deadline")
+        .expect("durable");
+    assert_eq!(log.stats().writes, 3);
+    // What was written reads back in order.
+    let records = log.read_from(Lsn(1)).await.expect("read");
+    assert_eq!(records.len(), 5);
+    log.close().await.expect("close");
+}
