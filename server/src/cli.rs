@@ -68,7 +68,10 @@ pub struct ServeArgs {
     /// default). Default: ./basalt-data.
     #[arg(long, env = "BASALT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// `memory` keeps the hub in memory (lost on exit; for tests and demos).
+    /// `memory` keeps the hub in memory (lost on exit; for tests and
+    /// demos); `s3://bucket/prefix` or `az://container/prefix` puts it in
+    /// an object store (credentials, region and endpoint from the usual
+    /// AWS_* / AZURE_* environment variables).
     #[arg(long, env = "BASALT_STORAGE")]
     pub storage: Option<String>,
     /// The Durable Task sidecar gRPC address. Default: 127.0.0.1:4001.

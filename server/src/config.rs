@@ -53,6 +53,10 @@ pub enum StorageChoice {
     LocalDir(PathBuf),
     /// In memory: gone when the process ends (tests and demos).
     Memory,
+    /// An object store by URL (`s3://bucket/prefix`, `az://container/prefix`,
+    /// ...; see `basalt_storage::Storage::from_url`), credentials from the
+    /// environment.
+    Url(String),
 }
 
 impl Default for ServeOptions {
@@ -81,7 +85,8 @@ impl Default for ServeOptions {
 pub struct ServeFile {
     /// See [`ServeOptions::storage`]: a directory.
     pub data_dir: Option<PathBuf>,
-    /// `memory` keeps the hub in memory.
+    /// `memory` keeps the hub in memory; a URL (`s3://…`, `az://…`) puts
+    /// it in an object store.
     pub storage: Option<String>,
     /// See [`ServeOptions::grpc_addr`].
     pub grpc_addr: Option<SocketAddr>,
@@ -179,7 +184,7 @@ impl ServeFile {
         let defaults = ServeOptions::default();
         if self.data_dir.is_some() && self.storage.as_deref().is_some_and(|s| s != "local") {
             return Err(ConfigError::Invalid(
-                "give either a data directory or storage = memory, not both".into(),
+                "give either a data directory or a storage (memory or a URL), not both".into(),
             ));
         }
         let storage = match (self.data_dir, self.storage.as_deref()) {
@@ -241,11 +246,15 @@ pub fn parse_http_addr(text: &str) -> Result<Option<SocketAddr>, ConfigError> {
     }
 }
 
-/// Parses a storage setting: `memory`, or a directory.
+/// Parses a storage setting: `memory`, an object-store URL, or a directory.
 pub fn parse_storage(text: &str) -> StorageChoice {
     match text {
-        "memory" | "memory:" | "mem" => StorageChoice::Memory,
-        dir => StorageChoice::LocalDir(PathBuf::from(dir.strip_prefix("file://").unwrap_or(dir))),
+        "memory" | "memory:" | "memory://" | "mem" => StorageChoice::Memory,
+        dir if dir.starts_with("file://") => {
+            StorageChoice::LocalDir(PathBuf::from(dir.trim_start_matches("file://")))
+        }
+        url if url.contains("://") => StorageChoice::Url(url.to_owned()),
+        dir => StorageChoice::LocalDir(PathBuf::from(dir)),
     }
 }
 
@@ -341,5 +350,13 @@ mod tests {
         assert!(options.validate().is_err());
         assert!(ServeOptions::default().validate().is_ok());
         assert_eq!(parse_storage("memory"), StorageChoice::Memory);
+        assert_eq!(
+            parse_storage("s3://bucket/hub"),
+            StorageChoice::Url("s3://bucket/hub".into())
+        );
+        assert_eq!(
+            parse_storage("file:///var/basalt"),
+            StorageChoice::LocalDir(PathBuf::from("/var/basalt"))
+        );
     }
 }

@@ -75,6 +75,7 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
     let storage = match &options.storage {
         StorageChoice::LocalDir(dir) => Storage::local(dir)?,
         StorageChoice::Memory => Storage::in_memory(),
+        StorageChoice::Url(url) => Storage::from_url(url)?,
     };
     let engine = Engine::open(
         storage,

@@ -9,59 +9,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::ServerProcess;
-
-const REQUIREMENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/requirements.txt");
-const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/scenarios.py");
-
-/// The venv's python, created and filled once per test binary.
-fn python() -> PathBuf {
-    static VENV: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
-    let lock = VENV.get_or_init(|| Mutex::new(None));
-    let mut venv = lock.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(python) = venv.as_ref() {
-        return python.clone();
-    }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("durabletask-venv");
-    let python = dir.join("bin").join("python");
-    let pinned = std::fs::read_to_string(REQUIREMENTS).expect("read requirements.txt");
-    let stamp = dir.join("installed-requirements.txt");
-    let installed = std::fs::read_to_string(&stamp).ok();
-    if !python.exists() || installed.as_deref() != Some(pinned.as_str()) {
-        let host_python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        run(Command::new(&host_python).arg("-m").arg("venv").arg(&dir));
-        run(Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(REQUIREMENTS));
-        std::fs::write(&stamp, &pinned).expect("write the install stamp");
-    }
-    *venv = Some(python.clone());
-    python
-}
-
-fn run(command: &mut Command) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
+use common::{SCENARIOS, ServerProcess, python_sdk as python};
 
 /// Runs the scenarios against a fresh server; fails with both sides' output.
 fn run_scenarios(extra_server_flags: &[&str], only: &[&str]) {

@@ -106,6 +106,53 @@ impl Storage {
         Storage::object_store(Arc::new(InMemory::new()), "memory")
     }
 
+    /// The task hub at a storage URL: `s3://bucket[/prefix]` (Amazon S3 or
+    /// an S3-compatible store), `az://container[/prefix]` or
+    /// `https://ACCOUNT.blob.core.windows.net/container[/prefix]` (Azure
+    /// Blob), `memory://`, or `file:///dir` (the local layout). Credentials,
+    /// region and endpoint come from the environment the way the cloud
+    /// tools read them (`AWS_ACCESS_KEY_ID`, `AWS_REGION`, `AWS_ENDPOINT`,
+    /// `AWS_ALLOW_HTTP`, ...; `AZURE_STORAGE_ACCOUNT_NAME`,
+    /// `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_USE_EMULATOR`, ...).
+    pub fn from_url(url: &str) -> Result<Storage> {
+        use object_store::ObjectStoreScheme;
+        let bad = |why: String| Error::InvalidInput(format!("storage URL {url:?}: {why}"));
+        let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|e| bad(e.to_string()))?;
+        let store: Arc<dyn ObjectStore> = match scheme {
+            ObjectStoreScheme::Local => {
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|()| bad("not a local path".into()))?;
+                return Storage::local(dir);
+            }
+            ObjectStoreScheme::Memory => return Ok(Storage::in_memory()),
+            ObjectStoreScheme::AmazonS3 => Arc::new(
+                object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
+            ObjectStoreScheme::MicrosoftAzure => Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_url(url)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
+            other => {
+                return Err(bad(format!(
+                    "{other:?} is not supported (use s3://, az://, memory:// or a directory)"
+                )));
+            }
+        };
+        let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+            store
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+        };
+        Ok(Storage::object_store(store, url))
+    }
+
     /// Any object store (S3, Azure Blob, a fault-injecting wrapper, ...),
     /// with the object-per-commit log layout. `location` names it in errors.
     pub fn object_store(store: Arc<dyn ObjectStore>, location: impl Into<String>) -> Storage {

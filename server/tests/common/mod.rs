@@ -25,7 +25,29 @@ impl ServerProcess {
     /// Starts `basalt serve` on `data_dir` with `extra` flags; `grpc_addr`
     /// may use port 0. Panics (failing the test) if it does not come up.
     pub fn start(data_dir: &Path, grpc_addr: &str, http_addr: &str, extra: &[&str]) -> Self {
-        let log = data_dir.with_extension("log");
+        let data = data_dir.to_string_lossy().into_owned();
+        Self::start_with(
+            &["--data-dir", data.as_str()],
+            &data_dir.with_extension("log"),
+            &[],
+            grpc_addr,
+            http_addr,
+            extra,
+        )
+    }
+
+    /// Starts `basalt serve` with `storage` flags (`--data-dir DIR` or
+    /// `--storage URL`) and `env` added to its environment, logging to
+    /// `log`.
+    pub fn start_with(
+        storage: &[&str],
+        log: &Path,
+        env: &[(&str, &str)],
+        grpc_addr: &str,
+        http_addr: &str,
+        extra: &[&str],
+    ) -> Self {
+        let log = log.to_path_buf();
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -33,8 +55,8 @@ impl ServerProcess {
             .expect("open the server log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_basalt"))
             .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
+            .args(storage)
+            .envs(env.iter().copied())
             .args(["--grpc-addr", grpc_addr, "--http-addr", http_addr])
             .args(["--partitions", "4", "--health-ping-interval-ms", "2000"])
             .args(extra)
@@ -116,4 +138,56 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The pinned Python SDK's requirements and the scenario script.
+pub const REQUIREMENTS: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/requirements.txt");
+pub const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/scenarios.py");
+
+/// A virtual environment under the build directory with `requirements`
+/// installed (pip), created once and reused while the file is unchanged.
+/// Returns its python. Needs Python 3.9+ with `venv` and pip.
+pub fn venv(name: &str, requirements: &str) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let python = dir.join("bin").join("python");
+    let pinned = std::fs::read_to_string(requirements).expect("read the requirements");
+    let stamp = dir.join("installed-requirements.txt");
+    let installed = std::fs::read_to_string(&stamp).ok();
+    if !python.exists() || installed.as_deref() != Some(pinned.as_str()) {
+        let host_python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        run(Command::new(&host_python).arg("-m").arg("venv").arg(&dir));
+        run(Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(requirements));
+        std::fs::write(&stamp, &pinned).expect("write the install stamp");
+    }
+    python
+}
+
+/// The venv python with the pinned Durable Task SDK.
+pub fn python_sdk() -> PathBuf {
+    venv("durabletask-venv", REQUIREMENTS)
+}
+
+/// Runs a command to success, or fails the test with its output.
+pub fn run(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
