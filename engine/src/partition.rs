@@ -241,6 +241,7 @@ impl PartitionTask {
             }
         };
         let mut fx = self.state.apply(lsn, event);
+        self.withdraw_stale_steps(&fx.changed);
         run.events_since_checkpoint += 1;
         run.bytes_since_checkpoint += bytes.len() as u64;
         self.dispatch_local(&mut fx);
@@ -265,6 +266,22 @@ impl PartitionTask {
         }
         if !fx.changed.is_empty() {
             self.park_at(run, lsn, Parked::Changed(std::mem::take(&mut fx.changed)));
+        }
+    }
+
+    /// An instance terminated, purged or otherwise reset no longer has the
+    /// step it was offered: take it out of its slot so no worker runs it
+    /// (its completion would be refused anyway).
+    fn withdraw_stale_steps(&mut self, changed: &[InstanceId]) {
+        for id in changed {
+            let Some(slot) = self.offered.get(id) else {
+                continue;
+            };
+            let current = self.state.instance(id).and_then(|i| i.step);
+            if current != Some(slot.seq) {
+                *slot.step.lock() = None;
+                self.offered.remove(id);
+            }
         }
     }
 
@@ -492,6 +509,10 @@ impl PartitionTask {
     /// error, or dropped (reads: their callers see the backend shut down).
     fn fail(&mut self, run: &mut Running, error: Error) {
         tracing::error!(partition = self.partition, %error, "partition stopped");
+        // Steps still waiting would only earn refused completions.
+        for (_, slot) in self.offered.drain() {
+            *slot.step.lock() = None;
+        }
         run.durable_lsn = run.durable_lsn.max(self.log.durable_lsn().0);
         self.release(run);
         for (_, parked) in run.parked.drain(..) {

@@ -11,7 +11,11 @@ use crate::state::PartitionState;
 /// rewind, and messages to the same partition take effect inside the event
 /// that sends them (a log that delivered them in later events must not be
 /// replayed by this rule). 4: entity batch results carry scheduled signals
-/// and orchestration starts (`Message::StartOrchestration`). Payloads of
+/// and orchestration starts (`Message::StartOrchestration`); steps are cut
+/// when a worker takes them (`StepCompleted` records `consumed` and
+/// `started_ms`, `Instance::step` is the offered sequence number);
+/// instances keep late answers for rewind; `InstanceState::version`,
+/// `EntityState::locked_by`. Payloads of
 /// other versions are refused with a message naming both versions; no
 /// released hub holds them.
 pub const ENCODING_VERSION: u8 = 4;

@@ -1002,7 +1002,18 @@ impl PartitionState {
                 },
             )];
             inbox.extend(carryover);
-            inbox.append(&mut instance.inbox);
+            // What arrived after the step was taken: external events and
+            // suspend/resume go on to the new execution; answers to the old
+            // execution's work do not (their ids would collide with the
+            // new execution's).
+            inbox.extend(instance.inbox.drain(..).filter(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::EventRaised { .. }
+                        | EventKind::ExecutionSuspended { .. }
+                        | EventKind::ExecutionResumed { .. }
+                )
+            }));
             instance.inbox = inbox;
             instance.meta.input = input;
             // A suspended instance stays suspended across continue-as-new.

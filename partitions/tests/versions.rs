@@ -84,3 +84,108 @@ fn the_version_is_kept_across_continue_as_new_unless_a_new_one_is_named() {
         });
     assert_eq!(started, Some(Some("2".to_owned())));
 }
+
+/// Continue-as-new while a step is out: events raised meanwhile go on to
+/// the new execution, answers to the old execution's work do not (their
+/// ids would collide with the new execution's).
+#[test]
+fn continue_as_new_carries_raised_events_but_not_old_answers() {
+    let mut state = PartitionState::new(0, 1);
+    let fx = state.apply(
+        1,
+        Event::Start {
+            instance_id: id(),
+            name: "o".into(),
+            version: None,
+            input: None,
+            scheduled_start_ms: None,
+            now_ms: 1,
+        },
+    );
+    let taken = state.take_step(&id(), fx.steps[0].seq, 1).expect("offered");
+    let schedule = |task: i32| {
+        OrchestratorAction::new(
+            task,
+            ActionKind::ScheduleTask {
+                name: "a".into(),
+                version: None,
+                input: None,
+            },
+        )
+    };
+    let fx = state.apply(
+        2,
+        Event::StepCompleted {
+            instance_id: id(),
+            seq: taken.seq,
+            consumed: taken.consumed(),
+            started_ms: taken.started_ms(),
+            result: OrchestrationStepResult {
+                actions: vec![schedule(0), schedule(1)],
+                custom_status: None,
+            },
+            now_ms: 2,
+        },
+    );
+    let execution = fx.activities[0].execution;
+    let done = |task_id: i32, lsn: u64| Event::ActivityCompleted {
+        instance_id: id(),
+        execution,
+        task_id,
+        outcome: basalt_runtime::ActivityOutcome::Completed(None),
+        now_ms: lsn,
+    };
+    let fx = state.apply(3, done(0, 3));
+    let step = state.take_step(&id(), fx.steps[0].seq, 3).expect("offered");
+    // After the take: an answer to the old execution and a raised event.
+    state.apply(4, done(1, 4));
+    state.apply(
+        5,
+        Event::Raise {
+            instance_id: id(),
+            name: "go".into(),
+            data: None,
+            now_ms: 5,
+        },
+    );
+    state.apply(
+        6,
+        Event::StepCompleted {
+            instance_id: id(),
+            seq: step.seq,
+            consumed: step.consumed(),
+            started_ms: step.started_ms(),
+            result: OrchestrationStepResult {
+                actions: vec![OrchestratorAction::new(
+                    2,
+                    ActionKind::CompleteOrchestration {
+                        status: OrchestrationStatus::ContinuedAsNew,
+                        result: None,
+                        failure: None,
+                        new_version: None,
+                        carryover_events: Vec::new(),
+                    },
+                )],
+                custom_status: None,
+            },
+            now_ms: 6,
+        },
+    );
+    let kinds: Vec<&EventKind> = state
+        .instance(&id())
+        .expect("instance")
+        .inbox
+        .iter()
+        .map(|e| &e.kind)
+        .collect();
+    assert!(
+        matches!(
+            kinds.as_slice(),
+            [
+                EventKind::ExecutionStarted { .. },
+                EventKind::EventRaised { .. }
+            ]
+        ),
+        "{kinds:?}"
+    );
+}

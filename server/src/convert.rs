@@ -677,9 +677,9 @@ pub fn entity_request_v2(item: &EntityWorkItem, now_ms: u64) -> proto::EntityReq
 }
 
 /// A worker's entity batch result. `operations` is how many operations
-/// the batch had. Actions Basalt cannot carry out inside a batch (delayed
-/// signals, starting orchestrations) fail every operation of the batch
-/// with a message saying so, and leave the state as it was.
+/// the batch had. Signals (delayed ones too) and orchestration starts
+/// become the result's `signals` and `orchestrations`; a malformed action
+/// refuses the whole result (the caller fails the batch).
 pub fn entity_result_from_proto(
     result: &proto::EntityBatchResult,
     item_state: Option<String>,

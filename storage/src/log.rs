@@ -416,7 +416,7 @@ impl Log {
                 None => Error::Closed(shared.partition),
             });
         };
-        let lsn = {
+        let (lsn, wake) = {
             let mut open = shared.open.lock();
             if let Some(cause) = &open.failed {
                 return Err(Error::LogFailed {
@@ -454,16 +454,22 @@ impl Log {
             codec::encode_record(&mut batch.frames, lsn, payload);
             batch.last_lsn = lsn;
             batch.records += 1;
+            // The committer needs waking for an urgent record, or for the
+            // first deferred one (to start its deadline); not for every
+            // deferred append.
+            let wake = urgent || open.deferred_since.is_none();
             if urgent {
                 open.urgent = true;
             } else if open.deferred_since.is_none() {
                 open.deferred_since = Some(std::time::Instant::now());
             }
-            lsn
+            (lsn, wake)
         };
         // The bytes are returned to the budget when their write completes.
         permit.forget();
-        shared.work.notify_one();
+        if wake {
+            shared.work.notify_one();
+        }
         Ok(Appended {
             lsn,
             partition: shared.partition,
