@@ -144,7 +144,7 @@ impl PartitionState {
                         instance.meta.status
                     )))
                 }
-                Some(instance) => match rewind_obstacle(&instance.history) {
+                Some(instance) => match basalt_runtime::rewind_obstacle(&instance.history) {
                     Some(why) => Err(Error::Conflict(format!(
                         "instance {instance_id} cannot be rewound: {why}; restart it instead"
                     ))),
@@ -1750,40 +1750,6 @@ fn rewound_history(history: &[HistoryEvent]) -> Vec<HistoryEvent> {
         .filter(|(_, dropped)| !dropped)
         .map(|(event, _)| event.clone())
         .collect()
-}
-
-/// Why a failed history cannot be rewound: it failed inside a critical
-/// section (its locks were released when it failed, and replay would
-/// believe it still holds them) or while waiting for one.
-fn rewind_obstacle(history: &[HistoryEvent]) -> Option<&'static str> {
-    let mut held: Vec<&str> = Vec::new();
-    let mut waiting = Vec::new();
-    for event in history {
-        match &event.kind {
-            EventKind::EntityLockRequested { .. } => waiting.push(event.event_id),
-            EventKind::EntityLockGranted { request_id } => {
-                waiting.retain(|id| id != request_id);
-                if let Some(requested) = history.iter().find(|e| {
-                    e.event_id == *request_id
-                        && matches!(e.kind, EventKind::EntityLockRequested { .. })
-                }) && let EventKind::EntityLockRequested { entities } = &requested.kind
-                {
-                    held.extend(entities.iter().map(String::as_str));
-                }
-            }
-            EventKind::EntityUnlockSent { entities } => {
-                held.retain(|e| !entities.iter().any(|u| u == e));
-            }
-            _ => {}
-        }
-    }
-    if !held.is_empty() {
-        Some("it failed inside a critical section (its entity locks were released)")
-    } else if !waiting.is_empty() {
-        Some("it failed while waiting for entity locks")
-    } else {
-        None
-    }
 }
 
 /// Locks belong to an orchestration execution, whichever action took them.

@@ -329,3 +329,39 @@ pub enum ActionKind {
         carryover_events: Vec<HistoryEvent>,
     },
 }
+
+/// Why a failed history cannot be rewound: it failed inside a critical
+/// section (its locks were released when it failed, and replay would
+/// believe it still holds them) or while waiting for one. Shared by the
+/// partition that refuses such a rewind and the servers that check a
+/// whole tree of sub-orchestrations before rewinding any of it.
+pub fn rewind_obstacle(history: &[HistoryEvent]) -> Option<&'static str> {
+    let mut held: Vec<&str> = Vec::new();
+    let mut waiting = Vec::new();
+    for event in history {
+        match &event.kind {
+            EventKind::EntityLockRequested { .. } => waiting.push(event.event_id),
+            EventKind::EntityLockGranted { request_id } => {
+                waiting.retain(|id| id != request_id);
+                if let Some(requested) = history.iter().find(|e| {
+                    e.event_id == *request_id
+                        && matches!(e.kind, EventKind::EntityLockRequested { .. })
+                }) && let EventKind::EntityLockRequested { entities } = &requested.kind
+                {
+                    held.extend(entities.iter().map(String::as_str));
+                }
+            }
+            EventKind::EntityUnlockSent { entities } => {
+                held.retain(|e| !entities.iter().any(|u| u == e));
+            }
+            _ => {}
+        }
+    }
+    if !held.is_empty() {
+        Some("it failed inside a critical section (its entity locks were released)")
+    } else if !waiting.is_empty() {
+        Some("it failed while waiting for entity locks")
+    } else {
+        None
+    }
+}

@@ -30,6 +30,6 @@ pub use entity::{
     EntityStartedOrchestration, EntityState, EntityWorkItem, OperationResult,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use history::{ActionKind, EventKind, HistoryEvent, OrchestratorAction};
+pub use history::{ActionKind, EventKind, HistoryEvent, OrchestratorAction, rewind_obstacle};
 pub use types::{FailureDetails, InstanceId, InstanceState, OrchestrationStatus, ParentInstance};
 pub use worker::{Worker, WorkerHandle, WorkerOptions};

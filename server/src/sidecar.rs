@@ -503,45 +503,90 @@ const TERMINATIONS_PER_CALL_MAX: usize = 500;
 /// Rewinds a failed instance, then the failed sub-orchestrations it was
 /// waiting for (parent first, so their new results reach it). Shared by
 /// the gRPC and HTTP APIs.
+///
+/// The whole tree is checked before anything changes, so a rewind never
+/// leaves a parent waiting for an answer that cannot come: a child that
+/// the parent has no result from (or saw fail) must be running, completed
+/// or itself rewindable; a terminated or purged one, or a failed one that
+/// cannot be rewound (it failed inside a critical section), refuses the
+/// rewind with a conflict naming it.
 pub async fn rewind_tree(
     backend: &dyn Backend,
     id: &InstanceId,
     reason: Option<String>,
 ) -> Result<(), RuntimeError> {
-    let history = backend.get_history(id).await?;
-    // Children whose failure the parent saw, and children it never heard
-    // back from (a child that failed after the parent had failed: that
-    // answer was dropped). Rewinding a child that is not failed is
-    // refused with a conflict, which is skipped below.
-    let failed_children: Vec<InstanceId> = history
-        .iter()
-        .filter_map(|created| match &created.kind {
-            basalt_runtime::EventKind::SubOrchestrationInstanceCreated { instance_id, .. } => {
-                let answer = history.iter().find_map(|event| match &event.kind {
-                    basalt_runtime::EventKind::SubOrchestrationInstanceCompleted {
-                        task_scheduled_id,
-                        ..
-                    } if *task_scheduled_id == created.event_id => Some(false),
-                    basalt_runtime::EventKind::SubOrchestrationInstanceFailed {
-                        task_scheduled_id,
-                        ..
-                    } if *task_scheduled_id == created.event_id => Some(true),
-                    _ => None,
-                });
-                answer
-                    .is_none_or(|failed| failed)
-                    .then(|| InstanceId::new(instance_id.as_str()).ok())
-                    .flatten()
-            }
-            _ => None,
-        })
-        .collect();
-    backend.rewind(id, reason.clone()).await?;
-    for child in failed_children {
-        match Box::pin(rewind_tree(backend, &child, reason.clone())).await {
-            // A child that is no longer failed (or gone) needs nothing.
-            Ok(()) | Err(RuntimeError::Conflict(_)) | Err(RuntimeError::NotFound(_)) => {}
+    let mut plan = Vec::new();
+    plan_rewind(backend, id, &mut plan).await?;
+    for (index, instance) in plan.iter().enumerate() {
+        match backend.rewind(instance, reason.clone()).await {
+            Ok(()) => {}
+            // A child that stopped being failed since the check (rewound
+            // or purged by someone else) needs nothing from us.
+            Err(RuntimeError::Conflict(_) | RuntimeError::NotFound(_)) if index > 0 => {}
             Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Adds `id` (which must be failed and rewindable) and then, depth first,
+/// the failed children it waits for, to `plan`.
+async fn plan_rewind(
+    backend: &dyn Backend,
+    id: &InstanceId,
+    plan: &mut Vec<InstanceId>,
+) -> Result<(), RuntimeError> {
+    use basalt_runtime::EventKind;
+    let Some(state) = backend.get_instance(id).await? else {
+        return Err(RuntimeError::NotFound(id.to_string()));
+    };
+    if state.status != basalt_runtime::OrchestrationStatus::Failed {
+        return Err(RuntimeError::Conflict(format!(
+            "instance {id} is {}; only a failed instance can be rewound",
+            state.status
+        )));
+    }
+    let history = backend.get_history(id).await?;
+    if let Some(why) = basalt_runtime::rewind_obstacle(&history) {
+        return Err(RuntimeError::Conflict(format!(
+            "instance {id} cannot be rewound: {why}; restart it instead"
+        )));
+    }
+    plan.push(id.clone());
+    for created in &history {
+        let EventKind::SubOrchestrationInstanceCreated { instance_id, .. } = &created.kind else {
+            continue;
+        };
+        // Its answer as the parent saw it: completed (nothing to do),
+        // failed (the rewind takes it out: the child must answer again),
+        // or none yet.
+        let completed = history.iter().any(|event| {
+            matches!(&event.kind, EventKind::SubOrchestrationInstanceCompleted { task_scheduled_id, .. }
+                if *task_scheduled_id == created.event_id)
+        });
+        if completed {
+            continue;
+        }
+        let Ok(child) = InstanceId::new(instance_id.as_str()) else {
+            continue;
+        };
+        use basalt_runtime::OrchestrationStatus as S;
+        match backend.get_instance(&child).await?.map(|s| s.status) {
+            Some(S::Failed) => Box::pin(plan_rewind(backend, &child, plan)).await?,
+            // Its answer is on its way, or was kept for this rewind.
+            Some(S::Pending | S::Running | S::Suspended | S::Completed | S::ContinuedAsNew) => {}
+            Some(status @ S::Terminated) => {
+                return Err(RuntimeError::Conflict(format!(
+                    "instance {id} cannot be rewound: its sub-orchestration {child} is {status} \
+                     and cannot answer again"
+                )));
+            }
+            None => {
+                return Err(RuntimeError::Conflict(format!(
+                    "instance {id} cannot be rewound: its sub-orchestration {child} was purged \
+                     and cannot answer again"
+                )));
+            }
         }
     }
     Ok(())

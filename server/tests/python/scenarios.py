@@ -198,6 +198,12 @@ def rewindable_with_late_answers(ctx: task.OrchestrationContext, key: str):
     return [fast] + rest
 
 
+def fails_beside_a_waiting_child(ctx: task.OrchestrationContext, child_id: str):
+    child = ctx.call_sub_orchestrator(long_waiter, instance_id=child_id)
+    yield ctx.call_activity(always_fails)
+    yield child
+
+
 def scheduled_signal(ctx: task.OrchestrationContext, key: str):
     counter = EntityInstanceId("counter", key)
     ctx.signal_entity(counter, "add", 7,
@@ -275,7 +281,7 @@ ORCHESTRATIONS = [sequence, fan_out_fan_in, timer_then_done, wait_for_approval, 
                   long_waiter, retrying, retry_exhausted, entity_caller, transfer,
                   entity_failure, checkout_like, scheduled_signal, parent_of_waiter, rewindable,
                   rewindable_parent, started_by_an_entity, rewindable_slow_child,
-                  rewindable_with_late_answers]
+                  rewindable_with_late_answers, fails_beside_a_waiting_child]
 ACTIVITIES = [hello, double, flaky, always_fails, slow_hello, fails_until_fixed,
               fails_slowly_until_fixed]
 ENTITIES = [counter, account, alarm]
@@ -573,6 +579,23 @@ def scenario_rewind_with_answers_that_came_after_the_failure(c):
     # failed: the operation did not run a second time.
     expect(output(state), [f"fixed {key}", f"fixed {key}", 5], "parent output")
     expect(c.get_entity(EntityInstanceId("counter", key)).get_state(int), 5, "entity state")
+
+
+def scenario_rewind_refused_when_a_child_cannot_answer_again(c):
+    parent_id = unique("rwt")
+    child_id = f"{parent_id}-child"
+    c.schedule_new_orchestration(fails_beside_a_waiting_child, input=child_id,
+                                 instance_id=parent_id)
+    expect(finish(c, parent_id).runtime_status, S.FAILED, "parent")
+    c.terminate_orchestration(child_id)
+    expect(finish(c, child_id).runtime_status, S.TERMINATED, "child")
+    try:
+        c.rewind_orchestration(parent_id)
+        raise AssertionError("a parent whose child was terminated was rewound")
+    except grpc.RpcError as error:
+        expect(error.code(), grpc.StatusCode.FAILED_PRECONDITION, "refusal")
+        assert child_id in (error.details() or ""), error.details()
+    expect(c.get_orchestration_state(parent_id).runtime_status, S.FAILED, "parent untouched")
 
 
 def scenario_entity_locks(c):
