@@ -722,6 +722,16 @@ impl Backend for Engine {
     ) -> Result<(), Error> {
         let token = self.entity_token(token)?;
         self.check_payload("entity state", &result.state)?;
+        for signal in &result.signals {
+            self.check_payload("a signal's input", &signal.operation.input)?;
+        }
+        for start in &result.orchestrations {
+            check_name("the name of an orchestration an entity starts", &start.name)?;
+            self.check_payload(
+                "the input of an orchestration an entity starts",
+                &start.input,
+            )?;
+        }
         let event = Event::EntityBatchCompleted {
             entity: token.entity,
             seq: token.seq,

@@ -893,3 +893,73 @@ async fn an_entity_start_for_a_running_instance_is_dropped() {
     assert_eq!(state.name, "First", "the running instance is untouched");
     engine.shutdown().await;
 }
+
+/// A batch result that breaks a limit (here: an orchestration start with
+/// an empty name) is refused; the SDK worker fails the batch instead of
+/// offering it again forever, and the entity's state stays as it was.
+#[tokio::test]
+async fn the_sdk_worker_fails_a_batch_whose_result_is_refused() {
+    use std::sync::Arc;
+
+    use basalt_runtime::sdk::Registry;
+    use basalt_runtime::{InstanceId, Worker, WorkerOptions};
+
+    let registry = Registry::builder()
+        .register_entity("Starter", |ctx, operation| async move {
+            ctx.set_state_raw(Some("\"touched\"".into()));
+            if operation.name == "bad" {
+                let id = InstanceId::new("never").expect("id");
+                ctx.start_orchestration("", &id, &1)
+                    .map_err(|e| basalt_runtime::FailureDetails::new("E", format!("{e:?}")))?;
+            }
+            Ok(None)
+        })
+        .build()
+        .expect("registry");
+    let engine = Engine::open(Storage::in_memory(), options())
+        .await
+        .expect("open");
+    let backend: Arc<dyn Backend> = Arc::new(engine.clone());
+    let worker = Worker::start(
+        backend.clone(),
+        Arc::new(registry),
+        WorkerOptions::default(),
+    );
+    let starter = EntityId::new("starter", "s").expect("id");
+    backend
+        .signal_entity(&starter, op("good", "1"), None)
+        .await
+        .expect("signal");
+    // The first operation runs alone and sets the state (a liveness wait).
+    for _ in 0..500 {
+        if backend.get_entity(&starter).await.expect("get").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    backend
+        .signal_entity(&starter, op("bad", "1"), None)
+        .await
+        .expect("signal");
+    // Then the second's batch is refused and failed, not offered forever.
+    let mut done = false;
+    for _ in 0..500 {
+        let state = backend.get_entity(&starter).await.expect("get");
+        if state.as_ref().is_some_and(|s| s.backlog == 0) {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(done, "the refused batch never finished");
+    assert!(
+        backend
+            .get_instance(&InstanceId::new("never").expect("id"))
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing was started"
+    );
+    worker.shutdown().await;
+    engine.shutdown().await;
+}

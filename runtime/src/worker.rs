@@ -44,7 +44,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, warn};
 
 use crate::backend::{ActivityOutcome, ActivityWorkItem, Backend, OrchestrationWorkItem};
-use crate::entity::{EntityWorkItem, OperationResult};
+use crate::entity::{EntityBatchResult, EntityWorkItem, OperationResult};
 use crate::error::Error;
 use crate::sdk::{ActivityContext, OrchestrationExecutor, Registry};
 use crate::types::{FailureDetails, InstanceId};
@@ -375,7 +375,7 @@ async fn run_entity_batch(shared: &Shared, item: EntityWorkItem) {
         entity,
         operations,
         token,
-        ..
+        state,
     } = item;
     for (operation, outcome) in operations.iter().zip(&result.results) {
         if let OperationResult::Failed(FailureDetails {
@@ -388,12 +388,32 @@ async fn run_entity_batch(shared: &Shared, item: EntityWorkItem) {
             debug!(%entity, operation = %name, %error_type, %message, "entity operation failed");
         }
     }
+    let count = operations.len();
     drop(operations);
-    if let Err(error) = shared
+    let mut outcome = shared
         .backend
         .complete_entity_work_item(&token, result)
-        .await
-    {
+        .await;
+    if let Err(Error::InvalidInput(why)) = &outcome {
+        // The result breaks a limit (state or payload size, a name): the
+        // same batch would give the same result again, so fail it instead
+        // of offering it forever; the state stays as it was.
+        warn!(%entity, %why, "entity batch result refused; failing the batch");
+        let failure = FailureDetails {
+            is_non_retriable: true,
+            ..FailureDetails::new("InvalidEntityResult", why.clone())
+        };
+        let failed = EntityBatchResult {
+            state,
+            results: vec![OperationResult::Failed(failure); count],
+            ..EntityBatchResult::default()
+        };
+        outcome = shared
+            .backend
+            .complete_entity_work_item(&token, failed)
+            .await;
+    }
+    if let Err(error) = outcome {
         warn!(%entity, %error, "completing an entity batch failed");
         if should_abandon(&error)
             && let Err(error) = shared.backend.abandon_entity_work_item(&token).await
