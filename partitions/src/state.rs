@@ -281,16 +281,12 @@ impl PartitionState {
                 &mut out,
                 &mut fx,
             ),
-            Event::StepAbandoned {
-                instance_id,
-                now_ms,
-                ..
-            } => {
+            Event::StepAbandoned { instance_id, .. } => {
                 // The step's events never left the inbox: offer it again.
                 if let Some(instance) = self.instances.get_mut(&instance_id) {
                     instance.step = None;
                 }
-                self.try_issue_step(&instance_id, now_ms, &mut fx);
+                self.try_issue_step(&instance_id, &mut fx);
             }
             Event::ActivityCompleted {
                 instance_id,
@@ -365,7 +361,7 @@ impl PartitionState {
                         if let Some(instance) = self.instances.get_mut(&instance_id) {
                             instance.awaiting_start = false;
                         }
-                        self.try_issue_step(&instance_id, now_ms, &mut fx);
+                        self.try_issue_step(&instance_id, &mut fx);
                     } else {
                         self.deliver(
                             &instance_id,
@@ -596,7 +592,7 @@ impl PartitionState {
                 }
                 fx.timers.push(timer);
             }
-            _ => self.try_issue_step(&instance_id, now_ms, fx),
+            _ => self.try_issue_step(&instance_id, fx),
         }
     }
 
@@ -633,13 +629,13 @@ impl PartitionState {
                 seq,
             });
         }
-        self.try_issue_step(instance_id, now_ms, fx);
+        self.try_issue_step(instance_id, fx);
     }
 
     /// Offers a step to workers, unless one is already out or the instance
     /// has nothing new, is suspended, finished, or waiting for its start
     /// time. The step's events are read when a worker takes it.
-    fn try_issue_step(&mut self, instance_id: &InstanceId, _now_ms: u64, fx: &mut Effects) {
+    fn try_issue_step(&mut self, instance_id: &InstanceId, fx: &mut Effects) {
         let Some(instance) = self.instances.get_mut(instance_id) else {
             return;
         };
@@ -1026,7 +1022,7 @@ impl PartitionState {
             self.finish(instance_id, status, output, failure, now_ms, out, fx);
             return;
         }
-        self.try_issue_step(instance_id, now_ms, fx);
+        self.try_issue_step(instance_id, fx);
     }
 
     /// Ends an instance: records the outcome, drops its timers and pending
@@ -1120,7 +1116,7 @@ impl PartitionState {
             // stays in the rewound history and will not be issued again.
             instance.inbox.append(&mut instance.late_answers);
             fx.changed.push(instance_id.clone());
-            self.try_issue_step(instance_id, now_ms, fx);
+            self.try_issue_step(instance_id, fx);
             return;
         }
         if status.is_terminal() {
@@ -1164,7 +1160,7 @@ impl PartitionState {
                         EventKind::ExecutionResumed { reason },
                     ));
                     fx.changed.push(instance_id.clone());
-                    self.try_issue_step(instance_id, now_ms, fx);
+                    self.try_issue_step(instance_id, fx);
                 }
             }
         }

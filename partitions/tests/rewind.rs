@@ -1,10 +1,12 @@
 //! Rewind of a failed instance in the pure state machine: what is taken out
 //! of the history, what is refused.
 
+mod common;
+
 use basalt_partitions::{ControlOp, Event, PartitionState, Reply};
 use basalt_runtime::{
     ActionKind, ActivityOutcome, EntityBatchResult, ErrorKind, EventKind, FailureDetails,
-    InstanceId, OperationResult, OrchestrationStatus, OrchestrationStepResult, OrchestratorAction,
+    InstanceId, OperationResult, OrchestrationStatus, OrchestratorAction,
 };
 
 fn id() -> InstanceId {
@@ -17,23 +19,7 @@ fn step(
     seq: u64,
     actions: Vec<OrchestratorAction>,
 ) -> basalt_partitions::Effects {
-    let taken = state
-        .take_step(&id(), seq, lsn)
-        .expect("the step is offered");
-    state.apply(
-        lsn,
-        Event::StepCompleted {
-            instance_id: id(),
-            seq,
-            consumed: taken.consumed(),
-            started_ms: taken.started_ms(),
-            result: OrchestrationStepResult {
-                actions,
-                custom_status: None,
-            },
-            now_ms: lsn,
-        },
-    )
+    common::run_step(state, &id(), lsn, seq, actions)
 }
 
 fn fail(action_id: i32) -> OrchestratorAction {

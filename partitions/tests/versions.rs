@@ -1,11 +1,10 @@
 //! The version an instance reports: the one it was started with, kept
 //! across continue-as-new unless the orchestration names a new one.
 
+mod common;
+
 use basalt_partitions::{Event, PartitionState};
-use basalt_runtime::{
-    ActionKind, EventKind, InstanceId, OrchestrationStatus, OrchestrationStepResult,
-    OrchestratorAction,
-};
+use basalt_runtime::{ActionKind, EventKind, InstanceId, OrchestrationStatus, OrchestratorAction};
 
 fn id() -> InstanceId {
     InstanceId::new("v").expect("valid id")
@@ -17,29 +16,21 @@ fn continue_as_new(
     seq: u64,
     new_version: Option<&str>,
 ) -> u64 {
-    let taken = state.take_step(&id(), seq, lsn).expect("offered");
-    let fx = state.apply(
+    let fx = common::run_step(
+        state,
+        &id(),
         lsn,
-        Event::StepCompleted {
-            instance_id: id(),
-            seq,
-            consumed: taken.consumed(),
-            started_ms: taken.started_ms(),
-            result: OrchestrationStepResult {
-                actions: vec![OrchestratorAction::new(
-                    0,
-                    ActionKind::CompleteOrchestration {
-                        status: OrchestrationStatus::ContinuedAsNew,
-                        result: None,
-                        failure: None,
-                        new_version: new_version.map(str::to_owned),
-                        carryover_events: Vec::new(),
-                    },
-                )],
-                custom_status: None,
+        seq,
+        vec![OrchestratorAction::new(
+            0,
+            ActionKind::CompleteOrchestration {
+                status: OrchestrationStatus::ContinuedAsNew,
+                result: None,
+                failure: None,
+                new_version: new_version.map(str::to_owned),
+                carryover_events: Vec::new(),
             },
-            now_ms: lsn,
-        },
+        )],
     );
     fx.steps[0].seq
 }
@@ -102,7 +93,6 @@ fn continue_as_new_carries_raised_events_but_not_old_answers() {
             now_ms: 1,
         },
     );
-    let taken = state.take_step(&id(), fx.steps[0].seq, 1).expect("offered");
     let schedule = |task: i32| {
         OrchestratorAction::new(
             task,
@@ -113,19 +103,12 @@ fn continue_as_new_carries_raised_events_but_not_old_answers() {
             },
         )
     };
-    let fx = state.apply(
+    let fx = common::run_step(
+        &mut state,
+        &id(),
         2,
-        Event::StepCompleted {
-            instance_id: id(),
-            seq: taken.seq,
-            consumed: taken.consumed(),
-            started_ms: taken.started_ms(),
-            result: OrchestrationStepResult {
-                actions: vec![schedule(0), schedule(1)],
-                custom_status: None,
-            },
-            now_ms: 2,
-        },
+        fx.steps[0].seq,
+        vec![schedule(0), schedule(1)],
     );
     let execution = fx.activities[0].execution;
     let done = |task_id: i32, lsn: u64| Event::ActivityCompleted {
@@ -148,28 +131,20 @@ fn continue_as_new_carries_raised_events_but_not_old_answers() {
             now_ms: 5,
         },
     );
-    state.apply(
+    common::complete(
+        &mut state,
+        &step,
         6,
-        Event::StepCompleted {
-            instance_id: id(),
-            seq: step.seq,
-            consumed: step.consumed(),
-            started_ms: step.started_ms(),
-            result: OrchestrationStepResult {
-                actions: vec![OrchestratorAction::new(
-                    2,
-                    ActionKind::CompleteOrchestration {
-                        status: OrchestrationStatus::ContinuedAsNew,
-                        result: None,
-                        failure: None,
-                        new_version: None,
-                        carryover_events: Vec::new(),
-                    },
-                )],
-                custom_status: None,
+        vec![OrchestratorAction::new(
+            2,
+            ActionKind::CompleteOrchestration {
+                status: OrchestrationStatus::ContinuedAsNew,
+                result: None,
+                failure: None,
+                new_version: None,
+                carryover_events: Vec::new(),
             },
-            now_ms: 6,
-        },
+        )],
     );
     let kinds: Vec<&EventKind> = state
         .instance(&id())

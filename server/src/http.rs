@@ -345,14 +345,7 @@ fn instance_query(
             .map(|t| parse_time(t).map_err(|e| ApiError::bad_request(format!("{name}: {e}"))))
             .transpose()
     };
-    let page_size = match params.get("top") {
-        Some(top) => top
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::bad_request(format!("top must be 1..=1000, not {top:?}")))?,
-        None => 100,
-    };
+    let page_size = page_size(params)?;
     Ok(InstanceQuery {
         statuses,
         created_from_ms: time("createdTimeFrom")?,
@@ -575,20 +568,25 @@ async fn list_entities_named(
     query_entities(state, Some(name), params, headers).await
 }
 
+/// The `top` query parameter: a page size of 1 to 1,000, 100 when absent.
+fn page_size(params: &HashMap<String, String>) -> Result<usize, ApiError> {
+    match params.get("top") {
+        Some(top) => top
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("top must be 1..=1000, not {top:?}"))),
+        None => Ok(100),
+    }
+}
+
 async fn query_entities(
     state: HttpState,
     name: Option<String>,
     params: HashMap<String, String>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let page_size = match params.get("top") {
-        Some(top) => top
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::bad_request(format!("top must be 1..=1000, not {top:?}")))?,
-        None => 100,
-    };
+    let page_size = page_size(&params)?;
     let with_state = params.get("fetchState").is_none_or(|v| v != "false");
     let page = state
         .backend
