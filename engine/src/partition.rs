@@ -82,6 +82,9 @@ struct Running {
     events_since_checkpoint: u64,
     bytes_since_checkpoint: u64,
     failed: Option<Error>,
+    /// The highest LSN a write was already asked for: an event that parks
+    /// several effects (a reply, messages, a status change) asks once.
+    commit_requested_lsn: u64,
 }
 
 impl PartitionTask {
@@ -103,6 +106,7 @@ impl PartitionTask {
             events_since_checkpoint: 0,
             bytes_since_checkpoint: 0,
             failed: None,
+            commit_requested_lsn: 0,
         };
         loop {
             tokio::select! {
@@ -383,7 +387,8 @@ impl PartitionTask {
         if lsn <= run.durable_lsn && run.parked.is_empty() {
             self.release_one(parked);
         } else {
-            if !matches!(parked, Parked::Acks(_)) {
+            if !matches!(parked, Parked::Acks(_)) && lsn > run.commit_requested_lsn {
+                run.commit_requested_lsn = lsn;
                 self.log.request_commit();
             }
             run.parked.push_back((lsn, parked));
