@@ -1,0 +1,44 @@
+//! Playing a worker against the pure state machine: take an offered step,
+//! complete it with actions.
+
+#![allow(dead_code)]
+
+use basalt_partitions::{Effects, Event, PartitionState, StepTask};
+use basalt_runtime::{InstanceId, OrchestrationStepResult, OrchestratorAction};
+
+/// Completes a step a worker took, with `actions`, as event `lsn`.
+pub fn complete(
+    state: &mut PartitionState,
+    taken: &StepTask,
+    lsn: u64,
+    actions: Vec<OrchestratorAction>,
+) -> Effects {
+    state.apply(
+        lsn,
+        Event::StepCompleted {
+            instance_id: taken.instance_id.clone(),
+            seq: taken.seq,
+            consumed: taken.consumed(),
+            started_ms: taken.started_ms(),
+            result: OrchestrationStepResult {
+                actions,
+                custom_status: None,
+            },
+            now_ms: lsn,
+        },
+    )
+}
+
+/// Takes the offered step `seq` of `instance` and completes it at once.
+pub fn run_step(
+    state: &mut PartitionState,
+    instance: &InstanceId,
+    lsn: u64,
+    seq: u64,
+    actions: Vec<OrchestratorAction>,
+) -> Effects {
+    let taken = state
+        .take_step(instance, seq, lsn)
+        .expect("the step is offered");
+    complete(state, &taken, lsn, actions)
+}
