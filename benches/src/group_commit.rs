@@ -165,7 +165,7 @@ impl Config {
 }
 
 /// What one run measured.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
     /// Records made durable.
     pub records: u64,
@@ -176,6 +176,14 @@ pub struct Outcome {
     pub storage_writes: u64,
     /// `records / elapsed`.
     pub records_per_sec: f64,
+    /// Records found in the store after the run, read back (a run whose
+    /// count differs from `records` lost or duplicated records).
+    pub read_back: u64,
+    /// The log's counters (every durable write by kind); `None` for the
+    /// concurrent per-record mode, which has no log.
+    pub log_stats: Option<basalt_storage::LogStats>,
+    /// Each record's time from append to durable, microseconds.
+    pub latency_us: hdrhistogram::Histogram<u64>,
 }
 
 impl Outcome {
@@ -237,6 +245,9 @@ pub enum Error {
     /// A producer task panicked or was cancelled.
     #[error("a producer task failed: {0}")]
     Producer(#[from] tokio::task::JoinError),
+    /// A latency histogram could not be made.
+    #[error("latency histogram: {0}")]
+    Histogram(String),
 }
 
 /// Runs the workload once, in a fresh task hub.
@@ -272,9 +283,16 @@ pub async fn run_with_progress(cfg: &Config, progress: &Progress) -> Result<Outc
         .collect();
     let mut records = 0;
     let mut failure = None;
+    let mut latency_us =
+        hdrhistogram::Histogram::<u64>::new(3).map_err(|e| Error::Histogram(e.to_string()))?;
     for producer in producers {
         match producer.await {
-            Ok(Ok(done)) => records += done,
+            Ok(Ok((done, latencies))) => {
+                records += done;
+                latency_us
+                    .add(&latencies)
+                    .map_err(|e| Error::Histogram(e.to_string()))?;
+            }
             Ok(Err(e)) => {
                 failure.get_or_insert(e);
             }
@@ -285,19 +303,28 @@ pub async fn run_with_progress(cfg: &Config, progress: &Progress) -> Result<Outc
     }
     let elapsed = start.elapsed();
 
-    let storage_writes = match &target {
+    let (storage_writes, read_back, log_stats) = match &target {
         Target::Log(log) => {
-            let writes = log.stats().writes;
+            let stats = log.stats();
+            let read_back = match &failure {
+                None => log.read_from(basalt_storage::Lsn(1)).await?.len() as u64,
+                Some(_) => 0,
+            };
             let closed = log.close().await;
             if let Some(e) = failure {
                 return Err(e);
             }
             closed?;
-            writes
+            (stats.writes, read_back, Some(stats))
         }
-        Target::Objects(_) => match failure {
+        Target::Objects(store) => match failure {
             Some(e) => return Err(e),
-            None => records,
+            None => {
+                use futures::TryStreamExt;
+                let rows = Path::from(ROWS_PREFIX);
+                let listed: Vec<_> = store.list(Some(&rows)).try_collect().await?;
+                (records, listed.len() as u64, None)
+            }
         },
     };
     // The log, hub and directory lock go before the directory does.
@@ -316,6 +343,9 @@ pub async fn run_with_progress(cfg: &Config, progress: &Progress) -> Result<Outc
         } else {
             0.0
         },
+        read_back,
+        log_stats,
+        latency_us,
     })
 }
 
@@ -415,11 +445,14 @@ async fn produce(
     total: u64,
     record_bytes: usize,
     progress: Progress,
-) -> Result<u64, Error> {
+) -> Result<(u64, hdrhistogram::Histogram<u64>), Error> {
     let mut payload = vec![b'.'; record_bytes];
     let mut written = 0u64;
+    let mut latency_us =
+        hdrhistogram::Histogram::<u64>::new(3).map_err(|e| Error::Histogram(e.to_string()))?;
     while next.fetch_add(1, Ordering::Relaxed) < total {
         stamp(&mut payload, producer, written);
+        let started = Instant::now();
         let done = match &target {
             Target::Log(log) => match log.append(&payload).await {
                 Ok(appended) => appended.durable().await.map(|_| ()).map_err(Error::from),
@@ -440,10 +473,11 @@ async fn produce(
             next.store(total, Ordering::Relaxed);
             return Err(e);
         }
+        let _ = latency_us.record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
         written += 1;
         progress.record_done();
     }
-    Ok(written)
+    Ok((written, latency_us))
 }
 
 /// Makes every record distinct: producer id and sequence number up front,
@@ -467,6 +501,8 @@ mod tests {
                 .await
                 .expect("in-memory run");
             assert_eq!(outcome.records, 100, "{mode}");
+            assert_eq!(outcome.read_back, 100, "{mode}");
+            assert_eq!(outcome.latency_us.len(), 100, "{mode}");
             assert!(outcome.storage_writes >= 1, "{mode}");
             if mode != Mode::GroupCommit {
                 assert_eq!(outcome.storage_writes, 100, "{mode}");
@@ -485,6 +521,7 @@ mod tests {
                 };
                 let outcome = run(&cfg).await.expect("local run");
                 assert_eq!(outcome.records, 20, "{store} {mode}");
+                assert_eq!(outcome.read_back, 20, "{store} {mode}");
             }
         }
         // Every run removed its own directory.

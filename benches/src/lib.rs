@@ -10,10 +10,18 @@
 //!   critical sections.
 //! - [`checkout`]: the checkout workload's registry and request generator
 //!   (orchestrations calling `Stock` entities, then a receipt activity).
-//! - [`workloads`]: whole orchestration workloads (`hello5`, `sequence`) on
-//!   the real engine with the in-process SDK worker.
+//! - [`workloads`]: whole orchestration workloads (`checkout`, `hello5`,
+//!   `sequence`, `fanout`, `bank`, `latency`) on the real engine with the
+//!   in-process SDK worker, each checking every output.
+//! - [`report`]: the one report format of every workload; [`environment`]
+//!   and [`resources`]: where it ran and what it cost (CPU, memory);
+//!   [`store`]: which storage it ran on, refusing a volatile "fsync".
 
 pub mod bank;
 pub mod checkout;
+pub mod environment;
 pub mod group_commit;
+pub mod report;
+pub mod resources;
+pub mod store;
 pub mod workloads;

@@ -1,42 +1,41 @@
-//! Whole workloads on the real engine with the Rust SDK worker in process:
-//! `hello5` (N orchestrations each calling 5 trivial activities in
-//! sequence, all started at once) and `sequence` (one orchestration calling
-//! a trivial activity N times). Each run opens a fresh task hub, measures
-//! from the first start to the last completion, and reports throughput,
-//! latency percentiles, storage writes and CPU time per orchestration.
+//! Whole workloads on the real engine with the Rust SDK worker in the
+//! same process: `checkout`, `hello5`, `sequence`, `fanout`, `bank` and
+//! `latency`. Each run opens a fresh task hub on the configured store,
+//! measures from the first start to the last completion, checks every
+//! output (a wrong one fails the run's check, it is not just counted),
+//! and reports in the one [`Run`] format: throughput, client-side latency,
+//! every durable write, CPU (user and system) and memory.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use basalt_engine::{Engine, EngineOptions};
 use basalt_runtime::sdk::{ActivityError, OrchestrationError, Registry};
 use basalt_runtime::{
-    Backend, InstanceId, OrchestrationStatus, StartRequest, Worker, WorkerOptions,
+    Backend, EntityId, EntityOperation, InstanceId, InstanceState, OrchestrationStatus,
+    StartRequest, Worker, WorkerOptions,
 };
-use basalt_storage::{LogOptions, Storage};
-use serde::Serialize;
+use basalt_storage::{LogOptions, LogStats};
+use futures::future::join_all;
 
-/// Where the task hub lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum HubStore {
-    /// A fresh local directory, fsync on (the embedded default).
-    Local,
-    /// In memory: the upper bound with storage costs removed.
-    Memory,
-}
+use crate::report::{Check, Run};
+use crate::resources::{self, CpuTime};
+use crate::store::{BenchStore, FreshHub, StoreError};
 
-/// One workload run's settings.
+/// One configuration of the engine a workload runs on.
 #[derive(Clone, Debug)]
 pub struct WorkloadConfig {
+    /// The configuration's name in reports (`group-commit`, `per-event`,
+    /// `no-pipelining`, `memory`).
+    pub name: String,
     /// Where the hub lives.
-    pub store: HubStore,
+    pub store: BenchStore,
     /// Group commit on (default) or off (one storage write per event).
     pub group_commit: bool,
+    /// Local work before durability (default) or after it.
+    pub pipelining: bool,
     /// Partitions of the hub.
     pub partitions: u32,
-    /// Parent folder for local hubs (default: the system temp folder).
-    pub dir: Option<PathBuf>,
     /// Orchestration steps run at once by the worker.
     pub orchestration_concurrency: usize,
     /// Activities run at once by the worker.
@@ -46,129 +45,152 @@ pub struct WorkloadConfig {
 impl Default for WorkloadConfig {
     fn default() -> Self {
         WorkloadConfig {
-            store: HubStore::Local,
+            name: "group-commit".into(),
+            store: BenchStore::Memory,
             group_commit: true,
+            pipelining: true,
             partitions: 12,
-            dir: None,
             orchestration_concurrency: 64,
             activity_concurrency: 256,
         }
     }
 }
 
-/// What a run measured.
-#[derive(Clone, Debug, Serialize)]
-pub struct WorkloadOutcome {
-    /// Orchestrations completed.
-    pub orchestrations: u64,
-    /// First start to last completion.
-    pub elapsed: Duration,
-    /// Orchestrations per second.
-    pub orchestrations_per_sec: f64,
-    /// Latency start -> completion, milliseconds: p50, p90, p99, max.
-    pub latency_ms: [f64; 4],
-    /// Storage writes (group commits) during the run.
-    pub storage_writes: u64,
-    /// Events logged during the run.
-    pub events: u64,
-    /// Process CPU time (user + system) per orchestration, milliseconds;
-    /// `None` where `/proc/self/stat` is not available.
-    pub cpu_ms_per_orchestration: Option<f64>,
+/// What one run of a workload gives: its figures and its check.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The figures.
+    pub run: Run,
+    /// The run's consistency check.
+    pub check: Check,
 }
 
-/// Why a run failed.
+/// Why a run could not be made (a run that ran but whose check failed is
+/// an [`Outcome`] with `check.passed == false`, not an error).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkloadError {
     /// The engine could not open.
     #[error("engine: {0}")]
     Open(#[from] basalt_engine::OpenError),
-    /// Storage could not be set up.
-    #[error("storage: {0}")]
-    Storage(#[from] basalt_storage::Error),
+    /// The store could not be set up.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The backend refused or failed a request.
     #[error("backend: {0}")]
     Backend(#[from] basalt_runtime::Error),
     /// The workload's registry is invalid.
     #[error("registry: {0}")]
     Registry(#[from] basalt_runtime::sdk::RegistryError),
-    /// An orchestration ended otherwise than completed.
-    #[error("instance {instance} ended {status}: {detail}")]
-    NotCompleted {
-        /// The instance.
-        instance: String,
-        /// How it ended.
-        status: OrchestrationStatus,
-        /// Its failure, if any.
-        detail: String,
-    },
-    /// A workload invariant does not hold (e.g. stock and receipts disagree).
-    #[error("invariant violated: {0}")]
-    Invariant(String),
-    /// A temporary directory could not be made.
-    #[error("temporary directory: {0}")]
-    Io(#[from] std::io::Error),
+    /// The workload's settings cannot be run.
+    #[error("invalid settings: {0}")]
+    Invalid(String),
 }
 
 const HELLO5: &str = "hello5";
+const HELLO3: &str = "hello3";
 const SEQUENCE: &str = "sequence";
+const FANOUT: &str = "fanout";
 const HELLO: &str = "hello";
+const ADD: &str = "add";
 
 fn registry() -> Result<Registry, WorkloadError> {
-    Ok(Registry::builder()
-        .register_orchestration_typed::<String, Vec<String>, _, _>(
-            HELLO5,
-            |ctx, name: String| async move {
-                let mut out = Vec::with_capacity(5);
-                for i in 0..5 {
+    fn hellos(
+        count: usize,
+    ) -> impl Fn(basalt_runtime::sdk::OrchestrationContext, String) -> HelloFuture + Send + Sync + 'static
+    {
+        move |ctx, name: String| {
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(count);
+                for i in 0..count {
                     out.push(
                         ctx.call_activity::<_, String>(HELLO, &format!("{name}{i}"))
                             .await?,
                     );
                 }
                 Ok::<_, OrchestrationError>(out)
-            },
-        )
+            })
+        }
+    }
+    Ok(Registry::builder()
+        .register_orchestration_typed::<String, Vec<String>, _, _>(HELLO5, hellos(5))
+        .register_orchestration_typed::<String, Vec<String>, _, _>(HELLO3, hellos(3))
         .register_orchestration_typed::<u64, u64, _, _>(SEQUENCE, |ctx, steps: u64| async move {
             let mut done = 0u64;
             for i in 0..steps {
-                let _: String = ctx.call_activity(HELLO, &i.to_string()).await?;
-                done += 1;
+                let echoed: String = ctx.call_activity(HELLO, &i.to_string()).await?;
+                if echoed == format!("hello {i}") {
+                    done += 1;
+                }
             }
             Ok::<_, OrchestrationError>(done)
         })
+        .register_orchestration_typed::<(u64, u64), u64, _, _>(
+            FANOUT,
+            |ctx, (base, width): (u64, u64)| async move {
+                let calls: Vec<_> = (0..width)
+                    .map(|j| ctx.call_activity::<_, u64>(ADD, &(base, j)))
+                    .collect();
+                let mut sum = 0u64;
+                for result in join_all(calls).await {
+                    sum += result?;
+                }
+                Ok::<_, OrchestrationError>(sum)
+            },
+        )
         .register_activity_typed::<String, String, _, _>(HELLO, |_ctx, who: String| async move {
             Ok::<_, ActivityError>(format!("hello {who}"))
         })
+        .register_activity_typed::<(u64, u64), u64, _, _>(
+            ADD,
+            |_ctx, (a, b): (u64, u64)| async move { Ok::<_, ActivityError>(a + b) },
+        )
         .build()?)
 }
 
+type HelloFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<String>, OrchestrationError>> + Send>,
+>;
+
+/// The output `hello5`/`hello3` instance `name` must complete with.
+fn hellos_expected(name: &str, count: usize) -> String {
+    let out: Vec<String> = (0..count).map(|i| format!("hello {name}{i}")).collect();
+    serde_json::to_string(&out).unwrap_or_default()
+}
+
+/// The sum a `fanout` instance with `base` and `width` must return.
+fn fanout_expected(base: u64, width: u64) -> u64 {
+    base * width + width * width.saturating_sub(1) / 2
+}
+
+/// An engine and worker on a fresh hub, with the memory it started from.
 struct Running {
     engine: Engine,
     backend: Arc<dyn Backend>,
     worker: basalt_runtime::WorkerHandle,
-    _dir: Option<tempfile::TempDir>,
+    /// Resident memory before the engine opened.
+    rss_base: Option<u64>,
+    _hub: FreshHub,
 }
 
 async fn start(config: &WorkloadConfig, registry: Registry) -> Result<Running, WorkloadError> {
-    let (storage, dir) = match config.store {
-        HubStore::Memory => (Storage::in_memory(), None),
-        HubStore::Local => {
-            let mut builder = tempfile::Builder::new();
-            builder.prefix("basalt-workload-");
-            let dir = match &config.dir {
-                Some(parent) => builder.tempdir_in(parent)?,
-                None => builder.tempdir()?,
-            };
-            (Storage::local(dir.path())?, Some(dir))
-        }
-    };
+    if config.partitions == 0 {
+        return Err(WorkloadError::Invalid(
+            "partitions must be at least 1".into(),
+        ));
+    }
+    // Memory left by an earlier run goes back first, so this run's peak
+    // and growth are its own.
+    resources::reset_peak_rss();
+    let rss_base = resources::rss_bytes();
+    let (storage, hub) = config.store.fresh()?;
     let options = EngineOptions {
         partition_count: config.partitions,
         log: LogOptions {
             group_commit: config.group_commit,
             ..LogOptions::default()
         },
+        pipelining: config.pipelining,
         ..EngineOptions::default()
     };
     let engine = Engine::open(storage, options).await?;
@@ -186,135 +208,221 @@ async fn start(config: &WorkloadConfig, registry: Registry) -> Result<Running, W
         engine,
         backend,
         worker,
-        _dir: dir,
+        rss_base,
+        _hub: hub,
     })
 }
 
-/// Runs `instances` orchestrations of `name` with `input(i)`, all started
-/// at once, and waits for every one to complete.
-async fn run_many(
-    config: &WorkloadConfig,
-    name: &'static str,
-    instances: u64,
-    input: impl Fn(u64) -> String,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<WorkloadOutcome, WorkloadError> {
-    let running = start(config, registry()?).await?;
-    let (outcome, _) = measure(&running, name, instances, input, progress).await?;
-    running.worker.shutdown().await;
-    running.engine.shutdown().await;
-    Ok(outcome)
+impl Running {
+    async fn stop(self) {
+        self.worker.shutdown().await;
+        self.engine.shutdown().await;
+    }
 }
 
-/// Starts `instances` orchestrations at once on a running engine, waits for
-/// all, and returns the measurements and every output.
-async fn measure(
+/// The counters at the start of the measured phase.
+struct Meter {
+    log: LogStats,
+    cpu: Option<CpuTime>,
+    started: Instant,
+}
+
+impl Meter {
+    async fn start(running: &Running) -> Result<Meter, WorkloadError> {
+        Ok(Meter {
+            log: running.engine.log_stats().await?,
+            cpu: resources::own_cpu(),
+            started: Instant::now(),
+        })
+    }
+
+    /// The run's figures, read while the engine still holds every
+    /// finished instance (so the memory they retain is counted).
+    async fn finish(
+        self,
+        running: &Running,
+        config: &str,
+        driven: &Driven,
+    ) -> Result<Run, WorkloadError> {
+        let elapsed = self.started.elapsed();
+        let cpu = resources::own_cpu();
+        let log = running.engine.log_stats().await?;
+        let mut run = Run::new(config, driven.completed, driven.failed, elapsed);
+        run.latency_ms = crate::report::Latency::from_micros(&driven.latency_us);
+        run.set_writes(log.since(&self.log).into());
+        if let (Some(before), Some(after)) = (self.cpu, cpu) {
+            run.set_cpu(after.since(&before));
+        }
+        run.peak_rss_bytes = resources::peak_rss_bytes();
+        if let (Some(base), Some(now)) = (running.rss_base, resources::rss_bytes())
+            && driven.completed > 0
+        {
+            run.rss_bytes_per_1000_retained =
+                Some(now.saturating_sub(base) as f64 * 1000.0 / driven.completed as f64);
+        }
+        Ok(run)
+    }
+}
+
+/// What driving a set of instances to completion found.
+struct Driven {
+    completed: u64,
+    failed: u64,
+    /// Outputs that completed but were wrong.
+    wrong: u64,
+    /// The first failure or wrong output, for the check's detail.
+    first_problem: Option<String>,
+    latency_us: hdrhistogram::Histogram<u64>,
+}
+
+impl Driven {
+    fn new() -> Result<Driven, WorkloadError> {
+        Ok(Driven {
+            completed: 0,
+            failed: 0,
+            wrong: 0,
+            first_problem: None,
+            latency_us: hdrhistogram::Histogram::new(3)
+                .map_err(|e| WorkloadError::Invalid(e.to_string()))?,
+        })
+    }
+
+    fn record(
+        &mut self,
+        state: &InstanceState,
+        latency: Duration,
+        check: &mut dyn FnMut(&InstanceState) -> Result<(), String>,
+    ) {
+        let _ = self
+            .latency_us
+            .record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+        if state.status != OrchestrationStatus::Completed {
+            self.failed += 1;
+            self.first_problem.get_or_insert_with(|| {
+                format!(
+                    "instance {} ended {}: {}",
+                    state.instance_id,
+                    state.status,
+                    state
+                        .failure
+                        .as_ref()
+                        .map(|f| f.to_string())
+                        .unwrap_or_default()
+                )
+            });
+            return;
+        }
+        self.completed += 1;
+        if let Err(problem) = check(state) {
+            self.wrong += 1;
+            self.first_problem
+                .get_or_insert_with(|| format!("instance {}: {problem}", state.instance_id));
+        }
+    }
+
+    /// The check of this run: every instance completed with the right
+    /// output, and whatever `more` (the workload's own invariant) says.
+    fn check(&self, what: &str, more: Result<String, String>) -> Check {
+        let problems = self.failed + self.wrong;
+        match (problems, more) {
+            (0, Ok(detail)) => Check {
+                passed: true,
+                detail: format!(
+                    "{} {what} completed with the expected output; {detail}",
+                    self.completed
+                ),
+            },
+            (0, Err(problem)) => Check {
+                passed: false,
+                detail: problem,
+            },
+            (_, more) => Check {
+                passed: false,
+                detail: format!(
+                    "{} failed, {} wrong output(s) of {} {what}: {}{}",
+                    self.failed,
+                    self.wrong,
+                    self.completed + self.failed,
+                    self.first_problem.clone().unwrap_or_default(),
+                    more.err().map(|e| format!("; {e}")).unwrap_or_default()
+                ),
+            },
+        }
+    }
+}
+
+async fn start_and_wait(
+    backend: Arc<dyn Backend>,
+    request: StartRequest,
+    since: Instant,
+) -> Result<(InstanceState, Duration), basalt_runtime::Error> {
+    let id: InstanceId = backend.start_instance(request).await?;
+    let state = backend
+        .wait_for_completion(&id, Duration::from_secs(600))
+        .await?;
+    Ok((state, since.elapsed()))
+}
+
+/// Starts `instances` orchestrations of `name` at once, with `input(i)`
+/// as instance `i`'s input, and waits for each (by notification),
+/// checking its output with `check`. Latency is the client's: from just
+/// before its start request to the moment it sees the completion.
+async fn drive_burst(
     running: &Running,
-    name: &'static str,
+    name: &str,
     instances: u64,
     input: impl Fn(u64) -> String,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<(WorkloadOutcome, Vec<Option<String>>), WorkloadError> {
-    let before = running.engine.log_stats().await?;
-    let cpu_before = cpu_time_ms();
-    let started = Instant::now();
+    check: &mut dyn FnMut(&InstanceState) -> Result<(), String>,
+) -> Result<Driven, WorkloadError> {
     let mut waits = Vec::with_capacity(instances as usize);
     for i in 0..instances {
-        let backend = running.backend.clone();
         let request = StartRequest {
             name: name.into(),
             instance_id: Some(format!("{name}-{i}")),
             input: Some(input(i)),
             ..StartRequest::default()
         };
-        waits.push(tokio::spawn(async move {
-            let t0 = Instant::now();
-            let id: InstanceId = backend.start_instance(request).await?;
-            let state = backend
-                .wait_for_completion(&id, Duration::from_secs(600))
-                .await?;
-            Ok::<_, basalt_runtime::Error>((state, t0.elapsed()))
-        }));
+        waits.push(tokio::spawn(start_and_wait(
+            running.backend.clone(),
+            request,
+            Instant::now(),
+        )));
     }
-    let mut latencies = hdrhistogram::Histogram::<u64>::new(3)
-        .map_err(|e| WorkloadError::Backend(basalt_runtime::Error::InvalidInput(e.to_string())))?;
-    let mut done = 0;
-    let mut outputs = Vec::with_capacity(instances as usize);
-    for wait in waits {
+    let mut driven = Driven::new()?;
+    for (done, wait) in waits.into_iter().enumerate() {
         let (state, latency) = wait
             .await
-            .map_err(|e| basalt_runtime::Error::Storage(e.to_string()))??;
-        if state.status != OrchestrationStatus::Completed {
-            return Err(WorkloadError::NotCompleted {
-                instance: state.instance_id.to_string(),
-                status: state.status,
-                detail: state.failure.map(|f| f.to_string()).unwrap_or_default(),
-            });
-        }
-        let _ = latencies.record(latency.as_micros() as u64);
-        outputs.push(state.output);
-        done += 1;
-        progress(done);
+            .map_err(|e| basalt_runtime::Error::Storage(format!("a waiter failed: {e}")))??;
+        driven.record(&state, latency, check);
+        progress(done as u64 + 1);
     }
-    let elapsed = started.elapsed();
-    let cpu_after = cpu_time_ms();
-    let after = running.engine.log_stats().await?;
-    let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
-    let outcome = WorkloadOutcome {
-        orchestrations: instances,
-        elapsed,
-        orchestrations_per_sec: instances as f64 / elapsed.as_secs_f64().max(1e-9),
-        latency_ms: [ms(0.5), ms(0.9), ms(0.99), latencies.max() as f64 / 1000.0],
-        storage_writes: after.writes - before.writes,
-        events: after.records - before.records,
-        cpu_ms_per_orchestration: cpu_before
-            .zip(cpu_after)
-            .map(|(b, a)| (a - b) / instances as f64),
-    };
-    Ok((outcome, outputs))
+    Ok(driven)
 }
 
-/// What `bank` verified after its run.
-#[derive(Clone, Debug, Serialize)]
-pub struct BankCheck {
-    /// Transfers that moved money (the others found too little).
-    pub moved: u64,
-    /// Total balance before.
-    pub total_before: i64,
-    /// Total balance after (must equal `total_before`).
-    pub total_after: i64,
+/// Index `i` of an instance id `name-i`.
+fn index_of(id: &InstanceId) -> Option<u64> {
+    id.as_str().rsplit_once('-')?.1.parse().ok()
 }
 
-/// `bank`: `transfers` transfers between `accounts` accounts (each starting
-/// with `initial_balance`) pinned to different partitions, each locking
-/// both accounts, all started at once; then checks that the total balance
-/// is unchanged and no balance is negative (an error if not).
-pub async fn bank(
-    config: &WorkloadConfig,
-    transfers: u64,
-    accounts: u64,
-    initial_balance: i64,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<(WorkloadOutcome, BankCheck), WorkloadError> {
-    use crate::bank::{self, Transfers};
-    use basalt_runtime::EntityOperation;
-
-    let running = start(config, bank::registry()?).await?;
-    let entity = |i: u64| bank::account_entity(&bank::account(i, config.partitions));
-    for i in 0..accounts {
+/// Sends `operation` with `input` to every entity of `ids` and waits until
+/// each exists (set-up, outside the measured phase).
+async fn set_entities(
+    running: &Running,
+    ids: &[EntityId],
+    operation: &str,
+    input: &str,
+) -> Result<(), WorkloadError> {
+    for id in ids {
         let set = EntityOperation {
-            name: "set".into(),
-            input: Some(initial_balance.to_string()),
+            name: operation.into(),
+            input: Some(input.into()),
         };
-        running
-            .backend
-            .signal_entity(&entity(i)?, set, None)
-            .await?;
+        running.backend.signal_entity(id, set, None).await?;
     }
-    for i in 0..accounts {
-        let id = entity(i)?;
+    for id in ids {
         let mut tries = 0;
-        while running.backend.get_entity(&id).await?.is_none() {
+        while running.backend.get_entity(id).await?.is_none() {
             tries += 1;
             if tries > 10_000 {
                 return Err(WorkloadError::Backend(basalt_runtime::Error::Timeout(
@@ -324,203 +432,448 @@ pub async fn bank(
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
-    let mut generator = Transfers::new(11, accounts, config.partitions);
-    let inputs: Vec<String> = (0..transfers)
-        .map(|_| serde_json::to_string(&generator.next_transfer()).unwrap_or_default())
-        .collect();
-    let (outcome, outputs) = measure(
-        &running,
-        bank::TRANSFER,
-        transfers,
-        |i| inputs[i as usize].clone(),
-        progress,
-    )
-    .await?;
-    let moved = outputs
-        .iter()
-        .filter(|o| o.as_deref() == Some("true"))
-        .count() as u64;
-    let mut total_after = 0;
-    for i in 0..accounts {
-        let balance: i64 = running
-            .backend
-            .get_entity(&entity(i)?)
-            .await?
-            .and_then(|s| s.state)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| WorkloadError::Invariant(format!("account {i} has no balance")))?;
-        if balance < 0 {
-            return Err(WorkloadError::Invariant(format!(
-                "account {i} went negative: {balance}"
-            )));
-        }
-        total_after += balance;
-    }
-    let check = BankCheck {
-        moved,
-        total_before: initial_balance * accounts as i64,
-        total_after,
-    };
-    if check.total_after != check.total_before {
-        return Err(WorkloadError::Invariant(format!(
-            "total balance changed from {} to {}",
-            check.total_before, check.total_after
-        )));
-    }
-    running.worker.shutdown().await;
-    running.engine.shutdown().await;
-    Ok((outcome, check))
+    Ok(())
 }
 
-/// What `checkout` verified after its run.
-#[derive(Clone, Debug, Serialize)]
-pub struct CheckoutCheck {
-    /// Checkouts that reserved every line.
-    pub fully_reserved: u64,
-    /// Lines refused for lack of stock.
-    pub refused_lines: u64,
-    /// Units reserved in all receipts.
-    pub units_reserved: i64,
-    /// Units that left the stock (initial - final, summed).
-    pub units_taken_from_stock: i64,
+/// The integer state of an entity.
+async fn entity_number(running: &Running, id: &EntityId) -> Result<Option<i64>, WorkloadError> {
+    Ok(running
+        .backend
+        .get_entity(id)
+        .await?
+        .and_then(|s| s.state)
+        .and_then(|s| s.parse().ok()))
 }
 
 /// `checkout`: `instances` checkouts of 2 random items from `pool`
-/// products stocked with `initial_stock` units each, all started at once;
-/// then checks, per product, initial - final stock = reserved units and
-/// that no stock went negative (an error if not).
+/// products stocked with `initial_stock` units each, all started at once.
+/// Checked: every checkout completed with a receipt, and per product the
+/// stock read back equals initial stock minus the units the receipts say
+/// were reserved, never negative.
 pub async fn checkout(
     config: &WorkloadConfig,
     instances: u64,
     pool: u64,
     initial_stock: i64,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<(WorkloadOutcome, CheckoutCheck), WorkloadError> {
+) -> Result<Outcome, WorkloadError> {
     use crate::checkout::{self, Receipt, Requests};
-    use basalt_runtime::EntityOperation;
 
+    if pool == 0 {
+        return Err(WorkloadError::Invalid(
+            "the pool needs at least 1 product".into(),
+        ));
+    }
     let running = start(config, checkout::registry()?).await?;
-    let stock = |p: u64| checkout::stock_entity(&checkout::product(p));
-    for p in 0..pool {
-        let operation = EntityOperation {
-            name: "set".into(),
-            input: Some(initial_stock.to_string()),
-        };
-        running
-            .backend
-            .signal_entity(&stock(p)?, operation, None)
-            .await?;
-    }
-    // Wait until every product is stocked (by notification-free polling:
-    // this is set-up, outside the measured phase).
-    for p in 0..pool {
-        let id = stock(p)?;
-        let mut tries = 0;
-        while running.backend.get_entity(&id).await?.is_none() {
-            tries += 1;
-            if tries > 10_000 {
-                return Err(WorkloadError::Backend(basalt_runtime::Error::Timeout(
-                    10_000,
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
+    let stocks: Vec<EntityId> = (0..pool)
+        .map(|p| checkout::stock_entity(&checkout::product(p)))
+        .collect::<Result<_, _>>()?;
+    set_entities(&running, &stocks, "set", &initial_stock.to_string()).await?;
     let mut requests = Requests::new(7, pool);
     let inputs: Vec<String> = (0..instances)
         .map(|_| serde_json::to_string(&requests.next_request()).unwrap_or_default())
         .collect();
-    let (outcome, outputs) = measure(
+
+    let mut reserved = vec![0i64; pool as usize];
+    let mut refused_lines = 0u64;
+    let mut check_receipt = |state: &InstanceState| {
+        let receipt: Receipt = serde_json::from_str(state.output.as_deref().unwrap_or("null"))
+            .map_err(|e| format!("the receipt does not decode: {e}"))?;
+        refused_lines += receipt.refused.len() as u64;
+        for item in &receipt.reserved {
+            let slot = item
+                .product
+                .strip_prefix('p')
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| reserved.get_mut(n))
+                .ok_or_else(|| format!("the receipt names an unknown product {}", item.product))?;
+            *slot += item.quantity;
+        }
+        Ok(())
+    };
+    let meter = Meter::start(&running).await?;
+    let driven = drive_burst(
         &running,
         checkout::CHECKOUT,
         instances,
         |i| inputs[i as usize].clone(),
         progress,
+        &mut check_receipt,
     )
     .await?;
+    let mut run = meter.finish(&running, &config.name, &driven).await?;
 
-    let mut check = CheckoutCheck {
-        fully_reserved: 0,
-        refused_lines: 0,
-        units_reserved: 0,
-        units_taken_from_stock: 0,
-    };
-    let mut reserved_per_product = vec![0i64; pool as usize];
-    for output in outputs {
-        let receipt: Receipt = serde_json::from_str(output.as_deref().unwrap_or("null"))
-            .map_err(|e| WorkloadError::Invariant(format!("a receipt does not decode: {e}")))?;
-        if receipt.refused.is_empty() {
-            check.fully_reserved += 1;
-        }
-        check.refused_lines += receipt.refused.len() as u64;
-        for item in &receipt.reserved {
-            let index: usize = item.product[1..].parse().unwrap_or(usize::MAX);
-            if let Some(slot) = reserved_per_product.get_mut(index) {
-                *slot += item.quantity;
-            }
-            check.units_reserved += item.quantity;
+    let mut stock_problem = None;
+    let mut units_reserved = 0;
+    for (p, id) in stocks.iter().enumerate() {
+        units_reserved += reserved[p];
+        let problem = match entity_number(&running, id).await? {
+            None => Some(format!("product p{p} has no stock left to read")),
+            Some(left) if left < 0 => Some(format!("product p{p}: stock went negative ({left})")),
+            Some(left) if initial_stock - left != reserved[p] => Some(format!(
+                "product p{p}: {} units left the stock but the receipts reserved {}",
+                initial_stock - left,
+                reserved[p]
+            )),
+            Some(_) => None,
+        };
+        if stock_problem.is_none() {
+            stock_problem = problem;
         }
     }
-    for p in 0..pool {
-        let left: i64 = running
-            .backend
-            .get_entity(&stock(p)?)
-            .await?
-            .and_then(|s| s.state)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| WorkloadError::Invariant(format!("product {p} has no stock")))?;
-        if left < 0 {
-            return Err(WorkloadError::Invariant(format!(
-                "product {p}: stock went negative ({left})"
-            )));
-        }
-        let taken = initial_stock - left;
-        if taken != reserved_per_product[p as usize] {
-            return Err(WorkloadError::Invariant(format!(
-                "product {p}: {taken} units left the stock but receipts reserved {}",
-                reserved_per_product[p as usize]
-            )));
-        }
-        check.units_taken_from_stock += taken;
-    }
-    running.worker.shutdown().await;
-    running.engine.shutdown().await;
-    Ok((outcome, check))
+    run.extra
+        .insert("refused_lines".into(), refused_lines.into());
+    run.extra
+        .insert("units_reserved".into(), units_reserved.into());
+    let check = driven.check(
+        "checkouts",
+        match stock_problem {
+            None => Ok(format!(
+                "stock read back from {pool} products matches the receipts ({units_reserved} units reserved, {refused_lines} lines refused)"
+            )),
+            Some(problem) => Err(problem),
+        },
+    );
+    running.stop().await;
+    Ok(Outcome { run, check })
 }
 
 /// `hello5`: `instances` orchestrations, each calling 5 trivial activities
-/// in sequence, all started at once.
+/// in sequence, all started at once; every output is checked.
 pub async fn hello5(
     config: &WorkloadConfig,
     instances: u64,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<WorkloadOutcome, WorkloadError> {
-    run_many(config, HELLO5, instances, |i| format!("\"h{i}\""), progress).await
+) -> Result<Outcome, WorkloadError> {
+    let running = start(config, registry()?).await?;
+    let meter = Meter::start(&running).await?;
+    let mut check = |state: &InstanceState| {
+        let i = index_of(&state.instance_id).ok_or("unexpected instance id")?;
+        let want = hellos_expected(&format!("h{i}"), 5);
+        match state.output.as_deref() {
+            Some(got) if got == want => Ok(()),
+            got => Err(format!("output {got:?}, expected {want}")),
+        }
+    };
+    let driven = drive_burst(
+        &running,
+        HELLO5,
+        instances,
+        |i| format!("\"h{i}\""),
+        progress,
+        &mut check,
+    )
+    .await?;
+    let run = meter.finish(&running, &config.name, &driven).await?;
+    let check = driven.check("orchestrations", Ok("5 activity results each".into()));
+    running.stop().await;
+    Ok(Outcome { run, check })
 }
 
-/// `sequence`: one orchestration calling a trivial activity `steps` times.
-pub async fn sequence(
+/// `sequence`: one orchestration calling a trivial activity `steps` times
+/// in sequence; its output must count every step answered correctly.
+pub async fn sequence(config: &WorkloadConfig, steps: u64) -> Result<Outcome, WorkloadError> {
+    let running = start(config, registry()?).await?;
+    let meter = Meter::start(&running).await?;
+    let mut check = |state: &InstanceState| match state.output.as_deref() {
+        Some(got) if got == steps.to_string() => Ok(()),
+        got => Err(format!("{got:?} of {steps} steps answered correctly")),
+    };
+    let driven = drive_burst(
+        &running,
+        SEQUENCE,
+        1,
+        |_| steps.to_string(),
+        &|_| {},
+        &mut check,
+    )
+    .await?;
+    let mut run = meter.finish(&running, &config.name, &driven).await?;
+    run.extra.insert("steps".into(), steps.into());
+    run.extra.insert(
+        "ms_per_step".into(),
+        (run.elapsed_s * 1000.0 / steps.max(1) as f64).into(),
+    );
+    let check = driven.check(
+        "orchestration",
+        Ok(format!("{steps} steps answered in order")),
+    );
+    running.stop().await;
+    Ok(Outcome { run, check })
+}
+
+/// `fanout`: `instances` orchestrations, each calling `width` activities
+/// at once and summing their results (fan-out, fan-in); all started at
+/// once; every sum is checked.
+pub async fn fanout(
     config: &WorkloadConfig,
-    steps: u64,
-) -> Result<WorkloadOutcome, WorkloadError> {
-    run_many(config, SEQUENCE, 1, |_| steps.to_string(), &|_| {}).await
+    instances: u64,
+    width: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Outcome, WorkloadError> {
+    let running = start(config, registry()?).await?;
+    let meter = Meter::start(&running).await?;
+    let mut check = |state: &InstanceState| {
+        let i = index_of(&state.instance_id).ok_or("unexpected instance id")?;
+        let want = fanout_expected(i * 1000, width);
+        match state.output.as_deref() {
+            Some(got) if got == want.to_string() => Ok(()),
+            got => Err(format!("sum {got:?}, expected {want}")),
+        }
+    };
+    let driven = drive_burst(
+        &running,
+        FANOUT,
+        instances,
+        |i| format!("[{},{width}]", i * 1000),
+        progress,
+        &mut check,
+    )
+    .await?;
+    let mut run = meter.finish(&running, &config.name, &driven).await?;
+    run.extra.insert("width".into(), width.into());
+    let check = driven.check(
+        "orchestrations",
+        Ok(format!("each summed {width} activity results")),
+    );
+    running.stop().await;
+    Ok(Outcome { run, check })
 }
 
-/// User + system CPU time of this process so far, in milliseconds, from
-/// `/proc/self/stat` (Linux); `None` elsewhere.
-fn cpu_time_ms() -> Option<f64> {
-    process_cpu_ms("self")
+/// `bank`: `transfers` transfers between `accounts` accounts (each
+/// starting with `initial_balance`) pinned to different partitions, each
+/// locking both accounts, all started at once. Checked: every transfer
+/// completed, no balance is negative and the total is unchanged.
+pub async fn bank(
+    config: &WorkloadConfig,
+    transfers: u64,
+    accounts: u64,
+    initial_balance: i64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Outcome, WorkloadError> {
+    use crate::bank::{self, Transfers};
+
+    if accounts < 2 {
+        return Err(WorkloadError::Invalid(
+            "bank needs at least 2 accounts".into(),
+        ));
+    }
+    let running = start(config, bank::registry()?).await?;
+    let ids: Vec<EntityId> = (0..accounts)
+        .map(|i| bank::account_entity(&bank::account(i, config.partitions)))
+        .collect::<Result<_, _>>()?;
+    set_entities(&running, &ids, "set", &initial_balance.to_string()).await?;
+    let mut generator = Transfers::new(11, accounts, config.partitions);
+    let inputs: Vec<String> = (0..transfers)
+        .map(|_| serde_json::to_string(&generator.next_transfer()).unwrap_or_default())
+        .collect();
+    let mut moved = 0u64;
+    let mut check = |state: &InstanceState| match state.output.as_deref() {
+        Some("true") => {
+            moved += 1;
+            Ok(())
+        }
+        Some("false") => Ok(()),
+        got => Err(format!("output {got:?}, expected true or false")),
+    };
+    let meter = Meter::start(&running).await?;
+    let driven = drive_burst(
+        &running,
+        bank::TRANSFER,
+        transfers,
+        |i| inputs[i as usize].clone(),
+        progress,
+        &mut check,
+    )
+    .await?;
+    let mut run = meter.finish(&running, &config.name, &driven).await?;
+    let mut total_after = 0i64;
+    let mut problem = None;
+    for (i, id) in ids.iter().enumerate() {
+        match entity_number(&running, id).await? {
+            Some(balance) if balance >= 0 => total_after += balance,
+            Some(balance) => {
+                problem.get_or_insert(format!("account {i} went negative: {balance}"));
+                total_after += balance;
+            }
+            None => {
+                problem.get_or_insert(format!("account {i} has no balance"));
+            }
+        }
+    }
+    let total_before = initial_balance * accounts as i64;
+    if problem.is_none() && total_after != total_before {
+        problem = Some(format!(
+            "total balance changed from {total_before} to {total_after}"
+        ));
+    }
+    run.extra.insert("moved".into(), moved.into());
+    let check = driven.check(
+        "transfers",
+        match problem {
+            None => Ok(format!(
+                "total balance conserved ({total_before}); {moved} transfers moved money"
+            )),
+            Some(problem) => Err(problem),
+        },
+    );
+    running.stop().await;
+    Ok(Outcome { run, check })
 }
 
-/// User + system CPU time of process `pid` (or `"self"`) so far, in
-/// milliseconds, from `/proc/<pid>/stat` (Linux); `None` elsewhere.
-pub fn process_cpu_ms(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which is in parentheses).
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // Clock ticks; 100 per second on Linux.
-    Some((utime + stime) * 10.0)
+/// `latency`: `hello3` orchestrations (3 activities in sequence) started
+/// at a fixed rate of `rate_per_s` for `duration` — an open loop, as
+/// requests arrive at a service. Each latency runs from the instance's
+/// scheduled arrival (so a late start counts against it) to the moment
+/// the client sees it complete. Every output is checked.
+pub async fn latency(
+    config: &WorkloadConfig,
+    rate_per_s: f64,
+    duration: Duration,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Outcome, WorkloadError> {
+    if !(rate_per_s > 0.0 && rate_per_s <= 100_000.0) {
+        return Err(WorkloadError::Invalid(format!(
+            "rate must be in (0, 100000] per second, got {rate_per_s}"
+        )));
+    }
+    let instances = (rate_per_s * duration.as_secs_f64()).round().max(1.0) as u64;
+    let period = Duration::from_secs_f64(1.0 / rate_per_s);
+    let running = start(config, registry()?).await?;
+    let meter = Meter::start(&running).await?;
+    let origin = tokio::time::Instant::now();
+    let mut waits = Vec::with_capacity(instances as usize);
+    for i in 0..instances {
+        let arrival = origin + period.mul_f64(i as f64);
+        tokio::time::sleep_until(arrival).await;
+        let request = StartRequest {
+            name: HELLO3.into(),
+            instance_id: Some(format!("{HELLO3}-{i}")),
+            input: Some(format!("\"l{i}\"")),
+            ..StartRequest::default()
+        };
+        waits.push(tokio::spawn(start_and_wait(
+            running.backend.clone(),
+            request,
+            arrival.into_std(),
+        )));
+        progress(i + 1);
+    }
+    let mut check = |state: &InstanceState| {
+        let i = index_of(&state.instance_id).ok_or("unexpected instance id")?;
+        let want = hellos_expected(&format!("l{i}"), 3);
+        match state.output.as_deref() {
+            Some(got) if got == want => Ok(()),
+            got => Err(format!("output {got:?}, expected {want}")),
+        }
+    };
+    let mut driven = Driven::new()?;
+    for wait in waits {
+        let (state, latency) = wait
+            .await
+            .map_err(|e| basalt_runtime::Error::Storage(format!("a waiter failed: {e}")))??;
+        driven.record(&state, latency, &mut check);
+    }
+    let mut run = meter.finish(&running, &config.name, &driven).await?;
+    run.extra.insert("rate_per_s".into(), rate_per_s.into());
+    let check = driven.check(
+        "orchestrations",
+        Ok(format!(
+            "3 activity results each, started at {rate_per_s}/s"
+        )),
+    );
+    running.stop().await;
+    Ok(Outcome { run, check })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory() -> WorkloadConfig {
+        WorkloadConfig {
+            partitions: 4,
+            ..WorkloadConfig::default()
+        }
+    }
+
+    #[test]
+    fn expected_outputs() {
+        assert_eq!(fanout_expected(1000, 4), 4006);
+        assert_eq!(hellos_expected("h1", 2), r#"["hello h10","hello h11"]"#);
+        assert_eq!(
+            index_of(&InstanceId::new("hello5-42").expect("id")),
+            Some(42)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_workload_passes_its_check_in_memory() {
+        let config = memory();
+        let outcome = hello5(&config, 50, &|_| {}).await.expect("hello5");
+        assert!(outcome.check.passed, "{}", outcome.check.detail);
+        assert_eq!(outcome.run.completed, 50);
+        let outcome = sequence(&config, 20).await.expect("sequence");
+        assert!(outcome.check.passed, "{}", outcome.check.detail);
+        let outcome = fanout(&config, 20, 5, &|_| {}).await.expect("fanout");
+        assert!(outcome.check.passed, "{}", outcome.check.detail);
+        let outcome = checkout(&config, 100, 5, 20, &|_| {})
+            .await
+            .expect("checkout");
+        assert!(outcome.check.passed, "{}", outcome.check.detail);
+        // 100 checkouts of 2-6 units over 5 x 20 units: some are refused.
+        assert!(outcome.run.extra["refused_lines"].as_u64() > Some(0));
+        let outcome = latency(&config, 200.0, Duration::from_millis(100), &|_| {})
+            .await
+            .expect("latency");
+        assert!(outcome.check.passed, "{}", outcome.check.detail);
+        assert_eq!(outcome.run.completed, 20);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_pipelining_and_per_event_configurations_run() {
+        for config in [
+            WorkloadConfig {
+                pipelining: false,
+                ..memory()
+            },
+            WorkloadConfig {
+                group_commit: false,
+                ..memory()
+            },
+        ] {
+            let outcome = hello5(&config, 30, &|_| {}).await.expect("hello5");
+            assert!(outcome.check.passed, "{}", outcome.check.detail);
+            assert!(outcome.run.storage_writes_per_instance > Some(0.0));
+        }
+    }
+
+    #[test]
+    fn a_wrong_output_fails_the_check() {
+        let mut driven = Driven::new().expect("histogram");
+        let state = InstanceState {
+            instance_id: InstanceId::new("x-1").expect("id"),
+            name: "x".into(),
+            version: None,
+            status: OrchestrationStatus::Completed,
+            input: None,
+            output: Some("41".into()),
+            custom_status: None,
+            failure: None,
+            created_at_ms: 0,
+            last_updated_at_ms: 0,
+            scheduled_start_ms: None,
+            parent: None,
+        };
+        driven.record(&state, Duration::from_millis(1), &mut |s| {
+            if s.output.as_deref() == Some("42") {
+                Ok(())
+            } else {
+                Err("not 42".into())
+            }
+        });
+        let check = driven.check("things", Ok("fine".into()));
+        assert!(!check.passed);
+        assert!(check.detail.contains("not 42"), "{}", check.detail);
+    }
 }

@@ -46,6 +46,13 @@ pub struct EngineOptions {
     pub checkpoint_idle_ms: u64,
     /// The commit log's options (group commit, batch limits).
     pub log: LogOptions,
+    /// Hand out local work (orchestration steps, activities, entity
+    /// batches, timers) as soon as the event that made it is applied,
+    /// before that event is durable (safe: a lost step is redone after
+    /// recovery). Off holds local work, like outward effects, until its
+    /// event is durable: the "no pipelining" baseline of the benchmarks,
+    /// not a way to run. Default: on.
+    pub pipelining: bool,
 }
 
 impl Default for EngineOptions {
@@ -58,6 +65,7 @@ impl Default for EngineOptions {
             checkpoint_interval_bytes: 64 << 20,
             checkpoint_idle_ms: 2_000,
             log: LogOptions::default(),
+            pipelining: true,
         }
     }
 }
@@ -176,6 +184,7 @@ impl Engine {
                 checkpoint_interval_bytes: options.checkpoint_interval_bytes.max(1),
                 checkpoint_idle: Duration::from_millis(options.checkpoint_idle_ms.max(1)),
                 offered: std::collections::HashMap::new(),
+                pipelining: options.pipelining,
             };
             tasks.push(tokio::spawn(task.run()));
         }
@@ -216,9 +225,7 @@ impl Engine {
             let (tx, rx) = oneshot::channel();
             self.command(partition, Command::LogStats(tx))?;
             let stats = rx.await.map_err(|_| Error::ShutDown)?;
-            total.writes += stats.writes;
-            total.records += stats.records;
-            total.bytes += stats.bytes;
+            total.add(&stats);
         }
         Ok(total)
     }

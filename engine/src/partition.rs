@@ -59,6 +59,8 @@ enum Parked {
     Messages(Vec<Envelope>),
     Acks(Vec<(u32, Position)>),
     Changed(Vec<InstanceId>),
+    /// Local work held back because pipelining is off.
+    Local(Effects),
 }
 
 pub(crate) struct PartitionTask {
@@ -73,6 +75,9 @@ pub(crate) struct PartitionTask {
     /// The slots of the steps offered, by instance: where events that
     /// arrive before a worker takes the step are added.
     pub offered: std::collections::HashMap<InstanceId, Arc<StepSlot>>,
+    /// Local work goes out before its event is durable (see
+    /// `EngineOptions::pipelining`).
+    pub pipelining: bool,
 }
 
 struct Running {
@@ -248,7 +253,21 @@ impl PartitionTask {
         self.withdraw_stale_steps(&fx.changed);
         run.events_since_checkpoint += 1;
         run.bytes_since_checkpoint += bytes.len() as u64;
-        self.dispatch_local(&mut fx);
+        if self.pipelining {
+            self.dispatch_local(&mut fx);
+        } else {
+            let local = Effects {
+                steps: std::mem::take(&mut fx.steps),
+                steps_grown: std::mem::take(&mut fx.steps_grown),
+                activities: std::mem::take(&mut fx.activities),
+                entity_batches: std::mem::take(&mut fx.entity_batches),
+                timers: std::mem::take(&mut fx.timers),
+                ..Effects::default()
+            };
+            if local != Effects::default() {
+                self.park_at(run, lsn, Parked::Local(local));
+            }
+        }
         if let Some(reply) = reply {
             let answer = match fx.reply.take() {
                 Some(Reply::Rejected(e)) => Err(e),
@@ -407,7 +426,7 @@ impl PartitionTask {
         }
     }
 
-    fn release_one(&self, parked: Parked) {
+    fn release_one(&mut self, parked: Parked) {
         match parked {
             Parked::Reply(reply, answer) => {
                 let _ = reply.send(answer);
@@ -429,6 +448,7 @@ impl PartitionTask {
                     self.shared.notify_changed(&id);
                 }
             }
+            Parked::Local(mut local) => self.dispatch_local(&mut local),
         }
     }
 

@@ -5,6 +5,7 @@
 //! lives in its own module.
 
 mod bench;
+mod bench_cli;
 mod cli;
 mod client;
 mod inspect;

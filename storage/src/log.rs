@@ -135,6 +135,55 @@ pub struct LogStats {
     /// Time spent in storage writes (write + sync), summed, in
     /// microseconds: divided by `writes`, the mean commit latency.
     pub write_micros: u64,
+    /// Segment files created (segment-file layout): each is a durable
+    /// write of its own (file, header, fsync, directory fsync) besides the
+    /// group commit that needed it.
+    pub segments_created: u64,
+    /// Checkpoints written (each one durable object put).
+    pub checkpoints: u64,
+    /// Bytes of the checkpoints written.
+    pub checkpoint_bytes: u64,
+}
+
+impl LogStats {
+    /// Every durable write: group commits, checkpoints and new segment
+    /// files.
+    pub fn durable_writes(&self) -> u64 {
+        self.writes + self.checkpoints + self.segments_created
+    }
+
+    /// Every byte made durable: log records and checkpoints.
+    pub fn durable_bytes(&self) -> u64 {
+        self.bytes + self.checkpoint_bytes
+    }
+
+    /// Adds another log's counters to these.
+    pub fn add(&mut self, other: &LogStats) {
+        self.writes += other.writes;
+        self.records += other.records;
+        self.bytes += other.bytes;
+        self.write_micros += other.write_micros;
+        self.segments_created += other.segments_created;
+        self.checkpoints += other.checkpoints;
+        self.checkpoint_bytes += other.checkpoint_bytes;
+    }
+
+    /// The counters accumulated since `earlier` (taken from the same logs).
+    pub fn since(&self, earlier: &LogStats) -> LogStats {
+        LogStats {
+            writes: self.writes.saturating_sub(earlier.writes),
+            records: self.records.saturating_sub(earlier.records),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+            write_micros: self.write_micros.saturating_sub(earlier.write_micros),
+            segments_created: self
+                .segments_created
+                .saturating_sub(earlier.segments_created),
+            checkpoints: self.checkpoints.saturating_sub(earlier.checkpoints),
+            checkpoint_bytes: self
+                .checkpoint_bytes
+                .saturating_sub(earlier.checkpoint_bytes),
+        }
+    }
 }
 
 /// What waiters watch: how far the log is durable, or why it stopped.
@@ -192,6 +241,9 @@ struct Shared {
     records: AtomicU64,
     bytes: AtomicU64,
     write_micros: AtomicU64,
+    segments_created: AtomicU64,
+    checkpoints: AtomicU64,
+    checkpoint_bytes: AtomicU64,
     checkpointing: tokio::sync::Mutex<()>,
     /// Held until the committer exits, so the partition cannot be reopened
     /// in this process while a write of this opening may still land.
@@ -315,6 +367,9 @@ impl Log {
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             write_micros: AtomicU64::new(0),
+            segments_created: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+            checkpoint_bytes: AtomicU64::new(0),
             checkpointing: tokio::sync::Mutex::new(()),
             _claim: claim,
             options,
@@ -362,6 +417,9 @@ impl Log {
             records: s.records.load(Ordering::Relaxed),
             bytes: s.bytes.load(Ordering::Relaxed),
             write_micros: s.write_micros.load(Ordering::Relaxed),
+            segments_created: s.segments_created.load(Ordering::Relaxed),
+            checkpoints: s.checkpoints.load(Ordering::Relaxed),
+            checkpoint_bytes: s.checkpoint_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -565,10 +623,15 @@ impl Log {
         }
         let key = codec::checkpoint_key(shared.partition, lsn);
         let bytes = codec::encode_checkpoint(shared.partition, lsn, snapshot);
+        let checkpoint_bytes = bytes.len() as u64;
         shared
             .storage
             .put(&key, PutPayload::from(bytes), PutMode::Overwrite)
             .await?;
+        shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+        shared
+            .checkpoint_bytes
+            .fetch_add(checkpoint_bytes, Ordering::Relaxed);
         // New records go to a fresh segment file, so the current one can be
         // deleted once a later checkpoint covers it.
         shared.roll_segment.store(true, Ordering::Release);
@@ -734,7 +797,10 @@ async fn run_committer(shared: Arc<Shared>, mut sink: Sink) {
         let roll = shared.roll_segment.swap(false, Ordering::AcqRel);
         let started = std::time::Instant::now();
         match sink.write(batch, roll).await {
-            Ok(()) => {
+            Ok(created_segment) => {
+                if created_segment {
+                    shared.segments_created.fetch_add(1, Ordering::Relaxed);
+                }
                 shared.write_micros.fetch_add(
                     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                     Ordering::Relaxed,
@@ -811,7 +877,9 @@ impl Sink {
         }
     }
 
-    async fn write(&mut self, batch: Batch, roll: bool) -> Result<()> {
+    /// Writes a batch durably; `true` if a new segment file had to be
+    /// created for it.
+    async fn write(&mut self, batch: Batch, roll: bool) -> Result<bool> {
         match self {
             Sink::Objects {
                 storage,
@@ -829,7 +897,8 @@ impl Sink {
                     Bytes::copy_from_slice(&header),
                     Bytes::from(batch.frames),
                 ]);
-                storage.put(&key, payload, PutMode::Create).await
+                storage.put(&key, payload, PutMode::Create).await?;
+                Ok(false)
             }
             Sink::File(sink) => {
                 let mut current = sink.current.take();
@@ -842,13 +911,14 @@ impl Sink {
                 }
                 let dir = sink.dir.clone();
                 let (partition, epoch) = (sink.partition, sink.epoch);
+                let creates = current.is_none();
                 let opened = tokio::task::spawn_blocking(move || {
                     append_to_file(current, &dir, partition, epoch, &batch)
                 })
                 .await
                 .map_err(|e| Error::io(&sink.dir, std::io::Error::other(e)))??;
                 sink.current = Some(opened);
-                Ok(())
+                Ok(creates)
             }
         }
     }

@@ -1,44 +1,85 @@
 //! `basalt bench group-commit`: every selected (store, mode, producers)
-//! run of the group-commit workload, one after the other, then a table of
-//! the runs and the speed-ups of group commit over both baselines.
+//! run of the group-commit workload, one after the other, reported in the
+//! one schema (configs `group-commit`, `serial-per-record`,
+//! `concurrent-per-record`, each run with its `producers` and store), then
+//! the speed-ups of group commit over both baselines. Every run reads its
+//! records back from the store: a count that differs fails the check.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use basalt_benches::group_commit::{self, Config, Mode, Outcome, Progress, Store};
+use basalt_benches::environment::{Environment, file_system};
+use basalt_benches::group_commit::{self, Config, Mode, Progress, Store};
+use basalt_benches::report::{Check, DurableWrites, Latency, Run};
+use basalt_benches::resources;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
 
-use crate::cli::GroupCommitArgs;
+use super::output::{Finished, Outcome};
+use crate::bench_cli::GroupCommitArgs;
 
-/// Runs the benchmark and prints its report on stdout.
+/// Runs the benchmark and reports it.
 pub async fn run(args: &GroupCommitArgs) -> anyhow::Result<()> {
-    let plan = plan(args)?;
-    let runs = execute(&plan).await?;
-    let report = Report::new(args, runs);
-    if args.json {
-        let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
-        println!("{json}");
-    } else {
-        print!("{}", report.render());
+    let dir = args.common.bench_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let fs = file_system(&dir).with_context(|| format!("the file system of {}", dir.display()))?;
+    let plan = plan(args, &dir)?;
+    if fs.volatile && plan.iter().any(|c| c.store.is_local()) && !args.common.allow_volatile {
+        bail!(
+            "{} is on {}, where fsync does not reach stable storage: a \"local fsync\" figure from there would be a lie. Use --dir on a disk, or --allow-volatile",
+            dir.display(),
+            fs.name
+        );
     }
-    Ok(())
+    let finished = execute(&plan, args.common.repeat.max(1)).await?;
+    let notes = ratios(&finished, args);
+    Outcome {
+        workload: "group-commit",
+        title: format!(
+            "group commit: {}-byte records, each producer waits for its record to be durable; local hubs in {} ({}); one untimed warm-up run per store",
+            args.record_bytes,
+            dir.display(),
+            fs.name
+        ),
+        settings: args,
+        common: &args.common,
+        environment: Environment::capture(dir.display().to_string(), fs.name.clone(), !fs.volatile),
+        finished,
+        notes,
+    }
+    .report()
 }
 
 /// The runs to make, in order.
-fn plan(args: &GroupCommitArgs) -> anyhow::Result<Vec<Config>> {
+fn plan(args: &GroupCommitArgs, dir: &std::path::Path) -> anyhow::Result<Vec<Config>> {
     if args.producers.contains(&0) {
         bail!("--producers: every producer count must be at least 1");
+    }
+    if let Some(storage) = &args.common.storage
+        && !matches!(storage.as_str(), "local" | "memory" | "memory://")
+    {
+        bail!(
+            "group-commit runs on this machine's stores only: select them with --store (local-file, local-object, memory), not --storage {storage}"
+        );
     }
     let (stores, modes) = (args.stores(), args.modes());
     let mut plan = Vec::new();
     for &store in &stores {
+        if args
+            .common
+            .storage
+            .as_deref()
+            .is_some_and(|s| s.starts_with("memory"))
+            && store != Store::Memory
+        {
+            continue;
+        }
         for &mode in &modes {
             for producers in args.producer_counts() {
                 plan.push(Config {
                     record_bytes: args.record_bytes,
-                    dir: args.dir.clone(),
+                    dir: Some(dir.to_path_buf()),
                     ..Config::new(
                         mode,
                         store,
@@ -55,10 +96,9 @@ fn plan(args: &GroupCommitArgs) -> anyhow::Result<Vec<Config>> {
     Ok(plan)
 }
 
-/// Runs the plan under a progress bar on stderr (hidden when stderr is not
-/// a terminal).
-async fn execute(plan: &[Config]) -> anyhow::Result<Vec<(Config, Outcome)>> {
-    let total: u64 = plan.iter().map(|cfg| cfg.records).sum();
+/// Runs the plan `repeat` times under a progress bar on stderr.
+async fn execute(plan: &[Config], repeat: u32) -> anyhow::Result<Vec<Finished>> {
+    let total: u64 = plan.iter().map(|cfg| cfg.records).sum::<u64>() * u64::from(repeat);
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
@@ -77,27 +117,72 @@ async fn execute(plan: &[Config]) -> anyhow::Result<Vec<(Config, Outcome)>> {
             }
         }
     });
-    let mut runs = Vec::with_capacity(plan.len());
-    let outcome = measure(plan, &bar, &progress, &mut runs).await;
+    let mut finished = Vec::new();
+    let outcome = measure(plan, repeat, &bar, &progress, &mut finished).await;
     ticker.abort();
     bar.finish_and_clear();
-    outcome.map(|()| runs)
+    outcome.map(|()| finished)
 }
 
-/// The warm-up, then every run of the plan, collected into `runs`.
+/// The warm-up, then every run of the plan.
 async fn measure(
     plan: &[Config],
+    repeat: u32,
     bar: &ProgressBar,
     progress: &Progress,
-    runs: &mut Vec<(Config, Outcome)>,
+    finished: &mut Vec<Finished>,
 ) -> anyhow::Result<()> {
     warm_up(plan, bar).await?;
-    for cfg in plan {
-        bar.set_message(label(cfg));
-        let outcome = group_commit::run_with_progress(cfg, progress)
-            .await
-            .with_context(|| format!("{}, {} records", label(cfg), cfg.records))?;
-        runs.push((cfg.clone(), outcome));
+    for round in 1..=repeat {
+        for cfg in plan {
+            bar.set_message(label(cfg));
+            resources::reset_peak_rss();
+            let cpu_before = resources::own_cpu();
+            let outcome = group_commit::run_with_progress(cfg, progress)
+                .await
+                .with_context(|| format!("{}, {} records", label(cfg), cfg.records))?;
+            let cpu = resources::own_cpu()
+                .zip(cpu_before)
+                .map(|(after, before)| after.since(&before));
+            let mut run = Run::new(cfg.mode.slug(), outcome.records, 0, outcome.elapsed);
+            run.repeat = round;
+            run.producers = Some(cfg.producers);
+            run.extra.insert("store".into(), cfg.store.slug().into());
+            run.extra.insert(
+                "records_per_write".into(),
+                outcome.records_per_write().into(),
+            );
+            run.latency_ms = Latency::from_micros(&outcome.latency_us);
+            run.set_writes(match outcome.log_stats {
+                Some(stats) => DurableWrites::from(stats),
+                // One object put per record: no log, no checkpoints.
+                None => DurableWrites {
+                    group_commits: outcome.storage_writes,
+                    log_bytes: outcome.records * cfg.record_bytes as u64,
+                    ..DurableWrites::default()
+                },
+            });
+            if let Some(cpu) = cpu {
+                // Includes the reading back, which is outside `elapsed`.
+                run.set_cpu(cpu);
+            }
+            run.peak_rss_bytes = resources::peak_rss_bytes();
+            let check = if outcome.read_back == outcome.records {
+                Check {
+                    passed: true,
+                    detail: format!("{} records read back from the store", outcome.read_back),
+                }
+            } else {
+                Check {
+                    passed: false,
+                    detail: format!(
+                        "{} records acknowledged durable but {} read back",
+                        outcome.records, outcome.read_back
+                    ),
+                }
+            };
+            finished.push(Finished { run, check });
+        }
     }
     Ok(())
 }
@@ -138,262 +223,47 @@ async fn warm_up(plan: &[Config], bar: &ProgressBar) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Everything the command reports; also its `--json` document.
-#[derive(Debug, Serialize)]
-struct Report {
-    /// Always `"group-commit"`.
-    benchmark: &'static str,
-    /// Payload bytes of every record.
-    record_bytes: usize,
-    /// Where local runs put their temporary task hubs.
-    dir: String,
-    /// One entry per run, in the order they ran.
-    runs: Vec<Run>,
-    /// Group commit's speed-up per store and producer count.
-    ratios: Vec<Ratio>,
-}
-
-/// One run in the report.
-#[derive(Debug, Serialize)]
-struct Run {
-    /// Store slug (`local-file`, `local-object`, `memory`).
-    store: &'static str,
-    /// Mode slug (`group-commit`, `serial-per-record`, `concurrent-per-record`).
-    mode: &'static str,
-    /// Concurrent producers.
-    producers: usize,
-    /// Records made durable.
-    records: u64,
-    /// Seconds of the producing phase.
-    elapsed_secs: f64,
-    /// Durable records per second.
-    records_per_sec: f64,
-    /// Durable storage writes (group commits or object puts).
-    storage_writes: u64,
-    /// Average records per storage write.
-    records_per_write: f64,
-    #[serde(skip)]
-    store_name: String,
-    #[serde(skip)]
-    mode_name: String,
-}
-
-/// Group commit's throughput divided by each baseline's, for one store and
-/// producer count; absent when a side was not run.
-#[derive(Debug, Serialize)]
-struct Ratio {
-    /// Store slug.
-    store: &'static str,
-    /// Concurrent producers.
-    producers: usize,
-    /// Group commit records/s ÷ serial per-record records/s.
-    over_serial_per_record: Option<f64>,
-    /// Group commit records/s ÷ concurrent per-record records/s.
-    over_concurrent_per_record: Option<f64>,
-    #[serde(skip)]
-    store_name: String,
-}
-
-impl Report {
-    fn new(args: &GroupCommitArgs, runs: Vec<(Config, Outcome)>) -> Report {
-        let rate = |store: Store, mode: Mode, producers: usize| {
-            runs.iter()
-                .find(|(c, _)| c.store == store && c.mode == mode && c.producers == producers)
-                .map(|(_, o)| o.records_per_sec)
-        };
-        let mut ratios = Vec::new();
-        for store in Store::ALL {
-            for producers in args.producer_counts() {
-                let Some(group) = rate(store, Mode::GroupCommit, producers) else {
-                    continue;
-                };
-                let over = |mode| rate(store, mode, producers).map(|r| group / r);
-                let ratio = Ratio {
-                    store: store.slug(),
-                    producers,
-                    over_serial_per_record: over(Mode::SerialPerRecord),
-                    over_concurrent_per_record: over(Mode::ConcurrentPerRecord),
-                    store_name: store.to_string(),
-                };
-                if ratio.over_serial_per_record.is_some()
-                    || ratio.over_concurrent_per_record.is_some()
-                {
-                    ratios.push(ratio);
+/// Group commit's median throughput over each baseline's, per store and
+/// producer count, as lines under the table.
+fn ratios(finished: &[Finished], args: &GroupCommitArgs) -> Vec<String> {
+    let median = |store: Store, mode: Mode, producers: usize| {
+        basalt_benches::report::Spread::of(
+            finished
+                .iter()
+                .map(|f| &f.run)
+                .filter(|r| {
+                    r.config == mode.slug()
+                        && r.producers == Some(producers)
+                        && r.extra.get("store").and_then(|s| s.as_str()) == Some(store.slug())
+                })
+                .map(|r| r.throughput_per_s),
+        )
+        .map(|s| s.median)
+    };
+    let mut lines = Vec::new();
+    for store in Store::ALL {
+        for producers in args.producer_counts() {
+            let Some(group) = median(store, Mode::GroupCommit, producers) else {
+                continue;
+            };
+            let mut line = String::new();
+            for mode in [Mode::SerialPerRecord, Mode::ConcurrentPerRecord] {
+                if let Some(base) = median(store, mode, producers) {
+                    let _ = write!(line, "  {:.1}x over {}", group / base.max(1e-9), mode);
                 }
             }
-        }
-        let runs = runs
-            .into_iter()
-            .map(|(cfg, o)| Run {
-                store: cfg.store.slug(),
-                mode: cfg.mode.slug(),
-                producers: cfg.producers,
-                records: o.records,
-                elapsed_secs: o.elapsed.as_secs_f64(),
-                records_per_sec: o.records_per_sec,
-                storage_writes: o.storage_writes,
-                records_per_write: o.records_per_write(),
-                store_name: cfg.store.to_string(),
-                mode_name: cfg.mode.to_string(),
-            })
-            .collect();
-        Report {
-            benchmark: "group-commit",
-            record_bytes: args.record_bytes,
-            dir: args
-                .dir
-                .clone()
-                .unwrap_or_else(std::env::temp_dir)
-                .display()
-                .to_string(),
-            runs,
-            ratios,
+            if !line.is_empty() {
+                lines.push(format!(
+                    "group commit, {store}, {producers} producers:{line}"
+                ));
+            }
         }
     }
-
-    /// The human-readable report: a table of runs, then the ratios.
-    fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "group commit benchmark: {}-byte records, each producer waits for durability; \
-             local hubs in {}; one untimed warm-up run per store\n",
-            self.record_bytes, self.dir
+    if !lines.is_empty() {
+        lines.insert(
+            0,
+            "\ngroup commit speed-up (records/s ÷ the baseline's records/s, medians)".into(),
         );
-        let header = [
-            "store",
-            "mode",
-            "producers",
-            "records",
-            "time",
-            "records/s",
-            "storage writes",
-            "records/write",
-        ];
-        let rows: Vec<[String; 8]> = self
-            .runs
-            .iter()
-            .map(|r| {
-                [
-                    r.store_name.clone(),
-                    r.mode_name.clone(),
-                    r.producers.to_string(),
-                    digits(r.records),
-                    seconds(r.elapsed_secs),
-                    digits(r.records_per_sec.round() as u64),
-                    digits(r.storage_writes),
-                    format!("{:.1}", r.records_per_write),
-                ]
-            })
-            .collect();
-        out.push_str(&table(&header, &rows, 2));
-        if !self.ratios.is_empty() {
-            out.push_str("\ngroup commit speed-up (records/s of group commit ÷ records/s of the baseline)\n\n");
-            let header = [
-                "store",
-                "producers",
-                "÷ serial per-record",
-                "÷ concurrent per-record",
-            ];
-            let ratio = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.1}×"));
-            let rows: Vec<[String; 4]> = self
-                .ratios
-                .iter()
-                .map(|r| {
-                    [
-                        r.store_name.clone(),
-                        r.producers.to_string(),
-                        ratio(r.over_serial_per_record),
-                        ratio(r.over_concurrent_per_record),
-                    ]
-                })
-                .collect();
-            out.push_str(&table(&header, &rows, 2));
-        }
-        out
     }
-}
-
-/// Formats a table: the first `left` columns left-aligned, the rest right-
-/// aligned, a rule under the header.
-fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]], left: usize) -> String {
-    let width = |i: usize| {
-        rows.iter()
-            .map(|row| row[i].chars().count())
-            .chain([header[i].chars().count()])
-            .max()
-            .unwrap_or(0)
-    };
-    let widths: Vec<usize> = (0..N).map(width).collect();
-    let line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut line = String::new();
-        for (i, cell) in cells.enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            let pad = widths[i].saturating_sub(cell.chars().count());
-            if i < left {
-                line.push_str(cell);
-                line.extend(std::iter::repeat_n(' ', pad));
-            } else {
-                line.extend(std::iter::repeat_n(' ', pad));
-                line.push_str(cell);
-            }
-        }
-        line.truncate(line.trim_end().len());
-        line.push('\n');
-        line
-    };
-    let mut out = line(&mut header.iter().copied());
-    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-    out.push_str(&line(&mut rule.iter().map(String::as_str)));
-    for row in rows {
-        out.push_str(&line(&mut row.iter().map(String::as_str)));
-    }
-    out
-}
-
-/// A duration for people: milliseconds below a second, seconds above.
-fn seconds(secs: f64) -> String {
-    if secs < 1.0 {
-        format!("{:.1} ms", secs * 1e3)
-    } else {
-        format!("{secs:.2} s")
-    }
-}
-
-/// `1234567` as `1,234,567`.
-fn digits(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digits_are_grouped() {
-        assert_eq!(digits(0), "0");
-        assert_eq!(digits(999), "999");
-        assert_eq!(digits(1000), "1,000");
-        assert_eq!(digits(1_234_567), "1,234,567");
-    }
-
-    #[test]
-    fn table_aligns_columns() {
-        let rows = [
-            ["a".to_owned(), "1".to_owned()],
-            ["bbb".to_owned(), "22".to_owned()],
-        ];
-        let text = table(&["name", "n"], &rows, 1);
-        assert_eq!(text, "name   n\n----  --\na      1\nbbb   22\n");
-    }
+    lines
 }

@@ -1,20 +1,23 @@
 //! `basalt bench`: runs the workloads of `basalt-benches` and reports them
-//! for people (tables) or programs (`--json`).
+//! in one schema, for people (tables) and programs (`--json FILE`).
 
 mod group_commit;
-mod sidecar_checkout;
+mod output;
+mod sidecar;
 mod workloads;
 
-use crate::cli::BenchCommand;
+use crate::bench_cli::BenchCommand;
 
 /// Runs one `basalt bench` subcommand.
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
-        BenchCommand::GroupCommit(args) => group_commit::run(&args).await,
+        BenchCommand::Checkout(args) => workloads::checkout(&args).await,
         BenchCommand::Hello5(args) => workloads::hello5(&args).await,
         BenchCommand::Sequence(args) => workloads::sequence(&args).await,
-        BenchCommand::Checkout(args) => workloads::checkout(&args).await,
+        BenchCommand::Fanout(args) => workloads::fanout(&args).await,
         BenchCommand::Bank(args) => workloads::bank(&args).await,
-        BenchCommand::SidecarCheckout(args) => sidecar_checkout::run(&args).await,
+        BenchCommand::Latency(args) => workloads::latency(&args).await,
+        BenchCommand::SidecarCheckout(args) => sidecar::checkout(&args).await,
+        BenchCommand::GroupCommit(args) => group_commit::run(&args).await,
     }
 }

@@ -1,253 +1,383 @@
-//! `basalt bench hello5` and `basalt bench sequence`: whole workloads on
-//! the engine, reported as a table (or JSON).
+//! `basalt bench checkout | hello5 | sequence | fanout | bank | latency`:
+//! engine workloads in process, each as the measured configuration
+//! (group commit, pipelining, the chosen store) and its baselines at the
+//! same N, repeated and reported in the one schema.
 
-use basalt_benches::workloads::{self, HubStore, WorkloadConfig, WorkloadOutcome};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use std::future::Future;
+use std::time::Duration;
 
-use crate::cli::{BankArgs, CheckoutArgs, Hello5Args, SequenceArgs};
+use anyhow::Context;
+use basalt_benches::environment::Environment;
+use basalt_benches::store::BenchStore;
+use basalt_benches::workloads::{self, Outcome as WorkloadOutcome, WorkloadConfig, WorkloadError};
+use indicatif::ProgressBar;
 
-#[derive(Serialize)]
-struct Row {
-    run: String,
-    #[serde(flatten)]
-    outcome: WorkloadOutcome,
+use super::output::{Finished, Outcome, progress_bar};
+use crate::bench_cli::{
+    BankArgs, Baseline, BaselineArgs, CheckoutArgs, CommonArgs, FanoutArgs, Hello5Args,
+    LatencyArgs, SequenceArgs,
+};
+
+/// The store the common options name, checked (a volatile "fsync" is
+/// refused unless allowed).
+pub fn store(common: &CommonArgs) -> anyhow::Result<BenchStore> {
+    Ok(BenchStore::parse(
+        common.storage.as_deref(),
+        &common.bench_dir(),
+        common.allow_volatile,
+    )?)
 }
 
-fn progress_bar(len: u64, label: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template("{msg:30} [{bar:30}] {pos}/{len} ({elapsed})") {
-        bar.set_style(style.progress_chars("=> "));
+/// The environment block for runs on `store`.
+pub fn environment(store: &BenchStore) -> Environment {
+    Environment::capture(store.location(), store.file_system(), store.durable())
+}
+
+/// One configuration to run, with its instance count.
+struct Planned {
+    config: WorkloadConfig,
+    instances: u64,
+}
+
+/// The measured configuration and the selected baselines.
+fn plan(
+    common: &CommonArgs,
+    store: &BenchStore,
+    baselines: &[Baseline],
+    instances: u64,
+    baseline_instances: Option<u64>,
+) -> Vec<Planned> {
+    let measured = WorkloadConfig {
+        name: "group-commit".into(),
+        store: store.clone(),
+        partitions: common.partitions,
+        ..WorkloadConfig::default()
+    };
+    let mut plan = vec![Planned {
+        config: measured.clone(),
+        instances,
+    }];
+    let n = baseline_instances.unwrap_or(instances);
+    for baseline in baselines {
+        let config = match baseline {
+            Baseline::PerEvent => WorkloadConfig {
+                group_commit: false,
+                ..measured.clone()
+            },
+            Baseline::NoPipelining => WorkloadConfig {
+                pipelining: false,
+                ..measured.clone()
+            },
+            // Already in memory: the measured run is this baseline.
+            Baseline::Memory if *store == BenchStore::Memory => continue,
+            Baseline::Memory => WorkloadConfig {
+                store: BenchStore::Memory,
+                ..measured.clone()
+            },
+            Baseline::None => continue,
+        };
+        plan.push(Planned {
+            config: WorkloadConfig {
+                name: baseline.name().into(),
+                ..config
+            },
+            instances: n,
+        });
     }
-    bar.set_message(label.to_owned());
-    bar
+    plan
+}
+
+/// Instances of the untimed warm-up run.
+const WARM_UP_INSTANCES: u64 = 200;
+
+/// Runs every planned configuration `--repeat` times, interleaved (so a
+/// slow phase of the machine does not hit one configuration only).
+async fn execute<F, Fut>(
+    common: &CommonArgs,
+    plan: &[Planned],
+    unit: &str,
+    warm_up: u64,
+    run_one: F,
+) -> anyhow::Result<Vec<Finished>>
+where
+    F: Fn(WorkloadConfig, u64, ProgressBar) -> Fut,
+    Fut: Future<Output = Result<WorkloadOutcome, WorkloadError>>,
+{
+    let repeat = common.repeat.max(1);
+    // One small untimed run first, so the first measured run does not pay
+    // for lazily started threads, cold caches and one-time allocations.
+    if let Some(first) = plan.first() {
+        let n = first.instances.min(warm_up);
+        let bar = progress_bar(n, "warming up");
+        run_one(first.config.clone(), n, bar.clone())
+            .await
+            .context("warm-up run")?;
+        bar.finish_and_clear();
+    }
+    let mut finished = Vec::new();
+    for round in 1..=repeat {
+        for planned in plan {
+            let label = if repeat > 1 {
+                format!("{} ({round}/{repeat})", planned.config.name)
+            } else {
+                planned.config.name.clone()
+            };
+            let bar = progress_bar(planned.instances, &label);
+            let outcome = run_one(planned.config.clone(), planned.instances, bar.clone())
+                .await
+                .with_context(|| format!("{label}, {} {unit}", planned.instances))?;
+            bar.finish_and_clear();
+            let mut run = outcome.run;
+            run.repeat = round;
+            finished.push(Finished {
+                run,
+                check: outcome.check,
+            });
+        }
+    }
+    Ok(finished)
+}
+
+/// Notes for a table whose baselines ran fewer instances.
+fn notes(baselines: &BaselineArgs, instances: u64) -> Vec<String> {
+    match baselines.baseline_instances {
+        Some(n) if n != instances && !baselines.selected().is_empty() => vec![format!(
+            "note: the baselines ran {n} instances, not the measured {instances} (--baseline-instances): compare per-instance figures, not totals"
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// Runs `basalt bench checkout`, the README's main job.
+pub async fn checkout(args: &CheckoutArgs) -> anyhow::Result<()> {
+    let store = store(&args.common)?;
+    let environment = environment(&store);
+    let plan = plan(
+        &args.common,
+        &store,
+        &args.baselines.selected(),
+        args.instances,
+        args.baselines.baseline_instances,
+    );
+    let (pool, stock) = (args.pool, args.stock);
+    let finished = execute(
+        &args.common,
+        &plan,
+        "checkouts",
+        WARM_UP_INSTANCES,
+        |config, n, bar| async move {
+            workloads::checkout(&config, n, pool, stock, &|done| bar.set_position(done)).await
+        },
+    )
+    .await?;
+    Outcome {
+        workload: "checkout",
+        title: format!(
+            "checkout: {} checkouts started at once, each reserving 2 items (of {} products, {} units each) on Stock entities, then a receipt activity; {} partitions, {}, Rust SDK worker in process",
+            args.instances,
+            args.pool,
+            args.stock,
+            args.common.partitions,
+            store.label()
+        ),
+        settings: args,
+        common: &args.common,
+        environment,
+        finished,
+        notes: notes(&args.baselines, args.instances),
+    }
+    .report()
 }
 
 /// Runs `basalt bench hello5`.
 pub async fn hello5(args: &Hello5Args) -> anyhow::Result<()> {
-    let mut runs: Vec<(String, WorkloadConfig, u64)> = Vec::new();
-    let base = WorkloadConfig {
-        partitions: args.partitions,
-        dir: args.dir.clone(),
-        ..WorkloadConfig::default()
-    };
-    runs.push((
-        "local fsync, group commit".into(),
-        base.clone(),
+    let store = store(&args.common)?;
+    let environment = environment(&store);
+    let plan = plan(
+        &args.common,
+        &store,
+        &args.baselines.selected(),
         args.instances,
-    ));
-    if !args.no_baseline {
-        runs.push((
-            "local fsync, group commit off".into(),
-            WorkloadConfig {
-                group_commit: false,
-                ..base.clone()
-            },
-            args.baseline_instances,
-        ));
-    }
-    if args.memory {
-        runs.push((
-            "in-memory, group commit".into(),
-            WorkloadConfig {
-                store: HubStore::Memory,
-                ..base.clone()
-            },
-            args.instances,
-        ));
-    }
-    let mut rows = Vec::new();
-    for (label, config, instances) in runs {
-        let bar = progress_bar(instances, &label);
-        let outcome = workloads::hello5(&config, instances, &|done| bar.set_position(done)).await?;
-        bar.finish_and_clear();
-        rows.push(Row {
-            run: label,
-            outcome,
-        });
-    }
-    report(
-        &format!(
-            "hello5: orchestrations of 5 sequential trivial activities, started at once, {} partitions, in-process SDK worker",
-            args.partitions
-        ),
-        &rows,
-        args.json,
-    )
-}
-
-/// Runs `basalt bench checkout`.
-pub async fn checkout(args: &CheckoutArgs) -> anyhow::Result<()> {
-    let base = WorkloadConfig {
-        partitions: args.partitions,
-        dir: args.dir.clone(),
-        ..WorkloadConfig::default()
-    };
-    let mut runs: Vec<(String, WorkloadConfig, u64)> = vec![(
-        "local fsync, group commit".into(),
-        base.clone(),
-        args.instances,
-    )];
-    if !args.no_baseline {
-        runs.push((
-            "local fsync, group commit off".into(),
-            WorkloadConfig {
-                group_commit: false,
-                ..base.clone()
-            },
-            args.baseline_instances,
-        ));
-    }
-    if args.memory {
-        runs.push((
-            "in-memory, group commit".into(),
-            WorkloadConfig {
-                store: HubStore::Memory,
-                ..base.clone()
-            },
-            args.instances,
-        ));
-    }
-    let mut rows = Vec::new();
-    let mut checks = Vec::new();
-    for (label, config, instances) in runs {
-        let bar = progress_bar(instances, &label);
-        let (outcome, check) =
-            workloads::checkout(&config, instances, args.pool, args.stock, &|done| {
-                bar.set_position(done)
-            })
-            .await?;
-        bar.finish_and_clear();
-        checks.push((label.clone(), check));
-        rows.push(Row {
-            run: label,
-            outcome,
-        });
-    }
-    report(
-        &format!(
-            "checkout: 2 items each from {} products (stock {} each), reserved on Stock entities, then a receipt activity; {} partitions",
-            args.pool, args.stock, args.partitions
-        ),
-        &rows,
-        args.json,
-    )?;
-    if !args.json {
-        println!();
-        for (label, check) in checks {
-            println!(
-                "{label}: stock consistent: {} units reserved = {} units taken from stock; {} checkouts fully reserved, {} lines refused",
-                check.units_reserved,
-                check.units_taken_from_stock,
-                check.fully_reserved,
-                check.refused_lines
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Runs `basalt bench bank`.
-pub async fn bank(args: &BankArgs) -> anyhow::Result<()> {
-    let config = WorkloadConfig {
-        partitions: args.partitions,
-        dir: args.dir.clone(),
-        ..WorkloadConfig::default()
-    };
-    let label = "local fsync, group commit";
-    let bar = progress_bar(args.transfers, label);
-    let (outcome, check) = workloads::bank(
-        &config,
-        args.transfers,
-        args.accounts,
-        args.balance,
-        &|done| bar.set_position(done),
+        args.baselines.baseline_instances,
+    );
+    let finished = execute(
+        &args.common,
+        &plan,
+        "orchestrations",
+        WARM_UP_INSTANCES,
+        |config, n, bar| async move {
+            workloads::hello5(&config, n, &|done| bar.set_position(done)).await
+        },
     )
     .await?;
-    bar.finish_and_clear();
-    let rows = vec![Row {
-        run: label.into(),
-        outcome,
-    }];
-    report(
-        &format!(
-            "bank: transfers between {} accounts on different partitions, each locking both (critical section); {} partitions",
-            args.accounts, args.partitions
+    Outcome {
+        workload: "hello5",
+        title: format!(
+            "hello5: {} orchestrations of 5 sequential trivial activities, started at once; {} partitions, {}",
+            args.instances,
+            args.common.partitions,
+            store.label()
         ),
-        &rows,
-        args.json,
-    )?;
-    if !args.json {
-        println!(
-            "\ntotal balance conserved: {} before, {} after; {} transfers moved money",
-            check.total_before, check.total_after, check.moved
-        );
+        settings: args,
+        common: &args.common,
+        environment,
+        finished,
+        notes: notes(&args.baselines, args.instances),
     }
-    Ok(())
+    .report()
 }
 
 /// Runs `basalt bench sequence`.
 pub async fn sequence(args: &SequenceArgs) -> anyhow::Result<()> {
-    let config = WorkloadConfig {
-        partitions: args.partitions,
-        dir: args.dir.clone(),
-        ..WorkloadConfig::default()
-    };
-    let bar = progress_bar(1, "local fsync, group commit");
-    let outcome = workloads::sequence(&config, args.steps).await?;
-    bar.finish_and_clear();
-    let per_step_ms = outcome.elapsed.as_secs_f64() * 1000.0 / args.steps as f64;
-    let rows = vec![Row {
-        run: "local fsync, group commit".into(),
-        outcome,
-    }];
-    report(
-        &format!(
-            "sequence: one orchestration calling a trivial activity {} times ({per_step_ms:.3} ms per step)",
-            args.steps
-        ),
-        &rows,
-        args.json,
+    let store = store(&args.common)?;
+    let environment = environment(&store);
+    let plan = plan(&args.common, &store, &args.baselines.selected(), 1, None);
+    let steps = args.steps;
+    let finished = execute(
+        &args.common,
+        &plan,
+        "orchestration",
+        1,
+        |config, _, bar| async move {
+            let outcome = workloads::sequence(&config, steps).await;
+            bar.set_position(1);
+            outcome
+        },
     )
+    .await?;
+    Outcome {
+        workload: "sequence",
+        title: format!(
+            "sequence: one orchestration calling a trivial activity {steps} times in sequence (time = the whole sequence; ms per step in the report's extra); {}",
+            store.label()
+        ),
+        settings: args,
+        common: &args.common,
+        environment,
+        finished,
+        notes: Vec::new(),
+    }
+    .report()
 }
 
-fn report(title: &str, rows: &[Row], json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(rows)?);
-        return Ok(());
-    }
-    println!("{title}\n");
-    println!(
-        "{:32} {:>8} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>11} {:>9}",
-        "run",
-        "orch.",
-        "time",
-        "orch./s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "max ms",
-        "writes",
-        "writes/orch",
-        "cpu ms/o"
+/// Runs `basalt bench fanout`.
+pub async fn fanout(args: &FanoutArgs) -> anyhow::Result<()> {
+    let store = store(&args.common)?;
+    let environment = environment(&store);
+    let plan = plan(
+        &args.common,
+        &store,
+        &args.baselines.selected(),
+        args.instances,
+        args.baselines.baseline_instances,
     );
-    for row in rows {
-        let o = &row.outcome;
-        println!(
-            "{:32} {:>8} {:>8.2}s {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9} {:>11.3} {:>9}",
-            row.run,
-            o.orchestrations,
-            o.elapsed.as_secs_f64(),
-            o.orchestrations_per_sec,
-            o.latency_ms[0],
-            o.latency_ms[1],
-            o.latency_ms[2],
-            o.latency_ms[3],
-            o.storage_writes,
-            o.storage_writes as f64 / o.orchestrations as f64,
-            o.cpu_ms_per_orchestration
-                .map_or("-".into(), |c| format!("{c:.3}")),
-        );
+    let width = args.width;
+    let finished = execute(
+        &args.common,
+        &plan,
+        "orchestrations",
+        WARM_UP_INSTANCES,
+        |config, n, bar| async move {
+            workloads::fanout(&config, n, width, &|done| bar.set_position(done)).await
+        },
+    )
+    .await?;
+    Outcome {
+        workload: "fanout",
+        title: format!(
+            "fanout: {} orchestrations, each calling {width} activities at once and summing them, started at once; {} partitions, {}",
+            args.instances,
+            args.common.partitions,
+            store.label()
+        ),
+        settings: args,
+        common: &args.common,
+        environment,
+        finished,
+        notes: notes(&args.baselines, args.instances),
     }
-    Ok(())
+    .report()
+}
+
+/// Runs `basalt bench bank`.
+pub async fn bank(args: &BankArgs) -> anyhow::Result<()> {
+    let store = store(&args.common)?;
+    let environment = environment(&store);
+    let plan = plan(
+        &args.common,
+        &store,
+        &args.baselines.selected(),
+        args.transfers,
+        args.baselines.baseline_instances,
+    );
+    let (accounts, balance) = (args.accounts, args.balance);
+    let finished = execute(
+        &args.common,
+        &plan,
+        "transfers",
+        WARM_UP_INSTANCES,
+        |config, n, bar| async move {
+            workloads::bank(&config, n, accounts, balance, &|done| {
+                bar.set_position(done)
+            })
+            .await
+        },
+    )
+    .await?;
+    Outcome {
+        workload: "bank",
+        title: format!(
+            "bank: {} transfers between {accounts} accounts on different partitions, each locking both (critical section), started at once; {} partitions, {}",
+            args.transfers,
+            args.common.partitions,
+            store.label()
+        ),
+        settings: args,
+        common: &args.common,
+        environment,
+        finished,
+        notes: notes(&args.baselines, args.transfers),
+    }
+    .report()
+}
+
+/// Runs `basalt bench latency` in process (`--sidecar` goes elsewhere).
+pub async fn latency(args: &LatencyArgs) -> anyhow::Result<()> {
+    if args.sidecar {
+        return super::sidecar::latency(args).await;
+    }
+    let store = store(&args.common)?;
+    let environment = environment(&store);
+    if !(args.seconds > 0.0 && args.seconds <= 86_400.0) {
+        anyhow::bail!("--seconds must be in (0, 86400], got {}", args.seconds);
+    }
+    let instances = (args.rate * args.seconds).round().max(1.0) as u64;
+    let plan = plan(&args.common, &store, &args.baselines, instances, None);
+    let (rate, duration) = (args.rate, Duration::from_secs_f64(args.seconds));
+    let finished = execute(
+        &args.common,
+        &plan,
+        "orchestrations",
+        rate.ceil().max(1.0) as u64,
+        |config, n, bar| async move {
+            // The warm-up asks for fewer instances: a shorter duration.
+            let duration = duration.min(Duration::from_secs_f64(n as f64 / rate));
+            workloads::latency(&config, rate, duration, &|done| bar.set_position(done)).await
+        },
+    )
+    .await?;
+    Outcome {
+        workload: "latency",
+        title: format!(
+            "latency: hello3 (3 activities in sequence) started at {rate}/s for {} s, in process; latency from each scheduled arrival to the client seeing completion; {}",
+            args.seconds,
+            store.label()
+        ),
+        settings: args,
+        common: &args.common,
+        environment,
+        finished,
+        notes: Vec::new(),
+    }
+    .report()
 }

@@ -1,0 +1,590 @@
+//! `basalt bench sidecar-checkout` and `basalt bench latency --sidecar`:
+//! workloads run out of process by the official Python SDK (client and
+//! worker, `benches/python/checkout_bench.py`) through the gRPC sidecar,
+//! against an in-process `basalt serve` and, for the checkout, against the
+//! SDK's own in-memory sidecar in the same run.
+//!
+//! The driver only reports raw results (each latency as its client saw
+//! it, what every receipt reserved, the stock read back, its own CPU);
+//! the figures and the consistency check are computed here, and a missing
+//! key is an error, never a zero.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use basalt_benches::report::{Check, DurableWrites, Latency, Run};
+use basalt_benches::resources::{self, CpuTime};
+use basalt_benches::store::BenchStore;
+use basalt_server::config::{ServeOptions, StorageChoice};
+use basalt_server::server::{self, ServerHandle};
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::output::{Finished, Outcome};
+use super::workloads::{environment, store};
+use crate::bench_cli::{Baseline, CommonArgs, LatencyArgs, SidecarCheckoutArgs};
+
+const DRIVER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../benches/python/checkout_bench.py"
+);
+const REQUIREMENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/requirements.txt");
+
+/// The driver's result line. Every key is required.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DriverResult {
+    completed: u64,
+    failed: u64,
+    seconds: f64,
+    latencies_ms: Vec<f64>,
+    problems: Vec<String>,
+    cpu_ms: DriverCpu,
+    /// Checkout only.
+    #[serde(default)]
+    stock_initial: Option<i64>,
+    #[serde(default)]
+    reserved: Option<BTreeMap<String, i64>>,
+    #[serde(default)]
+    left: Option<BTreeMap<String, Option<i64>>>,
+    #[serde(default)]
+    refused_lines: Option<u64>,
+    /// Latency only: outputs that completed but were wrong.
+    #[serde(default)]
+    wrong: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DriverCpu {
+    user: f64,
+    sys: f64,
+}
+
+/// The venv's python, created with the pinned SDK when missing.
+async fn python(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(python) = given {
+        return Ok(python.to_path_buf());
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-venv");
+    let python = dir.join("bin/python");
+    if !python.exists() {
+        eprintln!(
+            "creating {} with the pinned durabletask SDK ...",
+            dir.display()
+        );
+        let status = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&dir)
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("python3 -m venv {} failed", dir.display());
+        }
+        let status = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "-r", REQUIREMENTS])
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("pip install -r {REQUIREMENTS} failed");
+        }
+    }
+    Ok(python)
+}
+
+/// Where the sidecar's work happens: Basalt in this process, or the SDK's
+/// in-memory sidecar in another.
+enum Sidecar<'a> {
+    Basalt(&'a ServerHandle),
+    External(u32),
+}
+
+/// What was sampled at MEASURE-START.
+struct Marks {
+    cpu: Option<CpuTime>,
+    log: Option<basalt_storage::LogStats>,
+    dispatched: [u64; 3],
+    rss: Option<u64>,
+}
+
+impl Sidecar<'_> {
+    async fn marks(&self) -> Marks {
+        match self {
+            Sidecar::Basalt(handle) => Marks {
+                cpu: resources::own_cpu(),
+                log: handle.engine().log_stats().await.ok(),
+                dispatched: handle.dispatch_stats().dispatched,
+                rss: resources::rss_bytes(),
+            },
+            Sidecar::External(pid) => Marks {
+                cpu: resources::process_cpu(*pid),
+                log: None,
+                dispatched: [0; 3],
+                rss: resources::process_rss_bytes(*pid),
+            },
+        }
+    }
+
+    fn peak_rss(&self) -> Option<u64> {
+        match self {
+            Sidecar::Basalt(_) => resources::peak_rss_bytes(),
+            Sidecar::External(pid) => resources::process_peak_rss_bytes(*pid),
+        }
+    }
+}
+
+/// Runs the driver with `driver_args` against `addr`, sampling the
+/// sidecar at the measure marks, and turns its result into a run.
+async fn drive(
+    python: &Path,
+    addr: &str,
+    driver_args: &[String],
+    sidecar: Sidecar<'_>,
+    config: &str,
+) -> anyhow::Result<(Run, DriverResult)> {
+    let mut child = Command::new(python)
+        .arg(DRIVER)
+        .args(["--addr", addr])
+        .args(driver_args)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the Python driver")?;
+    let stdout = child.stdout.take().context("driver stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut start, mut end, mut result) = (None, None, None);
+    if let Sidecar::Basalt(_) = sidecar {
+        resources::reset_peak_rss();
+    }
+    while let Some(line) = lines.next_line().await? {
+        match line.as_str() {
+            "MEASURE-START" => start = Some(sidecar.marks().await),
+            "MEASURE-END" => end = Some(sidecar.marks().await),
+            json if json.starts_with('{') => {
+                result = Some(
+                    serde_json::from_str::<DriverResult>(json)
+                        .with_context(|| format!("the driver's result does not parse: {json}"))?,
+                );
+            }
+            _ => {}
+        }
+    }
+    let status = child.wait().await?;
+    if !status.success() {
+        bail!("the Python driver failed against {config} ({status})");
+    }
+    let result = result.context("the driver printed no result")?;
+    let (Some(start), Some(end)) = (start, end) else {
+        bail!("the driver did not print both measure marks");
+    };
+    let mut run = Run::new(
+        config,
+        result.completed,
+        result.failed,
+        Duration::from_secs_f64(result.seconds.max(0.0)),
+    );
+    run.latency_ms = Latency::from_ms_samples(&result.latencies_ms);
+    let units = result.completed.max(1) as f64;
+    let worker = CpuTime {
+        user_ms: result.cpu_ms.user,
+        sys_ms: result.cpu_ms.sys,
+    };
+    run.worker_cpu_ms_per_instance = Some(worker.total_ms() / units);
+    if let (Some(a), Some(b)) = (start.cpu, end.cpu) {
+        let server = b.since(&a);
+        run.server_cpu_ms_per_instance = Some(server.total_ms() / units);
+        // The machine's CPU per unit: server and worker together.
+        run.set_cpu(CpuTime {
+            user_ms: server.user_ms + worker.user_ms,
+            sys_ms: server.sys_ms + worker.sys_ms,
+        });
+    }
+    if let (Some(a), Some(b)) = (start.log, end.log) {
+        run.set_writes(DurableWrites::from(b.since(&a)));
+    }
+    if let Sidecar::Basalt(_) = sidecar {
+        let handed: Vec<f64> = (0..3)
+            .map(|k| (end.dispatched[k] - start.dispatched[k]) as f64 / units)
+            .collect();
+        run.extra.insert(
+            "work_items_per_instance".into(),
+            serde_json::json!({"orchestration_steps": handed[0], "activities": handed[1], "entity_batches": handed[2]}),
+        );
+    }
+    run.peak_rss_bytes = sidecar.peak_rss();
+    if let (Some(a), Some(b)) = (start.rss, end.rss)
+        && result.completed > 0
+    {
+        run.rss_bytes_per_1000_retained =
+            Some(b.saturating_sub(a) as f64 * 1000.0 / result.completed as f64);
+    }
+    Ok((run, result))
+}
+
+/// The checkout check, from the driver's raw results: every checkout
+/// completed with a receipt, and per product the stock read back equals
+/// the initial stock minus the units the receipts reserved, never
+/// negative.
+fn check_checkout(result: &DriverResult) -> Check {
+    let mut problems: Vec<String> = Vec::new();
+    if result.failed > 0 || !result.problems.is_empty() {
+        problems.push(format!(
+            "{} checkouts failed; {}",
+            result.failed,
+            result.problems.join("; ")
+        ));
+    }
+    let (Some(initial), Some(reserved), Some(left), Some(refused)) = (
+        result.stock_initial,
+        &result.reserved,
+        &result.left,
+        result.refused_lines,
+    ) else {
+        return Check {
+            passed: false,
+            detail: "the driver reported no stock figures".into(),
+        };
+    };
+    let mut units = 0;
+    for (product, taken) in reserved {
+        units += taken;
+        match left.get(product).copied().flatten() {
+            None => problems.push(format!("{product}: stock could not be read back")),
+            Some(l) if l < 0 => problems.push(format!("{product}: stock went negative ({l})")),
+            Some(l) if initial - l != *taken => problems.push(format!(
+                "{product}: {} units left the stock but the receipts reserved {taken}",
+                initial - l
+            )),
+            Some(_) => {}
+        }
+    }
+    if left.len() != reserved.len() {
+        problems.push(format!(
+            "{} products read back for {} stocked",
+            left.len(),
+            reserved.len()
+        ));
+    }
+    if problems.is_empty() {
+        Check {
+            passed: true,
+            detail: format!(
+                "{} checkouts completed; stock of {} products read back through the client matches the receipts ({units} units reserved, {refused} lines refused for lack of stock{})",
+                result.completed,
+                reserved.len(),
+                if refused == 0 {
+                    "; stock never ran out, so refusals were not exercised"
+                } else {
+                    ""
+                }
+            ),
+        }
+    } else {
+        problems.truncate(5);
+        Check {
+            passed: false,
+            detail: problems.join("; "),
+        }
+    }
+}
+
+fn check_latency(result: &DriverResult) -> Check {
+    let wrong = result.wrong.unwrap_or(0);
+    if result.failed == 0 && wrong == 0 && result.problems.is_empty() {
+        Check {
+            passed: true,
+            detail: format!(
+                "{} orchestrations completed with the expected 3 results",
+                result.completed
+            ),
+        }
+    } else {
+        Check {
+            passed: false,
+            detail: format!(
+                "{} failed, {wrong} wrong: {}",
+                result.failed,
+                result.problems.join("; ")
+            ),
+        }
+    }
+}
+
+/// A fresh hub location on `store` for one server.
+fn fresh_storage(store: &BenchStore) -> anyhow::Result<(StorageChoice, Option<tempfile::TempDir>)> {
+    Ok(match store {
+        BenchStore::Local { parent, .. } => {
+            let dir = tempfile::Builder::new()
+                .prefix("basalt-bench-")
+                .tempdir_in(parent)
+                .with_context(|| format!("a hub folder under {}", parent.display()))?;
+            (StorageChoice::LocalDir(dir.path().join("hub")), Some(dir))
+        }
+        BenchStore::Memory => (StorageChoice::Memory, None),
+        BenchStore::Url(url) => (
+            StorageChoice::Url(format!(
+                "{url}/basalt-bench-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis())
+            )),
+            None,
+        ),
+    })
+}
+
+/// Runs the driver against a fresh in-process Basalt server.
+async fn against_basalt(
+    common: &CommonArgs,
+    store: &BenchStore,
+    commit_linger_micros: u64,
+    python: &Path,
+    driver_args: &[String],
+) -> anyhow::Result<(Run, DriverResult)> {
+    let (storage, _dir) = fresh_storage(store)?;
+    let handle = server::start(ServeOptions {
+        storage,
+        grpc_addr: "127.0.0.1:0".parse()?,
+        http_addr: None,
+        partitions: common.partitions,
+        commit_linger_micros,
+        ..ServeOptions::default()
+    })
+    .await?;
+    let addr = format!("localhost:{}", handle.grpc_addr().port());
+    let outcome = drive(
+        python,
+        &addr,
+        driver_args,
+        Sidecar::Basalt(&handle),
+        "basalt",
+    )
+    .await;
+    handle.stop().await;
+    outcome
+}
+
+/// Runs the driver against the SDK's in-memory sidecar in its own process.
+async fn against_in_memory_sidecar(
+    python: &Path,
+    driver_args: &[String],
+) -> anyhow::Result<(Run, DriverResult)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut child: Child = Command::new(python)
+        .arg(DRIVER)
+        .args(["--in-memory-sidecar", &port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the SDK's in-memory sidecar")?;
+    let mut lines = BufReader::new(child.stdout.take().context("sidecar stdout")?).lines();
+    let line = lines.next_line().await?.unwrap_or_default();
+    if !line.starts_with("SIDECAR") {
+        bail!("the in-memory sidecar did not start: {line:?}");
+    }
+    let pid = child.id().context("the sidecar's pid")?;
+    let outcome = drive(
+        python,
+        &format!("localhost:{port}"),
+        driver_args,
+        Sidecar::External(pid),
+        "durabletask-in-memory-sidecar",
+    )
+    .await;
+    let _ = child.kill().await;
+    outcome
+}
+
+/// Runs `basalt bench sidecar-checkout`.
+pub async fn checkout(args: &SidecarCheckoutArgs) -> anyhow::Result<()> {
+    let store = store(&args.common)?;
+    let environment = environment(&store);
+    let python = python(args.python.as_deref()).await?;
+    let mut driver_args: Vec<String> = vec![
+        "--checkouts".into(),
+        args.checkouts.to_string(),
+        "--warmup".into(),
+        args.warmup.to_string(),
+        "--products".into(),
+        args.products.to_string(),
+        "--stock".into(),
+        args.stock.to_string(),
+    ];
+    if let Some(fault) = &args.inject_fault {
+        driver_args.extend(["--fault".into(), fault.clone()]);
+    }
+    let mut finished = Vec::new();
+    for round in 1..=args.common.repeat.max(1) {
+        let (mut run, result) = against_basalt(
+            &args.common,
+            &store,
+            args.commit_linger_micros,
+            &python,
+            &driver_args,
+        )
+        .await?;
+        run.repeat = round;
+        finished.push(Finished {
+            check: check_checkout(&result),
+            run,
+        });
+        if !args.no_baseline {
+            let (mut run, result) = against_in_memory_sidecar(&python, &driver_args).await?;
+            run.repeat = round;
+            finished.push(Finished {
+                check: check_checkout(&result),
+                run,
+            });
+        }
+    }
+    let notes = ratio_note(&finished);
+    Outcome {
+        workload: "sidecar-checkout",
+        title: format!(
+            "sidecar checkout: {} checkouts at once (2 stock entity calls + 1 receipt activity each; {} products of {} units), Python SDK client and worker out of process; basalt on {}; latency measured in the client; cpu = server + worker",
+            args.checkouts,
+            args.products,
+            args.stock,
+            store.label()
+        ),
+        settings: args,
+        common: &args.common,
+        environment,
+        finished,
+        notes,
+    }
+    .report()
+}
+
+/// Basalt's throughput over the in-memory sidecar's, per round.
+fn ratio_note(finished: &[Finished]) -> Vec<String> {
+    let rates = |config: &str| -> Vec<f64> {
+        finished
+            .iter()
+            .filter(|f| f.run.config == config)
+            .map(|f| f.run.throughput_per_s)
+            .collect()
+    };
+    let (basalt, sidecar) = (rates("basalt"), rates("durabletask-in-memory-sidecar"));
+    if sidecar.is_empty() {
+        return Vec::new();
+    }
+    let ratios: Vec<String> = basalt
+        .iter()
+        .zip(&sidecar)
+        .map(|(b, s)| format!("{:.2}x", b / s.max(1e-9)))
+        .collect();
+    vec![format!(
+        "basalt / in-memory sidecar throughput: {}",
+        ratios.join(", ")
+    )]
+}
+
+/// Runs `basalt bench latency --sidecar`.
+pub async fn latency(args: &LatencyArgs) -> anyhow::Result<()> {
+    if args.baselines.iter().any(|b| *b != Baseline::None) {
+        bail!(
+            "--sidecar runs basalt serve alone: leave out --baselines (use --storage memory:// for the in-memory figure)"
+        );
+    }
+    let store = store(&args.common)?;
+    let environment = environment(&store);
+    let python = python(args.python.as_deref()).await?;
+    let driver_args: Vec<String> = vec![
+        "--workload".into(),
+        "latency".into(),
+        "--rate".into(),
+        args.rate.to_string(),
+        "--seconds".into(),
+        args.seconds.to_string(),
+        "--warmup".into(),
+        "20".into(),
+    ];
+    let mut finished = Vec::new();
+    for round in 1..=args.common.repeat.max(1) {
+        let (mut run, result) =
+            against_basalt(&args.common, &store, 0, &python, &driver_args).await?;
+        run.repeat = round;
+        run.extra.insert("rate_per_s".into(), args.rate.into());
+        finished.push(Finished {
+            check: check_latency(&result),
+            run,
+        });
+    }
+    Outcome {
+        workload: "latency",
+        title: format!(
+            "latency --sidecar: hello3 (3 activities in sequence) started at {}/s for {} s by the Python SDK through basalt serve on {}; latency from each scheduled arrival to the client seeing completion; cpu = server + worker",
+            args.rate,
+            args.seconds,
+            store.label()
+        ),
+        settings: args,
+        common: &args.common,
+        environment,
+        finished,
+        notes: Vec::new(),
+    }
+    .report()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(left_p0: Option<i64>) -> DriverResult {
+        DriverResult {
+            completed: 3,
+            failed: 0,
+            seconds: 1.0,
+            latencies_ms: vec![1.0, 2.0, 3.0],
+            problems: Vec::new(),
+            cpu_ms: DriverCpu {
+                user: 1.0,
+                sys: 1.0,
+            },
+            stock_initial: Some(10),
+            reserved: Some(BTreeMap::from([("p0".into(), 4), ("p1".into(), 10)])),
+            left: Some(BTreeMap::from([
+                ("p0".into(), left_p0),
+                ("p1".into(), Some(0)),
+            ])),
+            refused_lines: Some(1),
+            wrong: None,
+        }
+    }
+
+    #[test]
+    fn stock_that_matches_the_receipts_passes() {
+        let check = check_checkout(&result(Some(6)));
+        assert!(check.passed, "{}", check.detail);
+    }
+
+    #[test]
+    fn stock_taken_twice_or_missing_fails() {
+        let twice = check_checkout(&result(Some(2)));
+        assert!(!twice.passed);
+        assert!(
+            twice.detail.contains("p0: 8 units left"),
+            "{}",
+            twice.detail
+        );
+        assert!(!check_checkout(&result(Some(-1))).passed);
+        assert!(!check_checkout(&result(None)).passed);
+    }
+
+    #[test]
+    fn a_result_missing_a_key_does_not_parse() {
+        let missing = r#"{"completed": 1, "failed": 0, "latencies_ms": [], "problems": [], "cpu_ms": {"user": 1, "sys": 1}}"#;
+        assert!(serde_json::from_str::<DriverResult>(missing).is_err());
+    }
+}
