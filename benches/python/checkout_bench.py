@@ -25,7 +25,10 @@ every reservation twice: the check must catch it (a test does).
 
 Driven by `basalt bench sidecar-checkout` and `basalt bench latency
 --sidecar`; `--in-memory-sidecar PORT` starts the SDK's own in-memory
-sidecar in this process and blocks (the comparison baseline).
+sidecar in this process and blocks (the comparison baseline), with enough
+gRPC server threads (`--sidecar-threads`) for a client that waits on every
+instance at once (it serves 10 calls at once by default, and 10 waiting
+clients would starve its worker).
 """
 
 import argparse
@@ -96,6 +99,14 @@ def hello3(ctx: task.OrchestrationContext, name: str):
     return out
 
 
+def read_int(meta):
+    """An entity's integer state, or None while it has none."""
+    try:
+        return int(meta.get_state())
+    except (TypeError, ValueError):
+        return None
+
+
 def cpu_ms():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"user": usage.ru_utime * 1000.0, "sys": usage.ru_stime * 1000.0}
@@ -146,7 +157,7 @@ async def stock_products(c, tag, products, stock_units):
     for entity in ids:
         for _ in range(10_000):
             meta = await c.get_entity(entity, include_state=True)
-            if meta is not None and meta.get_state(int) == stock_units:
+            if meta is not None and read_int(meta) == stock_units:
                 break
             await asyncio.sleep(0.005)
         else:
@@ -182,7 +193,7 @@ async def drive_checkout(c, args, rng):
     left = {}
     for product in reserved:
         meta = await c.get_entity(EntityInstanceId("stock", product), include_state=True)
-        left[product] = None if meta is None else meta.get_state(int)
+        left[product] = None if meta is None else read_int(meta)
     return {
         "completed": len(results) - failed,
         "failed": failed,
@@ -246,7 +257,7 @@ def drive(args):
         w.add_activity(receipt)
         w.add_activity(hello)
         if args.fault == "double-reserve":
-            w.add_named_entity("stock", stock_double_reserve)
+            w.add_entity(stock_double_reserve, name="stock")
         else:
             w.add_entity(stock)
         w.start()
@@ -274,11 +285,20 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--fault", choices=["double-reserve"])
     parser.add_argument("--in-memory-sidecar", type=int, metavar="PORT")
+    parser.add_argument("--sidecar-threads", type=int, default=2048)
     args = parser.parse_args()
     if args.in_memory_sidecar:
         import logging
         logging.disable(logging.INFO)
-        from durabletask.testing import InMemoryOrchestrationBackend
+        import concurrent.futures
+        import types
+        from durabletask.testing import InMemoryOrchestrationBackend, in_memory_backend
+        # Its gRPC server serves 10 calls at once; the client here waits on
+        # every checkout at once, so 10 waits would take every thread and
+        # starve the worker. Same sidecar, more threads.
+        in_memory_backend.futures = types.SimpleNamespace(
+            ThreadPoolExecutor=lambda max_workers: concurrent.futures.ThreadPoolExecutor(
+                max_workers=max(max_workers, args.sidecar_threads)))
         backend = InMemoryOrchestrationBackend(port=args.in_memory_sidecar)
         print(f"SIDECAR {backend.start()}", flush=True)
         while True:

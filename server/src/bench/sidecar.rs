@@ -147,11 +147,15 @@ async fn drive(
     sidecar: Sidecar<'_>,
     config: &str,
 ) -> anyhow::Result<(Run, DriverResult)> {
+    // The SDK logs every refused reservation as an error: keep its stderr
+    // for a failure's diagnosis instead of the terminal.
+    let log = tempfile::NamedTempFile::new().context("a file for the driver's log")?;
     let mut child = Command::new(python)
         .arg(DRIVER)
         .args(["--addr", addr])
         .args(driver_args)
         .stdout(Stdio::piped())
+        .stderr(log.reopen().context("the driver's log")?)
         .kill_on_drop(true)
         .spawn()
         .context("starting the Python driver")?;
@@ -176,7 +180,12 @@ async fn drive(
     }
     let status = child.wait().await?;
     if !status.success() {
-        bail!("the Python driver failed against {config} ({status})");
+        let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        bail!(
+            "the Python driver failed against {config} ({status}); the end of its log:\n{}",
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        );
     }
     let result = result.context("the driver printed no result")?;
     let (Some(start), Some(end)) = (start, end) else {
@@ -465,8 +474,27 @@ pub async fn checkout(args: &SidecarCheckoutArgs) -> anyhow::Result<()> {
     .report()
 }
 
-/// Basalt's throughput over the in-memory sidecar's, per round.
+/// Where the CPU went per run, and Basalt's throughput over the
+/// in-memory sidecar's, per round.
 fn ratio_note(finished: &[Finished]) -> Vec<String> {
+    let mut notes: Vec<String> = finished
+        .iter()
+        .map(|f| {
+            let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+            format!(
+                "{} (run {}): CPU per checkout: server {} ms + worker {} ms",
+                f.run.config,
+                f.run.repeat,
+                ms(f.run.server_cpu_ms_per_instance),
+                ms(f.run.worker_cpu_ms_per_instance)
+            )
+        })
+        .collect();
+    notes.extend(throughput_ratio(finished));
+    notes
+}
+
+fn throughput_ratio(finished: &[Finished]) -> Vec<String> {
     let rates = |config: &str| -> Vec<f64> {
         finished
             .iter()
