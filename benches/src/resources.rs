@@ -104,23 +104,12 @@ pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-/// How the process's allocator gives free pages back, when it is not the
-/// system's (the `basalt` binary uses mimalloc and sets this).
-static HEAP_RELEASE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
-
-/// Names the function that returns the global allocator's free pages to
-/// the system; without one, glibc's `malloc_trim` is used.
-pub fn set_heap_release(release: fn()) {
-    let _ = HEAP_RELEASE.set(release);
-}
-
-/// Returns free heap pages to the system, so RSS reflects what is in use
-/// rather than what an earlier run left in the allocator's caches.
+/// Returns free heap pages to the system where the allocator is glibc's
+/// (tests, criterion), so RSS reflects what is in use rather than what an
+/// earlier run left in the allocator's caches. The `basalt` binary's
+/// mimalloc keeps freed pages for reuse: there, a later run's memory
+/// figures are lower bounds (docs/benchmarks.md).
 fn trim_heap() {
-    if let Some(release) = HEAP_RELEASE.get() {
-        release();
-        return;
-    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` has no preconditions.
     unsafe {

@@ -26,9 +26,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Benchmarks measure each run's memory from a clean heap: freed pages
-    // go back to the system between runs.
-    basalt_benches::resources::set_heap_release(release_free_heap);
     let result = match cli.command {
         Command::Bench(bench) => bench::run(bench).await,
         Command::Inspect(args) => inspect::run(&args).await,
@@ -46,12 +43,6 @@ async fn main() -> ExitCode {
 
 /// The error and its causes, one a line, skipping a cause whose text the
 /// line before already quotes (many errors print their source too).
-/// Returns mimalloc's free pages to the system.
-fn release_free_heap() {
-    // SAFETY: `mi_collect` may be called at any time from any thread.
-    unsafe { libmimalloc_sys::mi_collect(true) }
-}
-
 fn describe(error: &anyhow::Error) -> String {
     let mut text = format!("error: {error}\n");
     let mut previous = error.to_string();

@@ -80,6 +80,12 @@ impl<S: Serialize> Outcome<'_, S> {
         }
         if !to_stdout {
             let mut text = render(&self.title, &report);
+            if report.runs.len() > 1 {
+                let _ = writeln!(
+                    text,
+                    "memory: peak and kept MiB are exact for the first run; later runs reuse pages an earlier run freed (the allocator keeps them), so theirs are lower bounds: run a configuration alone for its own"
+                );
+            }
             for note in &self.notes {
                 let _ = writeln!(text, "{note}");
             }
