@@ -220,6 +220,9 @@ impl Running {
     }
 }
 
+/// Fewest completed instances for which RSS per 1,000 retained is given.
+const RETAINED_FOR_MEMORY_FIGURE: u64 = 100;
+
 /// The counters at the start of the measured phase.
 struct Meter {
     log: LogStats,
@@ -254,8 +257,9 @@ impl Meter {
             run.set_cpu(after.since(&before));
         }
         run.peak_rss_bytes = resources::peak_rss_bytes();
+        // Per 1,000 retained instances means little for a handful.
         if let (Some(base), Some(now)) = (running.rss_base, resources::rss_bytes())
-            && driven.completed > 0
+            && driven.completed >= RETAINED_FOR_MEMORY_FIGURE
         {
             run.rss_bytes_per_1000_retained =
                 Some(now.saturating_sub(base) as f64 * 1000.0 / driven.completed as f64);

@@ -266,14 +266,25 @@ pub fn render(title: &str, report: &Report) -> String {
             })
         };
         let header = [
-            "config", "runs", "per s", "p50 ms", "p99 ms", "cpu ms/i", "writes/i",
+            "config",
+            "producers",
+            "runs",
+            "per s",
+            "p50 ms",
+            "p99 ms",
+            "cpu ms/i",
+            "writes/i",
         ];
-        let rows: Vec<[String; 7]> = report
+        let rows: Vec<[String; 8]> = report
             .summary
             .iter()
             .map(|s| {
                 [
-                    s.config.clone(),
+                    match &s.store {
+                        Some(store) => format!("{} ({store})", s.config),
+                        None => s.config.clone(),
+                    },
+                    s.producers.map_or("-".into(), |p| p.to_string()),
                     s.repeats.to_string(),
                     spread(s.throughput_per_s, 0),
                     spread(s.latency_p50_ms, 1),
