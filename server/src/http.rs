@@ -614,7 +614,7 @@ async fn metrics(State(state): State<HttpState>) -> ApiResult {
     let (steps_queued, activities_queued) = state.engine.queued_work();
     let dispatch = state.dispatcher.stats();
     let mut text = String::new();
-    let per_partition: [MetricFamily; 6] = [
+    let per_partition: [MetricFamily; 9] = [
         (
             "basalt_partition_commits_total",
             "counter",
@@ -644,6 +644,24 @@ async fn metrics(State(state): State<HttpState>) -> ApiResult {
             "gauge",
             "Mean commit latency of a partition since the server started.",
             |p| ratio(p.log.write_micros as f64 / 1e6, p.log.writes),
+        ),
+        (
+            "basalt_partition_checkpoints_total",
+            "counter",
+            "Checkpoints a partition wrote since the server started (each a durable write).",
+            |p| p.log.checkpoints as f64,
+        ),
+        (
+            "basalt_partition_checkpoint_bytes_total",
+            "counter",
+            "Bytes of the checkpoints a partition wrote since the server started.",
+            |p| p.log.checkpoint_bytes as f64,
+        ),
+        (
+            "basalt_partition_segments_created_total",
+            "counter",
+            "Log segment files a partition created since the server started (each a durable write: file, header, fsync, directory fsync).",
+            |p| p.log.segments_created as f64,
         ),
         (
             "basalt_partition_entities",

@@ -378,6 +378,8 @@ async fn http_api_manages_instances_and_entities() {
         "basalt_partition_commits_total{partition=\"0\"}",
         "basalt_partition_commit_batch_records{partition=\"3\"}",
         "basalt_partition_commit_latency_seconds{partition=\"1\"}",
+        "# TYPE basalt_partition_checkpoints_total counter",
+        "basalt_partition_segments_created_total{partition=\"2\"}",
         "basalt_instances{partition=",
         "status=\"Completed\"",
         "basalt_queue_depth{kind=\"activity\",stage=\"engine\"}",

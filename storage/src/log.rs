@@ -146,17 +146,6 @@ pub struct LogStats {
 }
 
 impl LogStats {
-    /// Every durable write: group commits, checkpoints and new segment
-    /// files.
-    pub fn durable_writes(&self) -> u64 {
-        self.writes + self.checkpoints + self.segments_created
-    }
-
-    /// Every byte made durable: log records and checkpoints.
-    pub fn durable_bytes(&self) -> u64 {
-        self.bytes + self.checkpoint_bytes
-    }
-
     /// Adds another log's counters to these.
     pub fn add(&mut self, other: &LogStats) {
         self.writes += other.writes;

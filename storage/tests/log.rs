@@ -230,6 +230,19 @@ async fn checkpoint_recovery_returns_snapshot_plus_suffix_and_cleans_up() {
             .await
             .expect_err("ahead of durable");
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        // Every durable write is counted: 45 records one at a time, 4
+        // checkpoints, and (segment files only) the first segment plus one
+        // new segment after each checkpoint.
+        let stats = log.stats();
+        assert_eq!(stats.writes, 45, "{kind:?}");
+        assert_eq!(stats.checkpoints, 4, "{kind:?}");
+        assert!(stats.checkpoint_bytes > 4 * 14, "{kind:?}: {stats:?}");
+        let segments = if matches!(kind, Kind::LocalFile) {
+            5
+        } else {
+            0
+        };
+        assert_eq!(stats.segments_created, segments, "{kind:?}");
         log.close().await.expect("close");
         drop(log);
 
