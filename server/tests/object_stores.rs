@@ -202,6 +202,45 @@ fn serve_on(url: &str, env: &[(&str, &str)], logs: &Path) {
     assert_eq!(code, Some(0));
 }
 
+/// `basalt bench checkout --storage URL`: the benchmark runs on the same
+/// store `basalt serve` takes, checks its stock, and says where it ran.
+fn bench_on(url: &str, env: &[(&str, &str)], dir: &Path) {
+    let json = dir.join("bench.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_basalt"))
+        .args([
+            "bench",
+            "checkout",
+            "--storage",
+            &format!("{url}/bench"),
+            "--instances",
+            "100",
+            "--pool",
+            "10",
+            "--stock",
+            "20",
+            "--baselines",
+            "none",
+            "--json",
+        ])
+        .arg(&json)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run basalt bench");
+    assert!(
+        output.status.success(),
+        "bench on {url} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("json");
+    assert_eq!(report["check"]["passed"], true, "{report}");
+    assert_eq!(report["environment"]["bench_dir"], format!("{url}/bench"));
+    let fs = report["environment"]["bench_dir_fs"].as_str().expect("fs");
+    assert!(fs.starts_with("object store"), "{fs}");
+    assert!(report["runs"][0]["storage_writes"]["group_commits"].as_u64() > Some(0));
+}
+
 #[test]
 fn serve_on_s3_through_the_s3_protocol() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -209,6 +248,17 @@ fn serve_on_s3_through_the_s3_protocol() {
     let endpoint = format!("http://127.0.0.1:{}", emulator.port);
     serve_on(
         "s3://basalt/hub",
+        &[
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT", &endpoint),
+            ("AWS_ALLOW_HTTP", "true"),
+        ],
+        dir.path(),
+    );
+    bench_on(
+        "s3://basalt",
         &[
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
@@ -229,6 +279,14 @@ fn serve_on_azure_blob_through_the_blob_protocol() {
     let endpoint = format!("http://127.0.0.1:{}", emulator.port);
     serve_on(
         "az://basalt/hub",
+        &[
+            ("AZURE_STORAGE_USE_EMULATOR", "true"),
+            ("AZURITE_BLOB_STORAGE_URL", &endpoint),
+        ],
+        dir.path(),
+    );
+    bench_on(
+        "az://basalt",
         &[
             ("AZURE_STORAGE_USE_EMULATOR", "true"),
             ("AZURITE_BLOB_STORAGE_URL", &endpoint),
