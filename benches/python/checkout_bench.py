@@ -112,6 +112,11 @@ def cpu_ms():
     return {"user": usage.ru_utime * 1000.0, "sys": usage.ru_stime * 1000.0}
 
 
+def cpu_spent(start, end):
+    """The CPU time between two `cpu_ms()` readings."""
+    return {"user": end["user"] - start["user"], "sys": end["sys"] - start["sys"]}
+
+
 async def wait_done(c, instance_id, started):
     state = await c.wait_for_orchestration_completion(instance_id, timeout=600)
     latency_ms = (time.perf_counter() - started) * 1000.0
@@ -204,8 +209,7 @@ async def drive_checkout(c, args, rng):
         "reserved": reserved,
         "left": left,
         "refused_lines": refused_lines,
-        "cpu_ms": {"user": cpu_end["user"] - cpu_start["user"],
-                   "sys": cpu_end["sys"] - cpu_start["sys"]},
+        "cpu_ms": cpu_spent(cpu_start, cpu_end),
     }
 
 
@@ -245,8 +249,7 @@ async def drive_latency(c, args):
         "latencies_ms": latencies,
         "problems": problems[:5],
         "wrong": len(problems) - failed,
-        "cpu_ms": {"user": cpu_end["user"] - cpu_start["user"],
-                   "sys": cpu_end["sys"] - cpu_start["sys"]},
+        "cpu_ms": cpu_spent(cpu_start, cpu_end),
     }
 
 

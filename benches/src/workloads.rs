@@ -393,6 +393,19 @@ async fn drive_burst(
             Instant::now(),
         )));
     }
+    collect(waits, progress, check).await
+}
+
+/// A spawned start-and-wait of one instance.
+type Waiter = tokio::task::JoinHandle<Result<(InstanceState, Duration), basalt_runtime::Error>>;
+
+/// Waits for every waiter in order, recording each outcome (and counting
+/// it into `progress`).
+async fn collect(
+    waits: Vec<Waiter>,
+    progress: &(dyn Fn(u64) + Sync),
+    check: &mut dyn FnMut(&InstanceState) -> Result<(), String>,
+) -> Result<Driven, WorkloadError> {
     let mut driven = Driven::new()?;
     for (done, wait) in waits.into_iter().enumerate() {
         let (state, latency) = wait
@@ -771,13 +784,7 @@ pub async fn latency(
             got => Err(format!("output {got:?}, expected {want}")),
         }
     };
-    let mut driven = Driven::new()?;
-    for wait in waits {
-        let (state, latency) = wait
-            .await
-            .map_err(|e| basalt_runtime::Error::Storage(format!("a waiter failed: {e}")))??;
-        driven.record(&state, latency, &mut check);
-    }
+    let driven = collect(waits, &|_| {}, &mut check).await?;
     let mut run = meter.finish(&running, &config.name, &driven).await?;
     run.extra.insert("rate_per_s".into(), rate_per_s.into());
     let check = driven.check(

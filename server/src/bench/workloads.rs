@@ -11,11 +11,11 @@ use basalt_benches::environment::Environment;
 use basalt_benches::store::BenchStore;
 use basalt_benches::workloads::{self, Outcome as WorkloadOutcome, WorkloadConfig, WorkloadError};
 use indicatif::ProgressBar;
+use serde::Serialize;
 
 use super::output::{Finished, Outcome, progress_bar};
 use crate::bench_cli::{
-    BankArgs, Baseline, BaselineArgs, CheckoutArgs, CommonArgs, FanoutArgs, Hello5Args,
-    LatencyArgs, SequenceArgs,
+    BankArgs, Baseline, CheckoutArgs, CommonArgs, FanoutArgs, Hello5Args, LatencyArgs, SequenceArgs,
 };
 
 /// The store the common options name, checked (a volatile "fsync" is
@@ -139,206 +139,198 @@ where
 }
 
 /// Notes for a table whose baselines ran fewer instances.
-fn notes(baselines: &BaselineArgs, instances: u64) -> Vec<String> {
-    match baselines.baseline_instances {
-        Some(n) if n != instances && !baselines.selected().is_empty() => vec![format!(
+fn notes(baseline_instances: Option<u64>, baselines: &[Baseline], instances: u64) -> Vec<String> {
+    match baseline_instances {
+        Some(n) if n != instances && !baselines.is_empty() => vec![format!(
             "note: the baselines ran {n} instances, not the measured {instances} (--baseline-instances): compare per-instance figures, not totals"
         )],
         _ => Vec::new(),
     }
 }
 
+/// One engine workload command: what it runs and how it is reported.
+struct Job<'a, S: Serialize> {
+    workload: &'static str,
+    /// The command's options, for the report's `settings`.
+    settings: &'a S,
+    common: &'a CommonArgs,
+    baselines: Vec<Baseline>,
+    baseline_instances: Option<u64>,
+    /// Instances of the measured configuration.
+    instances: u64,
+    /// What an instance is, for error messages.
+    unit: &'static str,
+    /// Instances of the untimed warm-up run.
+    warm_up: u64,
+}
+
+impl<S: Serialize> Job<'_, S> {
+    /// Plans, runs (with `run_one`) and reports the job; `title` describes
+    /// it for the table, given the store.
+    async fn run<F, Fut>(
+        self,
+        title: impl Fn(&BenchStore) -> String,
+        run_one: F,
+    ) -> anyhow::Result<()>
+    where
+        F: Fn(WorkloadConfig, u64, ProgressBar) -> Fut,
+        Fut: Future<Output = Result<WorkloadOutcome, WorkloadError>>,
+    {
+        let store = store(self.common)?;
+        let environment = environment(&store);
+        let plan = plan(
+            self.common,
+            &store,
+            &self.baselines,
+            self.instances,
+            self.baseline_instances,
+        );
+        let finished = execute(self.common, &plan, self.unit, self.warm_up, run_one).await?;
+        Outcome {
+            workload: self.workload,
+            title: title(&store),
+            settings: self.settings,
+            common: self.common,
+            environment,
+            finished,
+            notes: notes(self.baseline_instances, &self.baselines, self.instances),
+        }
+        .report()
+    }
+}
+
 /// Runs `basalt bench checkout`, the README's main job.
 pub async fn checkout(args: &CheckoutArgs) -> anyhow::Result<()> {
-    let store = store(&args.common)?;
-    let environment = environment(&store);
-    let plan = plan(
-        &args.common,
-        &store,
-        &args.baselines.selected(),
-        args.instances,
-        args.baselines.baseline_instances,
-    );
     let (pool, stock) = (args.pool, args.stock);
-    let finished = execute(
-        &args.common,
-        &plan,
-        "checkouts",
-        WARM_UP_INSTANCES,
+    Job {
+        workload: "checkout",
+        settings: args,
+        common: &args.common,
+        baselines: args.baselines.selected(),
+        baseline_instances: args.baselines.baseline_instances,
+        instances: args.instances,
+        unit: "checkouts",
+        warm_up: WARM_UP_INSTANCES,
+    }
+    .run(
+        |store| format!(
+            "checkout: {} checkouts started at once, each reserving 2 items (of {pool} products, {stock} units each) on Stock entities, then a receipt activity; {} partitions, {}, Rust SDK worker in process",
+            args.instances,
+            args.common.partitions,
+            store.label()
+        ),
         |config, n, bar| async move {
             workloads::checkout(&config, n, pool, stock, &|done| bar.set_position(done)).await
         },
     )
-    .await?;
-    Outcome {
-        workload: "checkout",
-        title: format!(
-            "checkout: {} checkouts started at once, each reserving 2 items (of {} products, {} units each) on Stock entities, then a receipt activity; {} partitions, {}, Rust SDK worker in process",
-            args.instances,
-            args.pool,
-            args.stock,
-            args.common.partitions,
-            store.label()
-        ),
-        settings: args,
-        common: &args.common,
-        environment,
-        finished,
-        notes: notes(&args.baselines, args.instances),
-    }
-    .report()
+    .await
 }
 
 /// Runs `basalt bench hello5`.
 pub async fn hello5(args: &Hello5Args) -> anyhow::Result<()> {
-    let store = store(&args.common)?;
-    let environment = environment(&store);
-    let plan = plan(
-        &args.common,
-        &store,
-        &args.baselines.selected(),
-        args.instances,
-        args.baselines.baseline_instances,
-    );
-    let finished = execute(
-        &args.common,
-        &plan,
-        "orchestrations",
-        WARM_UP_INSTANCES,
-        |config, n, bar| async move {
-            workloads::hello5(&config, n, &|done| bar.set_position(done)).await
-        },
-    )
-    .await?;
-    Outcome {
+    Job {
         workload: "hello5",
-        title: format!(
+        settings: args,
+        common: &args.common,
+        baselines: args.baselines.selected(),
+        baseline_instances: args.baselines.baseline_instances,
+        instances: args.instances,
+        unit: "orchestrations",
+        warm_up: WARM_UP_INSTANCES,
+    }
+    .run(
+        |store| format!(
             "hello5: {} orchestrations of 5 sequential trivial activities, started at once; {} partitions, {}",
             args.instances,
             args.common.partitions,
             store.label()
         ),
-        settings: args,
-        common: &args.common,
-        environment,
-        finished,
-        notes: notes(&args.baselines, args.instances),
-    }
-    .report()
+        |config, n, bar| async move {
+            workloads::hello5(&config, n, &|done| bar.set_position(done)).await
+        },
+    )
+    .await
 }
 
 /// Runs `basalt bench sequence`.
 pub async fn sequence(args: &SequenceArgs) -> anyhow::Result<()> {
-    let store = store(&args.common)?;
-    let environment = environment(&store);
-    let plan = plan(&args.common, &store, &args.baselines.selected(), 1, None);
     let steps = args.steps;
-    let finished = execute(
-        &args.common,
-        &plan,
-        "orchestration",
-        1,
+    Job {
+        workload: "sequence",
+        settings: args,
+        common: &args.common,
+        baselines: args.baselines.selected(),
+        baseline_instances: None,
+        instances: 1,
+        unit: "orchestration",
+        warm_up: 1,
+    }
+    .run(
+        |store| format!(
+            "sequence: one orchestration calling a trivial activity {steps} times in sequence (time = the whole sequence; ms per step in the report's extra); {}",
+            store.label()
+        ),
         |config, _, bar| async move {
             let outcome = workloads::sequence(&config, steps).await;
             bar.set_position(1);
             outcome
         },
     )
-    .await?;
-    Outcome {
-        workload: "sequence",
-        title: format!(
-            "sequence: one orchestration calling a trivial activity {steps} times in sequence (time = the whole sequence; ms per step in the report's extra); {}",
-            store.label()
-        ),
-        settings: args,
-        common: &args.common,
-        environment,
-        finished,
-        notes: Vec::new(),
-    }
-    .report()
+    .await
 }
 
 /// Runs `basalt bench fanout`.
 pub async fn fanout(args: &FanoutArgs) -> anyhow::Result<()> {
-    let store = store(&args.common)?;
-    let environment = environment(&store);
-    let plan = plan(
-        &args.common,
-        &store,
-        &args.baselines.selected(),
-        args.instances,
-        args.baselines.baseline_instances,
-    );
     let width = args.width;
-    let finished = execute(
-        &args.common,
-        &plan,
-        "orchestrations",
-        WARM_UP_INSTANCES,
-        |config, n, bar| async move {
-            workloads::fanout(&config, n, width, &|done| bar.set_position(done)).await
-        },
-    )
-    .await?;
-    Outcome {
+    Job {
         workload: "fanout",
-        title: format!(
+        settings: args,
+        common: &args.common,
+        baselines: args.baselines.selected(),
+        baseline_instances: args.baselines.baseline_instances,
+        instances: args.instances,
+        unit: "orchestrations",
+        warm_up: WARM_UP_INSTANCES,
+    }
+    .run(
+        |store| format!(
             "fanout: {} orchestrations, each calling {width} activities at once and summing them, started at once; {} partitions, {}",
             args.instances,
             args.common.partitions,
             store.label()
         ),
-        settings: args,
-        common: &args.common,
-        environment,
-        finished,
-        notes: notes(&args.baselines, args.instances),
-    }
-    .report()
+        |config, n, bar| async move {
+            workloads::fanout(&config, n, width, &|done| bar.set_position(done)).await
+        },
+    )
+    .await
 }
 
 /// Runs `basalt bench bank`.
 pub async fn bank(args: &BankArgs) -> anyhow::Result<()> {
-    let store = store(&args.common)?;
-    let environment = environment(&store);
-    let plan = plan(
-        &args.common,
-        &store,
-        &args.baselines.selected(),
-        args.transfers,
-        args.baselines.baseline_instances,
-    );
     let (accounts, balance) = (args.accounts, args.balance);
-    let finished = execute(
-        &args.common,
-        &plan,
-        "transfers",
-        WARM_UP_INSTANCES,
-        |config, n, bar| async move {
-            workloads::bank(&config, n, accounts, balance, &|done| {
-                bar.set_position(done)
-            })
-            .await
-        },
-    )
-    .await?;
-    Outcome {
+    Job {
         workload: "bank",
-        title: format!(
+        settings: args,
+        common: &args.common,
+        baselines: args.baselines.selected(),
+        baseline_instances: args.baselines.baseline_instances,
+        instances: args.transfers,
+        unit: "transfers",
+        warm_up: WARM_UP_INSTANCES,
+    }
+    .run(
+        |store| format!(
             "bank: {} transfers between {accounts} accounts on different partitions, each locking both (critical section), started at once; {} partitions, {}",
             args.transfers,
             args.common.partitions,
             store.label()
         ),
-        settings: args,
-        common: &args.common,
-        environment,
-        finished,
-        notes: notes(&args.baselines, args.transfers),
-    }
-    .report()
+        |config, n, bar| async move {
+            workloads::bank(&config, n, accounts, balance, &|done| bar.set_position(done)).await
+        },
+    )
+    .await
 }
 
 /// Runs `basalt bench latency` in process (`--sidecar` goes elsewhere).
@@ -346,38 +338,38 @@ pub async fn latency(args: &LatencyArgs) -> anyhow::Result<()> {
     if args.sidecar {
         return super::sidecar::latency(args).await;
     }
-    let store = store(&args.common)?;
-    let environment = environment(&store);
     if !(args.seconds > 0.0 && args.seconds <= 86_400.0) {
         anyhow::bail!("--seconds must be in (0, 86400], got {}", args.seconds);
     }
-    let instances = (args.rate * args.seconds).round().max(1.0) as u64;
-    let plan = plan(&args.common, &store, &args.baselines, instances, None);
     let (rate, duration) = (args.rate, Duration::from_secs_f64(args.seconds));
-    let finished = execute(
-        &args.common,
-        &plan,
-        "orchestrations",
-        rate.ceil().max(1.0) as u64,
+    let baselines: Vec<Baseline> = args
+        .baselines
+        .iter()
+        .copied()
+        .filter(|b| *b != Baseline::None)
+        .collect();
+    Job {
+        workload: "latency",
+        settings: args,
+        common: &args.common,
+        baselines,
+        baseline_instances: None,
+        instances: (args.rate * args.seconds).round().max(1.0) as u64,
+        unit: "orchestrations",
+        // One second's worth.
+        warm_up: rate.ceil().max(1.0) as u64,
+    }
+    .run(
+        |store| format!(
+            "latency: hello3 (3 activities in sequence) started at {rate}/s for {} s, in process; latency from each scheduled arrival to the client seeing completion; {}",
+            args.seconds,
+            store.label()
+        ),
         |config, n, bar| async move {
             // The warm-up asks for fewer instances: a shorter duration.
             let duration = duration.min(Duration::from_secs_f64(n as f64 / rate));
             workloads::latency(&config, rate, duration, &|done| bar.set_position(done)).await
         },
     )
-    .await?;
-    Outcome {
-        workload: "latency",
-        title: format!(
-            "latency: hello3 (3 activities in sequence) started at {rate}/s for {} s, in process; latency from each scheduled arrival to the client seeing completion; {}",
-            args.seconds,
-            store.label()
-        ),
-        settings: args,
-        common: &args.common,
-        environment,
-        finished,
-        notes: Vec::new(),
-    }
-    .report()
+    .await
 }
