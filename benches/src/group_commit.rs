@@ -90,10 +90,13 @@ pub enum Store {
     LocalObjectPerCommit,
     /// An in-memory object store: no I/O, so it measures the CPU cost.
     Memory,
+    /// The object store at [`Config::url`] (`s3://...`, `az://...`), one
+    /// object per group commit; each run under a fresh prefix.
+    Url,
 }
 
 impl Store {
-    /// Every store, in the order reports list them.
+    /// Every store of this machine, in the order reports list them.
     pub const ALL: [Store; 3] = [
         Store::LocalSegmentFile,
         Store::LocalObjectPerCommit,
@@ -106,12 +109,13 @@ impl Store {
             Store::LocalSegmentFile => "local-file",
             Store::LocalObjectPerCommit => "local-object",
             Store::Memory => "memory",
+            Store::Url => "url",
         }
     }
 
     /// Whether the store writes to a local directory.
     pub fn is_local(self) -> bool {
-        !matches!(self, Store::Memory)
+        matches!(self, Store::LocalSegmentFile | Store::LocalObjectPerCommit)
     }
 }
 
@@ -121,6 +125,7 @@ impl fmt::Display for Store {
             Store::LocalSegmentFile => "local fsync, segment file",
             Store::LocalObjectPerCommit => "local fsync, object per commit",
             Store::Memory => "in-memory",
+            Store::Url => "object store",
         })
     }
 }
@@ -141,6 +146,8 @@ pub struct Config {
     /// Parent of the run's fresh temporary directory (local stores only).
     /// Default: the system temporary directory.
     pub dir: Option<PathBuf>,
+    /// The storage URL of [`Store::Url`] (a fresh prefix below it per run).
+    pub url: Option<String>,
 }
 
 impl Config {
@@ -153,12 +160,18 @@ impl Config {
             records,
             record_bytes: RECORD_BYTES_DEFAULT,
             dir: None,
+            url: None,
         }
     }
 
     fn validate(&self) -> Result<(), Error> {
         if self.producers == 0 {
             return Err(Error::InvalidConfig("producers must be at least 1".into()));
+        }
+        if (self.store == Store::Url) != self.url.is_some() {
+            return Err(Error::InvalidConfig(
+                "a storage URL goes with the url store, and only with it".into(),
+            ));
         }
         Ok(())
     }
@@ -391,6 +404,22 @@ fn fresh_dir(parent: Option<&FsPath>) -> Result<TempDir, Error> {
     }
 }
 
+/// A fresh prefix under the configured URL, one per run.
+fn fresh_url_storage(cfg: &Config) -> Result<Storage, Error> {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let url = cfg
+        .url
+        .as_deref()
+        .ok_or_else(|| Error::InvalidConfig("the url store needs a URL".into()))?;
+    let run = format!(
+        "{}/basalt-bench-group-commit-{}-{}",
+        url.trim_end_matches('/'),
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    );
+    Ok(Storage::from_url(&run)?)
+}
+
 async fn open_target(cfg: &Config, root: Option<&FsPath>) -> Result<Target, Error> {
     let local_root =
         || root.ok_or_else(|| Error::InvalidConfig(format!("{} needs a directory", cfg.store)));
@@ -404,6 +433,7 @@ async fn open_target(cfg: &Config, root: Option<&FsPath>) -> Result<Target, Erro
                     Storage::local_with_layout(local_root()?, LogLayout::ObjectPerCommit)?
                 }
                 Store::Memory => Storage::in_memory(),
+                Store::Url => fresh_url_storage(cfg)?,
             };
             let hub = TaskHub::open_or_create(
                 storage,
@@ -421,15 +451,17 @@ async fn open_target(cfg: &Config, root: Option<&FsPath>) -> Result<Target, Erro
             Ok(Target::Log(log))
         }
         Mode::ConcurrentPerRecord => {
-            let store: Arc<dyn ObjectStore> = if cfg.store.is_local() {
-                let root = local_root()?;
-                // The "table" exists before the run, as it would in a database.
-                let rows = root.join(ROWS_PREFIX);
-                std::fs::create_dir_all(&rows)
-                    .map_err(|source| Error::Io { path: rows, source })?;
-                Arc::new(LocalFileSystem::new_with_prefix(root)?.with_fsync(true))
-            } else {
-                Arc::new(InMemory::new())
+            let store: Arc<dyn ObjectStore> = match cfg.store {
+                Store::LocalSegmentFile | Store::LocalObjectPerCommit => {
+                    let root = local_root()?;
+                    // The "table" exists before the run, as it would in a database.
+                    let rows = root.join(ROWS_PREFIX);
+                    std::fs::create_dir_all(&rows)
+                        .map_err(|source| Error::Io { path: rows, source })?;
+                    Arc::new(LocalFileSystem::new_with_prefix(root)?.with_fsync(true))
+                }
+                Store::Memory => Arc::new(InMemory::new()),
+                Store::Url => fresh_url_storage(cfg)?.store().clone(),
             };
             Ok(Target::Objects(store))
         }

@@ -305,8 +305,9 @@ pub struct GroupCommitArgs {
     #[arg(long, default_value_t = 50_000)]
     pub records: u64,
 
-    /// Records per run on local disk where every record is its own fsynced
-    /// write: both per-record baselines, and group commit with 1 producer.
+    /// Records per run where every record is its own durable write (local
+    /// disk or an object store): both per-record baselines, and group
+    /// commit with 1 producer.
     #[arg(long, default_value_t = 2_000)]
     pub serial_records: u64,
 
@@ -422,7 +423,7 @@ impl GroupCommitArgs {
     /// fsynced write, `--records` elsewhere.
     pub fn records_for(&self, mode: Mode, store: Store, producers: usize) -> u64 {
         let write_per_record = mode != Mode::GroupCommit || producers == 1;
-        if write_per_record && store.is_local() {
+        if write_per_record && store != Store::Memory {
             self.serial_records
         } else {
             self.records

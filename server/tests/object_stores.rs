@@ -239,6 +239,37 @@ fn bench_on(url: &str, env: &[(&str, &str)], dir: &Path) {
     let fs = report["environment"]["bench_dir_fs"].as_str().expect("fs");
     assert!(fs.starts_with("object store"), "{fs}");
     assert!(report["runs"][0]["storage_writes"]["group_commits"].as_u64() > Some(0));
+
+    // The storage log alone, every mode, every record read back.
+    let json = dir.join("group-commit.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_basalt"))
+        .args([
+            "bench",
+            "group-commit",
+            "--storage",
+            &format!("{url}/log"),
+            "--producers",
+            "1,8",
+            "--records",
+            "80",
+            "--serial-records",
+            "10",
+            "--json",
+        ])
+        .arg(&json)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run basalt bench group-commit");
+    assert!(
+        output.status.success(),
+        "group-commit on {url} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("json");
+    assert_eq!(report["check"]["passed"], true, "{report}");
+    assert_eq!(report["runs"].as_array().map(Vec::len), Some(6));
 }
 
 #[test]

@@ -20,11 +20,12 @@ use crate::bench_cli::GroupCommitArgs;
 
 /// Runs the benchmark and reports it.
 pub async fn run(args: &GroupCommitArgs) -> anyhow::Result<()> {
+    let url = storage_url(args)?;
     let dir = args.common.bench_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let fs = file_system(&dir).with_context(|| format!("the file system of {}", dir.display()))?;
-    let plan = plan(args, &dir)?;
+    let plan = plan(args, &dir, url.as_deref())?;
     if fs.volatile && plan.iter().any(|c| c.store.is_local()) && !args.common.allow_volatile {
         bail!(
             "{} is on {}, where fsync does not reach stable storage: a \"local fsync\" figure from there would be a lie. Use --dir on a disk, or --allow-volatile",
@@ -34,52 +35,76 @@ pub async fn run(args: &GroupCommitArgs) -> anyhow::Result<()> {
     }
     let finished = execute(&plan, args.common.repeat.max(1)).await?;
     let notes = ratios(&finished, args);
+    let (where_, fs_name, durable) = match &url {
+        Some(url) => (
+            url.clone(),
+            format!(
+                "object store ({})",
+                url.split("://").next().unwrap_or("url")
+            ),
+            true,
+        ),
+        None => (dir.display().to_string(), fs.name.clone(), !fs.volatile),
+    };
     Outcome {
         workload: "group-commit",
         title: format!(
-            "group commit: {}-byte records, each producer waits for its record to be durable; local hubs in {} ({}); one untimed warm-up run per store",
+            "group commit: {}-byte records, each producer waits for its record to be durable; hubs in {where_} ({fs_name}); one untimed warm-up run per store",
             args.record_bytes,
-            dir.display(),
-            fs.name
         ),
         settings: args,
         common: &args.common,
-        environment: Environment::capture(dir.display().to_string(), fs.name.clone(), !fs.volatile),
+        environment: Environment::capture(where_, fs_name, durable),
         finished,
         notes,
     }
     .report()
 }
 
+/// The object-store URL `--storage` names, if any (`None`: this machine's
+/// stores, as `--store` selects them).
+fn storage_url(args: &GroupCommitArgs) -> anyhow::Result<Option<String>> {
+    match args.common.storage.as_deref() {
+        None | Some("local" | "memory" | "memory://") => Ok(None),
+        Some(url) if url.contains("://") && !url.starts_with("file://") => {
+            // Checked now, so a typo fails before any run.
+            basalt_storage::Storage::from_url(url)?;
+            Ok(Some(url.trim_end_matches('/').to_owned()))
+        }
+        Some(other) => bail!(
+            "--storage {other:?}: group-commit takes memory://, s3://... or az://... (local folders: --dir and --store)"
+        ),
+    }
+}
+
 /// The runs to make, in order.
-fn plan(args: &GroupCommitArgs, dir: &std::path::Path) -> anyhow::Result<Vec<Config>> {
+fn plan(
+    args: &GroupCommitArgs,
+    dir: &std::path::Path,
+    url: Option<&str>,
+) -> anyhow::Result<Vec<Config>> {
     if args.producers.contains(&0) {
         bail!("--producers: every producer count must be at least 1");
     }
-    if let Some(storage) = &args.common.storage
-        && !matches!(storage.as_str(), "local" | "memory" | "memory://")
-    {
-        bail!(
-            "group-commit runs on this machine's stores only: select them with --store (local-file, local-object, memory), not --storage {storage}"
-        );
-    }
-    let (stores, modes) = (args.stores(), args.modes());
+    let memory_only = args
+        .common
+        .storage
+        .as_deref()
+        .is_some_and(|s| s.starts_with("memory"));
+    let stores = match url {
+        Some(_) => vec![Store::Url],
+        None if memory_only => vec![Store::Memory],
+        None => args.stores(),
+    };
+    let modes = args.modes();
     let mut plan = Vec::new();
     for &store in &stores {
-        if args
-            .common
-            .storage
-            .as_deref()
-            .is_some_and(|s| s.starts_with("memory"))
-            && store != Store::Memory
-        {
-            continue;
-        }
         for &mode in &modes {
             for producers in args.producer_counts() {
                 plan.push(Config {
                     record_bytes: args.record_bytes,
                     dir: Some(dir.to_path_buf()),
+                    url: url.map(str::to_owned),
                     ..Config::new(
                         mode,
                         store,
@@ -241,7 +266,7 @@ fn ratios(finished: &[Finished], args: &GroupCommitArgs) -> Vec<String> {
         .map(|s| s.median)
     };
     let mut lines = Vec::new();
-    for store in Store::ALL {
+    for store in Store::ALL.into_iter().chain([Store::Url]) {
         for producers in args.producer_counts() {
             let Some(group) = median(store, Mode::GroupCommit, producers) else {
                 continue;
