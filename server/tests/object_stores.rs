@@ -202,16 +202,39 @@ fn serve_on(url: &str, env: &[(&str, &str)], logs: &Path) {
     assert_eq!(code, Some(0));
 }
 
-/// `basalt bench checkout --storage URL`: the benchmark runs on the same
-/// store `basalt serve` takes, checks its stock, and says where it ran.
-fn bench_on(url: &str, env: &[(&str, &str)], dir: &Path) {
-    let json = dir.join("bench.json");
+/// Runs `basalt bench ARGS --json FILE` with `env`; fails the test unless
+/// it succeeds, and returns its report.
+fn bench_report(args: &[&str], env: &[(&str, &str)], json: &Path) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_basalt"))
-        .args([
-            "bench",
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .arg(json)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run basalt bench");
+    assert!(
+        output.status.success(),
+        "basalt bench {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).expect("report")).expect("json");
+    assert_eq!(report["check"]["passed"], true, "{report}");
+    report
+}
+
+/// `basalt bench checkout --storage URL` and `group-commit --storage URL`:
+/// the benchmarks run on the same store `basalt serve` takes, check their
+/// results, and say where they ran.
+fn bench_on(url: &str, env: &[(&str, &str)], dir: &Path) {
+    let hub = format!("{url}/bench");
+    let report = bench_report(
+        &[
             "checkout",
             "--storage",
-            &format!("{url}/bench"),
+            &hub,
             "--instances",
             "100",
             "--pool",
@@ -220,55 +243,32 @@ fn bench_on(url: &str, env: &[(&str, &str)], dir: &Path) {
             "20",
             "--baselines",
             "none",
-            "--json",
-        ])
-        .arg(&json)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run basalt bench");
-    assert!(
-        output.status.success(),
-        "bench on {url} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        ],
+        env,
+        &dir.join("bench.json"),
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("json");
-    assert_eq!(report["check"]["passed"], true, "{report}");
-    assert_eq!(report["environment"]["bench_dir"], format!("{url}/bench"));
+    assert_eq!(report["environment"]["bench_dir"], hub);
     let fs = report["environment"]["bench_dir_fs"].as_str().expect("fs");
     assert!(fs.starts_with("object store"), "{fs}");
     assert!(report["runs"][0]["storage_writes"]["group_commits"].as_u64() > Some(0));
 
     // The storage log alone, every mode, every record read back.
-    let json = dir.join("group-commit.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_basalt"))
-        .args([
-            "bench",
+    let log = format!("{url}/log");
+    let report = bench_report(
+        &[
             "group-commit",
             "--storage",
-            &format!("{url}/log"),
+            &log,
             "--producers",
             "1,8",
             "--records",
             "80",
             "--serial-records",
             "10",
-            "--json",
-        ])
-        .arg(&json)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run basalt bench group-commit");
-    assert!(
-        output.status.success(),
-        "group-commit on {url} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        ],
+        env,
+        &dir.join("group-commit.json"),
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("json");
-    assert_eq!(report["check"]["passed"], true, "{report}");
     assert_eq!(report["runs"].as_array().map(Vec::len), Some(6));
 }
 
