@@ -44,6 +44,11 @@ from durabletask import client, task, worker
 from durabletask.entities import EntityInstanceId
 
 
+class OutOfStock(Exception):
+    """A reservation refused for lack of stock: the only failure that
+    refuses a line rather than failing the checkout."""
+
+
 def stock(ctx, quantity):
     left = ctx.get_state(int, 0)
     if ctx.operation == "set":
@@ -51,7 +56,7 @@ def stock(ctx, quantity):
         return quantity
     if ctx.operation == "reserve":
         if quantity > left:
-            raise ValueError(f"{quantity} wanted, {left} left")
+            raise OutOfStock(f"{quantity} wanted, {left} left")
         ctx.set_state(left - quantity)
         return left - quantity
     if ctx.operation == "get":
@@ -64,7 +69,7 @@ def stock_double_reserve(ctx, quantity):
     left = ctx.get_state(int, 0)
     if ctx.operation == "reserve":
         if quantity > left:
-            raise ValueError(f"{quantity} wanted, {left} left")
+            raise OutOfStock(f"{quantity} wanted, {left} left")
         ctx.set_state(left - 2 * quantity)
         return left - 2 * quantity
     return stock(ctx, quantity)
@@ -82,7 +87,11 @@ def checkout(ctx: task.OrchestrationContext, order):
         try:
             yield call
             reserved.append(line)
-        except task.TaskFailedError:
+        except task.TaskFailedError as failure:
+            # The SDK wraps an entity's failure; the entity's own is inside.
+            cause = failure.details.inner_failure
+            if cause is None or not cause.is_caused_by("OutOfStock"):
+                raise
             refused.append(line)
     text = yield ctx.call_activity(receipt, input=reserved)
     return {"reserved": reserved, "refused": refused, "text": text}
@@ -146,13 +155,14 @@ def outcome(results, check_output):
 
 async def run_checkouts(c, count, products, tag, rng):
     started = time.perf_counter()
-    jobs = []
+    jobs, orders = [], {}
     for n in range(count):
         order = {"items": [[f"{tag}-p{rng.randrange(products)}", rng.randint(1, 3)]
                            for _ in range(2)]}
+        orders[f"{tag}-{n}"] = order
         jobs.append(start_and_wait(c, "checkout", order, f"{tag}-{n}", time.perf_counter()))
     results = await asyncio.gather(*jobs)
-    return results, time.perf_counter() - started
+    return results, orders, time.perf_counter() - started
 
 
 async def stock_products(c, tag, products, stock_units):
@@ -177,21 +187,27 @@ async def drive_checkout(c, args, rng):
     await stock_products(c, run_tag, args.products, args.stock)
     print("MEASURE-START", flush=True)
     cpu_start = cpu_ms()
-    results, elapsed = await run_checkouts(c, args.checkouts, args.products, run_tag, rng)
+    results, orders, elapsed = await run_checkouts(c, args.checkouts, args.products, run_tag, rng)
     cpu_end = cpu_ms()
     print("MEASURE-END", flush=True)
     reserved = {f"{run_tag}-p{k}": 0 for k in range(args.products)}
+    # Per product, the smallest quantity refused: the check wants the final
+    # stock below it (stock only goes down).
+    smallest_refused = {}
     refused_lines = 0
 
-    def check_receipt(_instance_id, receipt):
+    def check_receipt(instance_id, receipt):
         nonlocal refused_lines
-        if not isinstance(receipt, dict) or "reserved" not in receipt:
+        if not isinstance(receipt, dict) or "reserved" not in receipt or "refused" not in receipt:
             return f"not a receipt: {receipt!r}"
+        lines = sorted(map(tuple, receipt["reserved"] + receipt["refused"]))
+        if lines != sorted(map(tuple, orders[instance_id]["items"])):
+            return f"the receipt's lines are not the order's: {receipt!r}"
         for product, quantity in receipt["reserved"]:
-            if product not in reserved:
-                return f"unknown product {product}"
             reserved[product] += quantity
-        refused_lines += len(receipt.get("refused", []))
+        for product, quantity in receipt["refused"]:
+            smallest_refused[product] = min(quantity, smallest_refused.get(product, quantity))
+        refused_lines += len(receipt["refused"])
         return None
 
     latencies, failed, problems = outcome(results, check_receipt)
@@ -207,6 +223,7 @@ async def drive_checkout(c, args, rng):
         "problems": problems[:5],
         "stock_initial": args.stock,
         "reserved": reserved,
+        "smallest_refused": smallest_refused,
         "left": left,
         "refused_lines": refused_lines,
         "cpu_ms": cpu_spent(cpu_start, cpu_end),

@@ -20,6 +20,8 @@ pub const CHECKOUT: &str = "checkout";
 pub const STOCK: &str = "stock";
 /// Activity name.
 pub const RECEIPT: &str = "receipt";
+/// The error type of a reservation refused for lack of stock.
+pub const OUT_OF_STOCK: &str = "OutOfStock";
 
 /// One line of a checkout request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +64,7 @@ pub fn registry() -> Result<Registry, RegistryError> {
                     let want: i64 = operation.decode_input()?;
                     if want > left {
                         return Err(EntityError::new(
-                            "OutOfStock",
+                            OUT_OF_STOCK,
                             format!("{want} wanted, {left} left"),
                         ));
                     }
@@ -91,7 +93,13 @@ pub fn registry() -> Result<Registry, RegistryError> {
                 for (item, result) in items.into_iter().zip(join_all(calls).await) {
                     match result {
                         Ok(_) => receipt.reserved.push(item),
-                        Err(OrchestrationError::EntityFailed { .. }) => receipt.refused.push(item),
+                        // Only a lack of stock refuses a line; any other
+                        // failure fails the checkout.
+                        Err(OrchestrationError::EntityFailed { details, .. })
+                            if details.error_type == OUT_OF_STOCK =>
+                        {
+                            receipt.refused.push(item)
+                        }
                         Err(other) => return Err(other),
                     }
                 }

@@ -168,6 +168,12 @@ impl Config {
         if self.producers == 0 {
             return Err(Error::InvalidConfig("producers must be at least 1".into()));
         }
+        if self.record_bytes < STAMP_BYTES {
+            return Err(Error::InvalidConfig(format!(
+                "records must hold at least {STAMP_BYTES} bytes (their stamp), got {}",
+                self.record_bytes
+            )));
+        }
         if (self.store == Store::Url) != self.url.is_some() {
             return Err(Error::InvalidConfig(
                 "a storage URL goes with the url store, and only with it".into(),
@@ -197,6 +203,11 @@ pub struct Outcome {
     pub log_stats: Option<basalt_storage::LogStats>,
     /// Each record's time from append to durable, microseconds.
     pub latency_us: hdrhistogram::Histogram<u64>,
+    /// CPU time of the producing phase alone (this process).
+    pub cpu: Option<crate::resources::CpuTime>,
+    /// Peak RSS at the end of the producing phase, since the caller's
+    /// last [`crate::resources::reset_peak_rss`].
+    pub peak_rss_bytes: Option<u64>,
 }
 
 impl Outcome {
@@ -281,6 +292,7 @@ pub async fn run_with_progress(cfg: &Config, progress: &Progress) -> Result<Outc
     let target = open_target(cfg, root).await?;
 
     let next = Arc::new(AtomicU64::new(0));
+    let cpu_before = crate::resources::own_cpu();
     let start = Instant::now();
     let producers: Vec<_> = (0..cfg.producers)
         .map(|producer| {
@@ -315,12 +327,25 @@ pub async fn run_with_progress(cfg: &Config, progress: &Progress) -> Result<Outc
         }
     }
     let elapsed = start.elapsed();
+    let cpu = crate::resources::own_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| after.since(&before));
+    let peak_rss_bytes = crate::resources::peak_rss_bytes();
 
     let (storage_writes, read_back, log_stats) = match &target {
         Target::Log(log) => {
             let stats = log.stats();
+            // Distinct stamps (producer, sequence): a record lost and
+            // another written twice would not pass for the right count.
             let read_back = match &failure {
-                None => log.read_from(basalt_storage::Lsn(1)).await?.len() as u64,
+                None => {
+                    let records = log.read_from(basalt_storage::Lsn(1)).await?;
+                    let stamps: std::collections::HashSet<&[u8]> = records
+                        .iter()
+                        .map(|r| &r.payload[..r.payload.len().min(STAMP_BYTES)])
+                        .collect();
+                    stamps.len() as u64
+                }
                 Some(_) => 0,
             };
             let closed = log.close().await;
@@ -359,6 +384,8 @@ pub async fn run_with_progress(cfg: &Config, progress: &Progress) -> Result<Outc
         read_back,
         log_stats,
         latency_us,
+        cpu,
+        peak_rss_bytes,
     })
 }
 
@@ -406,18 +433,11 @@ fn fresh_dir(parent: Option<&FsPath>) -> Result<TempDir, Error> {
 
 /// A fresh prefix under the configured URL, one per run.
 fn fresh_url_storage(cfg: &Config) -> Result<Storage, Error> {
-    static RUNS: AtomicU64 = AtomicU64::new(0);
     let url = cfg
         .url
         .as_deref()
         .ok_or_else(|| Error::InvalidConfig("the url store needs a URL".into()))?;
-    let run = format!(
-        "{}/basalt-bench-group-commit-{}-{}",
-        url.trim_end_matches('/'),
-        std::process::id(),
-        RUNS.fetch_add(1, Ordering::Relaxed)
-    );
-    Ok(Storage::from_url(&run)?)
+    Ok(Storage::from_url(&crate::store::fresh_prefix(url))?)
 }
 
 async fn open_target(cfg: &Config, root: Option<&FsPath>) -> Result<Target, Error> {
@@ -514,8 +534,11 @@ async fn produce(
 
 /// Makes every record distinct: producer id and sequence number up front,
 /// the rest filler.
+/// Bytes of a record's stamp (producer, sequence number).
+const STAMP_BYTES: usize = 16;
+
 fn stamp(payload: &mut [u8], producer: usize, seq: u64) {
-    let mut head = [0u8; 16];
+    let mut head = [0u8; STAMP_BYTES];
     head[..8].copy_from_slice(&(producer as u64).to_le_bytes());
     head[8..].copy_from_slice(&seq.to_le_bytes());
     let n = head.len().min(payload.len());

@@ -72,7 +72,9 @@ impl BenchStore {
     ) -> Result<BenchStore, StoreError> {
         match storage {
             None | Some("local") => BenchStore::local(dir, allow_volatile),
-            Some("memory" | "memory://") => Ok(BenchStore::Memory),
+            Some(memory) if memory == "memory" || memory.starts_with("memory:") => {
+                Ok(BenchStore::Memory)
+            }
             Some(url) if url.starts_with("file://") => {
                 let parsed = url::Url::parse(url)
                     .map_err(|e| StoreError::Invalid(format!("storage URL {url:?}: {e}")))?;
@@ -177,19 +179,26 @@ impl BenchStore {
                 Ok((Storage::local(dir.path())?, FreshHub(Some(dir))))
             }
             BenchStore::Memory => Ok((Storage::in_memory(), FreshHub(None))),
-            BenchStore::Url(url) => {
-                let run = format!(
-                    "{url}/basalt-bench-{}-{}",
-                    std::process::id(),
-                    RUN_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                );
-                Ok((Storage::from_url(&run)?, FreshHub(None)))
-            }
+            BenchStore::Url(url) => Ok((Storage::from_url(&fresh_prefix(url))?, FreshHub(None))),
         }
     }
 }
 
-static RUN_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// A prefix under `url` that no earlier run used: the time in nanoseconds,
+/// this process and a counter (hubs on object stores are left in place, so
+/// a later run must never reopen one).
+pub fn fresh_prefix(url: &str) -> String {
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{}/basalt-bench-{nanos}-{}-{}",
+        url.trim_end_matches('/'),
+        std::process::id(),
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
 
 /// Keeps a run's local hub folder until dropped (then removes it).
 /// Object-store hubs are left in place: the bucket's owner decides.
@@ -228,6 +237,10 @@ mod tests {
         let here = Path::new(".");
         assert_eq!(
             BenchStore::parse(Some("memory://"), here, false).expect("memory"),
+            BenchStore::Memory
+        );
+        assert_eq!(
+            BenchStore::parse(Some("memory://anything"), here, false).expect("memory"),
             BenchStore::Memory
         );
         assert!(BenchStore::parse(Some("gs://bucket"), here, false).is_err());

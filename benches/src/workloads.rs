@@ -379,6 +379,9 @@ async fn drive_burst(
     progress: &(dyn Fn(u64) + Sync),
     check: &mut dyn FnMut(&InstanceState) -> Result<(), String>,
 ) -> Result<Driven, WorkloadError> {
+    if instances == 0 {
+        return Err(WorkloadError::Invalid("nothing to run: 0 instances".into()));
+    }
     let mut waits = Vec::with_capacity(instances as usize);
     for i in 0..instances {
         let request = StartRequest {
@@ -492,19 +495,40 @@ pub async fn checkout(
         .collect();
 
     let mut reserved = vec![0i64; pool as usize];
+    // Per product, the smallest quantity refused for lack of stock: stock
+    // only goes down, so the final stock must be below it.
+    let mut smallest_refused: Vec<Option<i64>> = vec![None; pool as usize];
     let mut refused_lines = 0u64;
+    let product_index = |item: &checkout::Item| {
+        item.product
+            .strip_prefix('p')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n < pool as usize)
+            .ok_or_else(|| format!("the receipt names an unknown product {}", item.product))
+    };
     let mut check_receipt = |state: &InstanceState| {
         let receipt: Receipt = serde_json::from_str(state.output.as_deref().unwrap_or("null"))
             .map_err(|e| format!("the receipt does not decode: {e}"))?;
+        let order: Vec<checkout::Item> =
+            serde_json::from_str(state.input.as_deref().unwrap_or("null"))
+                .map_err(|e| format!("the order does not decode: {e}"))?;
+        // Every line of the order is either reserved or refused, once.
+        let mut lines: Vec<&checkout::Item> =
+            receipt.reserved.iter().chain(&receipt.refused).collect();
+        let mut ordered: Vec<&checkout::Item> = order.iter().collect();
+        let key = |i: &&checkout::Item| (i.product.clone(), i.quantity);
+        lines.sort_by_key(key);
+        ordered.sort_by_key(key);
+        if lines != ordered {
+            return Err("the receipt's lines are not the order's lines".into());
+        }
         refused_lines += receipt.refused.len() as u64;
+        for item in &receipt.refused {
+            let slot = &mut smallest_refused[product_index(item)?];
+            *slot = Some(slot.map_or(item.quantity, |q| q.min(item.quantity)));
+        }
         for item in &receipt.reserved {
-            let slot = item
-                .product
-                .strip_prefix('p')
-                .and_then(|n| n.parse::<usize>().ok())
-                .and_then(|n| reserved.get_mut(n))
-                .ok_or_else(|| format!("the receipt names an unknown product {}", item.product))?;
-            *slot += item.quantity;
+            reserved[product_index(item)?] += item.quantity;
         }
         Ok(())
     };
@@ -531,6 +555,10 @@ pub async fn checkout(
                 "product p{p}: {} units left the stock but the receipts reserved {}",
                 initial_stock - left,
                 reserved[p]
+            )),
+            Some(left) if smallest_refused[p].is_some_and(|q| left >= q) => Some(format!(
+                "product p{p}: a line of {} was refused, but {left} units are left",
+                smallest_refused[p].unwrap_or_default()
             )),
             Some(_) => None,
         };
@@ -590,6 +618,11 @@ pub async fn hello5(
 /// `sequence`: one orchestration calling a trivial activity `steps` times
 /// in sequence; its output must count every step answered correctly.
 pub async fn sequence(config: &WorkloadConfig, steps: u64) -> Result<Outcome, WorkloadError> {
+    if steps == 0 {
+        return Err(WorkloadError::Invalid(
+            "a sequence needs at least 1 step".into(),
+        ));
+    }
     let running = start(config, registry()?).await?;
     let meter = Meter::start(&running).await?;
     let mut check = |state: &InstanceState| match state.output.as_deref() {
@@ -675,6 +708,11 @@ pub async fn bank(
             "bank needs at least 2 accounts".into(),
         ));
     }
+    if config.partitions < 2 {
+        return Err(WorkloadError::Invalid(
+            "bank needs at least 2 partitions: its transfers cross partitions".into(),
+        ));
+    }
     let running = start(config, bank::registry()?).await?;
     let ids: Vec<EntityId> = (0..accounts)
         .map(|i| bank::account_entity(&bank::account(i, config.partitions)))
@@ -722,6 +760,14 @@ pub async fn bank(
     if problem.is_none() && total_after != total_before {
         problem = Some(format!(
             "total balance changed from {total_before} to {total_after}"
+        ));
+    }
+    // Transfers move 1-100 from balances that start at `initial_balance`:
+    // if none moved money, the accounts did not answer as they should.
+    if problem.is_none() && moved == 0 && driven.completed > 0 && initial_balance >= 100 {
+        problem = Some(format!(
+            "none of {} transfers moved money, though every account started with {initial_balance}",
+            driven.completed
         ));
     }
     run.extra.insert("moved".into(), moved.into());

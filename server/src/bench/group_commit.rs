@@ -65,7 +65,8 @@ pub async fn run(args: &GroupCommitArgs) -> anyhow::Result<()> {
 /// stores, as `--store` selects them).
 fn storage_url(args: &GroupCommitArgs) -> anyhow::Result<Option<String>> {
     match args.common.storage.as_deref() {
-        None | Some("local" | "memory" | "memory://") => Ok(None),
+        None | Some("local" | "memory") => Ok(None),
+        Some(memory) if memory.starts_with("memory:") => Ok(None),
         Some(url) if url.contains("://") && !url.starts_with("file://") => {
             // Checked now, so a typo fails before any run.
             basalt_storage::Storage::from_url(url)?;
@@ -162,13 +163,9 @@ async fn measure(
         for cfg in plan {
             bar.set_message(label(cfg));
             resources::reset_peak_rss();
-            let cpu_before = resources::own_cpu();
             let outcome = group_commit::run_with_progress(cfg, progress)
                 .await
                 .with_context(|| format!("{}, {} records", label(cfg), cfg.records))?;
-            let cpu = resources::own_cpu()
-                .zip(cpu_before)
-                .map(|(after, before)| after.since(&before));
             let mut run = Run::new(cfg.mode.slug(), outcome.records, 0, outcome.elapsed);
             run.repeat = round;
             run.producers = Some(cfg.producers);
@@ -187,21 +184,23 @@ async fn measure(
                     ..DurableWrites::default()
                 },
             });
-            if let Some(cpu) = cpu {
-                // Includes the reading back, which is outside `elapsed`.
+            if let Some(cpu) = outcome.cpu {
                 run.set_cpu(cpu);
             }
-            run.peak_rss_bytes = resources::peak_rss_bytes();
+            run.peak_rss_bytes = outcome.peak_rss_bytes;
             let check = if outcome.read_back == outcome.records {
                 Check {
                     passed: true,
-                    detail: format!("{} records read back from the store", outcome.read_back),
+                    detail: format!(
+                        "{} distinct records read back from the store",
+                        outcome.read_back
+                    ),
                 }
             } else {
                 Check {
                     passed: false,
                     detail: format!(
-                        "{} records acknowledged durable but {} read back",
+                        "{} records acknowledged durable but {} distinct ones read back",
                         outcome.records, outcome.read_back
                     ),
                 }

@@ -83,7 +83,7 @@ impl<S: Serialize> Outcome<'_, S> {
             if report.runs.len() > 1 {
                 let _ = writeln!(
                     text,
-                    "memory: peak and kept MiB are exact for the first run; later runs reuse pages an earlier run freed (the allocator keeps them), so theirs are lower bounds: run a configuration alone for its own"
+                    "memory: peak and kept MiB are close to exact for the first run (only a 200-instance warm-up precedes it); later runs reuse pages an earlier run freed (the allocator keeps them), so theirs are lower bounds: run a configuration alone for its own"
                 );
             }
             for note in &self.notes {

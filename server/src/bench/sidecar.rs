@@ -49,6 +49,9 @@ struct DriverResult {
     stock_initial: Option<i64>,
     #[serde(default)]
     reserved: Option<BTreeMap<String, i64>>,
+    /// Per product, the smallest quantity refused for lack of stock.
+    #[serde(default)]
+    smallest_refused: Option<BTreeMap<String, i64>>,
     #[serde(default)]
     left: Option<BTreeMap<String, Option<i64>>>,
     #[serde(default)]
@@ -248,9 +251,10 @@ fn check_checkout(result: &DriverResult) -> Check {
             result.problems.join("; ")
         ));
     }
-    let (Some(initial), Some(reserved), Some(left), Some(refused)) = (
+    let (Some(initial), Some(reserved), Some(smallest_refused), Some(left), Some(refused)) = (
         result.stock_initial,
         &result.reserved,
+        &result.smallest_refused,
         &result.left,
         result.refused_lines,
     ) else {
@@ -269,8 +273,18 @@ fn check_checkout(result: &DriverResult) -> Check {
                 "{product}: {} units left the stock but the receipts reserved {taken}",
                 initial - l
             )),
+            // Stock only goes down: a refused quantity must exceed what is left.
+            Some(l) if smallest_refused.get(product).is_some_and(|q| l >= *q) => {
+                problems.push(format!(
+                    "{product}: a line of {} was refused, but {l} units are left",
+                    smallest_refused.get(product).copied().unwrap_or_default()
+                ))
+            }
             Some(_) => {}
         }
+    }
+    if let Some(unknown) = smallest_refused.keys().find(|p| !reserved.contains_key(*p)) {
+        problems.push(format!("a line of unknown product {unknown} was refused"));
     }
     if left.len() != reserved.len() {
         problems.push(format!(
@@ -303,7 +317,12 @@ fn check_checkout(result: &DriverResult) -> Check {
 }
 
 fn check_latency(result: &DriverResult) -> Check {
-    let wrong = result.wrong.unwrap_or(0);
+    let Some(wrong) = result.wrong else {
+        return Check {
+            passed: false,
+            detail: "the driver reported no count of wrong outputs".into(),
+        };
+    };
     if result.failed == 0 && wrong == 0 && result.problems.is_empty() {
         Check {
             passed: true,
@@ -336,13 +355,7 @@ fn fresh_storage(store: &BenchStore) -> anyhow::Result<(StorageChoice, Option<te
         }
         BenchStore::Memory => (StorageChoice::Memory, None),
         BenchStore::Url(url) => (
-            StorageChoice::Url(format!(
-                "{url}/basalt-bench-{}-{}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis())
-            )),
+            StorageChoice::Url(basalt_benches::store::fresh_prefix(url)),
             None,
         ),
     })
@@ -519,6 +532,7 @@ fn throughput_ratio(finished: &[Finished]) -> Vec<String> {
 
 /// Runs `basalt bench latency --sidecar`.
 pub async fn latency(args: &LatencyArgs) -> anyhow::Result<()> {
+    super::workloads::check_rate(args)?;
     if args.baselines.iter().any(|b| *b != Baseline::None) {
         bail!(
             "--sidecar runs basalt serve alone: leave out --baselines (use --storage memory:// for the in-memory figure)"
@@ -582,6 +596,7 @@ mod tests {
             },
             stock_initial: Some(10),
             reserved: Some(BTreeMap::from([("p0".into(), 4), ("p1".into(), 10)])),
+            smallest_refused: Some(BTreeMap::from([("p1".into(), 2)])),
             left: Some(BTreeMap::from([
                 ("p0".into(), left_p0),
                 ("p1".into(), Some(0)),
@@ -608,6 +623,21 @@ mod tests {
         );
         assert!(!check_checkout(&result(Some(-1))).passed);
         assert!(!check_checkout(&result(None)).passed);
+    }
+
+    #[test]
+    fn a_refusal_with_stock_left_fails() {
+        // p0 had 6 left at the end: a refused line of 3 was not for lack
+        // of stock (a failing entity, not an empty one).
+        let mut refused_wrongly = result(Some(6));
+        refused_wrongly.smallest_refused = Some(BTreeMap::from([("p0".into(), 3)]));
+        let check = check_checkout(&refused_wrongly);
+        assert!(!check.passed);
+        assert!(
+            check.detail.contains("refused, but 6 units are left"),
+            "{}",
+            check.detail
+        );
     }
 
     #[test]

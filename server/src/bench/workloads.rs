@@ -333,14 +333,26 @@ pub async fn bank(args: &BankArgs) -> anyhow::Result<()> {
     .await
 }
 
+/// Refuses a rate or duration `latency` cannot run.
+pub fn check_rate(args: &LatencyArgs) -> anyhow::Result<()> {
+    if !(args.rate > 0.0 && args.rate <= 100_000.0) {
+        anyhow::bail!(
+            "--rate must be in (0, 100000] per second, got {}",
+            args.rate
+        );
+    }
+    if !(args.seconds > 0.0 && args.seconds <= 86_400.0) {
+        anyhow::bail!("--seconds must be in (0, 86400], got {}", args.seconds);
+    }
+    Ok(())
+}
+
 /// Runs `basalt bench latency` in process (`--sidecar` goes elsewhere).
 pub async fn latency(args: &LatencyArgs) -> anyhow::Result<()> {
     if args.sidecar {
         return super::sidecar::latency(args).await;
     }
-    if !(args.seconds > 0.0 && args.seconds <= 86_400.0) {
-        anyhow::bail!("--seconds must be in (0, 86400], got {}", args.seconds);
-    }
+    check_rate(args)?;
     let (rate, duration) = (args.rate, Duration::from_secs_f64(args.seconds));
     let baselines: Vec<Baseline> = args
         .baselines
