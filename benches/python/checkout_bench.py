@@ -153,6 +153,20 @@ def outcome(results, check_output):
     return latencies, failed, problems
 
 
+def batch_report(results, check_output, elapsed, cpu_start, cpu_end):
+    """The raw figures every workload reports for its measured batch."""
+    latencies, failed, problems = outcome(results, check_output)
+    return {
+        "completed": len(results) - failed,
+        "failed": failed,
+        "seconds": elapsed,
+        "latencies_ms": latencies,
+        "problems": problems[:5],
+        "wrong": len(problems) - failed,
+        "cpu_ms": cpu_spent(cpu_start, cpu_end),
+    }
+
+
 async def run_checkouts(c, count, products, tag, rng):
     started = time.perf_counter()
     jobs, orders = [], {}
@@ -210,23 +224,18 @@ async def drive_checkout(c, args, rng):
         refused_lines += len(receipt["refused"])
         return None
 
-    latencies, failed, problems = outcome(results, check_receipt)
+    report = batch_report(results, check_receipt, elapsed, cpu_start, cpu_end)
     left = {}
     for product in reserved:
         meta = await c.get_entity(EntityInstanceId("stock", product), include_state=True)
         left[product] = None if meta is None else read_int(meta)
     return {
-        "completed": len(results) - failed,
-        "failed": failed,
-        "seconds": elapsed,
-        "latencies_ms": latencies,
-        "problems": problems[:5],
+        **report,
         "stock_initial": args.stock,
         "reserved": reserved,
         "smallest_refused": smallest_refused,
         "left": left,
         "refused_lines": refused_lines,
-        "cpu_ms": cpu_spent(cpu_start, cpu_end),
     }
 
 
@@ -258,16 +267,7 @@ async def drive_latency(c, args):
         want = [f"hello l{n}{i}" for i in range(3)]
         return None if output == want else f"output {output!r}, expected {want!r}"
 
-    latencies, failed, problems = outcome(results, check_hello)
-    return {
-        "completed": len(results) - failed,
-        "failed": failed,
-        "seconds": elapsed,
-        "latencies_ms": latencies,
-        "problems": problems[:5],
-        "wrong": len(problems) - failed,
-        "cpu_ms": cpu_spent(cpu_start, cpu_end),
-    }
+    return batch_report(results, check_hello, elapsed, cpu_start, cpu_end)
 
 
 def drive(args):

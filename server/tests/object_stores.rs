@@ -277,28 +277,15 @@ fn serve_on_s3_through_the_s3_protocol() {
     let dir = tempfile::tempdir().expect("tempdir");
     let emulator = moto("basalt", dir.path());
     let endpoint = format!("http://127.0.0.1:{}", emulator.port);
-    serve_on(
-        "s3://basalt/hub",
-        &[
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ENDPOINT", &endpoint),
-            ("AWS_ALLOW_HTTP", "true"),
-        ],
-        dir.path(),
-    );
-    bench_on(
-        "s3://basalt",
-        &[
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ENDPOINT", &endpoint),
-            ("AWS_ALLOW_HTTP", "true"),
-        ],
-        dir.path(),
-    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    serve_on("s3://basalt/hub", &env, dir.path());
+    bench_on("s3://basalt", &env, dir.path());
 }
 
 #[test]
@@ -308,22 +295,12 @@ fn serve_on_azure_blob_through_the_blob_protocol() {
     std::fs::create_dir_all(&data).expect("azurite data dir");
     let emulator = azurite("basalt", &data, dir.path());
     let endpoint = format!("http://127.0.0.1:{}", emulator.port);
-    serve_on(
-        "az://basalt/hub",
-        &[
-            ("AZURE_STORAGE_USE_EMULATOR", "true"),
-            ("AZURITE_BLOB_STORAGE_URL", &endpoint),
-        ],
-        dir.path(),
-    );
-    bench_on(
-        "az://basalt",
-        &[
-            ("AZURE_STORAGE_USE_EMULATOR", "true"),
-            ("AZURITE_BLOB_STORAGE_URL", &endpoint),
-        ],
-        dir.path(),
-    );
+    let env = [
+        ("AZURE_STORAGE_USE_EMULATOR", "true"),
+        ("AZURITE_BLOB_STORAGE_URL", endpoint.as_str()),
+    ];
+    serve_on("az://basalt/hub", &env, dir.path());
+    bench_on("az://basalt", &env, dir.path());
 }
 
 #[test]

@@ -56,7 +56,7 @@ struct DriverResult {
     left: Option<BTreeMap<String, Option<i64>>>,
     #[serde(default)]
     refused_lines: Option<u64>,
-    /// Latency only: outputs that completed but were wrong.
+    /// Outputs that completed but were wrong (the latency check needs it).
     #[serde(default)]
     wrong: Option<u64>,
 }
