@@ -240,11 +240,7 @@ impl Engine {
             let log = rx.await.map_err(|_| Error::ShutDown)?;
             let (instances_by_status, entities) = self
                 .read(partition, |state| {
-                    let mut counts = std::collections::BTreeMap::new();
-                    for instance in state.instances.values() {
-                        *counts.entry(instance.meta.status).or_insert(0u64) += 1;
-                    }
-                    (counts, state.entities.len() as u64)
+                    (state.instances_by_status.clone(), state.entities_with_state)
                 })
                 .await?;
             all.push(PartitionMetrics {
@@ -381,7 +377,14 @@ fn recover_state(
             lsn: record.lsn.0,
             message: e.to_string(),
         })?;
-        state.apply(record.lsn.0, event);
+        if state.apply(record.lsn.0, event).into_effects().is_none() {
+            return Err(OpenError::Decode {
+                partition,
+                what: "event",
+                lsn: record.lsn.0,
+                message: "needs a record that is not in memory".into(),
+            });
+        }
     }
     Ok(state)
 }

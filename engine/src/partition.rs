@@ -249,7 +249,17 @@ impl PartitionTask {
                 return;
             }
         };
-        let mut fx = self.state.apply(lsn, event);
+        let Some(mut fx) = self.state.apply(lsn, event).into_effects() else {
+            let error = Error::Storage(format!(
+                "partition {}: event {lsn} needs a record that is not in memory",
+                self.partition
+            ));
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(error.clone()));
+            }
+            self.fail(run, error);
+            return;
+        };
         self.withdraw_stale_steps(&fx.changed);
         run.events_since_checkpoint += 1;
         run.bytes_since_checkpoint += bytes.len() as u64;

@@ -2,8 +2,14 @@
 //! behind a one-byte format version so a later encoding can be read side
 //! by side. Nothing else in Basalt depends on these bytes.
 
-use crate::event::Event;
-use crate::state::PartitionState;
+use std::collections::BTreeMap;
+
+use basalt_runtime::InstanceId;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Envelope, Event, Position};
+use crate::state::{Core, Entity, Instance, PartitionState};
+use crate::tier::Tier;
 
 /// Version byte in front of every encoded event and snapshot. 3: history
 /// events and orchestrator actions carry a `correlation` id (the Durable
@@ -90,13 +96,126 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
     decode(bytes, "event")
 }
 
-/// Encodes a whole partition state (a checkpoint). Equal states give equal
-/// bytes: the state holds ordered maps only.
-pub fn encode_snapshot(state: &PartitionState) -> Result<Vec<u8>, EncodeError> {
-    encode(state, "snapshot")
+/// A whole partition in one value: the checkpoint format of hubs before
+/// the two-tier state (read to upgrade them), and what the replay checks
+/// compare. Field order is the encoding: do not reorder.
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    partition: u32,
+    partition_count: u32,
+    last_lsn: u64,
+    instances: BTreeMap<&'a InstanceId, &'a Instance>,
+    outbox: &'a BTreeMap<(u32, Position), Envelope>,
+    received: &'a BTreeMap<u32, Position>,
+    next_execution: u64,
+    next_step_seq: u64,
+    entities: BTreeMap<&'a InstanceId, &'a Entity>,
 }
 
-/// Decodes a partition state.
+/// The owned twin of [`SnapshotRef`], for decoding.
+#[derive(Deserialize)]
+struct Snapshot {
+    partition: u32,
+    partition_count: u32,
+    last_lsn: u64,
+    instances: BTreeMap<InstanceId, Instance>,
+    outbox: BTreeMap<(u32, Position), Envelope>,
+    received: BTreeMap<u32, Position>,
+    next_execution: u64,
+    next_step_seq: u64,
+    entities: BTreeMap<InstanceId, Entity>,
+}
+
+/// Encodes a whole partition state. Equal states give equal bytes. Only a
+/// state wholly in memory can be encoded this way (the replay checks and
+/// tests; the engine loads every record first).
+pub fn encode_snapshot(state: &PartitionState) -> Result<Vec<u8>, EncodeError> {
+    if !state.instances.is_complete() || !state.entities.is_complete() {
+        return Err(EncodeError {
+            what: "snapshot",
+            message: "the partition's records are not all in memory".into(),
+        });
+    }
+    encode(
+        &SnapshotRef {
+            partition: state.partition,
+            partition_count: state.partition_count,
+            last_lsn: state.last_lsn,
+            instances: state.instances.resident(),
+            outbox: &state.outbox,
+            received: &state.received,
+            next_execution: state.next_execution,
+            next_step_seq: state.next_step_seq,
+            entities: state.entities.resident(),
+        },
+        "snapshot",
+    )
+}
+
+/// Decodes a whole partition state: every record resident and not yet in
+/// any store (a first checkpoint writes them all).
 pub fn decode_snapshot(bytes: &[u8]) -> Result<PartitionState, DecodeError> {
-    decode(bytes, "snapshot")
+    let snapshot: Snapshot = decode(bytes, "snapshot")?;
+    let mut instances_by_status = BTreeMap::new();
+    for instance in snapshot.instances.values() {
+        *instances_by_status.entry(instance.meta.status).or_insert(0) += 1;
+    }
+    let entities_with_state = snapshot
+        .entities
+        .values()
+        .filter(|e| e.state.is_some())
+        .count() as u64;
+    let mut state = PartitionState::from_core(
+        Core {
+            partition: snapshot.partition,
+            partition_count: snapshot.partition_count,
+            last_lsn: snapshot.last_lsn,
+            outbox: snapshot.outbox,
+            received: snapshot.received,
+            next_execution: snapshot.next_execution,
+            next_step_seq: snapshot.next_step_seq,
+            instances_by_status,
+            entities_with_state,
+        },
+        true,
+    );
+    state.instances = Tier::from_map(snapshot.instances);
+    state.entities = Tier::from_map(snapshot.entities);
+    Ok(state)
+}
+
+/// Encodes the partition-wide part of a checkpoint.
+pub fn encode_core(core: &Core) -> Result<Vec<u8>, EncodeError> {
+    encode(core, "partition core")
+}
+
+/// Decodes the partition-wide part of a checkpoint.
+pub fn decode_core(bytes: &[u8]) -> Result<Core, DecodeError> {
+    decode(bytes, "partition core")
+}
+
+/// Encodes one instance record.
+pub fn encode_instance(instance: &Instance) -> Result<Vec<u8>, EncodeError> {
+    encode(instance, "instance")
+}
+
+/// Decodes one instance record.
+pub fn decode_instance(bytes: &[u8]) -> Result<Instance, DecodeError> {
+    decode(bytes, "instance")
+}
+
+/// Decodes only what clients see of an instance record (its first field),
+/// without its history: for queries.
+pub fn decode_instance_meta(bytes: &[u8]) -> Result<basalt_runtime::InstanceState, DecodeError> {
+    decode(bytes, "instance")
+}
+
+/// Encodes one entity record.
+pub fn encode_entity(entity: &Entity) -> Result<Vec<u8>, EncodeError> {
+    encode(entity, "entity")
+}
+
+/// Decodes one entity record.
+pub fn decode_entity(bytes: &[u8]) -> Result<Entity, DecodeError> {
+    decode(bytes, "entity")
 }

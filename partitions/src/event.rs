@@ -10,6 +10,8 @@ use basalt_runtime::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::state::StateKey;
+
 /// One entry of a partition's commit log. Everything the state machine
 /// needs arrives inside an event, including the time (`now_ms`): applying
 /// the same events in the same order always gives the same state (I2).
@@ -155,6 +157,39 @@ pub enum Event {
 }
 
 impl Event {
+    /// The record the event touches: the instance or entity it is about.
+    /// `None` for an event about no record (`OutboxAcked`) and for
+    /// `Messages`, whose messages each name their own ([`Message::key`]).
+    pub fn key(&self) -> Option<StateKey> {
+        match self {
+            Event::Start { instance_id, .. }
+            | Event::Raise { instance_id, .. }
+            | Event::Control { instance_id, .. }
+            | Event::Purge { instance_id }
+            | Event::StepCompleted { instance_id, .. }
+            | Event::StepAbandoned { instance_id, .. }
+            | Event::ActivityCompleted { instance_id, .. } => {
+                Some(StateKey::Instance(instance_id.clone()))
+            }
+            // A delayed signal's timer belongs to its entity.
+            Event::TimerFired {
+                instance_id,
+                timer_id,
+                ..
+            } => Some(if *timer_id == SIGNAL_TIMER_ID {
+                StateKey::Entity(instance_id.clone())
+            } else {
+                StateKey::Instance(instance_id.clone())
+            }),
+            Event::SignalEntity { entity, .. }
+            | Event::EntityBatchCompleted { entity, .. }
+            | Event::EntityBatchAbandoned { entity, .. } => {
+                Some(StateKey::Entity(entity.instance_id()))
+            }
+            Event::Messages { .. } | Event::OutboxAcked { .. } => None,
+        }
+    }
+
     /// The engine's clock when the event was made, for the events that
     /// carry one.
     pub fn now_ms(&self) -> Option<u64> {
@@ -300,6 +335,34 @@ pub enum Message {
         /// Data (JSON).
         data: Option<String>,
     },
+}
+
+impl Message {
+    /// The record receiving the message touches (`None`: a lock request
+    /// past the end of its chain, which does nothing).
+    pub fn key(&self) -> Option<StateKey> {
+        match self {
+            Message::StartChild { instance_id, .. }
+            | Message::RaiseEvent { instance_id, .. }
+            | Message::ChildFinished {
+                parent_id: instance_id,
+                ..
+            } => Some(StateKey::Instance(instance_id.clone())),
+            Message::StartOrchestration { start } => {
+                Some(StateKey::Instance(start.instance_id.clone()))
+            }
+            Message::LockGranted { owner: caller, .. } | Message::EntityReply { caller, .. } => {
+                Some(StateKey::Instance(caller.instance_id.clone()))
+            }
+            Message::EntityRequest { entity, .. } | Message::Unlock { entity, .. } => {
+                Some(StateKey::Entity(entity.instance_id()))
+            }
+            Message::LockRequest(chain) => chain
+                .entities
+                .get(chain.position)
+                .map(|entity| StateKey::Entity(entity.instance_id())),
+        }
+    }
 }
 
 /// An orchestration step to hand to a worker.

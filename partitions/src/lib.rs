@@ -12,10 +12,12 @@
 //! the state is a pure function of the log (I2), and a snapshot encodes to
 //! the same bytes whenever the state is the same.
 
+pub mod checkpoint;
 pub mod codec;
 mod event;
 mod routing;
 mod state;
+mod tier;
 
 pub use event::{
     ActivityTask, Caller, ControlOp, Effects, EntityBatchTask, Envelope, Event, LockChain, Message,
@@ -23,4 +25,8 @@ pub use event::{
     StepTask, TimerTask,
 };
 pub use routing::partition_of;
-pub use state::{ENTITY_BATCH_OPERATIONS_MAX, Entity, Instance, PartitionState};
+pub use state::{
+    Applied, Core, ENTITY_BATCH_OPERATIONS_MAX, Entity, Instance, PartitionState, StateKey,
+    Suspended,
+};
+pub use tier::{Change, Tier};

@@ -1,6 +1,6 @@
 //! The state of one partition and the pure function that changes it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use basalt_runtime::{
@@ -16,6 +16,7 @@ use crate::event::{
     StepTask, TimerTask,
 };
 use crate::routing::partition_of;
+use crate::tier::Tier;
 
 /// One orchestration instance as its partition keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,18 +77,27 @@ pub struct Entity {
     pub last_modified_ms: u64,
 }
 
-/// The whole state of a partition: a pure function of its log (I2).
-/// Ordered maps only, so a snapshot's bytes depend on nothing but content.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionState {
+/// A record the state machine reads or changes: one instance or one entity.
+/// Every unit of work inside an event touches exactly one (see
+/// [`PartitionState::apply`]), so the engine can load it first.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum StateKey {
+    /// An orchestration instance.
+    Instance(InstanceId),
+    /// An entity, by its instance id (`@name@key`).
+    Entity(InstanceId),
+}
+
+/// The partition-wide part of the state: small, always in memory, written
+/// whole with every checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Core {
     /// This partition's number.
     pub partition: u32,
     /// Partitions in the task hub.
     pub partition_count: u32,
     /// LSN of the last applied event.
     pub last_lsn: u64,
-    /// Instances by id.
-    pub instances: BTreeMap<InstanceId, Instance>,
     /// Messages sent and not yet acknowledged, by (destination, position).
     pub outbox: BTreeMap<(u32, Position), Envelope>,
     /// Highest position processed per origin partition (I3).
@@ -99,23 +109,236 @@ pub struct PartitionState {
     /// Next step sequence number, partition-wide for the same reason
     /// (entity batches draw from it too).
     pub next_step_seq: u64,
+    /// Instances by status, resident or not (for metrics).
+    pub instances_by_status: BTreeMap<OrchestrationStatus, u64>,
+    /// Entities that exist for clients (those with state), resident or not.
+    pub entities_with_state: u64,
+}
+
+/// The whole state of a partition: a pure function of its log (I2).
+///
+/// Instances and entities live in two tiers: the partition's store holds
+/// every record as of the last checkpoint, memory ([`Tier`]) holds the
+/// records changed since and a bounded cache of the rest. Applying an event
+/// never does I/O: it stops with [`Applied::Suspended`] naming the record
+/// it needs, and the engine loads it and calls [`PartitionState::resume`].
+/// The result is the same whatever was resident (checked by
+/// `tests/eviction.rs`).
+#[derive(Clone, Debug)]
+pub struct PartitionState {
+    /// This partition's number.
+    pub partition: u32,
+    /// Partitions in the task hub.
+    pub partition_count: u32,
+    /// LSN of the last applied event.
+    pub last_lsn: u64,
+    /// Instances by id.
+    pub instances: Tier<Instance>,
+    /// Messages sent and not yet acknowledged, by (destination, position).
+    pub outbox: BTreeMap<(u32, Position), Envelope>,
+    /// Highest position processed per origin partition (I3).
+    pub received: BTreeMap<u32, Position>,
+    /// Next execution (generation) number (see [`Core::next_execution`]).
+    pub next_execution: u64,
+    /// Next step sequence number (see [`Core::next_step_seq`]).
+    pub next_step_seq: u64,
     /// Entities by their instance id (`@name@key`).
-    pub entities: BTreeMap<InstanceId, Entity>,
+    pub entities: Tier<Entity>,
+    /// Instances by status (see [`Core::instances_by_status`]).
+    pub instances_by_status: BTreeMap<OrchestrationStatus, u64>,
+    /// Entities with state (see [`Core::entities_with_state`]).
+    pub entities_with_state: u64,
+}
+
+/// One unit of an event's work; each touches at most one record.
+#[derive(Clone, Debug)]
+enum Work {
+    /// The event itself (any but `Messages`).
+    Event(Event),
+    /// One message of a `Messages` event, at that event's time.
+    Delivery(Envelope, u64),
+    /// A message this event sent to its own partition.
+    Local(Message),
+}
+
+impl Work {
+    fn key(&self) -> Option<StateKey> {
+        match self {
+            Work::Event(event) => event.key(),
+            Work::Delivery(envelope, _) => envelope.message.key(),
+            Work::Local(message) => message.key(),
+        }
+    }
+}
+
+/// An event applied part of the way, waiting for the engine to load the
+/// record it needs next ([`Suspended::missing`]). Nothing else may be
+/// applied to the partition until it is resumed.
+#[derive(Clone, Debug)]
+pub struct Suspended {
+    progress: Progress,
+    missing: StateKey,
+}
+
+/// Where an event's work stands.
+#[derive(Clone, Debug)]
+struct Progress {
+    now: Option<u64>,
+    work: VecDeque<Work>,
+    out: Outgoing,
+    fx: Effects,
+}
+
+impl Suspended {
+    /// The record to load before resuming.
+    pub fn missing(&self) -> &StateKey {
+        &self.missing
+    }
+}
+
+/// The outcome of applying (or resuming) an event.
+#[derive(Debug)]
+#[must_use]
+pub enum Applied {
+    /// Applied whole: what the engine must do.
+    Done(Effects),
+    /// Waiting for a record to be loaded.
+    Suspended(Suspended),
+}
+
+impl Applied {
+    /// The effects, if the event was applied whole. A state that is wholly
+    /// in memory (never evicted) always applies whole.
+    pub fn into_effects(self) -> Option<Effects> {
+        match self {
+            Applied::Done(fx) => Some(fx),
+            Applied::Suspended(_) => None,
+        }
+    }
 }
 
 impl PartitionState {
     /// An empty partition.
     pub fn new(partition: u32, partition_count: u32) -> PartitionState {
+        PartitionState::from_core(
+            Core {
+                partition,
+                partition_count,
+                next_step_seq: 1,
+                ..Core::default()
+            },
+            true,
+        )
+    }
+
+    /// A partition whose records are in a store: only `core` in memory.
+    /// `complete` says the store is empty (nothing to load, ever).
+    pub fn from_core(core: Core, complete: bool) -> PartitionState {
+        fn tier<V>(complete: bool) -> Tier<V> {
+            if complete {
+                Tier::new()
+            } else {
+                Tier::backed()
+            }
+        }
         PartitionState {
-            partition,
-            partition_count,
-            last_lsn: 0,
-            instances: BTreeMap::new(),
-            outbox: BTreeMap::new(),
-            received: BTreeMap::new(),
-            next_execution: 0,
-            next_step_seq: 1,
-            entities: BTreeMap::new(),
+            partition: core.partition,
+            partition_count: core.partition_count,
+            last_lsn: core.last_lsn,
+            instances: tier(complete),
+            outbox: core.outbox,
+            received: core.received,
+            next_execution: core.next_execution,
+            next_step_seq: core.next_step_seq,
+            entities: tier(complete),
+            instances_by_status: core.instances_by_status,
+            entities_with_state: core.entities_with_state,
+        }
+    }
+
+    /// The partition-wide part, for a checkpoint.
+    pub fn core(&self) -> Core {
+        Core {
+            partition: self.partition,
+            partition_count: self.partition_count,
+            last_lsn: self.last_lsn,
+            outbox: self.outbox.clone(),
+            received: self.received.clone(),
+            next_execution: self.next_execution,
+            next_step_seq: self.next_step_seq,
+            instances_by_status: self.instances_by_status.clone(),
+            entities_with_state: self.entities_with_state,
+        }
+    }
+
+    /// Whether the state machine may touch `key` now (it is resident or
+    /// known not to exist).
+    pub fn knows(&self, key: &StateKey) -> bool {
+        match key {
+            StateKey::Instance(id) => self.instances.knows(id),
+            StateKey::Entity(id) => self.entities.knows(id),
+        }
+    }
+
+    /// Marks a record as just used (eviction takes it last).
+    pub fn touch(&mut self, key: &StateKey) {
+        match key {
+            StateKey::Instance(id) => self.instances.touch(id),
+            StateKey::Entity(id) => self.entities.touch(id),
+        }
+    }
+
+    /// Touches of records that were not resident, which the key
+    /// declarations should have made impossible: non-zero means a bug, and
+    /// the engine stops the partition rather than trust its state.
+    pub fn undeclared_touches(&self) -> u64 {
+        self.instances.undeclared_touches() + self.entities.undeclared_touches()
+    }
+
+    /// Estimated memory of the resident records.
+    pub fn resident_bytes(&self) -> usize {
+        self.instances.resident_bytes() + self.entities.resident_bytes()
+    }
+
+    /// Drops clean records, least recently used first, until the resident
+    /// estimate is at most `budget_bytes`; returns how many were dropped.
+    pub fn evict_to(&mut self, budget_bytes: usize) -> usize {
+        let entity_share = self.entities.resident_bytes();
+        let instance_budget = budget_bytes.saturating_sub(entity_share);
+        let mut evicted = self.instances.evict_to(instance_budget);
+        let instance_share = self.instances.resident_bytes();
+        evicted += self
+            .entities
+            .evict_to(budget_bytes.saturating_sub(instance_share));
+        evicted
+    }
+
+    /// The number of instances with each status, over both tiers.
+    fn census(&mut self, key: &StateKey, add: bool) {
+        match key {
+            StateKey::Instance(id) => {
+                let Some(status) = self.instances.get(id).map(|i| i.meta.status) else {
+                    return;
+                };
+                let count = self.instances_by_status.entry(status).or_insert(0);
+                if add {
+                    *count += 1;
+                } else {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        self.instances_by_status.remove(&status);
+                    }
+                }
+            }
+            StateKey::Entity(id) => {
+                if self.entities.get(id).is_some_and(|e| e.state.is_some()) {
+                    if add {
+                        self.entities_with_state += 1;
+                    } else {
+                        self.entities_with_state = self.entities_with_state.saturating_sub(1);
+                    }
+                }
+            }
         }
     }
 
@@ -206,16 +429,118 @@ impl PartitionState {
     }
 
     /// Applies one event at `lsn`: the only way partition state changes.
-    pub fn apply(&mut self, lsn: u64, event: Event) -> Effects {
+    ///
+    /// The event's work is a queue of units, each touching one record: the
+    /// event itself, or each message of a `Messages` event, then every
+    /// message it sends to this partition, in order (they take effect as
+    /// part of this event: its log record makes them durable, so they need
+    /// no outbox, ack or dedup). Before a unit runs, its record must be
+    /// resident; if it is not, the event stops there ([`Applied::Suspended`])
+    /// with everything before it applied, and [`PartitionState::resume`]
+    /// continues it once the engine has loaded the record. The units run in
+    /// the same order either way, so the result does not depend on what
+    /// was resident (I2).
+    pub fn apply(&mut self, lsn: u64, event: Event) -> Applied {
         debug_assert!(lsn > self.last_lsn, "LSNs must increase");
         self.last_lsn = lsn;
-        let mut fx = Effects::default();
-        if let Err(rejection) = self.check(&event) {
-            fx.reply = Some(Reply::Rejected(rejection));
-            return fx;
-        }
-        let mut out = Outgoing::new(self.partition, lsn);
         let now = event.now_ms();
+        let work = match event {
+            Event::Messages { messages, now_ms } => messages
+                .into_iter()
+                .map(|envelope| Work::Delivery(envelope, now_ms))
+                .collect(),
+            event => VecDeque::from([Work::Event(event)]),
+        };
+        self.run(Progress {
+            now,
+            work,
+            out: Outgoing::new(self.partition, lsn),
+            fx: Effects::default(),
+        })
+    }
+
+    /// Continues an event once the record it waited for is loaded.
+    pub fn resume(&mut self, suspended: Suspended) -> Applied {
+        self.run(suspended.progress)
+    }
+
+    fn run(&mut self, mut at: Progress) -> Applied {
+        while let Some(next) = at.work.front() {
+            let key = next.key();
+            if let Some(key) = &key
+                && !self.knows(key)
+            {
+                return Applied::Suspended(Suspended {
+                    missing: key.clone(),
+                    progress: at,
+                });
+            }
+            let Some(next) = at.work.pop_front() else {
+                break;
+            };
+            if let Some(key) = &key {
+                self.census(key, false);
+            }
+            match next {
+                Work::Event(event) => match self.check(&event) {
+                    Err(rejection) => at.fx.reply = Some(Reply::Rejected(rejection)),
+                    Ok(()) => self.handle(event, &mut at.out, &mut at.fx),
+                },
+                Work::Delivery(envelope, now_ms) => {
+                    self.accept(envelope, now_ms, &mut at.out, &mut at.fx)
+                }
+                Work::Local(message) => {
+                    if let Some(now_ms) = at.now {
+                        self.receive(message, now_ms, &mut at.out, &mut at.fx);
+                    }
+                }
+            }
+            if let Some(key) = &key {
+                self.census(key, true);
+            }
+            // Messages to this partition take effect at once, in order, as
+            // part of this event (events without a time send theirs on).
+            if at.now.is_some() {
+                let mut index = 0;
+                while index < at.out.messages.len() {
+                    if at.out.messages[index].destination == self.partition {
+                        let envelope = at.out.messages.remove(index);
+                        at.work.push_back(Work::Local(envelope.message));
+                    } else {
+                        index += 1;
+                    }
+                }
+            }
+        }
+        for envelope in at.out.messages {
+            self.outbox
+                .insert((envelope.destination, envelope.position), envelope.clone());
+            at.fx.messages.push(envelope);
+        }
+        Applied::Done(at.fx)
+    }
+
+    /// Takes one message of a `Messages` event, unless it is a duplicate.
+    fn accept(&mut self, envelope: Envelope, now_ms: u64, out: &mut Outgoing, fx: &mut Effects) {
+        let seen = self.received.get(&envelope.origin).copied();
+        if let Some(seen) = seen
+            && envelope.position <= seen
+        {
+            // A duplicate after a resend (I3): drop it, but ack again,
+            // since the first ack may have been lost.
+            fx.acks.retain(|(o, _)| *o != envelope.origin);
+            fx.acks.push((envelope.origin, seen));
+            return;
+        }
+        self.received.insert(envelope.origin, envelope.position);
+        fx.acks.retain(|(o, _)| *o != envelope.origin);
+        fx.acks.push((envelope.origin, envelope.position));
+        self.receive(envelope.message, now_ms, out, fx);
+    }
+
+    /// Applies an event whose record is resident (and which `check` let
+    /// through).
+    fn handle(&mut self, event: Event, out: &mut Outgoing, fx: &mut Effects) {
         match event {
             Event::Start {
                 instance_id,
@@ -233,7 +558,7 @@ impl PartitionState {
                     scheduled_start_ms,
                     None,
                     now_ms,
-                    &mut fx,
+                    fx,
                 );
                 fx.reply = Some(Reply::Done);
             }
@@ -247,7 +572,7 @@ impl PartitionState {
                     &instance_id,
                     EventKind::EventRaised { name, input: data },
                     now_ms,
-                    &mut fx,
+                    fx,
                 );
                 fx.reply = Some(Reply::Done);
             }
@@ -257,7 +582,7 @@ impl PartitionState {
                 reason,
                 now_ms,
             } => {
-                self.control(&instance_id, op, reason, now_ms, &mut out, &mut fx);
+                self.control(&instance_id, op, reason, now_ms, out, fx);
                 fx.reply = Some(Reply::Done);
             }
             Event::Purge { instance_id } => {
@@ -272,21 +597,13 @@ impl PartitionState {
                 result,
                 now_ms,
                 ..
-            } => self.complete_step(
-                &instance_id,
-                consumed,
-                started_ms,
-                result,
-                now_ms,
-                &mut out,
-                &mut fx,
-            ),
+            } => self.complete_step(&instance_id, consumed, started_ms, result, now_ms, out, fx),
             Event::StepAbandoned { instance_id, .. } => {
                 // The step's events never left the inbox: offer it again.
                 if let Some(instance) = self.instances.get_mut(&instance_id) {
                     instance.step = None;
                 }
-                self.try_issue_step(&instance_id, &mut fx);
+                self.try_issue_step(&instance_id, fx);
             }
             Event::ActivityCompleted {
                 instance_id,
@@ -313,7 +630,7 @@ impl PartitionState {
                             failure,
                         },
                     };
-                    self.deliver(&instance_id, kind, now_ms, &mut fx);
+                    self.deliver(&instance_id, kind, now_ms, fx);
                 }
             }
             Event::TimerFired {
@@ -343,13 +660,7 @@ impl PartitionState {
                         operation,
                         caller: None,
                     };
-                    self.enqueue(
-                        entity,
-                        QueueItem::Operation(queued),
-                        now_ms,
-                        &mut out,
-                        &mut fx,
-                    );
+                    self.enqueue(entity, QueueItem::Operation(queued), now_ms, out, fx);
                 }
                 let armed = timer_id != SIGNAL_TIMER_ID
                     && self
@@ -361,7 +672,7 @@ impl PartitionState {
                         if let Some(instance) = self.instances.get_mut(&instance_id) {
                             instance.awaiting_start = false;
                         }
-                        self.try_issue_step(&instance_id, &mut fx);
+                        self.try_issue_step(&instance_id, fx);
                     } else {
                         self.deliver(
                             &instance_id,
@@ -370,27 +681,15 @@ impl PartitionState {
                                 fire_at_ms,
                             },
                             now_ms,
-                            &mut fx,
+                            fx,
                         );
                     }
                 }
             }
             Event::Messages { messages, now_ms } => {
+                // `apply` splits these into one unit per message.
                 for envelope in messages {
-                    let seen = self.received.get(&envelope.origin).copied();
-                    if let Some(seen) = seen
-                        && envelope.position <= seen
-                    {
-                        // A duplicate after a resend (I3): drop it, but ack
-                        // again, since the first ack may have been lost.
-                        fx.acks.retain(|(o, _)| *o != envelope.origin);
-                        fx.acks.push((envelope.origin, seen));
-                        continue;
-                    }
-                    self.received.insert(envelope.origin, envelope.position);
-                    fx.acks.retain(|(o, _)| *o != envelope.origin);
-                    fx.acks.push((envelope.origin, envelope.position));
-                    self.receive(envelope.message, now_ms, &mut out, &mut fx);
+                    self.accept(envelope, now_ms, out, fx);
                 }
             }
             Event::SignalEntity {
@@ -399,7 +698,7 @@ impl PartitionState {
                 scheduled_ms: Some(at),
                 now_ms,
             } if at > now_ms => {
-                self.delay_signal(entity, operation, at, now_ms, &mut fx);
+                self.delay_signal(entity, operation, at, now_ms, fx);
                 fx.reply = Some(Reply::Done);
             }
             Event::SignalEntity {
@@ -412,13 +711,7 @@ impl PartitionState {
                     operation,
                     caller: None,
                 };
-                self.enqueue(
-                    entity,
-                    QueueItem::Operation(queued),
-                    now_ms,
-                    &mut out,
-                    &mut fx,
-                );
+                self.enqueue(entity, QueueItem::Operation(queued), now_ms, out, fx);
                 fx.reply = Some(Reply::Done);
             }
             Event::EntityBatchCompleted {
@@ -478,7 +771,7 @@ impl PartitionState {
                         partition_of(start.instance_id.as_str(), self.partition_count);
                     out.send(destination, Message::StartOrchestration { start });
                 }
-                self.try_issue_batch(&key, &mut out, &mut fx);
+                self.try_issue_batch(&key, out, fx);
                 self.forget_if_empty(&key);
             }
             Event::EntityBatchAbandoned { entity, .. } => {
@@ -490,7 +783,7 @@ impl PartitionState {
                         e.queue.push_front(QueueItem::Operation(operation));
                     }
                 }
-                self.try_issue_batch(&key, &mut out, &mut fx);
+                self.try_issue_batch(&key, out, fx);
             }
             Event::OutboxAcked { destination, up_to } => {
                 let acked: Vec<_> = self
@@ -503,27 +796,6 @@ impl PartitionState {
                 }
             }
         }
-        // Messages to this partition take effect at once, as part of this
-        // event: its log record makes them durable, so they need no outbox,
-        // ack or dedup, and cost no records of their own. What they send in
-        // turn is handled the same way, in order.
-        let mut next = 0;
-        while let Some(now_ms) = now
-            && next < out.messages.len()
-        {
-            if out.messages[next].destination == self.partition {
-                let envelope = out.messages.remove(next);
-                self.receive(envelope.message, now_ms, &mut out, &mut fx);
-            } else {
-                next += 1;
-            }
-        }
-        for envelope in out.messages {
-            self.outbox
-                .insert((envelope.destination, envelope.position), envelope.clone());
-            fx.messages.push(envelope);
-        }
-        fx
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1397,8 +1669,7 @@ impl PartitionState {
     /// An entity's record, created (without state) if it has none.
     fn entity_mut(&mut self, entity: EntityId, now_ms: u64) -> &mut Entity {
         self.entities
-            .entry(entity.instance_id())
-            .or_insert_with(|| Entity {
+            .get_or_insert_with(entity.instance_id(), || Entity {
                 id: entity,
                 state: None,
                 queue: std::collections::VecDeque::new(),
@@ -1530,11 +1801,13 @@ impl PartitionState {
             .continuation
             .as_ref()
             .and_then(|c| InstanceId::new(c.clone()).ok());
+        let resident = self.entities.resident();
         let range = match &after {
-            Some(after) => self
-                .entities
-                .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-            None => self.entities.range(..),
+            Some(after) => resident.range::<InstanceId, _>((
+                std::ops::Bound::Excluded(after),
+                std::ops::Bound::Unbounded,
+            )),
+            None => resident.range::<InstanceId, _>(..),
         };
         let mut entities = Vec::new();
         let mut continuation = None;
@@ -1566,16 +1839,18 @@ impl PartitionState {
     /// activities not completed, timers armed, messages not acknowledged.
     pub fn pending_work(&self) -> Effects {
         let mut fx = Effects::default();
-        for (id, instance) in &self.instances {
+        let instances = self.instances.resident();
+        let entities = self.entities.resident();
+        for (id, instance) in &instances {
             if let Some(seq) = instance.step {
                 fx.steps.push(StepOffer {
-                    instance_id: id.clone(),
+                    instance_id: (*id).clone(),
                     seq,
                 });
             }
             fx.activities.extend(instance.activities.values().cloned());
         }
-        for entity in self.entities.values() {
+        for entity in entities.values() {
             if let Some((seq, queued)) = &entity.batch {
                 fx.entity_batches.push(EntityBatchTask {
                     entity: entity.id.clone(),
@@ -1585,15 +1860,10 @@ impl PartitionState {
                 });
             }
         }
-        fx.timers = self
-            .instances
+        fx.timers = instances
             .values()
             .flat_map(|i| i.timers.iter().cloned())
-            .chain(
-                self.entities
-                    .values()
-                    .flat_map(|e| e.delayed.keys().cloned()),
-            )
+            .chain(entities.values().flat_map(|e| e.delayed.keys().cloned()))
             .collect();
         fx.messages = self.outbox.values().cloned().collect();
         // Acks may have been lost with the process: send them again.
@@ -1613,11 +1883,13 @@ impl PartitionState {
         let mut instances = Vec::new();
         let mut continuation = None;
         let after = InstanceId::new(start).ok();
+        let resident = self.instances.resident();
         let range = match &after {
-            Some(after) => self
-                .instances
-                .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-            None => self.instances.range(..),
+            Some(after) => resident.range::<InstanceId, _>((
+                std::ops::Bound::Excluded(after),
+                std::ops::Bound::Unbounded,
+            )),
+            None => resident.range::<InstanceId, _>(..),
         };
         for (id, instance) in range {
             let meta = &instance.meta;
@@ -1655,6 +1927,7 @@ impl PartitionState {
 }
 
 /// Messages produced while applying one event, numbered in order.
+#[derive(Clone, Debug)]
 struct Outgoing {
     origin: u32,
     lsn: u64,

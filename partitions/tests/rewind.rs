@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::ApplyWhole;
+
 use basalt_partitions::{ControlOp, Event, PartitionState, Reply};
 use basalt_runtime::{
     ActionKind, ActivityOutcome, EntityBatchResult, ErrorKind, EventKind, FailureDetails,
@@ -36,7 +38,7 @@ fn fail(action_id: i32) -> OrchestratorAction {
 }
 
 fn rewind(state: &mut PartitionState, lsn: u64) -> basalt_partitions::Effects {
-    state.apply(
+    state.apply_whole(
         lsn,
         Event::Control {
             instance_id: id(),
@@ -48,7 +50,7 @@ fn rewind(state: &mut PartitionState, lsn: u64) -> basalt_partitions::Effects {
 }
 
 fn started(state: &mut PartitionState) -> u64 {
-    let fx = state.apply(
+    let fx = state.apply_whole(
         1,
         Event::Start {
             instance_id: id(),
@@ -92,7 +94,7 @@ fn failed_and_unfinished_work_leaves_the_history_and_the_step_starts_with_the_ma
         ],
     );
     assert_eq!(fx.activities.len(), 2);
-    let fx = state.apply(
+    let fx = state.apply_whole(
         3,
         Event::ActivityCompleted {
             instance_id: id(),
@@ -199,7 +201,7 @@ fn an_entity_answer_that_came_while_failed_is_handed_to_the_rewound_execution() 
     );
     let batch = fx.entity_batches[0].clone();
     let activity = fx.activities[0].clone();
-    let fx = state.apply(
+    let fx = state.apply_whole(
         3,
         Event::ActivityCompleted {
             instance_id: id(),
@@ -217,7 +219,7 @@ fn an_entity_answer_that_came_while_failed_is_handed_to_the_rewound_execution() 
     );
     // The entity answers after the failure: no step, the instance stays
     // failed.
-    let fx = state.apply(
+    let fx = state.apply_whole(
         5,
         Event::EntityBatchCompleted {
             entity: batch.entity.clone(),

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::ApplyWhole;
+
 use basalt_partitions::{Event, PartitionState};
 use basalt_runtime::{ActionKind, EventKind, InstanceId, OrchestrationStatus, OrchestratorAction};
 
@@ -47,7 +49,7 @@ fn version(state: &PartitionState) -> Option<String> {
 #[test]
 fn the_version_is_kept_across_continue_as_new_unless_a_new_one_is_named() {
     let mut state = PartitionState::new(0, 1);
-    let fx = state.apply(
+    let fx = state.apply_whole(
         1,
         Event::Start {
             instance_id: id(),
@@ -82,7 +84,7 @@ fn the_version_is_kept_across_continue_as_new_unless_a_new_one_is_named() {
 #[test]
 fn continue_as_new_carries_raised_events_but_not_old_answers() {
     let mut state = PartitionState::new(0, 1);
-    let fx = state.apply(
+    let fx = state.apply_whole(
         1,
         Event::Start {
             instance_id: id(),
@@ -118,11 +120,11 @@ fn continue_as_new_carries_raised_events_but_not_old_answers() {
         outcome: basalt_runtime::ActivityOutcome::Completed(None),
         now_ms: lsn,
     };
-    let fx = state.apply(3, done(0, 3));
+    let fx = state.apply_whole(3, done(0, 3));
     let step = state.take_step(&id(), fx.steps[0].seq, 3).expect("offered");
     // After the take: an answer to the old execution and a raised event.
-    state.apply(4, done(1, 4));
-    state.apply(
+    state.apply_whole(4, done(1, 4));
+    state.apply_whole(
         5,
         Event::Raise {
             instance_id: id(),

@@ -62,7 +62,7 @@ pub async fn run(args: &InspectArgs) -> anyhow::Result<()> {
         };
         let mut by_status = BTreeMap::new();
         let mut oldest: Option<(String, u64)> = None;
-        for (id, instance) in state.iter().flat_map(|s| s.instances.iter()) {
+        for (id, instance) in state.iter().flat_map(|s| s.instances.resident()) {
             *by_status
                 .entry(instance.meta.status.to_string())
                 .or_insert(0) += 1;
@@ -102,7 +102,11 @@ pub async fn run(args: &InspectArgs) -> anyhow::Result<()> {
             checkpoint_lsn: checkpoints.last().map(|c| c.lsn.0),
             instances_by_status: by_status,
             entities: state.as_ref().map_or(0, |s| {
-                s.entities.values().filter(|e| e.state.is_some()).count()
+                s.entities
+                    .resident()
+                    .values()
+                    .filter(|e| e.state.is_some())
+                    .count()
             }),
             oldest_running: oldest,
             findings,

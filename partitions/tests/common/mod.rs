@@ -3,7 +3,24 @@
 
 #![allow(dead_code)]
 
+pub mod workload;
+
 use basalt_partitions::{Effects, Event, PartitionState, StepTask};
+
+/// Applying to a state that is wholly in memory, as these tests keep it:
+/// the event is applied whole.
+pub trait ApplyWhole {
+    /// Applies `event` at `lsn`; panics if a record was not resident.
+    fn apply_whole(&mut self, lsn: u64, event: Event) -> Effects;
+}
+
+impl ApplyWhole for PartitionState {
+    fn apply_whole(&mut self, lsn: u64, event: Event) -> Effects {
+        self.apply(lsn, event)
+            .into_effects()
+            .expect("a state wholly in memory applies events whole")
+    }
+}
 use basalt_runtime::{InstanceId, OrchestrationStepResult, OrchestratorAction};
 
 /// Completes a step a worker took, with `actions`, as event `lsn`.
@@ -13,7 +30,7 @@ pub fn complete(
     lsn: u64,
     actions: Vec<OrchestratorAction>,
 ) -> Effects {
-    state.apply(
+    state.apply_whole(
         lsn,
         Event::StepCompleted {
             instance_id: taken.instance_id.clone(),

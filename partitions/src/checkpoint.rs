@@ -1,0 +1,192 @@
+//! Incremental checkpoints of the two-tier state: what changed since the
+//! last checkpoint, encoded, under the store keys this module defines.
+//!
+//! A partition's store (an LSM tree, see `basalt-storage`) holds:
+//!
+//! | key | value |
+//! |---|---|
+//! | `c` | the [`Core`] as of the checkpoint, with its LSN |
+//! | `i/{instance id}` | an [`Instance`] record |
+//! | `e/{entity instance id}` | an [`Entity`] record |
+//! | `b/i/{id}`, `b/e/{id}` | empty: the record has work to hand out after a restart |
+//!
+//! Every key is the prefix and the id's UTF-8 bytes, so a prefix scan lists
+//! records in id order.
+
+use crate::codec::{self, DecodeError, EncodeError};
+use crate::state::{Entity, Instance, PartitionState, StateKey};
+
+/// The store key of the partition-wide record.
+pub const CORE_KEY: &[u8] = b"c";
+/// Prefix of instance records.
+pub const INSTANCE_PREFIX: &[u8] = b"i/";
+/// Prefix of entity records.
+pub const ENTITY_PREFIX: &[u8] = b"e/";
+/// Prefix of the markers of records with work to hand out after a restart.
+pub const BUSY_PREFIX: &[u8] = b"b/";
+
+fn keyed(prefix: &[u8], id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + id.len());
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// The store key of a record.
+pub fn record_key(key: &StateKey) -> Vec<u8> {
+    match key {
+        StateKey::Instance(id) => keyed(INSTANCE_PREFIX, id.as_str()),
+        StateKey::Entity(id) => keyed(ENTITY_PREFIX, id.as_str()),
+    }
+}
+
+/// The store key of a record's "has work" marker.
+pub fn busy_key(key: &StateKey) -> Vec<u8> {
+    let mut busy = BUSY_PREFIX.to_vec();
+    busy.extend_from_slice(&record_key(key));
+    busy
+}
+
+/// The record a "has work" marker or a record key names; `None` for any
+/// other key.
+pub fn parse_key(bytes: &[u8]) -> Option<StateKey> {
+    let bytes = bytes.strip_prefix(BUSY_PREFIX).unwrap_or(bytes);
+    let id = |rest: &[u8]| {
+        std::str::from_utf8(rest)
+            .ok()
+            .and_then(|s| basalt_runtime::InstanceId::new(s.to_owned()).ok())
+    };
+    if let Some(rest) = bytes.strip_prefix(INSTANCE_PREFIX) {
+        return id(rest).map(StateKey::Instance);
+    }
+    if let Some(rest) = bytes.strip_prefix(ENTITY_PREFIX) {
+        return id(rest).map(StateKey::Entity);
+    }
+    None
+}
+
+/// One key a checkpoint writes: a value, or `None` to delete it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    /// The store key.
+    pub key: Vec<u8>,
+    /// The value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Everything one checkpoint writes, as one atomic batch: every record
+/// changed since the previous checkpoint and the core with the LSN it
+/// reflects. Made on the partition task, written off it.
+#[derive(Clone, Debug)]
+pub struct Changes {
+    /// The LSN the checkpoint reflects (the last event applied).
+    pub lsn: u64,
+    /// The writes, core last.
+    pub writes: Vec<Write>,
+    /// Records changed (not counting markers and the core).
+    pub records: usize,
+    generations: (u64, u64),
+}
+
+impl Changes {
+    /// Bytes of keys and values written.
+    pub fn bytes(&self) -> usize {
+        self.writes
+            .iter()
+            .map(|w| w.key.len() + w.value.as_ref().map_or(0, Vec::len))
+            .sum()
+    }
+}
+
+impl Instance {
+    /// Whether the engine has work to hand out for it after a restart: a
+    /// step, activities, timers.
+    pub fn is_busy(&self) -> bool {
+        self.step.is_some() || !self.activities.is_empty() || !self.timers.is_empty()
+    }
+}
+
+impl Entity {
+    /// Whether the engine has work to hand out for it after a restart: a
+    /// batch out, or delayed signals.
+    pub fn is_busy(&self) -> bool {
+        self.batch.is_some() || !self.delayed.is_empty()
+    }
+}
+
+fn record_writes(
+    writes: &mut Vec<Write>,
+    key: StateKey,
+    value: Option<Vec<u8>>,
+    busy: bool,
+) -> usize {
+    let encoded = value.as_ref().map_or(0, Vec::len);
+    writes.push(Write {
+        key: busy_key(&key),
+        value: busy.then(Vec::new),
+    });
+    writes.push(Write {
+        key: record_key(&key),
+        value,
+    });
+    encoded
+}
+
+impl PartitionState {
+    /// The changes since the previous call, for a checkpoint at the
+    /// current LSN. Until [`PartitionState::checkpointed`] is called with
+    /// them, the changed records stay in memory (they are not in the store
+    /// yet); records changed after this call go into the next checkpoint.
+    pub fn take_changes(&mut self) -> Result<Changes, EncodeError> {
+        let mut writes = Vec::new();
+        let mut records = 0;
+        let instances = self.instances.take_changes(|change| {
+            records += 1;
+            let key = StateKey::Instance(change.key.clone());
+            let value = change.value.map(codec::encode_instance).transpose()?;
+            let busy = change.value.is_some_and(Instance::is_busy);
+            Ok::<_, EncodeError>(record_writes(&mut writes, key, value, busy))
+        })?;
+        let entities = self.entities.take_changes(|change| {
+            records += 1;
+            let key = StateKey::Entity(change.key.clone());
+            let value = change.value.map(codec::encode_entity).transpose()?;
+            let busy = change.value.is_some_and(Entity::is_busy);
+            Ok::<_, EncodeError>(record_writes(&mut writes, key, value, busy))
+        })?;
+        writes.push(Write {
+            key: CORE_KEY.to_vec(),
+            value: Some(codec::encode_core(&self.core())?),
+        });
+        Ok(Changes {
+            lsn: self.last_lsn,
+            writes,
+            records,
+            generations: (instances, entities),
+        })
+    }
+
+    /// The checkpoint holding `changes` is durable: the records it carried
+    /// (and not changed since) may be evicted now.
+    pub fn checkpointed(&mut self, changes: &Changes) {
+        self.instances.checkpointed(changes.generations.0);
+        self.entities.checkpointed(changes.generations.1);
+    }
+
+    /// Puts a record read from the store in memory (`None`: the store has
+    /// none). A record memory already knows is left alone: it is newer.
+    pub fn install(&mut self, key: StateKey, bytes: Option<&[u8]>) -> Result<(), DecodeError> {
+        let encoded = bytes.map_or(0, <[u8]>::len);
+        match key {
+            StateKey::Instance(id) => {
+                let value = bytes.map(codec::decode_instance).transpose()?;
+                self.instances.install(id, value, encoded);
+            }
+            StateKey::Entity(id) => {
+                let value = bytes.map(codec::decode_entity).transpose()?;
+                self.entities.install(id, value, encoded);
+            }
+        }
+        Ok(())
+    }
+}

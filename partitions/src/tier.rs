@@ -1,0 +1,387 @@
+//! The memory tier of a partition's instances or entities: a bounded cache
+//! of the records that live in the partition's store.
+//!
+//! A record is *dirty* from the moment the state machine may have changed
+//! it until a checkpoint holding that change is durable; dirty records are
+//! never evicted, so the store plus the dirty records are always the whole
+//! truth. *Clean* records match the store and may be dropped, least
+//! recently used first. A key the tier holds nothing for is *unknown*
+//! unless the tier is `complete` (nothing was ever evicted, and the store
+//! held nothing the tier did not load): the engine must load an unknown
+//! key before an event touches it (`PartitionState` says which).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use basalt_runtime::InstanceId;
+use lru::LruCache;
+
+/// Memory charged for a record whose size is not known yet (created since
+/// the last checkpoint): about one small instance.
+const UNSIZED_RECORD_BYTES: usize = 2048;
+
+/// Memory charged per resident key on top of its record: map slots, the
+/// key's string, the LRU links.
+const KEY_OVERHEAD_BYTES: usize = 96;
+
+/// A changed record, waiting for a checkpoint to make it durable.
+#[derive(Clone, Debug)]
+struct Changed<V> {
+    /// The record, or `None` if it was removed.
+    value: Option<V>,
+    /// The checkpoint generation that will carry this change: the tier's
+    /// generation when it was last changed.
+    generation: u64,
+    /// Estimated memory, from its last encoding (or a default).
+    bytes: usize,
+}
+
+/// A record that matches the store (or is known not to exist).
+#[derive(Clone, Debug)]
+struct Clean<V> {
+    value: Option<V>,
+    bytes: usize,
+}
+
+/// Records by instance id, some resident, all of them in the store or dirty.
+#[derive(Debug)]
+pub struct Tier<V> {
+    dirty: HashMap<InstanceId, Changed<V>>,
+    clean: LruCache<InstanceId, Clean<V>>,
+    /// Nothing exists that is not resident.
+    complete: bool,
+    /// The generation changes are recorded in now; `take_changes` closes it.
+    generation: u64,
+    /// Memory estimate of the clean records.
+    clean_bytes: usize,
+    /// Memory estimate of the dirty records.
+    dirty_bytes: usize,
+    /// Touches of keys that were neither resident nor loaded: a bug in the
+    /// state machine's key declarations, counted so the engine can stop
+    /// the partition instead of acting on a guess.
+    undeclared: AtomicU64,
+}
+
+impl<V: Clone> Clone for Tier<V> {
+    fn clone(&self) -> Self {
+        let mut clean = LruCache::unbounded();
+        // Oldest first, so the copy keeps the same order.
+        for (key, entry) in self.clean.iter().rev() {
+            clean.put(key.clone(), entry.clone());
+        }
+        Tier {
+            dirty: self.dirty.clone(),
+            clean,
+            complete: self.complete,
+            generation: self.generation,
+            clean_bytes: self.clean_bytes,
+            dirty_bytes: self.dirty_bytes,
+            undeclared: AtomicU64::new(self.undeclared.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl<V> Default for Tier<V> {
+    fn default() -> Self {
+        Tier {
+            dirty: HashMap::new(),
+            clean: LruCache::unbounded(),
+            complete: true,
+            generation: 0,
+            clean_bytes: 0,
+            dirty_bytes: 0,
+            undeclared: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What a checkpoint writes for one key.
+#[derive(Debug)]
+pub struct Change<'a, V> {
+    /// The key.
+    pub key: &'a InstanceId,
+    /// Its record, or `None` if it no longer exists.
+    pub value: Option<&'a V>,
+}
+
+impl<V> Tier<V> {
+    /// An empty tier that knows it holds everything.
+    pub fn new() -> Tier<V> {
+        Tier::default()
+    }
+
+    /// A tier loaded with every record (an old-format snapshot): complete,
+    /// and all of it dirty, so the first checkpoint writes it all.
+    pub fn from_map(map: BTreeMap<InstanceId, V>) -> Tier<V> {
+        let mut tier = Tier::new();
+        for (key, value) in map {
+            tier.insert(key, value);
+        }
+        tier
+    }
+
+    /// A tier over a store that may hold records it has not loaded.
+    pub fn backed() -> Tier<V> {
+        Tier {
+            complete: false,
+            ..Tier::default()
+        }
+    }
+
+    /// Whether the state machine may touch `key` now: it is resident, or
+    /// known not to exist.
+    pub fn knows(&self, key: &InstanceId) -> bool {
+        self.complete || self.dirty.contains_key(key) || self.clean.contains(key)
+    }
+
+    /// Whether every record is resident.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    fn unknown(&self, key: &InstanceId) -> bool {
+        if self.knows(key) {
+            return false;
+        }
+        self.undeclared.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Touches of unknown keys so far (see the type's documentation).
+    pub fn undeclared_touches(&self) -> u64 {
+        self.undeclared.load(Ordering::Relaxed)
+    }
+
+    /// The record, if it exists. Reading does not change recency (see
+    /// [`Tier::touch`]).
+    pub fn get(&self, key: &InstanceId) -> Option<&V> {
+        if let Some(changed) = self.dirty.get(key) {
+            return changed.value.as_ref();
+        }
+        if let Some(clean) = self.clean.peek(key) {
+            return clean.value.as_ref();
+        }
+        self.unknown(key);
+        None
+    }
+
+    /// Whether the record exists.
+    pub fn contains_key(&self, key: &InstanceId) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Marks a key as just used, so eviction takes it last.
+    pub fn touch(&mut self, key: &InstanceId) {
+        self.clean.promote(key);
+    }
+
+    /// Moves a clean record to the dirty set, as it is about to change.
+    fn make_dirty(&mut self, key: &InstanceId) {
+        if self.dirty.contains_key(key) {
+            if let Some(changed) = self.dirty.get_mut(key) {
+                changed.generation = self.generation;
+            }
+            return;
+        }
+        if let Some(clean) = self.clean.pop(key) {
+            self.clean_bytes -= clean.bytes;
+            self.dirty_bytes += clean.bytes;
+            self.dirty.insert(
+                key.clone(),
+                Changed {
+                    value: clean.value,
+                    generation: self.generation,
+                    bytes: clean.bytes,
+                },
+            );
+        }
+    }
+
+    /// The record, to change it. The key becomes dirty if it exists.
+    pub fn get_mut(&mut self, key: &InstanceId) -> Option<&mut V> {
+        if self.unknown(key) {
+            return None;
+        }
+        let exists = match self.dirty.get(key) {
+            Some(changed) => changed.value.is_some(),
+            None => self.clean.peek(key).is_some_and(|c| c.value.is_some()),
+        };
+        if !exists {
+            return None;
+        }
+        self.make_dirty(key);
+        self.dirty.get_mut(key).and_then(|c| c.value.as_mut())
+    }
+
+    /// Puts a record (new or replacing one), as a change.
+    pub fn insert(&mut self, key: InstanceId, value: V) {
+        self.unknown(&key);
+        self.make_dirty(&key);
+        match self.dirty.get_mut(&key) {
+            Some(changed) => changed.value = Some(value),
+            None => {
+                self.dirty_bytes += UNSIZED_RECORD_BYTES;
+                self.dirty.insert(
+                    key,
+                    Changed {
+                        value: Some(value),
+                        generation: self.generation,
+                        bytes: UNSIZED_RECORD_BYTES,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Removes a record, as a change; returns it.
+    pub fn remove(&mut self, key: &InstanceId) -> Option<V> {
+        if self.unknown(key) || !self.contains_key(key) {
+            return None;
+        }
+        self.make_dirty(key);
+        self.dirty.get_mut(key).and_then(|c| c.value.take())
+    }
+
+    /// The record, created with `make` if it does not exist.
+    pub fn get_or_insert_with(&mut self, key: InstanceId, make: impl FnOnce() -> V) -> &mut V {
+        self.unknown(&key);
+        self.make_dirty(&key);
+        let generation = self.generation;
+        let changed = self.dirty.entry(key).or_insert_with(|| {
+            self.dirty_bytes += UNSIZED_RECORD_BYTES;
+            Changed {
+                value: None,
+                generation,
+                bytes: UNSIZED_RECORD_BYTES,
+            }
+        });
+        changed.value.get_or_insert_with(make)
+    }
+
+    /// Every resident record, in key order (recovery's pending work, the
+    /// snapshot of a complete tier).
+    pub fn resident(&self) -> BTreeMap<&InstanceId, &V> {
+        let mut all = BTreeMap::new();
+        for (key, changed) in &self.dirty {
+            if let Some(value) = &changed.value {
+                all.insert(key, value);
+            }
+        }
+        for (key, clean) in self.clean.iter() {
+            if let Some(value) = &clean.value {
+                all.insert(key, value);
+            }
+        }
+        all
+    }
+
+    /// Resident records, dirty ones changed since the last checkpoint
+    /// included (for merging with a store scan): `None` marks a removal.
+    pub fn resident_entries(&self) -> impl Iterator<Item = (&InstanceId, Option<&V>, bool)> {
+        let dirty = self.dirty.iter().map(|(k, c)| (k, c.value.as_ref(), true));
+        let clean = self.clean.iter().map(|(k, c)| (k, c.value.as_ref(), false));
+        dirty.chain(clean)
+    }
+
+    /// Installs a record the engine read from the store (`None`: the store
+    /// has none), with its encoded size. A key already known is left alone:
+    /// what memory holds is newer.
+    pub fn install(&mut self, key: InstanceId, value: Option<V>, encoded_bytes: usize) {
+        if self.dirty.contains_key(&key) || self.clean.contains(&key) {
+            return;
+        }
+        let bytes = estimate_bytes(&key, value.is_some(), encoded_bytes);
+        self.clean_bytes += bytes;
+        self.clean.put(key, Clean { value, bytes });
+    }
+
+    /// Closes the current generation and lists its changes for a
+    /// checkpoint; `sized` records each change's encoded size. Returns the
+    /// generation, for [`Tier::checkpointed`].
+    pub fn take_changes<E>(
+        &mut self,
+        mut write: impl FnMut(Change<'_, V>) -> Result<usize, E>,
+    ) -> Result<u64, E> {
+        let generation = self.generation;
+        for (key, changed) in self.dirty.iter_mut() {
+            if changed.generation != generation {
+                continue;
+            }
+            let encoded = write(Change {
+                key,
+                value: changed.value.as_ref(),
+            })?;
+            let bytes = estimate_bytes(key, changed.value.is_some(), encoded);
+            self.dirty_bytes = self.dirty_bytes - changed.bytes + bytes;
+            changed.bytes = bytes;
+        }
+        self.generation += 1;
+        Ok(generation)
+    }
+
+    /// The checkpoint of `generation` is durable: what it carried and was
+    /// not changed since is clean now.
+    pub fn checkpointed(&mut self, generation: u64) {
+        let done: Vec<InstanceId> = self
+            .dirty
+            .iter()
+            .filter(|(_, c)| c.generation <= generation)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in done {
+            if let Some(changed) = self.dirty.remove(&key) {
+                self.dirty_bytes -= changed.bytes;
+                self.clean_bytes += changed.bytes;
+                self.clean.put(
+                    key,
+                    Clean {
+                        value: changed.value,
+                        bytes: changed.bytes,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Drops clean records, least recently used first, until the tier's
+    /// estimate is at most `budget_bytes` (or nothing clean is left).
+    /// Returns how many were dropped. The tier is no longer complete once
+    /// it drops a record that exists.
+    pub fn evict_to(&mut self, budget_bytes: usize) -> usize {
+        let mut evicted = 0;
+        while self.clean_bytes + self.dirty_bytes > budget_bytes {
+            let Some((_, clean)) = self.clean.pop_lru() else {
+                break;
+            };
+            self.clean_bytes -= clean.bytes;
+            if clean.value.is_some() {
+                self.complete = false;
+            }
+            evicted += 1;
+        }
+        evicted
+    }
+
+    /// Estimated memory of the resident records.
+    pub fn resident_bytes(&self) -> usize {
+        self.clean_bytes + self.dirty_bytes
+    }
+
+    /// Estimated memory of the records not yet durable in the store.
+    pub fn dirty_bytes(&self) -> usize {
+        self.dirty_bytes
+    }
+
+    /// Resident keys (records and known absences).
+    pub fn resident_len(&self) -> usize {
+        self.dirty.len() + self.clean.len()
+    }
+}
+
+/// Estimated memory of a resident record from its encoded size: decoded
+/// records take about twice their bincode bytes (string and vector
+/// headers, allocator rounding).
+fn estimate_bytes(key: &InstanceId, exists: bool, encoded_bytes: usize) -> usize {
+    let record = if exists { encoded_bytes * 2 } else { 0 };
+    KEY_OVERHEAD_BYTES + key.as_str().len() + record
+}
