@@ -6,21 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use basalt_partitions::{ControlOp, Event, PartitionState, Reply, codec, partition_of};
+use basalt_partitions::{ControlOp, Event, PartitionState, Reply, StateKey, codec, partition_of};
 use basalt_runtime::{
     ActivityOutcome, ActivityWorkItem, Backend, CompletionToken, EntityBatchResult, EntityId,
     EntityOperation, EntityPage, EntityQuery, EntityState, EntityWorkItem, Error, HistoryEvent,
     InstanceId, InstanceQuery, InstanceState, OrchestrationStepResult, OrchestrationWorkItem,
     QueryPage, StartRequest,
 };
-use basalt_storage::{HubOptions, LogOptions, PartitionId, Storage, TaskHub};
+use basalt_storage::{HubOptions, LogOptions, Storage, TaskHub};
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::partition::{Command, PartitionTask, ReplyWhen};
+use crate::partition::{Command, PartitionTask, Query, ReplyWhen};
 use crate::queue::WorkQueue;
 use crate::shared::Shared;
 use crate::timers::{Timers, now_ms, run_timers};
@@ -53,6 +53,24 @@ pub struct EngineOptions {
     /// event is durable: the "no pipelining" baseline of the benchmarks,
     /// not a way to run. Default: on.
     pub pipelining: bool,
+    /// Memory for partition state, in bytes, for the whole engine: about
+    /// half holds records (split evenly over the partitions), an eighth
+    /// caches the state stores' blocks, the rest is headroom for queues and
+    /// checkpoints in flight. Records not in memory are read from the
+    /// partition's state store when an event needs them. Default: 256 MiB.
+    pub memory_budget_bytes: u64,
+}
+
+impl EngineOptions {
+    /// Bytes of records each partition keeps in memory.
+    pub fn partition_records_budget(&self) -> usize {
+        (self.memory_budget_bytes / 2 / u64::from(self.partition_count.max(1))) as usize
+    }
+
+    /// Bytes of the state stores' shared block cache.
+    pub fn store_cache_bytes(&self) -> u64 {
+        self.memory_budget_bytes / 8
+    }
 }
 
 impl Default for EngineOptions {
@@ -66,6 +84,7 @@ impl Default for EngineOptions {
             checkpoint_idle_ms: 2_000,
             log: LogOptions::default(),
             pipelining: true,
+            memory_budget_bytes: 256 << 20,
         }
     }
 }
@@ -90,6 +109,9 @@ pub enum OpenError {
     /// The storage layer failed (damage, lock, mismatch, I/O).
     #[error(transparent)]
     Storage(#[from] basalt_storage::Error),
+    /// A partition's state store could not be read while recovering.
+    #[error("{0}")]
+    State(String),
     /// A logged event or snapshot does not decode.
     #[error("partition {partition}: {what} at LSN {lsn} does not decode: {message}")]
     Decode {
@@ -121,7 +143,7 @@ impl Engine {
     /// Opens (creating if needed) the task hub in `storage`, recovers every
     /// partition from its checkpoint and log, and starts them.
     pub async fn open(storage: Storage, options: EngineOptions) -> Result<Engine, OpenError> {
-        let hub = TaskHub::open_or_create(
+        let mut hub = TaskHub::open_or_create(
             storage,
             &HubOptions {
                 name: options.hub_name.clone(),
@@ -129,6 +151,7 @@ impl Engine {
             },
         )
         .await?;
+        hub.upgrade().await?;
         let count = options.partition_count;
         let mut routes = Vec::new();
         let mut receivers = Vec::new();
@@ -153,31 +176,34 @@ impl Engine {
         });
         // Recover every partition before starting any, so a failure leaves
         // nothing running.
+        let store_options = basalt_storage::StateStoreOptions {
+            cache: basalt_storage::StateCache::new(options.store_cache_bytes()),
+            ..basalt_storage::StateStoreOptions::default()
+        };
         let mut opened = Vec::new();
         for partition in 0..count {
-            let (log, recovered) = hub
-                .open_partition(PartitionId(partition), options.log.clone())
-                .await?;
-            let state = recover_state(
+            let recovered = crate::tiers::recover_partition(
+                &hub,
                 partition,
                 count,
-                recovered
-                    .checkpoint
-                    .as_ref()
-                    .map(|c| (c.lsn.0, &c.payload[..])),
-                &recovered.records,
-            )?;
+                options.log.clone(),
+                &store_options,
+            )
+            .await?;
             if let Some(torn) = &recovered.torn_tail {
                 tracing::warn!(partition, ?torn, "recovered with a trimmed torn tail");
             }
-            opened.push((partition, state, log));
+            opened.push((partition, recovered));
         }
         let mut tasks = Vec::new();
-        for ((partition, state, log), commands) in opened.into_iter().zip(receivers) {
+        for ((partition, recovered), commands) in opened.into_iter().zip(receivers) {
             let task = PartitionTask {
                 partition,
-                state,
-                log,
+                state: recovered.state,
+                log: recovered.log,
+                store: recovered.store,
+                store_lsn: recovered.store_lsn,
+                records_budget: options.partition_records_budget(),
                 shared: Arc::clone(&shared),
                 commands,
                 checkpoint_interval_events: options.checkpoint_interval_events.max(1),
@@ -239,7 +265,7 @@ impl Engine {
             self.command(partition, Command::LogStats(tx))?;
             let log = rx.await.map_err(|_| Error::ShutDown)?;
             let (instances_by_status, entities) = self
-                .read(partition, |state| {
+                .read(partition, None, |state| {
                     (state.instances_by_status.clone(), state.entities_with_state)
                 })
                 .await?;
@@ -287,20 +313,25 @@ impl Engine {
 
     /// Runs `read` on a partition's state; the answer comes once everything
     /// it saw is durable (I1).
+    /// `key` names the record the read needs in memory, if any.
     async fn read<T: Send + 'static>(
         &self,
         partition: u32,
+        key: Option<StateKey>,
         read: impl FnOnce(&PartitionState) -> T + Send + 'static,
     ) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
         self.command(
             partition,
-            Command::Read(Box::new(move |state: Result<&PartitionState, Error>| {
-                let answer = state.map(read);
-                Box::new(move || {
-                    let _ = tx.send(answer);
-                })
-            })),
+            Command::Read(
+                key,
+                Box::new(move |state: Result<&PartitionState, Error>| {
+                    let answer = state.map(read);
+                    Box::new(move || {
+                        let _ = tx.send(answer);
+                    })
+                }),
+            ),
         )?;
         rx.await.map_err(|_| Error::ShutDown)?
     }
@@ -354,58 +385,6 @@ impl Engine {
     }
 }
 
-/// Rebuilds a partition's state from a checkpoint and the records after it.
-fn recover_state(
-    partition: u32,
-    partition_count: u32,
-    checkpoint: Option<(u64, &[u8])>,
-    records: &[basalt_storage::Record],
-) -> Result<PartitionState, OpenError> {
-    let mut state = match checkpoint {
-        Some((lsn, bytes)) => codec::decode_snapshot(bytes).map_err(|e| OpenError::Decode {
-            partition,
-            what: "snapshot",
-            lsn,
-            message: e.to_string(),
-        })?,
-        None => PartitionState::new(partition, partition_count),
-    };
-    for record in records {
-        let event = codec::decode_event(&record.payload).map_err(|e| OpenError::Decode {
-            partition,
-            what: "event",
-            lsn: record.lsn.0,
-            message: e.to_string(),
-        })?;
-        if state.apply(record.lsn.0, event).into_effects().is_none() {
-            return Err(OpenError::Decode {
-                partition,
-                what: "event",
-                lsn: record.lsn.0,
-                message: "needs a record that is not in memory".into(),
-            });
-        }
-    }
-    Ok(state)
-}
-
-/// Rebuilds a partition's state read-only from storage, as recovery would
-/// (for `basalt inspect` and the replay checks); a torn tail is left out.
-pub async fn replay_partition_state(
-    storage: &Storage,
-    partition: u32,
-    partition_count: u32,
-) -> Result<PartitionState, OpenError> {
-    let (checkpoint, records, _) =
-        basalt_storage::read_partition(storage, PartitionId(partition)).await?;
-    recover_state(
-        partition,
-        partition_count,
-        checkpoint.as_ref().map(|c| (c.lsn.0, &c.payload[..])),
-        &records,
-    )
-}
-
 /// Rebuilds a partition's state read-only from storage and encodes it: the
 /// replay check compares it byte for byte with a live engine's (I2).
 pub async fn replay_partition(
@@ -413,7 +392,7 @@ pub async fn replay_partition(
     partition: u32,
     partition_count: u32,
 ) -> Result<(u64, Vec<u8>), OpenError> {
-    let state = replay_partition_state(storage, partition, partition_count).await?;
+    let state = crate::tiers::replay_partition_state(storage, partition, partition_count).await?;
     let bytes = codec::encode_snapshot(&state).map_err(|e| OpenError::Decode {
         partition,
         what: "snapshot",
@@ -521,7 +500,8 @@ impl Backend for Engine {
     async fn get_instance(&self, instance: &InstanceId) -> Result<Option<InstanceState>, Error> {
         let id = instance.clone();
         let partition = partition_of(instance.as_str(), self.partition_count());
-        self.read(partition, move |state| {
+        let key = Some(StateKey::Instance(id.clone()));
+        self.read(partition, key, move |state| {
             state.instance(&id).map(|i| i.meta.clone())
         })
         .await
@@ -530,7 +510,8 @@ impl Backend for Engine {
     async fn get_history(&self, instance: &InstanceId) -> Result<Vec<HistoryEvent>, Error> {
         let id = instance.clone();
         let partition = partition_of(instance.as_str(), self.partition_count());
-        self.read(partition, move |state| {
+        let key = Some(StateKey::Instance(id.clone()));
+        self.read(partition, key, move |state| {
             state.instance(&id).map(|i| {
                 let mut history = (*i.history).clone();
                 history.extend(i.inbox.iter().cloned());
@@ -542,14 +523,10 @@ impl Backend for Engine {
     }
 
     async fn query_instances(&self, query: &InstanceQuery) -> Result<QueryPage, Error> {
-        let query = query.clone();
         let (instances, continuation) = self
             .query_partitions(
                 query.page_size,
-                move |state, limit| {
-                    let page = state.query(&query, limit);
-                    (page.instances, page.continuation.is_some())
-                },
+                |limit, reply| Query::Instances(query.clone(), limit, reply),
                 |s: &InstanceState| s.instance_id.to_string(),
             )
             .await?;
@@ -694,19 +671,16 @@ impl Backend for Engine {
     async fn get_entity(&self, entity: &EntityId) -> Result<Option<EntityState>, Error> {
         let id = entity.clone();
         let partition = partition_of(entity.instance_id().as_str(), self.partition_count());
-        self.read(partition, move |state| state.entity_state(&id, true))
+        let key = Some(StateKey::Entity(id.instance_id()));
+        self.read(partition, key, move |state| state.entity_state(&id, true))
             .await
     }
 
     async fn query_entities(&self, query: &EntityQuery) -> Result<EntityPage, Error> {
-        let query = query.clone();
         let (entities, continuation) = self
             .query_partitions(
                 query.page_size,
-                move |state, limit| {
-                    let page = state.query_entities(&query, limit);
-                    (page.entities, page.continuation.is_some())
-                },
+                |limit, reply| Query::Entities(query.clone(), limit, reply),
                 |e: &EntityState| e.entity.to_string(),
             )
             .await?;
@@ -770,8 +744,9 @@ impl Backend for Engine {
         let encoded = token.clone();
         let token = self.activity_token(token)?;
         let (id, execution, task_id) = (token.instance_id, token.execution, token.task_id);
+        let key = Some(StateKey::Instance(id.clone()));
         let task = self
-            .read(token.partition, move |state| {
+            .read(token.partition, key, move |state| {
                 state
                     .instance(&id)
                     .filter(|i| i.execution == execution)
@@ -886,16 +861,12 @@ impl Engine {
     /// to `page_size` matches after the continuation (and whether it had
     /// more); the merge keeps the first `page_size` in key order. Another
     /// page exists if the merge overflowed or any partition had more.
-    async fn query_partitions<T, F>(
+    async fn query_partitions<T: Send + 'static>(
         &self,
         page_size: usize,
-        read: F,
+        query: impl Fn(usize, oneshot::Sender<Result<(Vec<T>, bool), Error>>) -> Query,
         key: impl Fn(&T) -> String,
-    ) -> Result<(Vec<T>, Option<String>), Error>
-    where
-        T: Send + 'static,
-        F: Fn(&PartitionState, usize) -> (Vec<T>, bool) + Clone + Send + 'static,
-    {
+    ) -> Result<(Vec<T>, Option<String>), Error> {
         if page_size == 0 || page_size > 1000 {
             return Err(Error::InvalidInput(format!(
                 "page size must be 1..=1000, got {page_size}"
@@ -904,10 +875,9 @@ impl Engine {
         let mut all = Vec::new();
         let mut more = false;
         for partition in 0..self.partition_count() {
-            let read = read.clone();
-            let (items, has_more) = self
-                .read(partition, move |state| read(state, page_size))
-                .await?;
+            let (tx, rx) = oneshot::channel();
+            self.command(partition, Command::Query(query(page_size, tx)))?;
+            let (items, has_more) = rx.await.map_err(|_| Error::ShutDown)??;
             more |= has_more;
             all.extend(items);
         }

@@ -15,15 +15,16 @@
 
 mod engine;
 mod partition;
+mod query;
 mod queue;
 mod shared;
+mod tiers;
 mod timers;
 mod token;
 mod transport;
 
 pub use basalt_partitions as partitions;
 pub use basalt_storage as storage;
-pub use engine::{
-    Engine, EngineOptions, OpenError, PartitionMetrics, replay_partition, replay_partition_state,
-};
+pub use engine::{Engine, EngineOptions, OpenError, PartitionMetrics, replay_partition};
+pub use tiers::replay_partition_state;
 pub use transport::Transport;

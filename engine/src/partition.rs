@@ -6,10 +6,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use basalt_partitions::{Effects, Envelope, Event, PartitionState, Position, Reply, codec};
+use basalt_partitions::checkpoint::Changes;
+use basalt_partitions::{
+    Effects, Envelope, Event, PartitionState, Position, Reply, StateKey, codec,
+};
 use basalt_runtime::{ActivityWorkItem, EntityWorkItem, Error, InstanceId};
-use basalt_storage::{DurableWatch, Log, Lsn};
+use basalt_storage::{DurableWatch, Log, Lsn, StateStore};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::shared::{Shared, StepSlot, StepTicket};
 use crate::timers::now_ms;
@@ -39,8 +43,10 @@ pub(crate) enum Command {
         reply: Option<oneshot::Sender<Result<Reply, Error>>>,
         when: ReplyWhen,
     },
-    /// Read the state.
-    Read(Read),
+    /// Read the state, once the record `key` names (if any) is in memory.
+    Read(Option<StateKey>, Read),
+    /// One page of a query over both tiers.
+    Query(Query),
     /// Write a checkpoint now (tests, shutdown).
     Checkpoint(oneshot::Sender<Result<(), Error>>),
     /// The encoded state at its last LSN, once durable (replay checks).
@@ -49,6 +55,21 @@ pub(crate) enum Command {
     LogStats(oneshot::Sender<basalt_storage::LogStats>),
     /// Flush, checkpoint and stop.
     Shutdown(oneshot::Sender<()>),
+}
+
+/// A query of one partition: up to `limit` matches after the query's
+/// continuation, and whether there are more.
+pub(crate) enum Query {
+    Instances(
+        basalt_runtime::InstanceQuery,
+        usize,
+        oneshot::Sender<Result<(Vec<basalt_runtime::InstanceState>, bool), Error>>,
+    ),
+    Entities(
+        basalt_runtime::EntityQuery,
+        usize,
+        oneshot::Sender<Result<(Vec<basalt_runtime::EntityState>, bool), Error>>,
+    ),
 }
 
 /// Something to release once its LSN is durable.
@@ -67,6 +88,12 @@ pub(crate) struct PartitionTask {
     pub partition: u32,
     pub state: PartitionState,
     pub log: Log,
+    /// The lower tier: every record as of the last checkpoint.
+    pub store: Arc<StateStore>,
+    /// Bytes of records kept in memory (see `EngineOptions`).
+    pub records_budget: usize,
+    /// The LSN the store held when the partition opened.
+    pub store_lsn: u64,
     pub shared: Arc<Shared>,
     pub commands: mpsc::UnboundedReceiver<Command>,
     pub checkpoint_interval_events: u64,
@@ -90,6 +117,28 @@ struct Running {
     /// The highest LSN a write was already asked for: an event that parks
     /// several effects (a reply, messages, a status change) asks once.
     commit_requested_lsn: u64,
+    /// The checkpoint being written, if any (one at a time).
+    checkpoint: Option<InFlight>,
+    /// The LSN of the last checkpoint taken (written or in flight).
+    checkpoint_lsn: u64,
+}
+
+/// A checkpoint being written by its own task while the partition goes on.
+struct InFlight {
+    /// What it carries (its writes moved to the task).
+    changes: Changes,
+    task: JoinHandle<Result<u64, Error>>,
+}
+
+/// Waits for the checkpoint in flight; never resolves if there is none.
+async fn checkpoint_done(checkpoint: &mut Option<InFlight>) -> Result<u64, Error> {
+    match checkpoint {
+        Some(in_flight) => match (&mut in_flight.task).await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Storage(format!("checkpoint task failed: {e}"))),
+        },
+        None => std::future::pending().await,
+    }
 }
 
 impl PartitionTask {
@@ -112,6 +161,8 @@ impl PartitionTask {
             bytes_since_checkpoint: 0,
             failed: None,
             commit_requested_lsn: 0,
+            checkpoint: None,
+            checkpoint_lsn: self.store_lsn,
         };
         loop {
             tokio::select! {
@@ -133,9 +184,16 @@ impl PartitionTask {
                     }
                     if run.events_since_checkpoint >= self.checkpoint_interval_events
                         || run.bytes_since_checkpoint >= self.checkpoint_interval_bytes
+                        || self.state.instances.dirty_bytes() + self.state.entities.dirty_bytes()
+                            >= self.records_budget / 2
                     {
-                        self.checkpoint(&mut run).await;
+                        self.start_checkpoint(&mut run);
                     }
+                    self.evict(&run);
+                }
+                written = checkpoint_done(&mut run.checkpoint), if run.checkpoint.is_some() => {
+                    self.checkpoint_written(&mut run, written);
+                    self.evict(&run);
                 }
                 durable = run.durable.changed(), if run.failed.is_none() => {
                     match durable {
@@ -146,8 +204,10 @@ impl PartitionTask {
                         Err(e) => self.fail(&mut run, Error::Storage(e.to_string())),
                     }
                 }
-                _ = tokio::time::sleep(self.checkpoint_idle), if run.events_since_checkpoint > 0 => {
-                    self.checkpoint(&mut run).await;
+                _ = tokio::time::sleep(self.checkpoint_idle),
+                    if run.events_since_checkpoint > 0 && run.checkpoint.is_none() =>
+                {
+                    self.start_checkpoint(&mut run);
                 }
             }
         }
@@ -158,32 +218,47 @@ impl PartitionTask {
     async fn handle(&mut self, command: Command, run: &mut Running) -> Option<oneshot::Sender<()>> {
         match command {
             Command::Submit { event, reply, when } => self.submit(event, reply, when, run).await,
-            Command::Read(read) => match &run.failed {
-                Some(failure) => read(Err(failure.clone()))(),
-                None => {
-                    let deliver = read(Ok(&self.state));
-                    self.park(run, Parked::Deliver(deliver));
+            Command::Read(key, read) => {
+                if run.failed.is_none()
+                    && let Some(key) = &key
+                    && let Err(e) = crate::tiers::ensure(&mut self.state, &*self.store, key).await
+                {
+                    self.fail(run, e);
                 }
-            },
+                match &run.failed {
+                    Some(failure) => read(Err(failure.clone()))(),
+                    None => {
+                        let deliver = read(Ok(&self.state));
+                        self.park(run, Parked::Deliver(deliver));
+                    }
+                }
+            }
+            Command::Query(query) => self.query(query, run).await,
             Command::Checkpoint(done) => {
-                self.checkpoint(run).await;
+                self.checkpoint_now(run).await;
                 let _ = done.send(match &run.failed {
                     Some(e) => Err(e.clone()),
                     None => Ok(()),
                 });
             }
-            Command::Snapshot(done) => match (&run.failed, codec::encode_snapshot(&self.state)) {
-                (Some(failure), _) => {
+            Command::Snapshot(done) => {
+                if let Some(failure) = &run.failed {
                     let _ = done.send(Err(failure.clone()));
+                    return None;
                 }
-                (None, Ok(bytes)) => {
-                    let lsn = self.state.last_lsn;
-                    self.park(run, Parked::Snapshot(done, lsn, bytes));
+                let whole = crate::tiers::whole_state(&self.state, &*self.store).await;
+                match whole.and_then(|w| {
+                    codec::encode_snapshot(&w).map_err(|e| Error::Storage(e.to_string()))
+                }) {
+                    Ok(bytes) => {
+                        let lsn = self.state.last_lsn;
+                        self.park(run, Parked::Snapshot(done, lsn, bytes));
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(e));
+                    }
                 }
-                (None, Err(e)) => {
-                    let _ = done.send(Err(Error::Storage(e.to_string())));
-                }
-            },
+            }
             Command::LogStats(done) => {
                 let _ = done.send(self.log.stats());
             }
@@ -203,6 +278,16 @@ impl PartitionTask {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(failure.clone()));
             }
+            return;
+        }
+        // The records the event names must be in memory before it is
+        // checked (a unit it sends on to this partition may ask for more
+        // while it is applied).
+        if let Err(e) = self.prefetch(&event).await {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(e.clone()));
+            }
+            self.fail(run, e);
             return;
         }
         if let Err(rejection) = self.state.check(&event) {
@@ -249,17 +334,17 @@ impl PartitionTask {
                 return;
             }
         };
-        let Some(mut fx) = self.state.apply(lsn, event).into_effects() else {
-            let error = Error::Storage(format!(
-                "partition {}: event {lsn} needs a record that is not in memory",
-                self.partition
-            ));
-            if let Some(reply) = reply {
-                let _ = reply.send(Err(error.clone()));
-            }
-            self.fail(run, error);
-            return;
-        };
+        let mut fx =
+            match crate::tiers::apply_loading(&mut self.state, &*self.store, lsn, event).await {
+                Ok(fx) => fx,
+                Err(error) => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                    self.fail(run, error);
+                    return;
+                }
+            };
         self.withdraw_stale_steps(&fx.changed);
         run.events_since_checkpoint += 1;
         run.bytes_since_checkpoint += bytes.len() as u64;
@@ -299,6 +384,75 @@ impl PartitionTask {
         }
         if !fx.changed.is_empty() {
             self.park_at(run, lsn, Parked::Changed(std::mem::take(&mut fx.changed)));
+        }
+    }
+
+    /// Answers a query page from both tiers, once what it saw is durable.
+    async fn query(&mut self, query: Query, run: &mut Running) {
+        let store = &*self.store;
+        let deliver: Box<dyn FnOnce() + Send> = match query {
+            Query::Instances(query, limit, reply) => {
+                let answer = match &run.failed {
+                    Some(failure) => Err(failure.clone()),
+                    None => crate::query::instances(&self.state, store, &query, limit).await,
+                };
+                Box::new(move || {
+                    let _ = reply.send(answer);
+                })
+            }
+            Query::Entities(query, limit, reply) => {
+                let answer = match &run.failed {
+                    Some(failure) => Err(failure.clone()),
+                    None => crate::query::entities(&self.state, store, &query, limit).await,
+                };
+                Box::new(move || {
+                    let _ = reply.send(answer);
+                })
+            }
+        };
+        if run.failed.is_some() {
+            deliver();
+        } else {
+            self.park(run, Parked::Deliver(deliver));
+        }
+    }
+
+    /// Loads the records an event names (for `Messages`, every message's).
+    async fn prefetch(&mut self, event: &Event) -> Result<(), Error> {
+        let store = &*self.store;
+        match event {
+            Event::Messages { messages, .. } => {
+                for key in messages.iter().filter_map(|m| m.message.key()) {
+                    crate::tiers::ensure(&mut self.state, store, &key).await?;
+                }
+            }
+            other => {
+                if let Some(key) = other.key() {
+                    crate::tiers::ensure(&mut self.state, store, &key).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops clean records beyond the budget. Not while local work that
+    /// reads its instance later is parked (pipelining off): that work
+    /// needs its records in memory when it is released.
+    fn evict(&mut self, run: &Running) {
+        if self.state.resident_bytes() <= self.records_budget {
+            return;
+        }
+        if !self.pipelining
+            && run
+                .parked
+                .iter()
+                .any(|(_, p)| matches!(p, Parked::Local(_)))
+        {
+            return;
+        }
+        let evicted = self.state.evict_to(self.records_budget);
+        if evicted > 0 {
+            tracing::trace!(partition = self.partition, evicted, "evicted records");
         }
     }
 
@@ -499,31 +653,90 @@ impl PartitionTask {
         }
     }
 
-    async fn checkpoint(&mut self, run: &mut Running) {
-        if run.failed.is_some() {
+    /// Starts a checkpoint of what changed since the last one, unless one
+    /// is being written or nothing changed. The changes are encoded here
+    /// (their cost is proportional to them, not to the hub); waiting for
+    /// the log, writing the store and truncating the log happen in the
+    /// checkpoint's own task while the partition goes on.
+    fn start_checkpoint(&mut self, run: &mut Running) {
+        if run.failed.is_some() || run.checkpoint.is_some() {
             return;
         }
         run.events_since_checkpoint = 0;
         run.bytes_since_checkpoint = 0;
         // Slots of steps workers took are of no more use.
         self.offered.retain(|_, slot| slot.step.lock().is_some());
-        let lsn = self.state.last_lsn;
-        if lsn == 0 {
+        if self.state.last_lsn == run.checkpoint_lsn {
             return;
         }
-        let result = async {
-            self.log.wait_durable(Lsn(lsn)).await?;
-            let bytes = codec::encode_snapshot(&self.state)
-                .map_err(|e| basalt_storage::Error::InvalidInput(e.to_string()))?;
-            self.log.checkpoint(Lsn(lsn), &bytes).await
-        }
-        .await;
-        match result {
-            Ok(report) => tracing::debug!(partition = self.partition, lsn, ?report, "checkpoint"),
-            Err(e) => self.fail(run, Error::Storage(e.to_string())),
+        let mut changes = match self.state.take_changes() {
+            Ok(changes) => changes,
+            Err(e) => {
+                self.fail(run, Error::Storage(e.to_string()));
+                return;
+            }
+        };
+        let lsn = changes.lsn;
+        run.checkpoint_lsn = lsn;
+        let writes: Vec<_> = std::mem::take(&mut changes.writes)
+            .into_iter()
+            .map(|w| (w.key, w.value))
+            .collect();
+        let log = self.log.clone();
+        let store = Arc::clone(&self.store);
+        let storage = |e: basalt_storage::Error| Error::Storage(e.to_string());
+        // The store may never be ahead of the durable log: recovery
+        // replays the log after the store's LSN.
+        log.request_commit();
+        let task = tokio::spawn(async move {
+            log.wait_durable(Lsn(lsn)).await.map_err(storage)?;
+            let bytes = store.write_checkpoint(writes).await.map_err(storage)?;
+            log.truncate_through(Lsn(lsn), bytes)
+                .await
+                .map_err(storage)?;
+            Ok(bytes)
+        });
+        run.checkpoint = Some(InFlight { changes, task });
+    }
+
+    /// The checkpoint in flight ended: its records may be evicted now.
+    fn checkpoint_written(&mut self, run: &mut Running, written: Result<u64, Error>) {
+        let Some(in_flight) = run.checkpoint.take() else {
+            return;
+        };
+        match written {
+            Ok(bytes) => {
+                self.state.checkpointed(&in_flight.changes);
+                tracing::debug!(
+                    partition = self.partition,
+                    lsn = in_flight.changes.lsn,
+                    records = in_flight.changes.records,
+                    bytes,
+                    "checkpoint"
+                );
+            }
+            Err(e) => self.fail(run, e),
         }
         run.durable_lsn = run.durable_lsn.max(self.log.durable_lsn().0);
         self.release(run);
+    }
+
+    /// Writes a checkpoint of everything applied so far and waits for it.
+    async fn checkpoint_now(&mut self, run: &mut Running) {
+        for _ in 0..2 {
+            if run.checkpoint.is_some() {
+                let written = checkpoint_done(&mut run.checkpoint).await;
+                self.checkpoint_written(run, written);
+            }
+            if self.state.last_lsn == run.checkpoint_lsn || run.failed.is_some() {
+                return;
+            }
+            self.start_checkpoint(run);
+        }
+        if run.checkpoint.is_some() {
+            let written = checkpoint_done(&mut run.checkpoint).await;
+            self.checkpoint_written(run, written);
+        }
     }
 
     async fn shutdown(&mut self, run: &mut Running) {
@@ -531,10 +744,11 @@ impl PartitionTask {
             let _ = self.log.wait_durable(Lsn(self.state.last_lsn)).await;
             run.durable_lsn = self.log.durable_lsn().0;
             self.release(run);
-            if run.events_since_checkpoint > 0 {
-                self.checkpoint(run).await;
-            }
+            self.checkpoint_now(run).await;
+        } else if let Some(in_flight) = run.checkpoint.take() {
+            let _ = in_flight.task.await;
         }
+        let _ = self.store.close().await;
         let _ = self.log.close().await;
     }
 

@@ -387,19 +387,19 @@ async fn checkpoints_are_taken_by_bytes_logged_as_well_as_by_events() {
             .await
             .expect("start");
     }
-    // Any later command runs after the check that follows each batch.
-    engine
-        .get_instance(&InstanceId::new("b0").expect("id"))
-        .await
-        .expect("get");
-    let checkpoints = basalt_storage::list_checkpoints(
-        &Storage::object_store(memory, "memory"),
-        basalt_storage::PartitionId(0),
-    )
-    .await
-    .expect("list");
+    // The checkpoint is written by its own task: wait for it (a generous
+    // deadline, not a speed check).
+    let mut checkpoints = 0;
+    for _ in 0..200 {
+        checkpoints = engine.log_stats().await.expect("stats").checkpoints;
+        if checkpoints > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = memory;
     assert!(
-        !checkpoints.is_empty(),
+        checkpoints > 0,
         "5 KB of events with a 2 KB threshold must have checkpointed"
     );
     engine.shutdown().await;
@@ -625,4 +625,128 @@ async fn answers_arriving_before_a_step_is_taken_join_it() {
         3
     );
     engine.shutdown().await;
+}
+
+/// A hub of format version 1 (whole-snapshot checkpoint files, no state
+/// store) as the previous build left it: `count` started instances, a
+/// checkpoint after the first half, the rest only in the log.
+async fn write_version_1_hub(dir: &std::path::Path, count: usize) {
+    use basalt_engine::partitions::{Event, PartitionState, codec};
+    use basalt_storage::{HubOptions, LogOptions, PartitionId, TaskHub};
+    let storage = Storage::local(dir).expect("storage");
+    let hub = TaskHub::open_or_create(
+        storage.clone(),
+        &HubOptions {
+            name: "basalt".into(),
+            partition_count: 1,
+        },
+    )
+    .await
+    .expect("hub");
+    let (log, _) = hub
+        .open_partition(PartitionId(0), LogOptions::default())
+        .await
+        .expect("log");
+    let mut state = PartitionState::new(0, 1);
+    for i in 0..count {
+        let event = Event::Start {
+            instance_id: InstanceId::new(format!("old-{i}")).expect("id"),
+            name: "o".into(),
+            version: None,
+            input: Some(format!("{i}")),
+            scheduled_start_ms: None,
+            now_ms: 1_000 + i as u64,
+        };
+        let bytes = codec::encode_event(&event).expect("encode");
+        let lsn = log
+            .append(&bytes)
+            .await
+            .expect("append")
+            .durable()
+            .await
+            .expect("durable");
+        let _ = state.apply(lsn.0, event);
+        if i + 1 == count / 2 {
+            let snapshot = codec::encode_snapshot(&state).expect("snapshot");
+            log.checkpoint(lsn, &snapshot).await.expect("checkpoint");
+        }
+    }
+    log.close().await.expect("close");
+    // What the previous build wrote into taskhub.json.
+    let meta = dir.join("taskhub.json");
+    let json = std::fs::read_to_string(&meta).expect("read meta");
+    std::fs::write(
+        &meta,
+        json.replace("\"format_version\": 2", "\"format_version\": 1"),
+    )
+    .expect("write meta");
+}
+
+#[tokio::test]
+async fn a_version_1_hub_is_upgraded_in_place_and_keeps_every_instance() {
+    let dir = tempfile::tempdir().expect("dir");
+    write_version_1_hub(dir.path(), 10).await;
+    let one_partition = EngineOptions {
+        partition_count: 1,
+        ..options()
+    };
+    let engine = Engine::open(
+        Storage::local(dir.path()).expect("storage"),
+        one_partition.clone(),
+    )
+    .await
+    .expect("open");
+    assert_eq!(engine.hub().meta().format_version, 2);
+    for i in 0..10 {
+        let id = InstanceId::new(format!("old-{i}")).expect("id");
+        let state = engine.get_instance(&id).await.expect("get");
+        assert_eq!(
+            state.map(|s| s.input),
+            Some(Some(format!("{i}"))),
+            "old-{i} after the upgrade"
+        );
+    }
+    engine.checkpoint().await.expect("checkpoint");
+    let storage = engine.hub().storage().clone();
+    let files = basalt_storage::list_checkpoints(&storage, basalt_storage::PartitionId(0))
+        .await
+        .expect("list");
+    assert!(files.is_empty(), "the state store replaced {files:?}");
+    engine.shutdown().await;
+    drop(storage);
+    drop(engine);
+
+    // Reopened: everything comes from the state store now.
+    let engine = Engine::open(Storage::local(dir.path()).expect("storage"), one_partition)
+        .await
+        .expect("reopen");
+    let page = engine
+        .query_instances(&basalt_runtime::InstanceQuery::default())
+        .await
+        .expect("query");
+    assert_eq!(page.instances.len(), 10);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hub_of_an_unknown_newer_format_is_refused_naming_both_versions() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = Engine::open(Storage::local(dir.path()).expect("storage"), options())
+        .await
+        .expect("open");
+    engine.shutdown().await;
+    drop(engine);
+    let meta = dir.path().join("taskhub.json");
+    let json = std::fs::read_to_string(&meta).expect("read meta");
+    std::fs::write(
+        &meta,
+        json.replace("\"format_version\": 2", "\"format_version\": 3"),
+    )
+    .expect("write meta");
+    let refused = Engine::open(Storage::local(dir.path()).expect("storage"), options()).await;
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("format version") && message.contains('3') && message.contains("1..=2"),
+        "{message}"
+    );
 }

@@ -1,6 +1,8 @@
 //! The runtime's `Backend` conformance suite against the real engine, every
 //! scenario as its own test on two storages: in memory, and a local
-//! directory with fsync on every write (`Storage::local`).
+//! directory with fsync on every write (`Storage::local`); and a third time
+//! in memory with no memory for records, so nearly every event loads its
+//! records from the state store and every checkpoint evicts them.
 
 use std::sync::Arc;
 
@@ -16,9 +18,24 @@ fn options() -> EngineOptions {
     }
 }
 
+/// No memory for records: checkpoints after every batch of commands, and
+/// every record that is not changing is evicted.
+fn tiny_budget() -> EngineOptions {
+    EngineOptions {
+        memory_budget_bytes: 0,
+        checkpoint_interval_events: 1,
+        ..options()
+    }
+}
+
 /// An engine over `storage`, with its shutdown.
 async fn target(storage: Storage) -> ConformanceTarget {
-    let engine = Engine::open(storage, options())
+    target_with(storage, options()).await
+}
+
+/// An engine over `storage` with `options`, with its shutdown.
+async fn target_with(storage: Storage, options: EngineOptions) -> ConformanceTarget {
+    let engine = Engine::open(storage, options)
         .await
         .expect("the engine opens");
     let backend: Arc<dyn Backend> = Arc::new(engine.clone());
@@ -58,6 +75,24 @@ macro_rules! conformance_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $whole() {
                     check(conformance::$whole(target(Storage::in_memory()).await).await);
+                }
+            )*
+        }
+
+        mod tiny_budget {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let target = target_with(Storage::in_memory(), tiny_budget()).await;
+                    run_on(target, conformance::$scenario).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $whole() {
+                    let target = target_with(Storage::in_memory(), tiny_budget()).await;
+                    check(conformance::$whole(target).await);
                 }
             )*
         }

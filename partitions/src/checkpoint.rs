@@ -173,6 +173,20 @@ impl PartitionState {
         self.entities.checkpointed(changes.generations.1);
     }
 
+    /// The core and a copy of every resident record, marked complete: the
+    /// start of a whole state, into which the store's records are then
+    /// installed (those memory knows are newer and stay).
+    pub fn resident_copy(&self) -> PartitionState {
+        let mut copy = PartitionState::from_core(self.core(), true);
+        for (key, value, _) in self.instances.resident_entries() {
+            copy.instances.install(key.clone(), value.cloned(), 0);
+        }
+        for (key, value, _) in self.entities.resident_entries() {
+            copy.entities.install(key.clone(), value.cloned(), 0);
+        }
+        copy
+    }
+
     /// Puts a record read from the store in memory (`None`: the store has
     /// none). A record memory already knows is left alone: it is newer.
     pub fn install(&mut self, key: StateKey, bytes: Option<&[u8]>) -> Result<(), DecodeError> {

@@ -27,6 +27,6 @@ pub use event::{
 pub use routing::partition_of;
 pub use state::{
     Applied, Core, ENTITY_BATCH_OPERATIONS_MAX, Entity, Instance, PartitionState, StateKey,
-    Suspended,
+    Suspended, entity_matches, entity_view, instance_matches, instance_view,
 };
 pub use tier::{Change, Tier};

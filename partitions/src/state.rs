@@ -4,9 +4,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use basalt_runtime::{
-    ActionKind, ActivityOutcome, EntityId, EntityOperation, EntityPage, EntityQuery, EntityState,
-    Error, EventKind, FailureDetails, HistoryEvent, InstanceId, InstanceQuery, InstanceState,
-    OperationResult, OrchestrationStatus, OrchestrationStepResult, ParentInstance, QueryPage,
+    ActionKind, ActivityOutcome, EntityId, EntityOperation, EntityQuery, EntityState, Error,
+    EventKind, FailureDetails, HistoryEvent, InstanceId, InstanceQuery, InstanceState,
+    OperationResult, OrchestrationStatus, OrchestrationStepResult, ParentInstance,
 };
 use serde::{Deserialize, Serialize};
 
@@ -1782,57 +1782,7 @@ impl PartitionState {
 
     /// What a client sees of an entity: `None` unless it has state.
     pub fn entity_state(&self, entity: &EntityId, include_state: bool) -> Option<EntityState> {
-        let e = self.entities.get(&entity.instance_id())?;
-        e.state.as_ref()?;
-        Some(EntityState {
-            entity: e.id.clone(),
-            state: if include_state { e.state.clone() } else { None },
-            last_modified_ms: e.last_modified_ms,
-            backlog: e.queue.len() + e.batch.as_ref().map_or(0, |(_, ops)| ops.len()),
-            locked_by: e.lock.as_ref().map(|owner| owner.instance_id.clone()),
-        })
-    }
-
-    /// The entities of this partition that match a query (those with
-    /// state), after `continuation`, in id order, at most `limit`.
-    pub fn query_entities(&self, query: &EntityQuery, limit: usize) -> EntityPage {
-        let name = query.name.as_ref().map(|n| n.to_lowercase());
-        let after = query
-            .continuation
-            .as_ref()
-            .and_then(|c| InstanceId::new(c.clone()).ok());
-        let resident = self.entities.resident();
-        let range = match &after {
-            Some(after) => resident.range::<InstanceId, _>((
-                std::ops::Bound::Excluded(after),
-                std::ops::Bound::Unbounded,
-            )),
-            None => resident.range::<InstanceId, _>(..),
-        };
-        let mut entities = Vec::new();
-        let mut continuation = None;
-        for (_, e) in range {
-            let matches = name.as_deref().is_none_or(|n| e.id.name() == n)
-                && query
-                    .key_prefix
-                    .as_deref()
-                    .is_none_or(|p| e.id.key().starts_with(p));
-            let Some(state) = matches
-                .then(|| self.entity_state(&e.id, query.include_state))
-                .flatten()
-            else {
-                continue;
-            };
-            if entities.len() == limit {
-                continuation = entities.last().map(|s: &EntityState| s.entity.to_string());
-                break;
-            }
-            entities.push(state);
-        }
-        EntityPage {
-            entities,
-            continuation,
-        }
+        entity_view(self.entities.get(&entity.instance_id())?, include_state)
     }
 
     /// Everything to hand out again after recovery: steps that were out,
@@ -1875,55 +1825,60 @@ impl PartitionState {
     pub fn instance(&self, instance_id: &InstanceId) -> Option<&Instance> {
         self.instances.get(instance_id)
     }
+}
 
-    /// The instances of this partition that match a query, after
-    /// `continuation` (an instance id), in id order, at most `limit`.
-    pub fn query(&self, query: &InstanceQuery, limit: usize) -> QueryPage {
-        let start = query.continuation.clone().unwrap_or_default();
-        let mut instances = Vec::new();
-        let mut continuation = None;
-        let after = InstanceId::new(start).ok();
-        let resident = self.instances.resident();
-        let range = match &after {
-            Some(after) => resident.range::<InstanceId, _>((
-                std::ops::Bound::Excluded(after),
-                std::ops::Bound::Unbounded,
-            )),
-            None => resident.range::<InstanceId, _>(..),
-        };
-        for (id, instance) in range {
-            let meta = &instance.meta;
-            let matches = (query.statuses.is_empty() || query.statuses.contains(&meta.status))
-                && query
-                    .created_from_ms
-                    .is_none_or(|t| meta.created_at_ms >= t)
-                && query.created_to_ms.is_none_or(|t| meta.created_at_ms < t)
-                && query
-                    .instance_id_prefix
-                    .as_deref()
-                    .is_none_or(|p| id.as_str().starts_with(p));
-            if !matches {
-                continue;
-            }
-            if instances.len() == limit {
-                continuation = instances
-                    .last()
-                    .map(|s: &InstanceState| s.instance_id.to_string());
-                break;
-            }
-            let mut state = meta.clone();
-            if !query.fetch_inputs_and_outputs {
-                state.input = None;
-                state.output = None;
-                state.custom_status = None;
-            }
-            instances.push(state);
-        }
-        QueryPage {
-            instances,
-            continuation,
-        }
+/// Whether an instance matches a query's filters (status, creation time,
+/// id prefix).
+pub fn instance_matches(query: &InstanceQuery, meta: &InstanceState) -> bool {
+    (query.statuses.is_empty() || query.statuses.contains(&meta.status))
+        && query
+            .created_from_ms
+            .is_none_or(|t| meta.created_at_ms >= t)
+        && query.created_to_ms.is_none_or(|t| meta.created_at_ms < t)
+        && query
+            .instance_id_prefix
+            .as_deref()
+            .is_none_or(|p| meta.instance_id.as_str().starts_with(p))
+}
+
+/// What a query returns of an instance: without inputs, outputs and
+/// custom status unless it asked for them.
+pub fn instance_view(query: &InstanceQuery, meta: &InstanceState) -> InstanceState {
+    let mut state = meta.clone();
+    if !query.fetch_inputs_and_outputs {
+        state.input = None;
+        state.output = None;
+        state.custom_status = None;
     }
+    state
+}
+
+/// Whether an entity matches a query's name and key prefix.
+pub fn entity_matches(query: &EntityQuery, entity: &Entity) -> bool {
+    query
+        .name
+        .as_deref()
+        .is_none_or(|n| entity.id.name() == n.to_lowercase())
+        && query
+            .key_prefix
+            .as_deref()
+            .is_none_or(|p| entity.id.key().starts_with(p))
+}
+
+/// What a client sees of an entity: `None` unless it has state.
+pub fn entity_view(entity: &Entity, include_state: bool) -> Option<EntityState> {
+    entity.state.as_ref()?;
+    Some(EntityState {
+        entity: entity.id.clone(),
+        state: if include_state {
+            entity.state.clone()
+        } else {
+            None
+        },
+        last_modified_ms: entity.last_modified_ms,
+        backlog: entity.queue.len() + entity.batch.as_ref().map_or(0, |(_, ops)| ops.len()),
+        locked_by: entity.lock.as_ref().map(|owner| owner.instance_id.clone()),
+    })
 }
 
 /// Messages produced while applying one event, numbered in order.

@@ -10,8 +10,17 @@ use bytes::{Buf, Bytes};
 use crate::error::{Damage, Problem};
 use crate::types::{Epoch, Lsn, PartitionId, Record};
 
-/// The storage format version this build writes and the newest it reads.
+/// The version of the segment and checkpoint-file layouts this build
+/// writes and the newest it reads.
 pub const FORMAT_VERSION: u16 = 1;
+
+/// The task hub's format version (`taskhub.json`): 2 added the per-partition
+/// state store (`p{NN}/state/`) and makes checkpoint files a thing of the
+/// past. A version 1 hub is upgraded in place when an engine opens it.
+pub const HUB_FORMAT_VERSION: u16 = 2;
+
+/// The oldest hub format version this build opens (and upgrades).
+pub const HUB_FORMAT_VERSION_MIN: u16 = 1;
 
 /// Largest record payload the format allows. A length field above it is
 /// damage, not a torn write, so a flipped high bit in a length is caught.

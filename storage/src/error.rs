@@ -232,6 +232,18 @@ pub enum Error {
     /// The log was closed.
     #[error("partition {0} log is closed")]
     Closed(PartitionId),
+
+    /// A partition's store of records (its lower tier) failed.
+    #[error("state store {store} failed to {operation}: {source}")]
+    StateStore {
+        /// The store (`location/p{NN}/state`).
+        store: String,
+        /// What was being done.
+        operation: &'static str,
+        /// What the store said.
+        #[source]
+        source: Box<slatedb::Error>,
+    },
 }
 
 impl Error {
@@ -247,6 +259,12 @@ impl Error {
             }
             Error::InvalidInput(_) => ErrorKind::InvalidInput,
             Error::LogFailed { .. } | Error::Closed(_) => ErrorKind::ShutDown,
+            Error::StateStore { source, .. } => match source.kind() {
+                slatedb::ErrorKind::Data => ErrorKind::Corrupted,
+                slatedb::ErrorKind::Invalid => ErrorKind::InvalidInput,
+                slatedb::ErrorKind::Closed(_) => ErrorKind::ShutDown,
+                _ => ErrorKind::Unavailable,
+            },
         }
     }
 

@@ -32,6 +32,7 @@ mod error;
 pub mod fault;
 mod log;
 mod recovery;
+mod state_store;
 mod taskhub;
 mod types;
 
@@ -39,8 +40,12 @@ pub use backend::{LogLayout, Storage};
 pub use error::{Damage, Error, ErrorKind, Problem, Result};
 pub use log::{Appended, CheckpointReport, DurableWatch, Log, LogOptions, LogStats};
 pub use recovery::{
-    Checkpoint, CheckpointInfo, Finding, Recovery, SegmentInfo, TornTail, list_checkpoints,
-    list_segments, newest_valid_checkpoint, read_checkpoint, read_partition, verify_partition,
+    Checkpoint, CheckpointInfo, Finding, LogStart, Recovery, SegmentInfo, TornTail,
+    list_checkpoints, list_segments, newest_valid_checkpoint, read_checkpoint, read_log_after,
+    read_partition, verify_partition,
+};
+pub use state_store::{
+    Entries, StateCache, StateReader, StateStore, StateStoreOptions, state_prefix,
 };
 pub use taskhub::{HubOptions, PARTITION_COUNT_MAX, TaskHub, TaskHubMeta};
 pub use types::{Epoch, Lsn, PartitionId, Record};

@@ -320,10 +320,11 @@ impl Log {
         storage: Storage,
         partition: PartitionId,
         options: LogOptions,
+        start: recovery::LogStart,
     ) -> Result<(Log, Recovery)> {
         options.validate()?;
         let claim = storage.claim_partition(partition)?;
-        let recovered = recovery::recover(&storage, partition).await?;
+        let recovered = recovery::recover(&storage, partition, start).await?;
         if let Some(root) = storage.local_root()
             && storage.layout() == LogLayout::SegmentFile
         {
@@ -645,6 +646,46 @@ impl Log {
         for pair in segments.windows(2) {
             // A segment ends right before its successor starts.
             if pair[1].first_lsn <= keep_from.next() {
+                shared.storage.delete(&pair[0].key).await?;
+                report.segments_deleted += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The partition's state store holds everything up to `lsn` (a durable
+    /// LSN): deletes what recovery no longer reads — every segment wholly
+    /// at or below `lsn` and every whole-snapshot checkpoint file — and
+    /// starts a new segment, so the current one can go after the next
+    /// checkpoint. Counts the checkpoint (`checkpoint_bytes` written to the
+    /// store) in [`LogStats`].
+    pub async fn truncate_through(
+        &self,
+        lsn: Lsn,
+        checkpoint_bytes: u64,
+    ) -> Result<CheckpointReport> {
+        let shared = self.shared();
+        let _serial = shared.checkpointing.lock().await;
+        let durable = self.durable_lsn();
+        if lsn > durable {
+            return Err(Error::InvalidInput(format!(
+                "truncation through LSN {lsn} is ahead of the durable LSN {durable}"
+            )));
+        }
+        shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+        shared
+            .checkpoint_bytes
+            .fetch_add(checkpoint_bytes, Ordering::Relaxed);
+        shared.roll_segment.store(true, Ordering::Release);
+        let mut report = CheckpointReport::default();
+        for old in recovery::list_checkpoints(&shared.storage, shared.partition).await? {
+            shared.storage.delete(&old.key).await?;
+            report.checkpoints_deleted += 1;
+        }
+        let segments = recovery::list_segments(&shared.storage, shared.partition).await?;
+        for pair in segments.windows(2) {
+            // A segment ends right before its successor starts.
+            if pair[1].first_lsn <= lsn.next() {
                 shared.storage.delete(&pair[0].key).await?;
                 report.segments_deleted += 1;
             }

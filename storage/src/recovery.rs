@@ -284,24 +284,75 @@ pub async fn read_partition(
     Ok((checkpoint, scan.records, torn))
 }
 
-/// Recovers a partition for a new owner: newest valid checkpoint, the log
-/// after it, a trimmed torn tail, and the next epoch.
-pub(crate) async fn recover(storage: &Storage, partition: PartitionId) -> Result<Recovery> {
-    let (checkpoint, damaged_checkpoints) = newest_valid_checkpoint(storage, partition).await?;
-    let (from, after) = match &checkpoint {
-        Some(c) => (c.lsn.next(), codec::checkpoint_key(partition, c.lsn)),
+/// Reads a partition's records after `lsn` (the LSN its state store
+/// holds), without changing anything; a torn tail is left out and
+/// reported.
+pub async fn read_log_after(
+    storage: &Storage,
+    partition: PartitionId,
+    lsn: Lsn,
+) -> Result<(Vec<Record>, Option<TornTail>)> {
+    let after = format!(
+        "the state store {} at LSN {lsn}",
+        crate::state_prefix(partition)
+    );
+    let scan = scan(storage, partition, lsn.next(), &after, None).await?;
+    let torn = scan.torn.map(|(segment, valid_len, damage)| TornTail {
+        object: segment.key,
+        offset: valid_len,
+        bytes_trimmed: segment.size_bytes.saturating_sub(valid_len),
+        reason: damage.problem.to_string(),
+    });
+    Ok((scan.records, torn))
+}
+
+/// Where recovery starts reading a partition's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogStart {
+    /// After the newest valid checkpoint file (`p{NN}/checkpoint/`), or
+    /// from the start: the whole-snapshot checkpoints of hubs written
+    /// before the state store.
+    Checkpoint,
+    /// After an LSN the partition's state store already holds.
+    After(Lsn),
+}
+
+/// Recovers a partition for a new owner: the log after `start`, a trimmed
+/// torn tail, and the next epoch.
+pub(crate) async fn recover(
+    storage: &Storage,
+    partition: PartitionId,
+    start: LogStart,
+) -> Result<Recovery> {
+    let (checkpoint, damaged_checkpoints) = match start {
+        LogStart::Checkpoint => newest_valid_checkpoint(storage, partition).await?,
+        LogStart::After(_) => (None, Vec::new()),
+    };
+    let base = match (start, &checkpoint) {
+        (LogStart::After(lsn), _) => Some((
+            lsn,
+            format!(
+                "the state store {} at LSN {lsn}",
+                crate::state_prefix(partition)
+            ),
+        )),
+        (LogStart::Checkpoint, Some(c)) => Some((c.lsn, codec::checkpoint_key(partition, c.lsn))),
+        (LogStart::Checkpoint, None) => None,
+    };
+    let (from, after) = match &base {
+        Some((lsn, name)) => (lsn.next(), name.clone()),
         None => (Lsn(1), "the start of the log".to_owned()),
     };
     let scan = scan(storage, partition, from, &after, None).await?;
-    if let Some(c) = &checkpoint
-        && scan.last_lsn < c.lsn
+    if let Some((lsn, _)) = &base
+        && scan.last_lsn < *lsn
     {
         return Err(Error::Discontinuous {
             partition,
             after: format!("the log of partition {partition}"),
             end: scan.last_lsn,
             next: after,
-            start: c.lsn,
+            start: *lsn,
         });
     }
     // Take the new epoch before changing anything.

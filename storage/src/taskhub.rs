@@ -8,7 +8,7 @@ use object_store::PutMode;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Storage;
-use crate::codec::{self, FORMAT_VERSION, TASKHUB_KEY};
+use crate::codec::{self, HUB_FORMAT_VERSION, HUB_FORMAT_VERSION_MIN, TASKHUB_KEY};
 use crate::error::{Damage, Error, Problem, Result};
 use crate::log::{Log, LogOptions};
 use crate::recovery::Recovery;
@@ -81,7 +81,7 @@ impl TaskHub {
                     name: options.name.clone(),
                     id: new_hub_id(&options.name),
                     partition_count: options.partition_count,
-                    format_version: FORMAT_VERSION,
+                    format_version: HUB_FORMAT_VERSION,
                     created_unix_ms: now_unix_ms(),
                 };
                 let json = serde_json::to_vec_pretty(&meta)
@@ -132,11 +132,11 @@ impl TaskHub {
     }
 
     fn checked(storage: Storage, meta: TaskHubMeta) -> Result<TaskHub> {
-        if meta.format_version != FORMAT_VERSION {
+        if !(HUB_FORMAT_VERSION_MIN..=HUB_FORMAT_VERSION).contains(&meta.format_version) {
             return Err(Error::HubMismatch {
                 location: storage.location().to_owned(),
                 field: "format version",
-                expected: FORMAT_VERSION.to_string(),
+                expected: format!("{HUB_FORMAT_VERSION_MIN}..={HUB_FORMAT_VERSION}"),
                 found: meta.format_version.to_string(),
             });
         }
@@ -151,6 +151,32 @@ impl TaskHub {
             }));
         }
         Ok(TaskHub { storage, meta })
+    }
+
+    /// Marks an older hub as this build's format before anything of the
+    /// new format is written into it, so an older build refuses it with a
+    /// clear message instead of misreading it. Version 1 hubs keep their
+    /// data: their checkpoint files are moved into the partitions' state
+    /// stores by the engine's first checkpoint. Returns whether it upgraded.
+    pub async fn upgrade(&mut self) -> Result<bool> {
+        if self.meta.format_version == HUB_FORMAT_VERSION {
+            return Ok(false);
+        }
+        let mut meta = self.meta.clone();
+        meta.format_version = HUB_FORMAT_VERSION;
+        let json = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| Error::InvalidInput(format!("task hub metadata: {e}")))?;
+        self.storage
+            .put(TASKHUB_KEY, Bytes::from(json).into(), PutMode::Overwrite)
+            .await?;
+        tracing::info!(
+            location = self.storage.location(),
+            from = self.meta.format_version,
+            to = HUB_FORMAT_VERSION,
+            "task hub format upgraded"
+        );
+        self.meta = meta;
+        Ok(true)
     }
 
     /// The hub's metadata.
@@ -178,7 +204,37 @@ impl TaskHub {
                 partition.0, self.meta.partition_count
             )));
         }
-        Log::open(self.storage.clone(), partition, options).await
+        Log::open(
+            self.storage.clone(),
+            partition,
+            options,
+            crate::recovery::LogStart::Checkpoint,
+        )
+        .await
+    }
+
+    /// Opens a partition's log for writing after recovering it from `lsn`
+    /// on: the partition's state store holds everything up to `lsn`, so
+    /// checkpoint files are not read (see [`crate::Log::truncate_through`]).
+    pub async fn open_partition_after(
+        &self,
+        partition: PartitionId,
+        options: LogOptions,
+        lsn: crate::Lsn,
+    ) -> Result<(Log, Recovery)> {
+        if partition.0 >= self.meta.partition_count {
+            return Err(Error::InvalidInput(format!(
+                "partition {} does not exist: the hub has {} partitions",
+                partition.0, self.meta.partition_count
+            )));
+        }
+        Log::open(
+            self.storage.clone(),
+            partition,
+            options,
+            crate::recovery::LogStart::After(lsn),
+        )
+        .await
     }
 }
 

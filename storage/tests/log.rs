@@ -525,7 +525,7 @@ async fn task_hub_parameters_are_checked_on_open() {
     let json = std::fs::read_to_string(&path).expect("read");
     std::fs::write(
         &path,
-        json.replace("\"format_version\": 1", "\"format_version\": 7"),
+        json.replace("\"format_version\": 2", "\"format_version\": 7"),
     )
     .expect("write");
     let err = TaskHub::open_or_create(place.storage(), &hub_options())
@@ -533,7 +533,7 @@ async fn task_hub_parameters_are_checked_on_open() {
         .expect_err("unknown format");
     let message = err.to_string();
     assert!(
-        message.contains("format version") && message.contains('7') && message.contains('1'),
+        message.contains("format version") && message.contains('7') && message.contains("1..=2"),
         "{message}"
     );
 

@@ -1,0 +1,379 @@
+//! A partition's store of records: the lower tier of its state, an LSM
+//! tree (SlateDB) on the hub's object store under `p{NN}/state/`.
+//!
+//! Basalt's commit log is the write-ahead log, so SlateDB's own WAL is off:
+//! the store changes only by checkpoints ([`StateStore::write_checkpoint`]),
+//! each one atomic batch flushed to an L0 table before the call returns.
+//! Any crash therefore leaves the store at some checkpoint's boundary, and
+//! recovery replays the log after the LSN that checkpoint recorded.
+//! Keys and values are opaque bytes here; `basalt-partitions` defines them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::path::Path;
+use slatedb::config::{ReadOptions, ScanOptions, Settings};
+use slatedb::db_cache::DbCache;
+use slatedb::db_cache::moka::{MokaCache, MokaCacheOptions};
+use slatedb::{Db, DbReader, WriteBatch};
+
+use crate::backend::Storage;
+use crate::error::{Error, Result};
+use crate::types::PartitionId;
+
+/// Key prefix (folder) of one partition's store.
+pub fn state_prefix(partition: PartitionId) -> String {
+    format!("p{partition}/state")
+}
+
+/// A cache of store blocks, indexes and filters, shared by every
+/// partition of a process so one budget covers them all.
+#[derive(Clone)]
+pub struct StateCache {
+    cache: Arc<dyn DbCache>,
+}
+
+impl std::fmt::Debug for StateCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateCache").finish_non_exhaustive()
+    }
+}
+
+impl StateCache {
+    /// A cache holding at most about `capacity_bytes`.
+    pub fn new(capacity_bytes: u64) -> StateCache {
+        StateCache {
+            cache: Arc::new(MokaCache::new_with_opts(MokaCacheOptions {
+                max_capacity: capacity_bytes.max(1 << 20),
+                time_to_live: None,
+                time_to_idle: None,
+            })),
+        }
+    }
+}
+
+/// How a store is tuned.
+#[derive(Clone, Debug)]
+pub struct StateStoreOptions {
+    /// The block cache (shared between partitions).
+    pub cache: StateCache,
+    /// Most bytes of checkpoint batches held in memory before they are in
+    /// tables; a checkpoint flushes its own batch, so this only bounds a
+    /// burst. Default: 64 MiB.
+    pub unflushed_bytes_max: usize,
+}
+
+impl Default for StateStoreOptions {
+    fn default() -> Self {
+        StateStoreOptions {
+            cache: StateCache::new(32 << 20),
+            unflushed_bytes_max: 64 << 20,
+        }
+    }
+}
+
+/// One partition's store, open for writing by this process.
+pub struct StateStore {
+    db: Db,
+    /// `location/p{NN}/state`, for messages.
+    name: String,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keys and values read by a scan.
+pub type Entries = Vec<(Bytes, Bytes)>;
+
+fn failed(name: &str, operation: &'static str, source: slatedb::Error) -> Error {
+    Error::StateStore {
+        store: name.to_owned(),
+        operation,
+        source: Box::new(source),
+    }
+}
+
+/// Settings for a store whose only writer is the checkpoint.
+fn settings(options: &StateStoreOptions) -> Settings {
+    Settings {
+        // Basalt's commit log is the WAL; the store is written by
+        // checkpoints, each flushed before it counts.
+        wal_enabled: false,
+        flush_interval: None,
+        max_unflushed_bytes: options.unflushed_bytes_max.max(32 << 20),
+        l0_sst_size_bytes: 16 << 20,
+        // One table upload at a time keeps checkpoints in order.
+        l0_flush_parallelism: 1,
+        ..Settings::default()
+    }
+}
+
+impl StateStore {
+    /// Opens (creating if needed) the store of `partition`. Opening fences
+    /// off any earlier writer of the same store.
+    pub async fn open(
+        storage: &Storage,
+        partition: PartitionId,
+        options: &StateStoreOptions,
+    ) -> Result<StateStore> {
+        let name = format!("{}/{}", storage.location(), state_prefix(partition));
+        let db = Db::builder(
+            Path::from(state_prefix(partition)),
+            Arc::clone(storage.store()),
+        )
+        .with_settings(settings(options))
+        .with_db_cache(Arc::clone(&options.cache.cache), u64::from(partition.0))
+        .build()
+        .await
+        .map_err(|e| failed(&name, "open", e))?;
+        Ok(StateStore { db, name })
+    }
+
+    /// The store's name in messages (`location/p{NN}/state`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The value of `key`, if any.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        self.db
+            .get_with_options(key, &ReadOptions::default())
+            .await
+            .map_err(|e| failed(&self.name, "get", e))
+    }
+
+    /// Up to `limit` entries whose key starts with `prefix`, after the key
+    /// `after` (or from the first), in key order.
+    pub async fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Entries> {
+        let range = scan_range(prefix, after);
+        let mut iter = self
+            .db
+            .scan_with_options(range, &scan_options())
+            .await
+            .map_err(|e| failed(&self.name, "scan", e))?;
+        let mut entries = Vec::new();
+        while entries.len() < limit {
+            match iter
+                .next()
+                .await
+                .map_err(|e| failed(&self.name, "scan", e))?
+            {
+                Some(kv) => entries.push((kv.key, kv.value)),
+                None => break,
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Writes one checkpoint: every put (`Some`) and delete (`None`) as one
+    /// atomic batch, flushed to storage before returning. Returns the
+    /// bytes of keys and values written.
+    pub async fn write_checkpoint(
+        &self,
+        writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<u64> {
+        let mut batch = WriteBatch::new();
+        let mut bytes = 0u64;
+        for (key, value) in writes {
+            bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
+            match value {
+                Some(value) => batch.put(key, value),
+                None => batch.delete(key),
+            }
+        }
+        self.db
+            .write(batch)
+            .await
+            .map_err(|e| failed(&self.name, "write", e))?;
+        self.db
+            .flush()
+            .await
+            .map_err(|e| failed(&self.name, "flush", e))?;
+        Ok(bytes)
+    }
+
+    /// Stops the store's background work. Checkpoints already returned
+    /// are durable; nothing else is written.
+    pub async fn close(&self) -> Result<()> {
+        self.db
+            .close()
+            .await
+            .map_err(|e| failed(&self.name, "close", e))
+    }
+}
+
+fn scan_options() -> ScanOptions {
+    ScanOptions::default()
+}
+
+/// The keys after `after` (or from `prefix`) that start with `prefix`.
+fn scan_range(
+    prefix: &[u8],
+    after: Option<&[u8]>,
+) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
+    use std::ops::Bound;
+    let start = match after {
+        Some(after) if after > prefix => Bound::Excluded(after.to_vec()),
+        _ => Bound::Included(prefix.to_vec()),
+    };
+    (start, prefix_end(prefix))
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> std::ops::Bound<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return std::ops::Bound::Excluded(end);
+        }
+    }
+    std::ops::Bound::Unbounded
+}
+
+/// A store opened for reading only (`basalt inspect`, the replay checks):
+/// it follows the newest state and writes nothing, so it can read the
+/// store of a hub another process is running.
+pub struct StateReader {
+    reader: DbReader,
+    name: String,
+}
+
+impl StateReader {
+    /// Opens the store of `partition` for reading; `None` if it has none.
+    pub async fn open(storage: &Storage, partition: PartitionId) -> Result<Option<StateReader>> {
+        let name = format!("{}/{}", storage.location(), state_prefix(partition));
+        let manifests = storage
+            .list(&format!("{}/manifest", state_prefix(partition)))
+            .await?;
+        if manifests.is_empty() {
+            return Ok(None);
+        }
+        let reader = DbReader::builder(
+            Path::from(state_prefix(partition)),
+            Arc::clone(storage.store()),
+        )
+        .with_reader_mode(slatedb::DbReaderMode::FollowLatest)
+        .build()
+        .await
+        .map_err(|e| failed(&name, "open for reading", e))?;
+        Ok(Some(StateReader { reader, name }))
+    }
+
+    /// The value of `key`, if any.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        self.reader
+            .get(key)
+            .await
+            .map_err(|e| failed(&self.name, "get", e))
+    }
+
+    /// Up to `limit` entries whose key starts with `prefix`, after `after`.
+    pub async fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Entries> {
+        let mut iter = self
+            .reader
+            .scan(scan_range(prefix, after))
+            .await
+            .map_err(|e| failed(&self.name, "scan", e))?;
+        let mut entries = Vec::new();
+        while entries.len() < limit {
+            match iter
+                .next()
+                .await
+                .map_err(|e| failed(&self.name, "scan", e))?
+            {
+                Some(kv) => entries.push((kv.key, kv.value)),
+                None => break,
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Stops the reader.
+    pub async fn close(&self) -> Result<()> {
+        self.reader
+            .close()
+            .await
+            .map_err(|e| failed(&self.name, "close", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_range_covers_exactly_the_prefix() {
+        assert_eq!(prefix_end(b"i/"), std::ops::Bound::Excluded(b"i0".to_vec()));
+        assert_eq!(prefix_end(&[1, 255]), std::ops::Bound::Excluded(vec![2]));
+        assert_eq!(prefix_end(&[255]), std::ops::Bound::Unbounded);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_is_read_back_after_reopening() {
+        let storage = Storage::in_memory();
+        let options = StateStoreOptions::default();
+        let store = StateStore::open(&storage, PartitionId(3), &options)
+            .await
+            .expect("open");
+        store
+            .write_checkpoint([
+                (b"i/a".to_vec(), Some(b"1".to_vec())),
+                (b"i/b".to_vec(), Some(b"2".to_vec())),
+                (b"i/c".to_vec(), Some(b"3".to_vec())),
+                (b"e/x".to_vec(), Some(b"4".to_vec())),
+            ])
+            .await
+            .expect("write");
+        store
+            .write_checkpoint([(b"i/b".to_vec(), None)])
+            .await
+            .expect("write");
+        store.close().await.expect("close");
+        let store = StateStore::open(&storage, PartitionId(3), &options)
+            .await
+            .expect("reopen");
+        assert_eq!(
+            store.get(b"i/a").await.expect("get").as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(store.get(b"i/b").await.expect("get"), None);
+        let keys: Vec<_> = store
+            .scan(b"i/", None, 10)
+            .await
+            .expect("scan")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec![Bytes::from("i/a"), Bytes::from("i/c")]);
+        let after: Vec<_> = store
+            .scan(b"i/", Some(b"i/a"), 10)
+            .await
+            .expect("scan")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(after, vec![Bytes::from("i/c")]);
+        let reader = StateReader::open(&storage, PartitionId(3))
+            .await
+            .expect("read")
+            .expect("a store");
+        assert_eq!(
+            reader.get(b"e/x").await.expect("get").as_deref(),
+            Some(&b"4"[..])
+        );
+        reader.close().await.expect("close reader");
+        store.close().await.expect("close");
+        assert!(
+            StateReader::open(&storage, PartitionId(4))
+                .await
+                .expect("read")
+                .is_none()
+        );
+    }
+}
