@@ -23,5 +23,6 @@ pub mod environment;
 pub mod group_commit;
 pub mod report;
 pub mod resources;
+pub mod steady;
 pub mod store;
 pub mod workloads;

@@ -164,8 +164,44 @@ pub struct Run {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_cpu_ms_per_instance: Option<f64>,
     /// Anything else the workload measured (steps per instance, ...).
+    /// `steady`: the figures of each wave of the hub filling up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waves: Option<Vec<Wave>>,
+    /// `steady`: seconds from opening the hub after a kill -9 to serving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_s: Option<f64>,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One wave of the `steady` workload: a batch of checkouts on a hub that
+/// keeps everything the earlier waves left.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Wave {
+    /// 0 for the first wave.
+    pub index: u64,
+    /// Checkouts completed (and checked) in this wave.
+    pub completed: u64,
+    /// Checkouts per second in this wave.
+    pub throughput_per_s: f64,
+    /// Resident memory at the end of the wave.
+    pub rss_bytes: Option<u64>,
+    /// Checkpoints written during the wave, across partitions.
+    pub checkpoints: u64,
+    /// Longest of them, in milliseconds (taking the changes to the store's
+    /// flush).
+    pub checkpoint_ms_max: f64,
+    /// Most bytes one of them wrote.
+    pub checkpoint_bytes_max: u64,
+    /// Longest a partition spent encoding a checkpoint's changes, in
+    /// milliseconds (the part on the partition task).
+    pub checkpoint_stall_ms_max: f64,
+    /// Records in memory at the end of the wave, across partitions.
+    #[serde(default)]
+    pub records_resident: u64,
+    /// Their estimated bytes (what the memory budget limits).
+    #[serde(default)]
+    pub records_resident_bytes: u64,
 }
 
 impl Run {
@@ -196,6 +232,8 @@ impl Run {
             producers: None,
             server_cpu_ms_per_instance: None,
             worker_cpu_ms_per_instance: None,
+            waves: None,
+            recovery_s: None,
             extra: serde_json::Map::new(),
         }
     }

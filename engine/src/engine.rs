@@ -100,6 +100,10 @@ pub struct PartitionMetrics {
     pub instances_by_status: std::collections::BTreeMap<basalt_runtime::OrchestrationStatus, u64>,
     /// Entities it holds.
     pub entities: u64,
+    /// Records (instances, entities, known absences) in memory.
+    pub records_resident: u64,
+    /// Estimated bytes of the records in memory (what the budget limits).
+    pub records_resident_bytes: u64,
 }
 
 /// Why an engine could not open.
@@ -173,6 +177,7 @@ impl Engine {
             timers,
             waiters: DashMap::new(),
             incarnation: rand::random::<u32>() as u64,
+            checkpoints: parking_lot::Mutex::new(crate::shared::CheckpointWindow::default()),
         });
         // Recover every partition before starting any, so a failure leaves
         // nothing running.
@@ -235,6 +240,12 @@ impl Engine {
         &self.inner.hub
     }
 
+    /// The checkpoints written since the previous call (or the open), and
+    /// starts a new window.
+    pub fn take_checkpoint_window(&self) -> crate::shared::CheckpointWindow {
+        std::mem::take(&mut *self.inner.shared.checkpoints.lock())
+    }
+
     /// Orchestration steps and activities waiting for a worker.
     pub fn queued_work(&self) -> (usize, usize) {
         (
@@ -264,9 +275,14 @@ impl Engine {
             let (tx, rx) = oneshot::channel();
             self.command(partition, Command::LogStats(tx))?;
             let log = rx.await.map_err(|_| Error::ShutDown)?;
-            let (instances_by_status, entities) = self
+            let (instances_by_status, entities, resident, resident_bytes) = self
                 .read(partition, None, |state| {
-                    (state.instances_by_status.clone(), state.entities_with_state)
+                    (
+                        state.instances_by_status.clone(),
+                        state.entities_with_state,
+                        (state.instances.resident_len() + state.entities.resident_len()) as u64,
+                        state.resident_bytes() as u64,
+                    )
                 })
                 .await?;
             all.push(PartitionMetrics {
@@ -274,6 +290,8 @@ impl Engine {
                 log,
                 instances_by_status,
                 entities,
+                records_resident: resident,
+                records_resident_bytes: resident_bytes,
             });
         }
         Ok(all)

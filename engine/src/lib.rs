@@ -26,5 +26,6 @@ mod transport;
 pub use basalt_partitions as partitions;
 pub use basalt_storage as storage;
 pub use engine::{Engine, EngineOptions, OpenError, PartitionMetrics, replay_partition};
+pub use shared::CheckpointWindow;
 pub use tiers::replay_partition_state;
 pub use transport::Transport;

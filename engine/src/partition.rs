@@ -127,6 +127,9 @@ struct Running {
 struct InFlight {
     /// What it carries (its writes moved to the task).
     changes: Changes,
+    /// When it began, and how long encoding the changes took.
+    started: std::time::Instant,
+    stall: std::time::Duration,
     task: JoinHandle<Result<u64, Error>>,
 }
 
@@ -669,6 +672,7 @@ impl PartitionTask {
         if self.state.last_lsn == run.checkpoint_lsn {
             return;
         }
+        let started = std::time::Instant::now();
         let mut changes = match self.state.take_changes() {
             Ok(changes) => changes,
             Err(e) => {
@@ -696,7 +700,12 @@ impl PartitionTask {
                 .map_err(storage)?;
             Ok(bytes)
         });
-        run.checkpoint = Some(InFlight { changes, task });
+        run.checkpoint = Some(InFlight {
+            changes,
+            started,
+            stall: started.elapsed(),
+            task,
+        });
     }
 
     /// The checkpoint in flight ended: its records may be evicted now.
@@ -707,6 +716,12 @@ impl PartitionTask {
         match written {
             Ok(bytes) => {
                 self.state.checkpointed(&in_flight.changes);
+                self.shared.checkpoints.lock().add(
+                    in_flight.changes.records,
+                    in_flight.started.elapsed().as_secs_f64() * 1e3,
+                    in_flight.stall.as_secs_f64() * 1e3,
+                    bytes,
+                );
                 tracing::debug!(
                     partition = self.partition,
                     lsn = in_flight.changes.lsn,

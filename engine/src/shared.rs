@@ -27,6 +27,38 @@ pub(crate) struct Shared {
     pub waiters: DashMap<InstanceId, Arc<Notify>>,
     /// Changes every time the engine opens; part of every completion token.
     pub incarnation: u64,
+    /// Checkpoints written since the window was last taken.
+    pub checkpoints: parking_lot::Mutex<CheckpointWindow>,
+}
+
+/// The checkpoints written in a window of time, across partitions: how
+/// many, and the largest of each figure (the steady benchmark's per-wave
+/// report: they must not grow with the number of retained instances).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CheckpointWindow {
+    /// Checkpoints written.
+    pub count: u64,
+    /// Records (instances and entities) they carried, in total.
+    pub records: u64,
+    /// Longest checkpoint, from taking the changes to the store's flush
+    /// and the log's truncation, in milliseconds.
+    pub max_ms: f64,
+    /// Longest time a partition spent encoding changes (the only part of a
+    /// checkpoint on the partition task), in milliseconds.
+    pub max_stall_ms: f64,
+    /// Most bytes one checkpoint wrote to its store.
+    pub max_bytes: u64,
+}
+
+impl CheckpointWindow {
+    /// Adds one checkpoint.
+    pub(crate) fn add(&mut self, records: usize, ms: f64, stall_ms: f64, bytes: u64) {
+        self.count += 1;
+        self.records += records as u64;
+        self.max_ms = self.max_ms.max(ms);
+        self.max_stall_ms = self.max_stall_ms.max(stall_ms);
+        self.max_bytes = self.max_bytes.max(bytes);
+    }
 }
 
 /// A step offered by a partition, in the work queue. Events that arrive

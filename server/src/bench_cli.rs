@@ -37,6 +37,36 @@ pub enum BenchCommand {
     /// Producers appending small records to one partition log: group
     /// commit against serial and concurrent per-record durable writes.
     GroupCommit(GroupCommitArgs),
+    /// A hub that fills up and is never purged: checkouts in waves on one
+    /// engine under a memory budget (throughput, memory and checkpoints per
+    /// wave), then a kill -9 mid-work and the time to recover.
+    Steady(SteadyArgs),
+}
+
+/// Options of `basalt bench steady`.
+#[derive(Clone, Debug, Args, Serialize)]
+pub struct SteadyArgs {
+    /// Checkouts in all.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub instances: u64,
+    /// Checkouts per wave.
+    #[arg(long, default_value_t = 20_000)]
+    pub wave: u64,
+    /// Products in the pool.
+    #[arg(long, default_value_t = 100)]
+    pub pool: u64,
+    /// The engine's memory budget for partition state (as `basalt serve
+    /// --memory-budget` takes it).
+    #[arg(long, default_value = "128MiB")]
+    pub memory_budget: String,
+    /// Internal: fill the hub in this folder and print each wave as a JSON
+    /// line (the child process the benchmark kills).
+    #[arg(long, hide = true, value_name = "DIR")]
+    #[serde(skip)]
+    pub fill_into: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: CommonArgs,
 }
 
 /// Options every workload takes.

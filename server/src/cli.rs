@@ -109,6 +109,11 @@ pub struct ServeArgs {
     /// microseconds (0 = write at once). Default: 0.
     #[arg(long, env = "BASALT_COMMIT_LINGER_MICROS")]
     pub commit_linger_micros: Option<u64>,
+    /// Memory for partition state (cached records and the state stores'
+    /// block cache), e.g. 256MiB; records beyond it stay in the state
+    /// stores. Default: 256MiB.
+    #[arg(long, env = "BASALT_MEMORY_BUDGET")]
+    pub memory_budget: Option<String>,
     /// Log filter (tracing's env-filter syntax). Default: info.
     #[arg(long, env = "BASALT_LOG")]
     pub log: Option<String>,

@@ -44,6 +44,38 @@ pub struct ServeOptions {
     /// latency per hop for fewer writes. Default: 0 (measured in
     /// docs/benchmarks.md: it saves writes but not CPU on this machine).
     pub commit_linger_micros: u64,
+    /// Memory for partition state in bytes (records cached in memory and
+    /// the state stores' block cache; see `EngineOptions`). Records beyond
+    /// it stay in the partitions' state stores and are read when needed.
+    /// Default: 256 MiB.
+    pub memory_budget_bytes: u64,
+}
+
+/// Parses a byte size: a number with an optional unit (`B`, `KiB`, `MiB`,
+/// `GiB`, or `KB`, `MB`, `GB` for powers of ten), e.g. `128MiB`.
+pub fn parse_bytes(text: &str) -> Result<u64, ConfigError> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let bad = || {
+        ConfigError::Invalid(format!(
+            "{text:?} is not a byte size (use a number with B, KiB, MiB, GiB, KB, MB or GB)"
+        ))
+    };
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(scale).ok_or_else(bad)
 }
 
 /// Where the task hub is stored.
@@ -74,6 +106,7 @@ impl Default for ServeOptions {
             health_ping_interval: Duration::from_secs(15),
             entity_format: EntityFormat::V1,
             commit_linger_micros: 0,
+            memory_budget_bytes: 256 << 20,
         }
     }
 }
@@ -110,6 +143,9 @@ pub struct ServeFile {
     pub entity_format: Option<EntityFormat>,
     /// See [`ServeOptions::commit_linger_micros`].
     pub commit_linger_micros: Option<u64>,
+    /// See [`ServeOptions::memory_budget_bytes`], as a byte size
+    /// (`"256MiB"`).
+    pub memory_budget: Option<String>,
 }
 
 /// Why options could not be resolved.
@@ -176,6 +212,7 @@ impl ServeFile {
                 .or(lower.health_ping_interval_ms),
             entity_format: self.entity_format.or(lower.entity_format),
             commit_linger_micros: self.commit_linger_micros.or(lower.commit_linger_micros),
+            memory_budget: self.memory_budget.or(lower.memory_budget),
         }
     }
 
@@ -218,6 +255,10 @@ impl ServeFile {
             commit_linger_micros: self
                 .commit_linger_micros
                 .unwrap_or(defaults.commit_linger_micros),
+            memory_budget_bytes: match &self.memory_budget {
+                Some(text) => parse_bytes(text)?,
+                None => defaults.memory_budget_bytes,
+            },
         };
         options.validate()?;
         Ok(options)
@@ -316,6 +357,11 @@ mod tests {
             toml::from_str("grpc_addr = \"127.0.0.1:5000\"\npartitions = 4\nhttp_addr = \"off\"")
                 .expect("parses");
         assert_eq!(file.partitions, Some(4));
+        assert_eq!(parse_bytes("128MiB").expect("size"), 128 << 20);
+        assert_eq!(parse_bytes("2GB").expect("size"), 2_000_000_000);
+        assert_eq!(parse_bytes("4096").expect("size"), 4096);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("12TB").is_err());
         assert_eq!(
             parse_http_addr(file.http_addr.as_deref().unwrap_or_default()).expect("valid"),
             None

@@ -34,6 +34,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map(parse_entity_format)
             .transpose()?,
         commit_linger_micros: args.commit_linger_micros,
+        memory_budget: args.memory_budget.clone(),
     };
     let options = flags.or(file).into_options()?;
     // The handlers go in before the "serving" line: a supervisor (or a

@@ -87,6 +87,7 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
                 commit_linger_micros: options.commit_linger_micros,
                 ..basalt_storage::LogOptions::default()
             },
+            memory_budget_bytes: options.memory_budget_bytes,
             ..EngineOptions::default()
         },
     )

@@ -295,3 +295,59 @@ fn sidecar_checkout_check_catches_a_broken_stock_entity() {
         "{detail}"
     );
 }
+
+/// `steady` with almost no memory for records: the child fills the hub in
+/// waves (every wave checked), is killed with SIGKILL mid-work, and the
+/// reopened hub holds every acknowledged checkout.
+#[test]
+fn steady_fills_in_waves_survives_a_kill_and_reports_every_wave() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("r.json");
+    let hubs = dir.path().join("hubs");
+    let output = basalt(&[
+        "bench",
+        "steady",
+        "--instances",
+        "600",
+        "--wave",
+        "200",
+        "--pool",
+        "10",
+        "--memory-budget",
+        "64KiB",
+        "--partitions",
+        "4",
+        "--dir",
+        hubs.to_str().expect("utf-8"),
+        "--allow-volatile",
+        "--json",
+        json.to_str().expect("utf-8"),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let report = read_report(&json);
+    assert_schema(&report, "steady");
+    assert_eq!(report["check"]["passed"], true);
+    let run = &report["runs"][0];
+    assert_eq!(run["completed"], 600);
+    assert!(run["recovery_s"].is_number(), "{run}");
+    let waves = run["waves"].as_array().expect("waves");
+    assert_eq!(waves.len(), 3);
+    for (i, wave) in waves.iter().enumerate() {
+        assert_eq!(wave["index"], i);
+        assert_eq!(wave["completed"], 200);
+        for key in [
+            "throughput_per_s",
+            "rss_bytes",
+            "checkpoints",
+            "checkpoint_ms_max",
+            "checkpoint_bytes_max",
+        ] {
+            assert!(wave.get(key).is_some(), "waves[].{key} missing in {wave}");
+        }
+    }
+    // With 64 KiB for records, checkpoints ran during the fill.
+    assert!(
+        waves.iter().any(|w| w["checkpoints"].as_u64() > Some(0)),
+        "{waves:?}"
+    );
+}

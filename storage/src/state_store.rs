@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use object_store::path::Path;
-use slatedb::config::{ReadOptions, ScanOptions, Settings};
+use std::time::Duration;
+
+use slatedb::config::{CompactorOptions, ReadOptions, ScanOptions, Settings};
 use slatedb::db_cache::DbCache;
 use slatedb::db_cache::moka::{MokaCache, MokaCacheOptions};
 use slatedb::{Db, DbReader, WriteBatch};
@@ -109,6 +111,14 @@ fn settings(options: &StateStoreOptions) -> Settings {
         l0_sst_size_bytes: 16 << 20,
         // One table upload at a time keeps checkpoints in order.
         l0_flush_parallelism: 1,
+        // Every checkpoint is one L0 table: compact them soon, and let a
+        // burst of checkpoints wait for compaction only well past that.
+        l0_max_ssts: 32,
+        l0_max_ssts_per_key: 32,
+        compactor_options: Some(CompactorOptions {
+            poll_interval: Duration::from_millis(250),
+            ..CompactorOptions::default()
+        }),
         ..Settings::default()
     }
 }

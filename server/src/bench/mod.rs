@@ -4,6 +4,7 @@
 mod group_commit;
 mod output;
 mod sidecar;
+mod steady;
 mod workloads;
 
 use crate::bench_cli::BenchCommand;
@@ -19,5 +20,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Latency(args) => workloads::latency(&args).await,
         BenchCommand::SidecarCheckout(args) => sidecar::checkout(&args).await,
         BenchCommand::GroupCommit(args) => group_commit::run(&args).await,
+        BenchCommand::Steady(args) => steady::run(&args).await,
     }
 }
