@@ -109,6 +109,10 @@ fn settings(options: &StateStoreOptions) -> Settings {
         flush_interval: None,
         max_unflushed_bytes: options.unflushed_bytes_max.max(32 << 20),
         l0_sst_size_bytes: 16 << 20,
+        // A checkpoint's table holds a few thousand records: give every
+        // table a filter, so looking up an id that does not exist (every
+        // new instance once records were evicted) skips it.
+        min_filter_keys: 1,
         // One table upload at a time keeps checkpoints in order.
         l0_flush_parallelism: 1,
         // Every checkpoint is one L0 table: compact them soon, and let a
