@@ -24,11 +24,18 @@ const UNSIZED_RECORD_BYTES: usize = 8192;
 /// key's string, the LRU links.
 const KEY_OVERHEAD_BYTES: usize = 96;
 
+/// A record, boxed: records move between the dirty set and the cache on
+/// every checkpoint and first change, and an instance is hundreds of bytes.
+type Boxed<V> = Option<Box<V>>;
+
+/// Hashing of instance ids in the dirty set (the cache uses the same).
+type Hasher = lru::DefaultHasher;
+
 /// A changed record, waiting for a checkpoint to make it durable.
 #[derive(Clone, Debug)]
 struct Changed<V> {
     /// The record, or `None` if it was removed.
-    value: Option<V>,
+    value: Boxed<V>,
     /// The checkpoint generation that will carry this change: the tier's
     /// generation when it was last changed.
     generation: u64,
@@ -39,14 +46,14 @@ struct Changed<V> {
 /// A record that matches the store (or is known not to exist).
 #[derive(Clone, Debug)]
 struct Clean<V> {
-    value: Option<V>,
+    value: Boxed<V>,
     bytes: usize,
 }
 
 /// Records by instance id, some resident, all of them in the store or dirty.
 #[derive(Debug)]
 pub struct Tier<V> {
-    dirty: HashMap<InstanceId, Changed<V>>,
+    dirty: HashMap<InstanceId, Changed<V>, Hasher>,
     clean: LruCache<InstanceId, Clean<V>>,
     /// Nothing exists that is not resident.
     complete: bool,
@@ -84,7 +91,7 @@ impl<V: Clone> Clone for Tier<V> {
 impl<V> Default for Tier<V> {
     fn default() -> Self {
         Tier {
-            dirty: HashMap::new(),
+            dirty: HashMap::default(),
             clean: LruCache::unbounded(),
             complete: true,
             generation: 0,
@@ -156,10 +163,10 @@ impl<V> Tier<V> {
     /// [`Tier::touch`]).
     pub fn get(&self, key: &InstanceId) -> Option<&V> {
         if let Some(changed) = self.dirty.get(key) {
-            return changed.value.as_ref();
+            return changed.value.as_deref();
         }
         if let Some(clean) = self.clean.peek(key) {
-            return clean.value.as_ref();
+            return clean.value.as_deref();
         }
         self.unknown(key);
         None
@@ -210,7 +217,7 @@ impl<V> Tier<V> {
             return None;
         }
         self.make_dirty(key);
-        self.dirty.get_mut(key).and_then(|c| c.value.as_mut())
+        self.dirty.get_mut(key).and_then(|c| c.value.as_deref_mut())
     }
 
     /// Puts a record (new or replacing one), as a change.
@@ -218,13 +225,13 @@ impl<V> Tier<V> {
         self.unknown(&key);
         self.make_dirty(&key);
         match self.dirty.get_mut(&key) {
-            Some(changed) => changed.value = Some(value),
+            Some(changed) => changed.value = Some(Box::new(value)),
             None => {
                 self.dirty_bytes += UNSIZED_RECORD_BYTES;
                 self.dirty.insert(
                     key,
                     Changed {
-                        value: Some(value),
+                        value: Some(Box::new(value)),
                         generation: self.generation,
                         bytes: UNSIZED_RECORD_BYTES,
                     },
@@ -239,7 +246,10 @@ impl<V> Tier<V> {
             return None;
         }
         self.make_dirty(key);
-        self.dirty.get_mut(key).and_then(|c| c.value.take())
+        self.dirty
+            .get_mut(key)
+            .and_then(|c| c.value.take())
+            .map(|boxed| *boxed)
     }
 
     /// The record, created with `make` if it does not exist.
@@ -255,7 +265,7 @@ impl<V> Tier<V> {
                 bytes: UNSIZED_RECORD_BYTES,
             }
         });
-        changed.value.get_or_insert_with(make)
+        changed.value.get_or_insert_with(|| Box::new(make()))
     }
 
     /// Every resident record, in key order (recovery's pending work, the
@@ -263,12 +273,12 @@ impl<V> Tier<V> {
     pub fn resident(&self) -> BTreeMap<&InstanceId, &V> {
         let mut all = BTreeMap::new();
         for (key, changed) in &self.dirty {
-            if let Some(value) = &changed.value {
+            if let Some(value) = changed.value.as_deref() {
                 all.insert(key, value);
             }
         }
         for (key, clean) in self.clean.iter() {
-            if let Some(value) = &clean.value {
+            if let Some(value) = clean.value.as_deref() {
                 all.insert(key, value);
             }
         }
@@ -278,8 +288,14 @@ impl<V> Tier<V> {
     /// Resident records, dirty ones changed since the last checkpoint
     /// included (for merging with a store scan): `None` marks a removal.
     pub fn resident_entries(&self) -> impl Iterator<Item = (&InstanceId, Option<&V>, bool)> {
-        let dirty = self.dirty.iter().map(|(k, c)| (k, c.value.as_ref(), true));
-        let clean = self.clean.iter().map(|(k, c)| (k, c.value.as_ref(), false));
+        let dirty = self
+            .dirty
+            .iter()
+            .map(|(k, c)| (k, c.value.as_deref(), true));
+        let clean = self
+            .clean
+            .iter()
+            .map(|(k, c)| (k, c.value.as_deref(), false));
         dirty.chain(clean)
     }
 
@@ -292,7 +308,13 @@ impl<V> Tier<V> {
         }
         let bytes = estimate_bytes(&key, value.is_some(), encoded_bytes);
         self.clean_bytes += bytes;
-        self.clean.put(key, Clean { value, bytes });
+        self.clean.put(
+            key,
+            Clean {
+                value: value.map(Box::new),
+                bytes,
+            },
+        );
     }
 
     /// Closes the current generation and lists its changes for a
@@ -309,7 +331,7 @@ impl<V> Tier<V> {
             }
             let encoded = write(Change {
                 key,
-                value: changed.value.as_ref(),
+                value: changed.value.as_deref(),
             })?;
             let bytes = estimate_bytes(key, changed.value.is_some(), encoded);
             self.dirty_bytes = self.dirty_bytes - changed.bytes + bytes;

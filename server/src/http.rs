@@ -614,7 +614,7 @@ async fn metrics(State(state): State<HttpState>) -> ApiResult {
     let (steps_queued, activities_queued) = state.engine.queued_work();
     let dispatch = state.dispatcher.stats();
     let mut text = String::new();
-    let per_partition: [MetricFamily; 9] = [
+    let per_partition: [MetricFamily; 11] = [
         (
             "basalt_partition_commits_total",
             "counter",
@@ -666,8 +666,20 @@ async fn metrics(State(state): State<HttpState>) -> ApiResult {
         (
             "basalt_partition_entities",
             "gauge",
-            "Entities held by a partition.",
+            "Entities with state held by a partition (in memory or in its state store).",
             |p| p.entities as f64,
+        ),
+        (
+            "basalt_partition_records_resident",
+            "gauge",
+            "Instances and entities a partition holds in memory (the rest are in its state store).",
+            |p| p.records_resident as f64,
+        ),
+        (
+            "basalt_partition_records_resident_bytes",
+            "gauge",
+            "Estimated bytes of the records a partition holds in memory (what --memory-budget limits).",
+            |p| p.records_resident_bytes as f64,
         ),
     ];
     for (name, kind, help, value) in per_partition {

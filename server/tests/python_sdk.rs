@@ -49,6 +49,14 @@ fn python_sdk_scenarios() {
     run_scenarios(&[], &[]);
 }
 
+/// Every scenario again with no memory for records: the server checkpoints
+/// after every batch of commands and evicts every record that is not
+/// changing, so nearly every event reads its records from the state store.
+#[test]
+fn python_sdk_scenarios_with_no_memory_for_records() {
+    run_scenarios(&["--memory-budget", "0"], &[]);
+}
+
 #[test]
 fn python_sdk_entities_with_the_newer_work_item_format() {
     run_scenarios(

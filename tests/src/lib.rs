@@ -78,6 +78,30 @@ pub fn run_child(
     reader.join().expect("reader")
 }
 
+/// The engine options of a crash child. `memory` is the child's optional
+/// last argument: `tiny` leaves no memory for records and checkpoints
+/// after every few events, so kills land during checkpoints and nearly
+/// every event loads its records from the state store.
+pub fn child_engine_options(
+    partition_count: u32,
+    memory: Option<&str>,
+) -> Result<basalt_engine::EngineOptions, String> {
+    let base = basalt_engine::EngineOptions {
+        partition_count,
+        checkpoint_interval_events: 500,
+        ..basalt_engine::EngineOptions::default()
+    };
+    match memory {
+        None => Ok(base),
+        Some("tiny") => Ok(basalt_engine::EngineOptions {
+            memory_budget_bytes: 0,
+            checkpoint_interval_events: 5,
+            ..base
+        }),
+        Some(other) => Err(format!("unknown memory setting {other:?} (use tiny)")),
+    }
+}
+
 /// The `main` of a child process: runs `run` on a 2-thread tokio runtime
 /// and exits with status 1 and the error on stderr if it fails.
 pub fn child_main<F>(name: &str, run: F)

@@ -21,12 +21,19 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Runs the hello5 child (see `basalt_tests::run_child`).
-fn run_child(dir: &Path, run: u64, mode: &str, kill_after: Option<Duration>) -> Vec<String> {
-    let args = [dir.display().to_string(), run.to_string(), mode.to_owned()];
+fn run_child(
+    dir: &Path,
+    run: u64,
+    mode: &str,
+    kill_after: Option<Duration>,
+    memory: Option<&str>,
+) -> Vec<String> {
+    let mut args = vec![dir.display().to_string(), run.to_string(), mode.to_owned()];
+    args.extend(memory.map(str::to_owned));
     basalt_tests::run_child(env!("CARGO_BIN_EXE_crash_hello5"), &args, kill_after)
 }
 
-fn crash_hello5(kills: u64, per_run: u64) {
+fn crash_hello5(kills: u64, per_run: u64, memory: Option<&str>) {
     let seed = basalt_tests::crash_seed();
     eprintln!("engine crash test: {kills} kills, {per_run} starts per run, seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
@@ -34,14 +41,14 @@ fn crash_hello5(kills: u64, per_run: u64) {
     let mut acknowledged = BTreeSet::new();
     for run in 1..=kills {
         let after = Duration::from_millis(rng.random_range(5..250u64));
-        let lines = run_child(dir.path(), run, &per_run.to_string(), Some(after));
+        let lines = run_child(dir.path(), run, &per_run.to_string(), Some(after), memory);
         for line in lines {
             if let Some(id) = line.strip_prefix("started ") {
                 acknowledged.insert(id.to_owned());
             }
         }
     }
-    let lines = run_child(dir.path(), kills + 1, "finish", None);
+    let lines = run_child(dir.path(), kills + 1, "finish", None, memory);
     assert!(
         lines.iter().any(|l| l == "finished"),
         "seed {seed}: the last run did not finish: {lines:?}"
@@ -107,11 +114,18 @@ fn crash_hello5(kills: u64, per_run: u64) {
 
 #[test]
 fn kill9_hello5_every_acknowledged_instance_completes_once() {
-    crash_hello5(10, 200);
+    crash_hello5(10, 200, None);
 }
 
 #[test]
 #[ignore = "long variant: cargo test -p basalt-tests -- --ignored"]
 fn kill9_hello5_long_variant() {
-    crash_hello5(40, 100);
+    crash_hello5(40, 100, None);
+}
+
+/// The same with no memory for records and a checkpoint every few events,
+/// so kills land during checkpoints (see `crash_checkout.rs`).
+#[test]
+fn kill9_hello5_during_checkpoints_with_no_memory_for_records() {
+    crash_hello5(10, 200, Some("tiny"));
 }

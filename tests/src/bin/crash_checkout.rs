@@ -1,18 +1,21 @@
 //! Child process of the checkout crash test: the engine and the SDK worker
 //! with the `checkout` workload on a local task hub.
 //!
-//! Usage: crash_checkout <dir> <run> <stock | instances-to-start | finish>
+//! Usage: crash_checkout <dir> <run> <stock | instances-to-start | finish> [tiny]
 //!
 //! - `stock`: sets every product's stock, waits until all are stocked, exits.
 //! - a number: starts that many checkouts (paced) and prints `started <id>`
 //!   once each start is acknowledged, then keeps working until killed.
 //! - `finish`: waits until every checkout has finished, prints `finished`.
+//!
+//! `tiny`: no memory for records, a checkpoint every few events (see
+//! `basalt_tests::child_engine_options`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use basalt_benches::checkout::{self, Requests};
-use basalt_engine::{Engine, EngineOptions};
+use basalt_engine::Engine;
 use basalt_runtime::{Backend, EntityOperation, Worker, WorkerOptions};
 use basalt_storage::Storage;
 use basalt_tests::checkout_crash::{INITIAL_STOCK, POOL};
@@ -31,11 +34,8 @@ async fn run() -> Result<(), String> {
         .parse()
         .map_err(|e| format!("run: {e}"))?;
     let mode = args.next().ok_or(usage)?;
-    let options = EngineOptions {
-        partition_count: 4,
-        checkpoint_interval_events: 500,
-        ..EngineOptions::default()
-    };
+    let memory = args.next();
+    let options = basalt_tests::child_engine_options(4, memory.as_deref())?;
     let engine = Engine::open(Storage::local(&dir).map_err(|e| e.to_string())?, options)
         .await
         .map_err(|e| e.to_string())?;

@@ -4,11 +4,14 @@
 //! (durable). With `finish` it starts nothing, waits until every instance
 //! has finished, prints `finished` and exits cleanly.
 //!
-//! Usage: crash_hello5 <dir> <run> <instances-to-start | finish>
+//! Usage: crash_hello5 <dir> <run> <instances-to-start | finish> [tiny]
+//!
+//! `tiny`: no memory for records, a checkpoint every few events (see
+//! `basalt_tests::child_engine_options`).
 
 use std::sync::Arc;
 
-use basalt_engine::{Engine, EngineOptions};
+use basalt_engine::Engine;
 use basalt_runtime::{Backend, Worker, WorkerOptions};
 use basalt_storage::Storage;
 use basalt_tests::hello5;
@@ -27,11 +30,8 @@ async fn run() -> Result<(), String> {
         .parse()
         .map_err(|e| format!("run: {e}"))?;
     let mode = args.next().ok_or(usage)?;
-    let options = EngineOptions {
-        partition_count: 4,
-        checkpoint_interval_events: 500,
-        ..EngineOptions::default()
-    };
+    let memory = args.next();
+    let options = basalt_tests::child_engine_options(4, memory.as_deref())?;
     let storage = Storage::local(&dir).map_err(|e| e.to_string())?;
     let engine = Engine::open(storage, options)
         .await
