@@ -59,9 +59,28 @@ pub struct EngineOptions {
     /// checkpoints in flight. Records not in memory are read from the
     /// partition's state store when an event needs them. Default: 256 MiB.
     pub memory_budget_bytes: u64,
+    /// Most work items (orchestration steps, activities, entity batches)
+    /// waiting for workers; beyond it, new starts, raised events and
+    /// signals are refused with `Error::Overloaded` (work already accepted
+    /// goes on). `None`: one per 4 KiB of the memory budget (65,536 at the
+    /// default 256 MiB), at least 1,024, so work nobody takes cannot outgrow
+    /// the budget.
+    pub queued_work_max: Option<usize>,
+    /// Most client requests (starts, raised events, signals) in flight at
+    /// once; beyond it they are refused with `Error::Overloaded`.
+    /// Default: 16,384.
+    pub client_requests_max: usize,
 }
 
 impl EngineOptions {
+    /// The limit of work waiting for workers (see `queued_work_max`).
+    pub fn queued_work_limit(&self) -> usize {
+        match self.queued_work_max {
+            Some(max) => max.max(1),
+            None => ((self.memory_budget_bytes / 4096) as usize).max(1024),
+        }
+    }
+
     /// Bytes of records each partition keeps in memory.
     pub fn partition_records_budget(&self) -> usize {
         (self.memory_budget_bytes / 2 / u64::from(self.partition_count.max(1))) as usize
@@ -85,6 +104,8 @@ impl Default for EngineOptions {
             log: LogOptions::default(),
             pipelining: true,
             memory_budget_bytes: 256 << 20,
+            queued_work_max: None,
+            client_requests_max: 16_384,
         }
     }
 }
@@ -138,6 +159,8 @@ pub struct Engine {
 
 struct Inner {
     shared: Arc<Shared>,
+    /// One permit per client request in flight (admission control).
+    requests: Arc<tokio::sync::Semaphore>,
     options: EngineOptions,
     hub: TaskHub,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -222,6 +245,9 @@ impl Engine {
         tasks.push(tokio::spawn(run_timers(Arc::clone(&shared), armed)));
         Ok(Engine {
             inner: Arc::new(Inner {
+                requests: Arc::new(tokio::sync::Semaphore::new(
+                    options.client_requests_max.max(1),
+                )),
                 shared,
                 options,
                 hub,
@@ -244,6 +270,32 @@ impl Engine {
     /// starts a new window.
     pub fn take_checkpoint_window(&self) -> crate::shared::CheckpointWindow {
         std::mem::take(&mut *self.inner.shared.checkpoints.lock())
+    }
+
+    /// Admission control: refuses a new start, raised event or signal when
+    /// the engine cannot take more (too much work waits for workers, or
+    /// too many requests are in flight), so nothing grows without bound
+    /// and what was accepted is not slowed down. The permit is held until
+    /// the request is answered.
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        let shared = &self.inner.shared;
+        let queued = shared.steps.len() + shared.activities.len() + shared.entity_batches.len();
+        let limit = self.inner.options.queued_work_limit();
+        if queued >= limit {
+            return Err(Error::Overloaded {
+                what: format!("{queued} work items wait for workers (the limit is {limit})"),
+                retry_after_ms: 1_000,
+            });
+        }
+        Arc::clone(&self.inner.requests)
+            .try_acquire_owned()
+            .map_err(|_| Error::Overloaded {
+                what: format!(
+                    "{} client requests are in flight (the limit)",
+                    self.inner.options.client_requests_max
+                ),
+                retry_after_ms: 100,
+            })
     }
 
     /// Orchestration steps and activities waiting for a worker.
@@ -459,6 +511,7 @@ impl Backend for Engine {
         check_name("orchestration name", &request.name)?;
         self.check_payload("input", &request.input)?;
         let instance_id = InstanceId::new(request.instance_id.unwrap_or_else(new_instance_id))?;
+        let _permit = self.admit()?;
         let event = Event::Start {
             instance_id: instance_id.clone(),
             name: request.name,
@@ -479,6 +532,7 @@ impl Backend for Engine {
     ) -> Result<(), Error> {
         check_name("event name", name)?;
         self.check_payload("event data", &data)?;
+        let _permit = self.admit()?;
         let event = Event::Raise {
             instance_id: instance.clone(),
             name: name.to_owned(),
@@ -677,6 +731,7 @@ impl Backend for Engine {
     ) -> Result<(), Error> {
         check_name("operation name", &operation.name)?;
         self.check_payload("operation input", &operation.input)?;
+        let _permit = self.admit()?;
         let event = Event::SignalEntity {
             entity: entity.clone(),
             operation,

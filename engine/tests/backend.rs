@@ -750,3 +750,67 @@ async fn a_hub_of_an_unknown_newer_format_is_refused_naming_both_versions() {
         "{message}"
     );
 }
+
+/// Admission control: with nobody taking work, starts beyond the limit of
+/// queued work are refused as overloaded (nothing queued grows without
+/// bound); every accepted instance completes once a worker comes, and then
+/// starts are accepted again.
+#[tokio::test]
+async fn starts_beyond_the_queued_work_limit_are_refused_and_accepted_ones_complete() {
+    let engine = Engine::open(
+        Storage::in_memory(),
+        EngineOptions {
+            queued_work_max: Some(20),
+            ..options()
+        },
+    )
+    .await
+    .expect("open");
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for i in 0..100 {
+        let request = StartRequest {
+            name: "o".into(),
+            instance_id: Some(format!("flood-{i}")),
+            ..StartRequest::default()
+        };
+        match engine.start_instance(request).await {
+            Ok(id) => accepted.push(id),
+            Err(e) if e.kind() == ErrorKind::Overloaded => {
+                assert!(e.to_string().contains("retry in"), "{e}");
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(accepted.len(), 20, "the limit of queued work");
+    assert_eq!(refused, 80);
+
+    // A worker arrives and completes every step it is given.
+    let mut done = 0;
+    while done < accepted.len() {
+        let item = tokio::time::timeout(WAIT, engine.next_orchestration_work_item())
+            .await
+            .expect("a step for every accepted start")
+            .expect("work item");
+        engine
+            .complete_orchestration_work_item(&item.token, complete("\"ok\""))
+            .await
+            .expect("complete");
+        done += 1;
+    }
+    for id in &accepted {
+        let state = engine.wait_for_completion(id, WAIT).await.expect("wait");
+        assert_eq!(state.status, OrchestrationStatus::Completed, "{id}");
+    }
+    // With the queue drained, starts are accepted again.
+    engine
+        .start_instance(StartRequest {
+            name: "o".into(),
+            instance_id: Some("after-the-flood".into()),
+            ..StartRequest::default()
+        })
+        .await
+        .expect("accepted again");
+    engine.shutdown().await;
+}

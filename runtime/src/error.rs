@@ -19,6 +19,8 @@ pub enum ErrorKind {
     Storage,
     /// The backend is shutting down or stopped.
     ShutDown,
+    /// The backend cannot take more work now; retry later.
+    Overloaded,
 }
 
 /// Errors of the runtime and of every `Backend`.
@@ -47,6 +49,15 @@ pub enum Error {
     /// The backend is shutting down or stopped.
     #[error("the backend is shut down")]
     ShutDown,
+    /// The backend cannot take more work now (its queues are full): the
+    /// request was not accepted and may be retried after the delay.
+    #[error("overloaded: {what}; retry in {retry_after_ms} ms")]
+    Overloaded {
+        /// What is full.
+        what: String,
+        /// When a retry may succeed, in milliseconds.
+        retry_after_ms: u64,
+    },
 }
 
 impl Error {
@@ -59,6 +70,7 @@ impl Error {
             Error::Timeout(_) => ErrorKind::Timeout,
             Error::Storage(_) => ErrorKind::Storage,
             Error::ShutDown => ErrorKind::ShutDown,
+            Error::Overloaded { .. } => ErrorKind::Overloaded,
         }
     }
 }

@@ -114,6 +114,11 @@ pub struct ServeArgs {
     /// stores. Default: 256MiB.
     #[arg(long, env = "BASALT_MEMORY_BUDGET")]
     pub memory_budget: Option<String>,
+    /// Most work items waiting for workers before new starts, raised
+    /// events and signals are refused (RESOURCE_EXHAUSTED / HTTP 429).
+    /// Default: one per 4 KiB of the memory budget.
+    #[arg(long, env = "BASALT_QUEUED_WORK_MAX")]
+    pub queued_work_max: Option<usize>,
     /// Log filter (tracing's env-filter syntax). Default: info.
     #[arg(long, env = "BASALT_LOG")]
     pub log: Option<String>,

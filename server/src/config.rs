@@ -49,6 +49,10 @@ pub struct ServeOptions {
     /// it stay in the partitions' state stores and are read when needed.
     /// Default: 256 MiB.
     pub memory_budget_bytes: u64,
+    /// Most work items waiting for workers before new starts, raised events
+    /// and signals are refused (`RESOURCE_EXHAUSTED` / HTTP 429). `None`:
+    /// one per 4 KiB of the memory budget.
+    pub queued_work_max: Option<usize>,
 }
 
 /// Parses a byte size: a number with an optional unit (`B`, `KiB`, `MiB`,
@@ -107,6 +111,7 @@ impl Default for ServeOptions {
             entity_format: EntityFormat::V1,
             commit_linger_micros: 0,
             memory_budget_bytes: 256 << 20,
+            queued_work_max: None,
         }
     }
 }
@@ -146,6 +151,8 @@ pub struct ServeFile {
     /// See [`ServeOptions::memory_budget_bytes`], as a byte size
     /// (`"256MiB"`).
     pub memory_budget: Option<String>,
+    /// See [`ServeOptions::queued_work_max`].
+    pub queued_work_max: Option<usize>,
 }
 
 /// Why options could not be resolved.
@@ -213,6 +220,7 @@ impl ServeFile {
             entity_format: self.entity_format.or(lower.entity_format),
             commit_linger_micros: self.commit_linger_micros.or(lower.commit_linger_micros),
             memory_budget: self.memory_budget.or(lower.memory_budget),
+            queued_work_max: self.queued_work_max.or(lower.queued_work_max),
         }
     }
 
@@ -259,6 +267,7 @@ impl ServeFile {
                 Some(text) => parse_bytes(text)?,
                 None => defaults.memory_budget_bytes,
             },
+            queued_work_max: self.queued_work_max.or(defaults.queued_work_max),
         };
         options.validate()?;
         Ok(options)

@@ -79,18 +79,35 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// An API error: a status code and a message, as JSON.
+/// An API error: a status code and a message, as JSON, and for a refusal
+/// under load the seconds for `Retry-After`.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(StatusCode, String, Option<u64>);
 
 impl ApiError {
     fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError(StatusCode::BAD_REQUEST, message.into())
+        ApiError(StatusCode::BAD_REQUEST, message.into(), None)
+    }
+
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::NOT_FOUND, message.into(), None)
+    }
+
+    /// 429 with `Retry-After` (whole seconds, at least 1).
+    fn overloaded(retry_after_ms: u64, message: String) -> ApiError {
+        ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            message,
+            Some(retry_after_ms.div_ceil(1000).max(1)),
+        )
     }
 }
 
 impl From<RuntimeError> for ApiError {
     fn from(error: RuntimeError) -> ApiError {
+        if let RuntimeError::Overloaded { retry_after_ms, .. } = &error {
+            return ApiError::overloaded(*retry_after_ms, error.to_string());
+        }
         let code = match &error {
             RuntimeError::InvalidInput(_) => StatusCode::BAD_REQUEST,
             RuntimeError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -99,13 +116,21 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError(code, error.to_string())
+        ApiError(code, error.to_string(), None)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+        let mut response = (self.0, axum::Json(json!({ "error": self.1 }))).into_response();
+        if let Some(seconds) = self.2
+            && let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 
@@ -305,10 +330,7 @@ async fn get_instance(
 ) -> ApiResult {
     let id = instance_id(&id)?;
     let Some(instance) = state.backend.get_instance(&id).await? else {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("instance {id} not found"),
-        ));
+        return Err(ApiError::not_found(format!("instance {id} not found")));
     };
     let show_input = params.get("showInput").is_none_or(|v| v != "false");
     let mut body = instance_json(&instance, show_input);
@@ -426,10 +448,7 @@ async fn purge_instance(State(state): State<HttpState>, Path(id): Path<String>) 
     if state.backend.purge(&id).await? {
         Ok(axum::Json(json!({ "instancesDeleted": 1 })).into_response())
     } else {
-        Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("instance {id} not found"),
-        ))
+        Err(ApiError::not_found(format!("instance {id} not found")))
     }
 }
 
@@ -481,10 +500,9 @@ async fn control(
             crate::sidecar::rewind_tree(backend, &id, params.get("reason").cloned()).await?
         }
         other => {
-            return Err(ApiError(
-                StatusCode::NOT_FOUND,
-                format!("no instance action {other:?} (terminate, suspend, resume, rewind)"),
-            ));
+            return Err(ApiError::not_found(format!(
+                "no instance action {other:?} (terminate, suspend, resume, rewind)"
+            )));
         }
     }
     Ok(StatusCode::ACCEPTED.into_response())
@@ -493,10 +511,7 @@ async fn control(
 async fn require_instance(state: &HttpState, id: &InstanceId) -> Result<(), ApiError> {
     match state.backend.get_instance(id).await? {
         Some(_) => Ok(()),
-        None => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("instance {id} not found"),
-        )),
+        None => Err(ApiError::not_found(format!("instance {id} not found"))),
     }
 }
 
@@ -519,10 +534,7 @@ async fn get_entity(
     let entity = entity_id(&name, &key)?;
     match state.backend.get_entity(&entity).await? {
         Some(found) => Ok(axum::Json(entity_json(&found, true)).into_response()),
-        None => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("entity {entity} has no state"),
-        )),
+        None => Err(ApiError::not_found(format!("entity {entity} has no state"))),
     }
 }
 

@@ -35,6 +35,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .transpose()?,
         commit_linger_micros: args.commit_linger_micros,
         memory_budget: args.memory_budget.clone(),
+        queued_work_max: args.queued_work_max,
     };
     let options = flags.or(file).into_options()?;
     // The handlers go in before the "serving" line: a supervisor (or a

@@ -88,6 +88,7 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
                 ..basalt_storage::LogOptions::default()
             },
             memory_budget_bytes: options.memory_budget_bytes,
+            queued_work_max: options.queued_work_max,
             ..EngineOptions::default()
         },
     )

@@ -79,6 +79,7 @@ pub fn status_of(error: RuntimeError) -> Status {
         RuntimeError::StaleToken(_) => Status::failed_precondition(message),
         RuntimeError::Timeout(_) => Status::deadline_exceeded(message),
         RuntimeError::ShutDown => Status::unavailable(message),
+        RuntimeError::Overloaded { .. } => Status::resource_exhausted(message),
         _ => Status::internal(message),
     }
 }

@@ -955,3 +955,78 @@ async fn get_instance_reports_the_version_it_was_started_with() {
     assert_eq!(state.version.as_deref(), Some("2.1"));
     handle.stop().await;
 }
+
+/// Admission control through both APIs: with no worker connected and room
+/// for 3 waiting work items, the 4th start is refused with
+/// `RESOURCE_EXHAUSTED` (gRPC) or 429 with `Retry-After` (HTTP); what was
+/// accepted runs once a worker connects.
+#[tokio::test]
+async fn starts_beyond_the_queued_work_limit_are_refused_on_both_apis() {
+    let handle = server::start(ServeOptions {
+        storage: StorageChoice::Memory,
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        http_addr: Some("127.0.0.1:0".parse().expect("addr")),
+        partitions: 4,
+        queued_work_max: Some(3),
+        ..ServeOptions::default()
+    })
+    .await
+    .expect("server starts");
+    let mut client = TaskHubSidecarServiceClient::connect(format!("http://{}", handle.grpc_addr()))
+        .await
+        .expect("connect");
+    for i in 0..3 {
+        start(&mut client, "o", &format!("queued-{i}"), None).await;
+    }
+    let refused = client
+        .start_instance(proto::CreateInstanceRequest {
+            name: "o".into(),
+            instance_id: "queued-3".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("wait for workers"),
+        "{refused:?}"
+    );
+
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!(
+            "http://{}/runtime/webhooks/durabletask/orchestrators/o/queued-http",
+            handle.http_addr().expect("http on")
+        ))
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(response.status(), reqwest::StatusCode::TOO_MANY_REQUESTS);
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
+
+    // A worker connects: every accepted instance runs to completion.
+    let mut stream = work_stream(&mut client, all_work()).await;
+    for _ in 0..3 {
+        let item = next_work(&mut stream).await;
+        respond(
+            &mut client,
+            &item,
+            vec![action(0, complete_action("\"ok\""))],
+        )
+        .await
+        .expect("completed");
+    }
+    for i in 0..3 {
+        let state = wait_done(&mut client, &format!("queued-{i}")).await;
+        assert_eq!(
+            state.orchestration_status,
+            proto::OrchestrationStatus::Completed as i32
+        );
+    }
+    handle.stop().await;
+}
