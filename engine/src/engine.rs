@@ -70,6 +70,15 @@ pub struct EngineOptions {
     /// once; beyond it they are refused with `Error::Overloaded`.
     /// Default: 16,384.
     pub client_requests_max: usize,
+    /// Purge finished instances (and their history) whose last change is
+    /// older than this many milliseconds, in the background, in bounded
+    /// batches. Default: off (`None`), as in the Durable Task Scheduler,
+    /// where retention is a policy one sets.
+    pub retention_ms: Option<u64>,
+    /// How often each partition takes a step of the retention sweep (at
+    /// most 1,024 records examined, 256 purged), in milliseconds.
+    /// Default: 1,000.
+    pub retention_sweep_ms: u64,
 }
 
 impl EngineOptions {
@@ -106,6 +115,8 @@ impl Default for EngineOptions {
             memory_budget_bytes: 256 << 20,
             queued_work_max: None,
             client_requests_max: 16_384,
+            retention_ms: None,
+            retention_sweep_ms: 1_000,
         }
     }
 }
@@ -239,6 +250,8 @@ impl Engine {
                 checkpoint_idle: Duration::from_millis(options.checkpoint_idle_ms.max(1)),
                 offered: std::collections::HashMap::new(),
                 pipelining: options.pipelining,
+                retention: options.retention_ms.map(Duration::from_millis),
+                retention_sweep: Duration::from_millis(options.retention_sweep_ms.max(1)),
             };
             tasks.push(tokio::spawn(task.run()));
         }

@@ -105,7 +105,16 @@ pub(crate) struct PartitionTask {
     /// Local work goes out before its event is durable (see
     /// `EngineOptions::pipelining`).
     pub pipelining: bool,
+    /// Finished instances older than this are purged (see
+    /// `EngineOptions::retention_ms`).
+    pub retention: Option<Duration>,
+    /// How often the retention sweep takes its next step.
+    pub retention_sweep: Duration,
 }
+
+/// Records the retention sweep examines per step, and most it purges.
+const RETENTION_EXAMINE_MAX: usize = 1024;
+const RETENTION_PURGE_MAX: usize = 256;
 
 struct Running {
     durable: DurableWatch,
@@ -121,6 +130,8 @@ struct Running {
     checkpoint: Option<InFlight>,
     /// The LSN of the last checkpoint taken (written or in flight).
     checkpoint_lsn: u64,
+    /// Where the retention sweep goes on (`None`: from the first id).
+    retention_cursor: Option<String>,
 }
 
 /// A checkpoint being written by its own task while the partition goes on.
@@ -166,7 +177,10 @@ impl PartitionTask {
             commit_requested_lsn: 0,
             checkpoint: None,
             checkpoint_lsn: self.store_lsn,
+            retention_cursor: None,
         };
+        let mut sweep = tokio::time::interval(self.retention_sweep);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 command = self.commands.recv() => {
@@ -211,6 +225,9 @@ impl PartitionTask {
                     if run.events_since_checkpoint > 0 && run.checkpoint.is_none() =>
                 {
                     self.start_checkpoint(&mut run);
+                }
+                _ = sweep.tick(), if self.retention.is_some() && run.failed.is_none() => {
+                    self.sweep_retention(&mut run).await;
                 }
             }
         }
@@ -417,6 +434,40 @@ impl PartitionTask {
             deliver();
         } else {
             self.park(run, Parked::Deliver(deliver));
+        }
+    }
+
+    /// One step of the retention sweep: purges finished instances whose
+    /// last change is older than the retention, in a bounded batch, each
+    /// through a logged `Purge` event (so replicas of the log agree).
+    async fn sweep_retention(&mut self, run: &mut Running) {
+        let Some(retention) = self.retention else {
+            return;
+        };
+        let cutoff = now_ms().saturating_sub(retention.as_millis() as u64);
+        let found = crate::query::expired(
+            &self.state,
+            &*self.store,
+            run.retention_cursor.as_deref(),
+            cutoff,
+            RETENTION_PURGE_MAX,
+            RETENTION_EXAMINE_MAX,
+        )
+        .await;
+        let (expired, next) = match found {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(partition = self.partition, error = %e, "retention sweep");
+                return;
+            }
+        };
+        run.retention_cursor = next;
+        for instance_id in expired {
+            let event = Event::Purge { instance_id };
+            self.submit(event, None, ReplyWhen::Applied, run).await;
+            if run.failed.is_some() {
+                return;
+            }
         }
     }
 

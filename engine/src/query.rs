@@ -96,7 +96,8 @@ pub(crate) async fn entities(
 
 /// One page of records whose id starts with `id_prefix` and comes after
 /// `after`, memory overriding the store, mapped (and filtered) by
-/// `from_store` / `from_memory`.
+/// `from_store` / `from_memory`: at most `limit` items, and whether more
+/// match.
 #[allow(clippy::too_many_arguments)]
 async fn merged_page<'a, V: 'a, T>(
     resident: impl Iterator<Item = (&'a InstanceId, Option<&'a V>)>,
@@ -105,9 +106,48 @@ async fn merged_page<'a, V: 'a, T>(
     id_prefix: &str,
     after: Option<&str>,
     limit: usize,
+    from_store: impl FnMut(&[u8]) -> Result<Option<T>, Error>,
+    from_memory: impl FnMut(&V) -> Option<T>,
+) -> Result<(Vec<T>, bool), Error> {
+    let page = walk_page(
+        resident,
+        store,
+        record_prefix,
+        id_prefix,
+        after,
+        limit,
+        usize::MAX,
+        from_store,
+        from_memory,
+    )
+    .await?;
+    Ok((page.items, page.more))
+}
+
+/// A page of a walk over records.
+struct WalkPage<T> {
+    items: Vec<T>,
+    /// More records match after the page.
+    more: bool,
+    /// The last id examined, if the walk stopped before the end.
+    stopped_at: Option<String>,
+}
+
+/// [`merged_page`], also stopping after `examine_max` records examined
+/// (matching or not), so a background sweep does bounded work per call.
+#[allow(clippy::too_many_arguments)]
+async fn walk_page<'a, V: 'a, T>(
+    resident: impl Iterator<Item = (&'a InstanceId, Option<&'a V>)>,
+    store: &dyn RecordSource,
+    record_prefix: &[u8],
+    id_prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+    examine_max: usize,
     mut from_store: impl FnMut(&[u8]) -> Result<Option<T>, Error>,
     mut from_memory: impl FnMut(&V) -> Option<T>,
-) -> Result<(Vec<T>, bool), Error> {
+) -> Result<WalkPage<T>, Error> {
+    let mut examined = 0usize;
     let after = after.filter(|a| !a.is_empty());
     let wanted = |id: &str| id.starts_with(id_prefix) && after.is_none_or(|a| id > a);
     // Memory's records in range, in id order (`None`: removed).
@@ -126,6 +166,7 @@ async fn merged_page<'a, V: 'a, T>(
     let mut page: VecDeque<(String, bytes::Bytes)> = VecDeque::new();
     let mut store_done = false;
     let mut found = Vec::new();
+    let mut last_examined: Option<String> = None;
     loop {
         if page.is_empty() && !store_done {
             let entries = store
@@ -152,6 +193,14 @@ async fn merged_page<'a, V: 'a, T>(
             (None, Some(_)) => false,
             (Some((m, _)), Some((s, _))) => *m <= s.as_str(),
         };
+        if examined == examine_max {
+            return Ok(WalkPage {
+                items: found,
+                more: true,
+                stopped_at: last_examined,
+            });
+        }
+        examined += 1;
         let item = if from_memory_first {
             let Some((id, value)) = memory.next() else {
                 break;
@@ -160,19 +209,73 @@ async fn merged_page<'a, V: 'a, T>(
             if page.front().is_some_and(|(s, _)| s == id) {
                 page.pop_front();
             }
+            last_examined = Some(id.to_owned());
             value.and_then(&mut from_memory)
         } else {
-            let Some((_, bytes)) = page.pop_front() else {
+            let Some((id, bytes)) = page.pop_front() else {
                 break;
             };
+            last_examined = Some(id);
             from_store(&bytes)?
         };
         if let Some(item) = item {
             if found.len() == limit {
-                return Ok((found, true));
+                return Ok(WalkPage {
+                    items: found,
+                    more: true,
+                    stopped_at: None,
+                });
             }
             found.push(item);
         }
     }
-    Ok((found, false))
+    Ok(WalkPage {
+        items: found,
+        more: false,
+        stopped_at: None,
+    })
+}
+
+/// One step of the retention sweep: finished instances whose last change
+/// is before `cutoff_ms`, after `after` in id order, at most `limit`
+/// found and `examine_max` examined. Returns them and where the next step
+/// starts (`None`: the sweep reached the end and starts over).
+pub(crate) async fn expired(
+    state: &PartitionState,
+    store: &dyn RecordSource,
+    after: Option<&str>,
+    cutoff_ms: u64,
+    limit: usize,
+    examine_max: usize,
+) -> Result<(Vec<InstanceId>, Option<String>), Error> {
+    let resident = state
+        .instances
+        .resident_entries()
+        .map(|(id, value, _)| (id, value));
+    let old = |meta: &InstanceState| {
+        (meta.status.is_terminal() && meta.last_updated_at_ms < cutoff_ms)
+            .then(|| meta.instance_id.clone())
+    };
+    let page = walk_page(
+        resident,
+        store,
+        INSTANCE_PREFIX,
+        "",
+        after,
+        limit,
+        examine_max,
+        |bytes| {
+            let meta = codec::decode_instance_meta(bytes)
+                .map_err(|e| Error::Storage(format!("an instance record: {e}")))?;
+            Ok(old(&meta))
+        },
+        |instance: &Instance| old(&instance.meta),
+    )
+    .await?;
+    let next = match (&page.stopped_at, page.items.last()) {
+        (Some(stopped), _) => Some(stopped.clone()),
+        (None, Some(last)) if page.more => Some(last.to_string()),
+        _ => None,
+    };
+    Ok((page.items, next))
 }

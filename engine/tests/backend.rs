@@ -814,3 +814,82 @@ async fn starts_beyond_the_queued_work_limit_are_refused_and_accepted_ones_compl
         .expect("accepted again");
     engine.shutdown().await;
 }
+
+/// Retention: finished instances older than the retention are purged in
+/// the background, from memory and from the state store alike; a running
+/// instance stays.
+#[tokio::test]
+async fn retention_purges_finished_instances_and_keeps_running_ones() {
+    let engine = Engine::open(
+        Storage::in_memory(),
+        EngineOptions {
+            retention_ms: Some(0),
+            retention_sweep_ms: 20,
+            // Some records go to the store and leave memory.
+            memory_budget_bytes: 0,
+            checkpoint_interval_events: 3,
+            ..options()
+        },
+    )
+    .await
+    .expect("open");
+    let ids: Vec<InstanceId> = (0..6)
+        .map(|i| InstanceId::new(format!("kept-{i}")).expect("id"))
+        .collect();
+    for id in &ids {
+        engine
+            .start_instance(StartRequest {
+                name: "o".into(),
+                instance_id: Some(id.to_string()),
+                ..StartRequest::default()
+            })
+            .await
+            .expect("start");
+    }
+    // Complete all but the last; the last keeps its step out (running).
+    let mut running = None;
+    for _ in 0..ids.len() {
+        let item = tokio::time::timeout(WAIT, engine.next_orchestration_work_item())
+            .await
+            .expect("a step")
+            .expect("work item");
+        if item.instance_id == ids[5] {
+            running = Some(item);
+            continue;
+        }
+        engine
+            .complete_orchestration_work_item(&item.token, complete("\"ok\""))
+            .await
+            .expect("complete");
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut left = 0;
+        for id in &ids[..5] {
+            if engine.get_instance(id).await.expect("get").is_some() {
+                left += 1;
+            }
+        }
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} finished instances were not purged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kept = engine.get_instance(&ids[5]).await.expect("get");
+    assert_eq!(
+        kept.map(|s| s.status),
+        Some(OrchestrationStatus::Pending),
+        "a running instance stays"
+    );
+    assert!(running.is_some());
+    let page = engine
+        .query_instances(&basalt_runtime::InstanceQuery::default())
+        .await
+        .expect("query");
+    assert_eq!(page.instances.len(), 1, "{page:?}");
+    engine.shutdown().await;
+}

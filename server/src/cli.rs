@@ -119,6 +119,10 @@ pub struct ServeArgs {
     /// Default: one per 4 KiB of the memory budget.
     #[arg(long, env = "BASALT_QUEUED_WORK_MAX")]
     pub queued_work_max: Option<usize>,
+    /// Purge finished instances (and their history) older than this, e.g.
+    /// 7d, in the background. Default: off.
+    #[arg(long, env = "BASALT_RETENTION")]
+    pub retention: Option<String>,
     /// Log filter (tracing's env-filter syntax). Default: info.
     #[arg(long, env = "BASALT_LOG")]
     pub log: Option<String>,

@@ -53,6 +53,38 @@ pub struct ServeOptions {
     /// and signals are refused (`RESOURCE_EXHAUSTED` / HTTP 429). `None`:
     /// one per 4 KiB of the memory budget.
     pub queued_work_max: Option<usize>,
+    /// Finished instances (and their history) whose last change is older
+    /// than this are purged in the background, in bounded batches.
+    /// Default: off.
+    pub retention: Option<Duration>,
+}
+
+/// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`, `d`),
+/// e.g. `7d` or `90m`.
+pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let bad = || {
+        ConfigError::Invalid(format!(
+            "{text:?} is not a duration (use a number with ms, s, m, h or d, e.g. 7d)"
+        ))
+    };
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let millis: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    number
+        .checked_mul(millis)
+        .map(Duration::from_millis)
+        .ok_or_else(bad)
 }
 
 /// Parses a byte size: a number with an optional unit (`B`, `KiB`, `MiB`,
@@ -112,6 +144,7 @@ impl Default for ServeOptions {
             commit_linger_micros: 0,
             memory_budget_bytes: 256 << 20,
             queued_work_max: None,
+            retention: None,
         }
     }
 }
@@ -153,6 +186,8 @@ pub struct ServeFile {
     pub memory_budget: Option<String>,
     /// See [`ServeOptions::queued_work_max`].
     pub queued_work_max: Option<usize>,
+    /// See [`ServeOptions::retention`], as a duration (`"7d"`).
+    pub retention: Option<String>,
 }
 
 /// Why options could not be resolved.
@@ -221,6 +256,7 @@ impl ServeFile {
             commit_linger_micros: self.commit_linger_micros.or(lower.commit_linger_micros),
             memory_budget: self.memory_budget.or(lower.memory_budget),
             queued_work_max: self.queued_work_max.or(lower.queued_work_max),
+            retention: self.retention.or(lower.retention),
         }
     }
 
@@ -268,6 +304,10 @@ impl ServeFile {
                 None => defaults.memory_budget_bytes,
             },
             queued_work_max: self.queued_work_max.or(defaults.queued_work_max),
+            retention: match &self.retention {
+                Some(text) => Some(parse_duration(text)?),
+                None => defaults.retention,
+            },
         };
         options.validate()?;
         Ok(options)
@@ -367,6 +407,16 @@ mod tests {
                 .expect("parses");
         assert_eq!(file.partitions, Some(4));
         assert_eq!(parse_bytes("128MiB").expect("size"), 128 << 20);
+        assert_eq!(
+            parse_duration("7d").expect("duration"),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("250ms").expect("duration"),
+            Duration::from_millis(250)
+        );
+        assert!(parse_duration("7 weeks").is_err());
+        assert!(parse_duration("12").is_err());
         assert_eq!(parse_bytes("2GB").expect("size"), 2_000_000_000);
         assert_eq!(parse_bytes("4096").expect("size"), 4096);
         assert!(parse_bytes("lots").is_err());

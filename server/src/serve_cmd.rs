@@ -36,6 +36,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         commit_linger_micros: args.commit_linger_micros,
         memory_budget: args.memory_budget.clone(),
         queued_work_max: args.queued_work_max,
+        retention: args.retention.clone(),
     };
     let options = flags.or(file).into_options()?;
     // The handlers go in before the "serving" line: a supervisor (or a

@@ -89,6 +89,7 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
             },
             memory_budget_bytes: options.memory_budget_bytes,
             queued_work_max: options.queued_work_max,
+            retention_ms: options.retention.map(|r| r.as_millis() as u64),
             ..EngineOptions::default()
         },
     )
