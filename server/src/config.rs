@@ -59,21 +59,26 @@ pub struct ServeOptions {
     pub retention: Option<Duration>,
 }
 
-/// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`, `d`),
-/// e.g. `7d` or `90m`.
-pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
+/// Splits `128MiB` into 128 and `MiB` (the unit trimmed, maybe empty).
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
+    Some((number.parse().ok()?, unit.trim()))
+}
+
+/// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`, `d`),
+/// e.g. `7d` or `90m`.
+pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
     let bad = || {
         ConfigError::Invalid(format!(
             "{text:?} is not a duration (use a number with ms, s, m, h or d, e.g. 7d)"
         ))
     };
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let millis: u64 = match unit.trim() {
+    let (number, unit) = number_and_unit(text).ok_or_else(bad)?;
+    let millis: u64 = match unit {
         "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
@@ -90,18 +95,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
 /// Parses a byte size: a number with an optional unit (`B`, `KiB`, `MiB`,
 /// `GiB`, or `KB`, `MB`, `GB` for powers of ten), e.g. `128MiB`.
 pub fn parse_bytes(text: &str) -> Result<u64, ConfigError> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
     let bad = || {
         ConfigError::Invalid(format!(
             "{text:?} is not a byte size (use a number with B, KiB, MiB, GiB, KB, MB or GB)"
         ))
     };
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let scale: u64 = match unit.trim() {
+    let (number, unit) = number_and_unit(text).ok_or_else(bad)?;
+    let scale: u64 = match unit {
         "" | "B" => 1,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,

@@ -165,23 +165,12 @@ impl StateStore {
     /// `after` (or from the first), in key order.
     pub async fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Entries> {
         let range = scan_range(prefix, after);
-        let mut iter = self
+        let iter = self
             .db
             .scan_with_options(range, &scan_options())
             .await
             .map_err(|e| failed(&self.name, "scan", e))?;
-        let mut entries = Vec::new();
-        while entries.len() < limit {
-            match iter
-                .next()
-                .await
-                .map_err(|e| failed(&self.name, "scan", e))?
-            {
-                Some(kv) => entries.push((kv.key, kv.value)),
-                None => break,
-            }
-        }
-        Ok(entries)
+        take(iter, limit, &self.name).await
     }
 
     /// Writes one checkpoint: every put (`Some`) and delete (`None`) as one
@@ -219,6 +208,18 @@ impl StateStore {
             .await
             .map_err(|e| failed(&self.name, "close", e))
     }
+}
+
+/// The first `limit` entries of a scan.
+async fn take(mut iter: slatedb::DbIterator, limit: usize, name: &str) -> Result<Entries> {
+    let mut entries = Vec::new();
+    while entries.len() < limit {
+        match iter.next().await.map_err(|e| failed(name, "scan", e))? {
+            Some(kv) => entries.push((kv.key, kv.value)),
+            None => break,
+        }
+    }
+    Ok(entries)
 }
 
 fn scan_options() -> ScanOptions {
@@ -289,23 +290,12 @@ impl StateReader {
 
     /// Up to `limit` entries whose key starts with `prefix`, after `after`.
     pub async fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Entries> {
-        let mut iter = self
+        let iter = self
             .reader
             .scan(scan_range(prefix, after))
             .await
             .map_err(|e| failed(&self.name, "scan", e))?;
-        let mut entries = Vec::new();
-        while entries.len() < limit {
-            match iter
-                .next()
-                .await
-                .map_err(|e| failed(&self.name, "scan", e))?
-            {
-                Some(kv) => entries.push((kv.key, kv.value)),
-                None => break,
-            }
-        }
-        Ok(entries)
+        take(iter, limit, &self.name).await
     }
 
     /// Stops the reader.

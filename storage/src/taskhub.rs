@@ -198,12 +198,7 @@ impl TaskHub {
         partition: PartitionId,
         options: LogOptions,
     ) -> Result<(Log, Recovery)> {
-        if partition.0 >= self.meta.partition_count {
-            return Err(Error::InvalidInput(format!(
-                "partition {} does not exist: the hub has {} partitions",
-                partition.0, self.meta.partition_count
-            )));
-        }
+        self.check_partition(partition)?;
         Log::open(
             self.storage.clone(),
             partition,
@@ -211,6 +206,16 @@ impl TaskHub {
             crate::recovery::LogStart::Checkpoint,
         )
         .await
+    }
+
+    fn check_partition(&self, partition: PartitionId) -> Result<()> {
+        if partition.0 >= self.meta.partition_count {
+            return Err(Error::InvalidInput(format!(
+                "partition {} does not exist: the hub has {} partitions",
+                partition.0, self.meta.partition_count
+            )));
+        }
+        Ok(())
     }
 
     /// Opens a partition's log for writing after recovering it from `lsn`
@@ -222,12 +227,7 @@ impl TaskHub {
         options: LogOptions,
         lsn: crate::Lsn,
     ) -> Result<(Log, Recovery)> {
-        if partition.0 >= self.meta.partition_count {
-            return Err(Error::InvalidInput(format!(
-                "partition {} does not exist: the hub has {} partitions",
-                partition.0, self.meta.partition_count
-            )));
-        }
+        self.check_partition(partition)?;
         Log::open(
             self.storage.clone(),
             partition,
