@@ -156,7 +156,7 @@ async fn run_wave(
             ..StartRequest::default()
         };
         waits.push(tokio::spawn(async move {
-            let id: InstanceId = backend.start_instance(request).await?;
+            let id = crate::workloads::start_retrying(backend.as_ref(), request).await?;
             backend
                 .wait_for_completion(&id, Duration::from_secs(600))
                 .await

@@ -355,12 +355,29 @@ impl Driven {
     }
 }
 
+/// Starts an instance as a client should under load: a start refused as
+/// overloaded is retried after the delay the engine names (at most 100 ms
+/// at a time), so a burst larger than the engine's queue limit still runs.
+pub(crate) async fn start_retrying(
+    backend: &dyn Backend,
+    request: StartRequest,
+) -> Result<InstanceId, basalt_runtime::Error> {
+    loop {
+        match backend.start_instance(request.clone()).await {
+            Err(basalt_runtime::Error::Overloaded { retry_after_ms, .. }) => {
+                tokio::time::sleep(Duration::from_millis(retry_after_ms.min(100))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn start_and_wait(
     backend: Arc<dyn Backend>,
     request: StartRequest,
     since: Instant,
 ) -> Result<(InstanceState, Duration), basalt_runtime::Error> {
-    let id: InstanceId = backend.start_instance(request).await?;
+    let id = start_retrying(backend.as_ref(), request).await?;
     let state = backend
         .wait_for_completion(&id, Duration::from_secs(600))
         .await?;

@@ -31,13 +31,14 @@ pub(crate) async fn instances(
         .instances
         .resident_entries()
         .map(|(id, value, _)| (id, value));
-    merged_page(
+    let page = walk_page(
         resident,
         store,
         INSTANCE_PREFIX,
         &id_prefix,
         query.continuation.as_deref(),
         limit,
+        usize::MAX,
         |bytes| {
             let meta = codec::decode_instance_meta(bytes)
                 .map_err(|e| Error::Storage(format!("an instance record: {e}")))?;
@@ -47,7 +48,8 @@ pub(crate) async fn instances(
             instance_matches(query, &instance.meta).then(|| instance_view(query, &instance.meta))
         },
     )
-    .await
+    .await?;
+    Ok((page.items, page.more))
 }
 
 /// The entities of one partition (those with state) that match `query`,
@@ -77,48 +79,20 @@ pub(crate) async fn entities(
             .then(|| entity_view(entity, query.include_state))
             .flatten()
     };
-    merged_page(
+    let page = walk_page(
         resident,
         store,
         ENTITY_PREFIX,
         &id_prefix,
         query.continuation.as_deref(),
         limit,
+        usize::MAX,
         |bytes| {
             let entity = codec::decode_entity(bytes)
                 .map_err(|e| Error::Storage(format!("an entity record: {e}")))?;
             Ok(view(&entity))
         },
         view,
-    )
-    .await
-}
-
-/// One page of records whose id starts with `id_prefix` and comes after
-/// `after`, memory overriding the store, mapped (and filtered) by
-/// `from_store` / `from_memory`: at most `limit` items, and whether more
-/// match.
-#[allow(clippy::too_many_arguments)]
-async fn merged_page<'a, V: 'a, T>(
-    resident: impl Iterator<Item = (&'a InstanceId, Option<&'a V>)>,
-    store: &dyn RecordSource,
-    record_prefix: &[u8],
-    id_prefix: &str,
-    after: Option<&str>,
-    limit: usize,
-    from_store: impl FnMut(&[u8]) -> Result<Option<T>, Error>,
-    from_memory: impl FnMut(&V) -> Option<T>,
-) -> Result<(Vec<T>, bool), Error> {
-    let page = walk_page(
-        resident,
-        store,
-        record_prefix,
-        id_prefix,
-        after,
-        limit,
-        usize::MAX,
-        from_store,
-        from_memory,
     )
     .await?;
     Ok((page.items, page.more))
@@ -133,8 +107,11 @@ struct WalkPage<T> {
     stopped_at: Option<String>,
 }
 
-/// [`merged_page`], also stopping after `examine_max` records examined
-/// (matching or not), so a background sweep does bounded work per call.
+/// One page of records whose id starts with `id_prefix` and comes after
+/// `after`, memory overriding the store, mapped (and filtered) by
+/// `from_store` / `from_memory`: at most `limit` items, stopping early
+/// after `examine_max` records examined (matching or not), so a background
+/// sweep does bounded work per call.
 #[allow(clippy::too_many_arguments)]
 async fn walk_page<'a, V: 'a, T>(
     resident: impl Iterator<Item = (&'a InstanceId, Option<&'a V>)>,

@@ -88,16 +88,6 @@ pub struct Changes {
     generations: (u64, u64),
 }
 
-impl Changes {
-    /// Bytes of keys and values written.
-    pub fn bytes(&self) -> usize {
-        self.writes
-            .iter()
-            .map(|w| w.key.len() + w.value.as_ref().map_or(0, Vec::len))
-            .sum()
-    }
-}
-
 impl Instance {
     /// Whether the engine has work to hand out for it after a restart: a
     /// step, activities, timers.

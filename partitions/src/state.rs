@@ -124,7 +124,7 @@ pub struct Core {
 /// it needs, and the engine loads it and calls [`PartitionState::resume`].
 /// The result is the same whatever was resident (checked by
 /// `tests/eviction.rs`).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct PartitionState {
     /// This partition's number.
     pub partition: u32,
@@ -151,7 +151,7 @@ pub struct PartitionState {
 }
 
 /// One unit of an event's work; each touches at most one record.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 enum Work {
     /// The event itself (any but `Messages`).
     Event(Event),
@@ -174,14 +174,14 @@ impl Work {
 /// An event applied part of the way, waiting for the engine to load the
 /// record it needs next ([`Suspended::missing`]). Nothing else may be
 /// applied to the partition until it is resumed.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Suspended {
     progress: Progress,
     missing: StateKey,
 }
 
 /// Where an event's work stands.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Progress {
     now: Option<u64>,
     work: VecDeque<Work>,
@@ -1882,7 +1882,7 @@ pub fn entity_view(entity: &Entity, include_state: bool) -> Option<EntityState> 
 }
 
 /// Messages produced while applying one event, numbered in order.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Outgoing {
     origin: u32,
     lsn: u64,

@@ -69,25 +69,6 @@ pub struct Tier<V> {
     undeclared: AtomicU64,
 }
 
-impl<V: Clone> Clone for Tier<V> {
-    fn clone(&self) -> Self {
-        let mut clean = LruCache::unbounded();
-        // Oldest first, so the copy keeps the same order.
-        for (key, entry) in self.clean.iter().rev() {
-            clean.put(key.clone(), entry.clone());
-        }
-        Tier {
-            dirty: self.dirty.clone(),
-            clean,
-            complete: self.complete,
-            generation: self.generation,
-            clean_bytes: self.clean_bytes,
-            dirty_bytes: self.dirty_bytes,
-            undeclared: AtomicU64::new(self.undeclared.load(Ordering::Relaxed)),
-        }
-    }
-}
-
 impl<V> Default for Tier<V> {
     fn default() -> Self {
         Tier {
@@ -184,10 +165,8 @@ impl<V> Tier<V> {
 
     /// Moves a clean record to the dirty set, as it is about to change.
     fn make_dirty(&mut self, key: &InstanceId) {
-        if self.dirty.contains_key(key) {
-            if let Some(changed) = self.dirty.get_mut(key) {
-                changed.generation = self.generation;
-            }
+        if let Some(changed) = self.dirty.get_mut(key) {
+            changed.generation = self.generation;
             return;
         }
         if let Some(clean) = self.clean.pop(key) {
@@ -206,18 +185,21 @@ impl<V> Tier<V> {
 
     /// The record, to change it. The key becomes dirty if it exists.
     pub fn get_mut(&mut self, key: &InstanceId) -> Option<&mut V> {
-        if self.unknown(key) {
-            return None;
+        if !self.dirty.contains_key(key) {
+            // A clean record moves to the dirty set; a known absence or an
+            // unknown key gives nothing.
+            match self.clean.peek(key) {
+                Some(clean) if clean.value.is_some() => self.make_dirty(key),
+                Some(_) => return None,
+                None => {
+                    self.unknown(key);
+                    return None;
+                }
+            }
         }
-        let exists = match self.dirty.get(key) {
-            Some(changed) => changed.value.is_some(),
-            None => self.clean.peek(key).is_some_and(|c| c.value.is_some()),
-        };
-        if !exists {
-            return None;
-        }
-        self.make_dirty(key);
-        self.dirty.get_mut(key).and_then(|c| c.value.as_deref_mut())
+        let changed = self.dirty.get_mut(key)?;
+        changed.generation = self.generation;
+        changed.value.as_deref_mut()
     }
 
     /// Puts a record (new or replacing one), as a change.
