@@ -202,6 +202,10 @@ pub struct Wave {
     /// Their estimated bytes (what the memory budget limits).
     #[serde(default)]
     pub records_resident_bytes: u64,
+    /// Times a partition stopped taking work until a checkpoint landed,
+    /// because its changed records had filled its budget (back-pressure).
+    #[serde(default)]
+    pub held_back: u64,
 }
 
 impl Run {

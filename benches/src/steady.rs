@@ -205,6 +205,7 @@ async fn run_wave(
         checkpoint_stall_ms_max: window.max_stall_ms,
         records_resident: resident,
         records_resident_bytes: resident_bytes,
+        held_back: window.held_back,
     }))
 }
 

@@ -112,6 +112,11 @@ pub(crate) struct PartitionTask {
     pub retention_sweep: Duration,
 }
 
+/// The least a partition may hold in changed records before it stops
+/// taking commands to let a checkpoint catch up: with a budget near zero
+/// (tests, tiny servers) a partition still batches its work.
+const DIRTY_CEILING_MIN: usize = 4 << 20;
+
 /// Records the retention sweep examines per step, and most it purges.
 const RETENTION_EXAMINE_MAX: usize = 1024;
 const RETENTION_PURGE_MAX: usize = 256;
@@ -182,8 +187,11 @@ impl PartitionTask {
         let mut sweep = tokio::time::interval(self.retention_sweep);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Dirty records cannot be evicted: past the ceiling, take no
+            // new command until the checkpoint in flight makes them clean.
+            let over_ceiling = self.over_dirty_ceiling(&run);
             tokio::select! {
-                command = self.commands.recv() => {
+                command = self.commands.recv(), if !over_ceiling => {
                     let Some(command) = command else { break };
                     if let Some(done) = self.handle(command, &mut run).await {
                         self.shutdown(&mut run).await;
@@ -201,15 +209,21 @@ impl PartitionTask {
                     }
                     if run.events_since_checkpoint >= self.checkpoint_interval_events
                         || run.bytes_since_checkpoint >= self.checkpoint_interval_bytes
-                        || self.state.instances.dirty_bytes() + self.state.entities.dirty_bytes()
-                            >= self.records_budget / 2
+                        || self.dirty_bytes() >= self.records_budget / 2
                     {
                         self.start_checkpoint(&mut run);
                     }
                     self.evict(&run);
                 }
                 written = checkpoint_done(&mut run.checkpoint), if run.checkpoint.is_some() => {
+                    if over_ceiling && let Some(in_flight) = &run.checkpoint {
+                        let held = in_flight.started.elapsed().as_secs_f64() * 1e3;
+                        self.shared.checkpoints.lock().held_back(held);
+                    }
                     self.checkpoint_written(&mut run, written);
+                    if self.dirty_bytes() >= self.records_budget / 2 {
+                        self.start_checkpoint(&mut run);
+                    }
                     self.evict(&run);
                 }
                 durable = run.durable.changed(), if run.failed.is_none() => {
@@ -487,6 +501,20 @@ impl PartitionTask {
             }
         }
         Ok(())
+    }
+
+    /// Bytes of records changed since the last checkpoint taken.
+    fn dirty_bytes(&self) -> usize {
+        self.state.instances.dirty_bytes() + self.state.entities.dirty_bytes()
+    }
+
+    /// Back-pressure: a checkpoint is being written and the records
+    /// changed since the one before it already fill the partition's
+    /// budget (at least `DIRTY_CEILING_MIN`). Commands then wait in the
+    /// queue, itself bounded by admission control, instead of growing
+    /// memory that eviction cannot give back.
+    fn over_dirty_ceiling(&self, run: &Running) -> bool {
+        run.checkpoint.is_some() && self.dirty_bytes() >= self.records_budget.max(DIRTY_CEILING_MIN)
     }
 
     /// Drops clean records beyond the budget. Not while local work that

@@ -48,6 +48,12 @@ pub struct CheckpointWindow {
     pub max_stall_ms: f64,
     /// Most bytes one checkpoint wrote to its store.
     pub max_bytes: u64,
+    /// Times a partition stopped taking commands because its changed
+    /// records reached its budget while a checkpoint was written.
+    pub held_back: u64,
+    /// Longest of those checkpoints, in milliseconds (from its start: an
+    /// upper bound on how long the partition was held back).
+    pub max_held_back_ms: f64,
 }
 
 impl CheckpointWindow {
@@ -58,6 +64,12 @@ impl CheckpointWindow {
         self.max_ms = self.max_ms.max(ms);
         self.max_stall_ms = self.max_stall_ms.max(stall_ms);
         self.max_bytes = self.max_bytes.max(bytes);
+    }
+
+    /// Counts a partition held back until a checkpoint landed.
+    pub(crate) fn held_back(&mut self, ms: f64) {
+        self.held_back += 1;
+        self.max_held_back_ms = self.max_held_back_ms.max(ms);
     }
 }
 

@@ -893,3 +893,59 @@ async fn retention_purges_finished_instances_and_keeps_running_ones() {
     assert_eq!(page.instances.len(), 1, "{page:?}");
     engine.shutdown().await;
 }
+
+/// Back-pressure: records changed since the last checkpoint cannot be
+/// evicted, so a partition whose changes fill its budget while a
+/// checkpoint is being written takes no more work until it lands. A burst
+/// of 4,000 starts of 8 KiB each (about 64 MiB of changed records) on a
+/// partition with no memory for records is held back, so no checkpoint
+/// carries much more than the 4 MiB ceiling plus one batch of commands
+/// (without back-pressure the last one carried nearly all of them); every
+/// start is accepted and kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_changes_fill_its_budget_waits_for_its_checkpoint() {
+    let dir = tempfile::tempdir().expect("dir");
+    let one_partition = EngineOptions {
+        partition_count: 1,
+        memory_budget_bytes: 0,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::open(Storage::local(dir.path()).expect("storage"), one_partition)
+        .await
+        .expect("open");
+    let input = format!("\"{}\"", "x".repeat(8 << 10));
+    let starts: Vec<_> = (0..4000)
+        .map(|i| {
+            let engine = engine.clone();
+            let request = StartRequest {
+                name: "o".into(),
+                instance_id: Some(format!("large-{i}")),
+                input: Some(input.clone()),
+                ..StartRequest::default()
+            };
+            tokio::spawn(async move { engine.start_instance(request).await })
+        })
+        .collect();
+    for start in starts {
+        start.await.expect("join").expect("every start is accepted");
+    }
+    engine.checkpoint().await.expect("checkpoint");
+    let window = engine.take_checkpoint_window();
+    assert!(window.held_back > 0, "never held back: {window:?}");
+    assert!(
+        window.max_bytes < 24 << 20,
+        "a checkpoint carried far more than the ceiling: {window:?}"
+    );
+    let mut query = basalt_runtime::InstanceQuery::default();
+    let mut found = 0;
+    loop {
+        let page = engine.query_instances(&query).await.expect("query");
+        found += page.instances.len();
+        match page.continuation {
+            Some(next) => query.continuation = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(found, 4000);
+    engine.shutdown().await;
+}

@@ -20,6 +20,7 @@ use crate::cli::{Cli, Command};
 /// mimalloc instead of the system allocator: with glibc's, a quarter of
 /// the engine's CPU went to malloc/free and their arena locks (threads
 /// waking each other on futexes); see docs/benchmarks.md.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -29,6 +30,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// (`basalt bench steady`: 700 MiB at 60,000 checkouts with a 16 MiB
 /// budget, against 250 MiB with these settings; see docs/benchmarks.md).
 /// Returning pages at once keeps RSS near what is live.
+#[cfg(not(feature = "system-allocator"))]
 fn tune_allocator() {
     // Option numbers of `mi_option_t` in mimalloc v3's `mimalloc.h`
     // (libmimalloc-sys 0.1.49, pinned by Cargo.lock).
@@ -46,6 +48,9 @@ fn tune_allocator() {
         mi_option_set(ALLOW_THP, 0);
     }
 }
+
+#[cfg(feature = "system-allocator")]
+fn tune_allocator() {}
 
 fn main() -> ExitCode {
     tune_allocator();
