@@ -14,7 +14,9 @@ use bytes::Bytes;
 use object_store::path::Path;
 use std::time::Duration;
 
-use slatedb::config::{CompactorOptions, ReadOptions, ScanOptions, Settings};
+use slatedb::config::{
+    CompactionWorkerOptions, CompactorOptions, ReadOptions, ScanOptions, Settings,
+};
 use slatedb::db_cache::DbCache;
 use slatedb::db_cache::moka::{MokaCache, MokaCacheOptions};
 use slatedb::{Db, DbReader, WriteBatch};
@@ -121,9 +123,31 @@ fn settings(options: &StateStoreOptions) -> Settings {
         l0_max_ssts_per_key: 32,
         compactor_options: Some(CompactorOptions {
             poll_interval: Duration::from_millis(250),
+            max_concurrent_compactions: 1,
+            worker: Some(compaction_worker()),
             ..CompactorOptions::default()
         }),
         ..Settings::default()
+    }
+}
+
+/// The compactor that runs inside each store. SlateDB's defaults suit one
+/// large database per process (four compactions at once, each split four
+/// ways, reading ahead 8 MiB per input table); a hub has a store per
+/// partition, each compacting on its own, so those buffers multiplied by
+/// the partitions (and grew with the hub as compactions got longer). One
+/// compaction per store, unsplit, with a short read-ahead keeps the
+/// compactors' memory small and flat.
+fn compaction_worker() -> CompactionWorkerOptions {
+    CompactionWorkerOptions {
+        max_concurrent_compactions: 1,
+        max_subcompactions: 1,
+        max_fetch_tasks: 1,
+        bytes_to_fetch: 256 << 10,
+        max_sst_size: 32 << 20,
+        // As the writer's (SlateDB asks that they match).
+        min_filter_keys: 1,
+        ..CompactionWorkerOptions::default()
     }
 }
 
