@@ -29,7 +29,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// RSS then grew by ~10 KB per instance that had ever been resident
 /// (`basalt bench steady`: 700 MiB at 60,000 checkouts with a 16 MiB
 /// budget, against 250 MiB with these settings; see docs/benchmarks.md).
-/// Returning pages at once keeps RSS near what is live.
+/// Returning pages at once keeps RSS near what is live. (mimalloc v2
+/// with the same settings kept RSS lower still on a large hub, but cost
+/// the fresh-hub checkout a fifth of its throughput; see
+/// docs/benchmarks.md, "The allocator".)
 #[cfg(not(feature = "system-allocator"))]
 fn tune_allocator() {
     // Option numbers of `mi_option_t` in mimalloc v3's `mimalloc.h`
@@ -38,14 +41,16 @@ fn tune_allocator() {
     const PURGE_DELAY: i32 = 15;
     const ALLOW_THP: i32 = 43;
     unsafe extern "C" {
-        fn mi_option_set(option: i32, value: std::os::raw::c_long);
+        fn mi_option_set_default(option: i32, value: std::os::raw::c_long);
     }
-    // SAFETY: mi_option_set only stores an option value; mimalloc reads
-    // these when it next reserves, commits or purges memory.
+    // SAFETY: mi_option_set_default only stores an option value (unless
+    // the option came from a MIMALLOC_* environment variable, which wins,
+    // so these can be varied without a rebuild); mimalloc reads them when
+    // it next reserves, commits or purges memory.
     unsafe {
-        mi_option_set(ARENA_EAGER_COMMIT, 0);
-        mi_option_set(PURGE_DELAY, 0);
-        mi_option_set(ALLOW_THP, 0);
+        mi_option_set_default(ARENA_EAGER_COMMIT, 0);
+        mi_option_set_default(PURGE_DELAY, 0);
+        mi_option_set_default(ALLOW_THP, 0);
     }
 }
 
