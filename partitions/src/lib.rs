@@ -15,6 +15,7 @@
 pub mod checkpoint;
 pub mod codec;
 mod event;
+pub mod evicted;
 mod routing;
 mod state;
 mod tier;

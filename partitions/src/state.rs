@@ -300,16 +300,19 @@ impl PartitionState {
         self.instances.resident_bytes() + self.entities.resident_bytes()
     }
 
-    /// Drops clean records, least recently used first, until the resident
-    /// estimate is at most `budget_bytes`; returns how many were dropped.
+    /// Drops clean records, finished instances first and least recently
+    /// used first, until the resident estimate is at most `budget_bytes`;
+    /// returns how many were dropped.
     pub fn evict_to(&mut self, budget_bytes: usize) -> usize {
         let entity_share = self.entities.resident_bytes();
         let instance_budget = budget_bytes.saturating_sub(entity_share);
-        let mut evicted = self.instances.evict_to(instance_budget);
+        let mut evicted = self
+            .instances
+            .evict_to(instance_budget, |i| i.meta.status.is_terminal());
         let instance_share = self.instances.resident_bytes();
         evicted += self
             .entities
-            .evict_to(budget_bytes.saturating_sub(instance_share));
+            .evict_to(budget_bytes.saturating_sub(instance_share), |_| false);
         evicted
     }
 

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use basalt_runtime::InstanceId;
 use lru::LruCache;
 
+use crate::evicted::EvictedKeys;
+
 /// Memory charged for a record whose size is not known yet (created since
 /// the last checkpoint): about one small instance.
 const UNSIZED_RECORD_BYTES: usize = 8192;
@@ -57,6 +59,11 @@ pub struct Tier<V> {
     clean: LruCache<InstanceId, Clean<V>>,
     /// Nothing exists that is not resident.
     complete: bool,
+    /// The keys of existing records dropped from memory, if the tier has
+    /// known every key since it began (it started `complete`): a key that
+    /// is neither resident nor in here does not exist. `None` for a tier
+    /// over a store it did not fill, or once the filters hit their limit.
+    evicted: Option<EvictedKeys>,
     /// The generation changes are recorded in now; `take_changes` closes it.
     generation: u64,
     /// Memory estimate of the clean records.
@@ -75,6 +82,7 @@ impl<V> Default for Tier<V> {
             dirty: HashMap::default(),
             clean: LruCache::unbounded(),
             complete: true,
+            evicted: Some(EvictedKeys::new()),
             generation: 0,
             clean_bytes: 0,
             dirty_bytes: 0,
@@ -112,6 +120,7 @@ impl<V> Tier<V> {
     pub fn backed() -> Tier<V> {
         Tier {
             complete: false,
+            evicted: None,
             ..Tier::default()
         }
     }
@@ -119,7 +128,13 @@ impl<V> Tier<V> {
     /// Whether the state machine may touch `key` now: it is resident, or
     /// known not to exist.
     pub fn knows(&self, key: &InstanceId) -> bool {
-        self.complete || self.dirty.contains_key(key) || self.clean.contains(key)
+        self.complete
+            || self.dirty.contains_key(key)
+            || self.clean.contains(key)
+            || self
+                .evicted
+                .as_ref()
+                .is_some_and(|evicted| !evicted.may_contain(key.as_str()))
     }
 
     /// Whether every record is resident.
@@ -207,7 +222,12 @@ impl<V> Tier<V> {
         self.unknown(&key);
         self.make_dirty(&key);
         match self.dirty.get_mut(&key) {
-            Some(changed) => changed.value = Some(Box::new(value)),
+            Some(changed) => {
+                if changed.value.is_none() {
+                    Self::charge_new_record(changed, &mut self.dirty_bytes);
+                }
+                changed.value = Some(Box::new(value));
+            }
             None => {
                 self.dirty_bytes += UNSIZED_RECORD_BYTES;
                 self.dirty.insert(
@@ -247,7 +267,21 @@ impl<V> Tier<V> {
                 bytes: UNSIZED_RECORD_BYTES,
             }
         });
+        if changed.value.is_none() {
+            Self::charge_new_record(changed, &mut self.dirty_bytes);
+        }
         changed.value.get_or_insert_with(|| Box::new(make()))
+    }
+
+    /// A record is created where the tier held only a known absence (a
+    /// key looked up and not found, or removed): charge it as a new record
+    /// until a checkpoint measures it, not as the absence's few bytes
+    /// (which let freshly created records go uncounted).
+    fn charge_new_record(changed: &mut Changed<V>, dirty_bytes: &mut usize) {
+        if changed.bytes < UNSIZED_RECORD_BYTES {
+            *dirty_bytes += UNSIZED_RECORD_BYTES - changed.bytes;
+            changed.bytes = UNSIZED_RECORD_BYTES;
+        }
     }
 
     /// Every resident record, in key order (recovery's pending work, the
@@ -347,28 +381,69 @@ impl<V> Tier<V> {
         }
     }
 
-    /// Drops clean records, least recently used first, until the tier's
-    /// estimate is at most `budget_bytes` (or nothing clean is left).
+    /// Drops clean records until the tier's estimate is at most
+    /// `budget_bytes` (or nothing clean is left): first those `settled`
+    /// says nothing will touch again unless a client asks (finished
+    /// instances), least recently used first, then the rest in the same
+    /// order, so the records of running work stay in memory longest.
     /// Returns how many were dropped. The tier is no longer complete once
-    /// it drops a record that exists.
-    pub fn evict_to(&mut self, budget_bytes: usize) -> usize {
+    /// it drops a record that exists; it remembers the key in its evicted
+    /// keys, if it keeps them.
+    pub fn evict_to(&mut self, budget_bytes: usize, settled: impl Fn(&V) -> bool) -> usize {
+        if self.resident_bytes() <= budget_bytes {
+            return 0;
+        }
+        let settled: Vec<InstanceId> = self
+            .clean
+            .iter()
+            .rev()
+            .filter(|(_, clean)| clean.value.as_deref().is_some_and(&settled))
+            .map(|(key, _)| key.clone())
+            .collect();
         let mut evicted = 0;
-        while self.clean_bytes + self.dirty_bytes > budget_bytes {
-            let Some((_, clean)) = self.clean.pop_lru() else {
+        for key in settled {
+            if self.resident_bytes() <= budget_bytes {
+                return evicted;
+            }
+            if let Some(clean) = self.clean.pop(&key) {
+                self.forget(key, clean);
+                evicted += 1;
+            }
+        }
+        while self.resident_bytes() > budget_bytes {
+            let Some((key, clean)) = self.clean.pop_lru() else {
                 break;
             };
-            self.clean_bytes -= clean.bytes;
-            if clean.value.is_some() {
-                self.complete = false;
-            }
+            self.forget(key, clean);
             evicted += 1;
         }
         evicted
     }
 
-    /// Estimated memory of the resident records.
+    /// Accounts for a clean record dropped from memory.
+    fn forget(&mut self, key: InstanceId, clean: Clean<V>) {
+        self.clean_bytes -= clean.bytes;
+        if clean.value.is_some() {
+            self.complete = false;
+            if let Some(keys) = &mut self.evicted
+                && !keys.insert(key.as_str())
+            {
+                self.evicted = None;
+            }
+        }
+    }
+
+    /// Whether the tier tells absent keys from evicted ones by itself
+    /// (see the `evicted` field); `false` means every key it does not hold
+    /// must be loaded.
+    pub fn keeps_evicted_keys(&self) -> bool {
+        self.evicted.is_some()
+    }
+
+    /// Estimated memory of the resident records, and of the evicted keys'
+    /// filters: what the budget limits.
     pub fn resident_bytes(&self) -> usize {
-        self.clean_bytes + self.dirty_bytes
+        self.clean_bytes + self.dirty_bytes + self.evicted.as_ref().map_or(0, EvictedKeys::bytes)
     }
 
     /// Estimated memory of the records not yet durable in the store.
