@@ -68,7 +68,6 @@ fn removed_records_that_leave_memory_stay_known_absent() {
 #[test]
 fn finished_records_leave_memory_before_running_ones() {
     let mut tier: Tier<String> = Tier::new();
-    // The running records are the least recently used.
     for i in 0..100 {
         tier.insert(id("run", i), "running".into());
     }
@@ -79,6 +78,10 @@ fn finished_records_leave_memory_before_running_ones() {
         .take_changes(|_| Ok::<usize, ()>(16))
         .expect("sizes every change");
     tier.checkpointed(generation);
+    // Recency: run-0 oldest, then up to run-99, then the finished ones.
+    for i in 0..100 {
+        tier.touch(&id("run", i));
+    }
     for i in 0..100 {
         tier.touch(&id("done", i));
     }
