@@ -390,24 +390,36 @@ impl<V> Tier<V> {
     /// it drops a record that exists; it remembers the key in its evicted
     /// keys, if it keeps them.
     pub fn evict_to(&mut self, budget_bytes: usize, settled: impl Fn(&V) -> bool) -> usize {
-        if self.resident_bytes() <= budget_bytes {
-            return 0;
-        }
-        let settled: Vec<InstanceId> = self
-            .clean
-            .iter()
-            .rev()
-            .filter(|(_, clean)| clean.value.as_deref().is_some_and(&settled))
-            .map(|(key, _)| key.clone())
-            .collect();
         let mut evicted = 0;
-        for key in settled {
-            if self.resident_bytes() <= budget_bytes {
+        // Settled records first, in batches that cover the excess (the
+        // evicted keys' filters may grow meanwhile, hence the loop); only
+        // the keys to drop are copied.
+        loop {
+            let excess = self.resident_bytes().saturating_sub(budget_bytes);
+            if excess == 0 {
                 return evicted;
             }
-            if let Some(clean) = self.clean.pop(&key) {
-                self.forget(key, clean);
-                evicted += 1;
+            let mut covered = 0;
+            let batch: Vec<InstanceId> = self
+                .clean
+                .iter()
+                .rev()
+                .filter(|(_, clean)| clean.value.as_deref().is_some_and(&settled))
+                .take_while(|(_, clean)| {
+                    let more = covered < excess;
+                    covered += clean.bytes;
+                    more
+                })
+                .map(|(key, _)| key.clone())
+                .collect();
+            if batch.is_empty() {
+                break;
+            }
+            for key in batch {
+                if let Some(clean) = self.clean.pop(&key) {
+                    self.forget(key, clean);
+                    evicted += 1;
+                }
             }
         }
         while self.resident_bytes() > budget_bytes {
