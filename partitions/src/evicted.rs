@@ -79,9 +79,20 @@ impl EvictedKeys {
         true
     }
 
-    /// Whether `key` may have been evicted (`false`: certainly not).
+    /// Whether `key` may have been evicted (`false`: certainly not). The
+    /// key is hashed once: every filter has the same seed, so the same
+    /// source hash.
     pub fn may_contain(&self, key: &str) -> bool {
-        self.filters.iter().any(|f| f.contains(key))
+        let Some(first) = self.filters.first() else {
+            return false;
+        };
+        let hash = first.source_hash(key);
+        self.filters.iter().any(|f| f.contains_hash(hash))
+    }
+
+    /// Whether no key was ever inserted.
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
     }
 
     /// Memory the filters take, in bytes.

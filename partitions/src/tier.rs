@@ -6,9 +6,10 @@
 //! never evicted, so the store plus the dirty records are always the whole
 //! truth. *Clean* records match the store and may be dropped, least
 //! recently used first. A key the tier holds nothing for is *unknown*
-//! unless the tier is `complete` (nothing was ever evicted, and the store
-//! held nothing the tier did not load): the engine must load an unknown
-//! key before an event touches it (`PartitionState` says which).
+//! unless the tier has known every key since it began (its store held
+//! nothing it did not load) and the key is not among those it evicted:
+//! the engine must load an unknown key before an event touches it
+//! (`PartitionState` says which).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,12 +58,11 @@ struct Clean<V> {
 pub struct Tier<V> {
     dirty: HashMap<InstanceId, Changed<V>, Hasher>,
     clean: LruCache<InstanceId, Clean<V>>,
-    /// Nothing exists that is not resident.
-    complete: bool,
     /// The keys of existing records dropped from memory, if the tier has
-    /// known every key since it began (it started `complete`): a key that
-    /// is neither resident nor in here does not exist. `None` for a tier
-    /// over a store it did not fill, or once the filters hit their limit.
+    /// known every key since it began: a key that is neither resident nor
+    /// in here does not exist (none in here: the tier is complete). `None`
+    /// for a tier over a store it did not fill, or once the filters hit
+    /// their limit.
     evicted: Option<EvictedKeys>,
     /// The generation changes are recorded in now; `take_changes` closes it.
     generation: u64,
@@ -81,7 +81,6 @@ impl<V> Default for Tier<V> {
         Tier {
             dirty: HashMap::default(),
             clean: LruCache::unbounded(),
-            complete: true,
             evicted: Some(EvictedKeys::new()),
             generation: 0,
             clean_bytes: 0,
@@ -119,7 +118,6 @@ impl<V> Tier<V> {
     /// A tier over a store that may hold records it has not loaded.
     pub fn backed() -> Tier<V> {
         Tier {
-            complete: false,
             evicted: None,
             ..Tier::default()
         }
@@ -128,8 +126,7 @@ impl<V> Tier<V> {
     /// Whether the state machine may touch `key` now: it is resident, or
     /// known not to exist.
     pub fn knows(&self, key: &InstanceId) -> bool {
-        self.complete
-            || self.dirty.contains_key(key)
+        self.dirty.contains_key(key)
             || self.clean.contains(key)
             || self
                 .evicted
@@ -137,9 +134,10 @@ impl<V> Tier<V> {
                 .is_some_and(|evicted| !evicted.may_contain(key.as_str()))
     }
 
-    /// Whether every record is resident.
+    /// Whether every record is resident: the tier has known every key
+    /// since it began and never dropped one that exists.
     pub fn is_complete(&self) -> bool {
-        self.complete
+        self.evicted.as_ref().is_some_and(EvictedKeys::is_empty)
     }
 
     fn unknown(&self, key: &InstanceId) -> bool {
@@ -390,10 +388,30 @@ impl<V> Tier<V> {
     /// it drops a record that exists; it remembers the key in its evicted
     /// keys, if it keeps them.
     pub fn evict_to(&mut self, budget_bytes: usize, settled: impl Fn(&V) -> bool) -> usize {
+        // When what cannot be evicted (dirty records, filters) fills the
+        // budget alone, every clean record goes, in any order: no need to
+        // look for the settled ones.
+        let unevictable = self.resident_bytes() - self.clean_bytes;
         let mut evicted = 0;
-        // Settled records first, in batches that cover the excess (the
-        // evicted keys' filters may grow meanwhile, hence the loop); only
-        // the keys to drop are copied.
+        if unevictable < budget_bytes {
+            evicted += self.evict_settled(budget_bytes, settled);
+        }
+        while self.resident_bytes() > budget_bytes {
+            let Some((key, clean)) = self.clean.pop_lru() else {
+                break;
+            };
+            self.forget(key, clean);
+            evicted += 1;
+        }
+        evicted
+    }
+
+    /// The settled part of [`Tier::evict_to`]: settled records, least
+    /// recently used first, in batches that cover the excess (the evicted
+    /// keys' filters may grow meanwhile, hence the loop), copying only the
+    /// keys dropped.
+    fn evict_settled(&mut self, budget_bytes: usize, settled: impl Fn(&V) -> bool) -> usize {
+        let mut evicted = 0;
         loop {
             let excess = self.resident_bytes().saturating_sub(budget_bytes);
             if excess == 0 {
@@ -413,7 +431,7 @@ impl<V> Tier<V> {
                 .map(|(key, _)| key.clone())
                 .collect();
             if batch.is_empty() {
-                break;
+                return evicted;
             }
             for key in batch {
                 if let Some(clean) = self.clean.pop(&key) {
@@ -422,26 +440,16 @@ impl<V> Tier<V> {
                 }
             }
         }
-        while self.resident_bytes() > budget_bytes {
-            let Some((key, clean)) = self.clean.pop_lru() else {
-                break;
-            };
-            self.forget(key, clean);
-            evicted += 1;
-        }
-        evicted
     }
 
     /// Accounts for a clean record dropped from memory.
     fn forget(&mut self, key: InstanceId, clean: Clean<V>) {
         self.clean_bytes -= clean.bytes;
-        if clean.value.is_some() {
-            self.complete = false;
-            if let Some(keys) = &mut self.evicted
-                && !keys.insert(key.as_str())
-            {
-                self.evicted = None;
-            }
+        if clean.value.is_some()
+            && let Some(keys) = &mut self.evicted
+            && !keys.insert(key.as_str())
+        {
+            self.evicted = None;
         }
     }
 
