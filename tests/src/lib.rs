@@ -8,6 +8,30 @@ pub mod checkout_crash;
 pub mod crash_log;
 pub mod hello5;
 
+/// Runs killed children, `run_killed(run)` for runs 1, 2, ..., until
+/// `kills` runs are done and at least `wanted` starts were acknowledged
+/// (lines `started ID`), at most twice `kills` runs: on a slow or busy
+/// machine a child killed early acknowledges little, and the test would
+/// then check little. Returns the acknowledged ids and the last run's
+/// number.
+pub fn kill_cycles(
+    kills: u64,
+    wanted: u64,
+    mut run_killed: impl FnMut(u64) -> Vec<String>,
+) -> (std::collections::BTreeSet<String>, u64) {
+    let mut acknowledged = std::collections::BTreeSet::new();
+    let mut run = 0;
+    while run < kills || ((acknowledged.len() as u64) < wanted && run < 2 * kills) {
+        run += 1;
+        for line in run_killed(run) {
+            if let Some(id) = line.strip_prefix("started ") {
+                acknowledged.insert(id.to_owned());
+            }
+        }
+    }
+    (acknowledged, run)
+}
+
 /// The seed of a randomized crash test: `BASALT_CRASH_SEED` when set (to
 /// replay a failure), else the clock. Tests print it.
 pub fn crash_seed() -> u64 {

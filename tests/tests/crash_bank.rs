@@ -29,16 +29,11 @@ fn crash_bank(kills: u64, per_run: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("temp dir");
     run_child(dir.path(), 0, "open", None);
-    let mut acknowledged = BTreeSet::new();
-    for run in 1..=kills {
+    let (acknowledged, run) = basalt_tests::kill_cycles(kills, 0, |run| {
         let after = Duration::from_millis(rng.random_range(5..250u64));
-        for line in run_child(dir.path(), run, &per_run.to_string(), Some(after)) {
-            if let Some(id) = line.strip_prefix("started ") {
-                acknowledged.insert(id.to_owned());
-            }
-        }
-    }
-    let lines = run_child(dir.path(), kills + 1, "finish", None);
+        run_child(dir.path(), run, &per_run.to_string(), Some(after))
+    });
+    let lines = run_child(dir.path(), run + 1, "finish", None);
     assert!(
         lines.iter().any(|l| l == "finished"),
         "seed {seed}: {lines:?}"

@@ -39,20 +39,10 @@ fn crash_checkout(kills: u64, per_run: u64, memory: Option<&str>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("temp dir");
     run_child(dir.path(), 0, "stock", None, memory);
-    let mut acknowledged = BTreeSet::new();
-    // `kills` runs, and more (up to twice as many) while fewer than a
-    // run's worth of checkouts were acknowledged: on a slow or busy
-    // machine a child killed early acknowledges little.
-    let mut run = 0;
-    while run < kills || ((acknowledged.len() as u64) < per_run && run < 2 * kills) {
-        run += 1;
+    let (acknowledged, run) = basalt_tests::kill_cycles(kills, per_run, |run| {
         let after = Duration::from_millis(rng.random_range(5..250u64));
-        for line in run_child(dir.path(), run, &per_run.to_string(), Some(after), memory) {
-            if let Some(id) = line.strip_prefix("started ") {
-                acknowledged.insert(id.to_owned());
-            }
-        }
-    }
+        run_child(dir.path(), run, &per_run.to_string(), Some(after), memory)
+    });
     let lines = run_child(dir.path(), run + 1, "finish", None, memory);
     assert!(
         lines.iter().any(|l| l == "finished"),

@@ -9,7 +9,6 @@
 //! has exactly one completion in the history). The seed is printed; set
 //! `BASALT_CRASH_SEED` to replay.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -38,17 +37,11 @@ fn crash_hello5(kills: u64, per_run: u64, memory: Option<&str>) {
     eprintln!("engine crash test: {kills} kills, {per_run} starts per run, seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut acknowledged = BTreeSet::new();
-    for run in 1..=kills {
+    let (acknowledged, run) = basalt_tests::kill_cycles(kills, per_run, |run| {
         let after = Duration::from_millis(rng.random_range(5..250u64));
-        let lines = run_child(dir.path(), run, &per_run.to_string(), Some(after), memory);
-        for line in lines {
-            if let Some(id) = line.strip_prefix("started ") {
-                acknowledged.insert(id.to_owned());
-            }
-        }
-    }
-    let lines = run_child(dir.path(), kills + 1, "finish", None, memory);
+        run_child(dir.path(), run, &per_run.to_string(), Some(after), memory)
+    });
+    let lines = run_child(dir.path(), run + 1, "finish", None, memory);
     assert!(
         lines.iter().any(|l| l == "finished"),
         "seed {seed}: the last run did not finish: {lines:?}"
