@@ -206,6 +206,10 @@ pub struct Wave {
     /// because its changed records had filled its budget (back-pressure).
     #[serde(default)]
     pub held_back: u64,
+    /// Point reads of the partitions' stores during the wave (records
+    /// loaded into memory, or looked up and found absent).
+    #[serde(default)]
+    pub store_reads: u64,
 }
 
 impl Run {

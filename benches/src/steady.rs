@@ -145,6 +145,7 @@ async fn run_wave(
         .map(|_| filling.requests.next_request())
         .collect();
     let _ = filling.engine.take_checkpoint_window();
+    let reads_before = filling.engine.store_reads();
     let started = Instant::now();
     let mut waits = Vec::with_capacity(count as usize);
     for (i, order) in orders.iter().enumerate() {
@@ -174,6 +175,7 @@ async fn run_wave(
     }
     let elapsed = started.elapsed();
     let window = filling.engine.take_checkpoint_window();
+    let store_reads = filling.engine.store_reads() - reads_before;
     for (p, id) in filling.stocks.iter().enumerate() {
         let taken = before[p] - stock_of(&filling.backend, id).await?;
         let want = reserved
@@ -206,6 +208,7 @@ async fn run_wave(
         records_resident: resident,
         records_resident_bytes: resident_bytes,
         held_back: window.held_back,
+        store_reads,
     }))
 }
 

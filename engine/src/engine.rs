@@ -70,6 +70,14 @@ pub struct EngineOptions {
     /// once; beyond it they are refused with `Error::Overloaded`.
     /// Default: 16,384.
     pub client_requests_max: usize,
+    /// Commands (client requests, worker results, fired timers) each
+    /// partition's queue holds; a sender waits for room. Default: 1,024.
+    pub command_queue_max: usize,
+    /// Deliveries (message batches, acks) from other partitions each
+    /// partition's mailbox holds; a sender whose receiver is full keeps
+    /// them and retries, and past 1,024 kept takes no new commands.
+    /// Default: 256.
+    pub mailbox_max: usize,
     /// Purge finished instances (and their history) whose last change is
     /// older than this many milliseconds, in the background, in bounded
     /// batches. Default: off (`None`), as in the Durable Task Scheduler,
@@ -115,6 +123,8 @@ impl Default for EngineOptions {
             memory_budget_bytes: 256 << 20,
             queued_work_max: None,
             client_requests_max: 16_384,
+            command_queue_max: 1_024,
+            mailbox_max: 256,
             retention_ms: None,
             retention_sweep_ms: 1_000,
         }
@@ -175,6 +185,8 @@ struct Inner {
     options: EngineOptions,
     hub: TaskHub,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Every partition's store (for their read counters).
+    stores: Vec<Arc<basalt_storage::StateStore>>,
 }
 
 impl Engine {
@@ -192,16 +204,17 @@ impl Engine {
         hub.upgrade().await?;
         let count = options.partition_count;
         let mut routes = Vec::new();
+        let mut mailboxes = Vec::new();
         let mut receivers = Vec::new();
         for _ in 0..count {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(options.command_queue_max.max(1));
+            let (mail_tx, mail_rx) = mpsc::channel(options.mailbox_max.max(1));
             routes.push(tx);
-            receivers.push(rx);
+            mailboxes.push(mail_tx);
+            receivers.push((rx, mail_rx));
         }
         let (timers, armed) = Timers::new();
-        let transport = Box::new(InProcess {
-            partitions: routes.clone(),
-        });
+        let transport = Box::new(InProcess { mailboxes });
         let shared = Arc::new(Shared {
             partitions: routes,
             transport,
@@ -235,7 +248,11 @@ impl Engine {
             opened.push((partition, recovered));
         }
         let mut tasks = Vec::new();
-        for ((partition, recovered), commands) in opened.into_iter().zip(receivers) {
+        let stores = opened
+            .iter()
+            .map(|(_, recovered)| Arc::clone(&recovered.store))
+            .collect();
+        for ((partition, recovered), (commands, mailbox)) in opened.into_iter().zip(receivers) {
             let task = PartitionTask {
                 partition,
                 state: recovered.state,
@@ -245,6 +262,8 @@ impl Engine {
                 records_budget: options.partition_records_budget(),
                 shared: Arc::clone(&shared),
                 commands,
+                mailbox,
+                undelivered: std::collections::VecDeque::new(),
                 checkpoint_interval_events: options.checkpoint_interval_events.max(1),
                 checkpoint_interval_bytes: options.checkpoint_interval_bytes.max(1),
                 checkpoint_idle: Duration::from_millis(options.checkpoint_idle_ms.max(1)),
@@ -265,6 +284,7 @@ impl Engine {
                 options,
                 hub,
                 tasks: Mutex::new(tasks),
+                stores,
             }),
         })
     }
@@ -311,6 +331,12 @@ impl Engine {
             })
     }
 
+    /// Point reads of the partitions' stores since the engine opened
+    /// (records loaded into memory, or looked up and found absent).
+    pub fn store_reads(&self) -> u64 {
+        self.inner.stores.iter().map(|store| store.gets()).sum()
+    }
+
     /// Orchestration steps and activities waiting for a worker.
     pub fn queued_work(&self) -> (usize, usize) {
         (
@@ -325,7 +351,7 @@ impl Engine {
         let mut total = basalt_storage::LogStats::default();
         for partition in 0..self.partition_count() {
             let (tx, rx) = oneshot::channel();
-            self.command(partition, Command::LogStats(tx))?;
+            self.command(partition, Command::LogStats(tx)).await?;
             let stats = rx.await.map_err(|_| Error::ShutDown)?;
             total.add(&stats);
         }
@@ -338,7 +364,7 @@ impl Engine {
         let mut all = Vec::new();
         for partition in 0..self.partition_count() {
             let (tx, rx) = oneshot::channel();
-            self.command(partition, Command::LogStats(tx))?;
+            self.command(partition, Command::LogStats(tx)).await?;
             let log = rx.await.map_err(|_| Error::ShutDown)?;
             let (instances_by_status, entities, resident, resident_bytes) = self
                 .read(partition, None, |state| {
@@ -366,13 +392,15 @@ impl Engine {
         self.inner.options.partition_count
     }
 
-    fn command(&self, partition: u32, command: Command) -> Result<(), Error> {
+    /// Queues a command for a partition, waiting while its queue is full.
+    async fn command(&self, partition: u32, command: Command) -> Result<(), Error> {
         self.inner
             .shared
             .partitions
             .get(partition as usize)
             .ok_or_else(|| Error::InvalidInput(format!("no partition {partition}")))?
             .send(command)
+            .await
             .map_err(|_| Error::ShutDown)
     }
 
@@ -385,7 +413,8 @@ impl Engine {
                 reply: Some(tx),
                 when,
             },
-        )?;
+        )
+        .await?;
         rx.await.map_err(|_| Error::ShutDown)?
     }
 
@@ -415,7 +444,8 @@ impl Engine {
                     })
                 }),
             ),
-        )?;
+        )
+        .await?;
         rx.await.map_err(|_| Error::ShutDown)?
     }
 
@@ -434,7 +464,7 @@ impl Engine {
     pub async fn checkpoint(&self) -> Result<(), Error> {
         for partition in 0..self.partition_count() {
             let (tx, rx) = oneshot::channel();
-            self.command(partition, Command::Checkpoint(tx))?;
+            self.command(partition, Command::Checkpoint(tx)).await?;
             rx.await.map_err(|_| Error::ShutDown)??;
         }
         Ok(())
@@ -444,7 +474,7 @@ impl Engine {
     /// LSN is durable: what recovery must reproduce byte for byte (I2).
     pub async fn partition_snapshot(&self, partition: u32) -> Result<(u64, Vec<u8>), Error> {
         let (tx, rx) = oneshot::channel();
-        self.command(partition, Command::Snapshot(tx))?;
+        self.command(partition, Command::Snapshot(tx)).await?;
         rx.await.map_err(|_| Error::ShutDown)?
     }
 
@@ -456,7 +486,7 @@ impl Engine {
         self.inner.shared.entity_batches.close();
         for partition in 0..self.partition_count() {
             let (tx, rx) = oneshot::channel();
-            if self.command(partition, Command::Shutdown(tx)).is_ok() {
+            if self.command(partition, Command::Shutdown(tx)).await.is_ok() {
                 let _ = rx.await;
             }
         }
@@ -962,7 +992,8 @@ impl Engine {
         let mut more = false;
         for partition in 0..self.partition_count() {
             let (tx, rx) = oneshot::channel();
-            self.command(partition, Command::Query(query(page_size, tx)))?;
+            self.command(partition, Command::Query(query(page_size, tx)))
+                .await?;
             let (items, has_more) = rx.await.map_err(|_| Error::ShutDown)??;
             more |= has_more;
             all.extend(items);

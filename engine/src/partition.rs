@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::shared::{Shared, StepSlot, StepTicket};
 use crate::timers::now_ms;
 use crate::token::{ActivityToken, EntityToken};
+use crate::transport::{Outgoing, Refused};
 
 /// When a submitter gets its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +96,16 @@ pub(crate) struct PartitionTask {
     /// The LSN the store held when the partition opened.
     pub store_lsn: u64,
     pub shared: Arc<Shared>,
-    pub commands: mpsc::UnboundedReceiver<Command>,
+    /// Client requests, worker results and fired timers (bounded).
+    pub commands: mpsc::Receiver<Command>,
+    /// Messages and acks from other partitions (bounded; see
+    /// `InProcess`).
+    pub mailbox: mpsc::Receiver<Event>,
+    /// Traffic for other partitions whose mailboxes were full, in send
+    /// order; retried every [`RETRY_UNDELIVERED`]. Past
+    /// [`UNDELIVERED_MAX`] the partition takes no new commands (but keeps
+    /// reading its mailbox, so partitions never wait on each other).
+    pub undelivered: VecDeque<Outgoing>,
     pub checkpoint_interval_events: u64,
     pub checkpoint_interval_bytes: u64,
     pub checkpoint_idle: Duration,
@@ -116,6 +126,13 @@ pub(crate) struct PartitionTask {
 /// taking commands to let a checkpoint catch up: with a budget near zero
 /// (tests, tiny servers) a partition still batches its work.
 const DIRTY_CEILING_MIN: usize = 4 << 20;
+
+/// Deliveries a partition keeps for full mailboxes before it stops taking
+/// new commands (it goes on reading its own mailbox).
+const UNDELIVERED_MAX: usize = 1024;
+
+/// How soon undelivered traffic is tried again.
+const RETRY_UNDELIVERED: Duration = Duration::from_millis(2);
 
 /// Records the retention sweep examines per step, and most it purges.
 const RETENTION_EXAMINE_MAX: usize = 1024;
@@ -167,9 +184,11 @@ impl PartitionTask {
         self.dispatch_local(&mut pending);
         // Recovered state is durable: its outbox and acks can go at once.
         for (origin, up_to) in pending.acks {
-            self.shared
-                .transport
-                .send_ack(origin, self.partition, up_to);
+            self.deliver(Outgoing::Ack {
+                origin,
+                receiver: self.partition,
+                up_to,
+            });
         }
         self.send_messages(pending.messages);
         let mut run = Running {
@@ -190,8 +209,23 @@ impl PartitionTask {
             // Dirty records cannot be evicted: past the ceiling, take no
             // new command until the checkpoint in flight makes them clean.
             let over_ceiling = self.over_dirty_ceiling(&run);
+            let backed_up = self.undelivered.len() >= UNDELIVERED_MAX;
             tokio::select! {
-                command = self.commands.recv(), if !over_ceiling => {
+                mail = self.mailbox.recv(), if !over_ceiling => {
+                    // The engine holds a sender of every mailbox while it
+                    // runs; `None` only after every handle is gone.
+                    let Some(event) = mail else { break };
+                    self.submit(event, None, ReplyWhen::Applied, &mut run).await;
+                    for _ in 0..64 {
+                        let Ok(event) = self.mailbox.try_recv() else { break };
+                        self.submit(event, None, ReplyWhen::Applied, &mut run).await;
+                    }
+                    self.after_commands(&mut run);
+                }
+                _ = tokio::time::sleep(RETRY_UNDELIVERED), if !self.undelivered.is_empty() => {
+                    self.retry_undelivered();
+                }
+                command = self.commands.recv(), if !over_ceiling && !backed_up => {
                     let Some(command) = command else { break };
                     if let Some(done) = self.handle(command, &mut run).await {
                         self.shutdown(&mut run).await;
@@ -207,13 +241,7 @@ impl PartitionTask {
                             return;
                         }
                     }
-                    if run.events_since_checkpoint >= self.checkpoint_interval_events
-                        || run.bytes_since_checkpoint >= self.checkpoint_interval_bytes
-                        || self.dirty_bytes() >= self.records_budget / 2
-                    {
-                        self.start_checkpoint(&mut run);
-                    }
-                    self.evict(&run);
+                    self.after_commands(&mut run);
                 }
                 written = checkpoint_done(&mut run.checkpoint), if run.checkpoint.is_some() => {
                     if over_ceiling && let Some(in_flight) = &run.checkpoint {
@@ -246,6 +274,18 @@ impl PartitionTask {
             }
         }
         self.shutdown(&mut run).await;
+    }
+
+    /// After a batch of commands or mail: a checkpoint if one is due, and
+    /// eviction down to the budget.
+    fn after_commands(&mut self, run: &mut Running) {
+        if run.events_since_checkpoint >= self.checkpoint_interval_events
+            || run.bytes_since_checkpoint >= self.checkpoint_interval_bytes
+            || self.dirty_bytes() >= self.records_budget / 2
+        {
+            self.start_checkpoint(run);
+        }
+        self.evict(run);
     }
 
     /// Handles one command; returns the shutdown acknowledgement if asked to stop.
@@ -684,9 +724,11 @@ impl PartitionTask {
             Parked::Messages(messages) => self.send_messages(messages),
             Parked::Acks(acks) => {
                 for (origin, up_to) in acks {
-                    self.shared
-                        .transport
-                        .send_ack(origin, self.partition, up_to);
+                    self.deliver(Outgoing::Ack {
+                        origin,
+                        receiver: self.partition,
+                        up_to,
+                    });
                 }
             }
             Parked::Changed(instances) => {
@@ -699,7 +741,7 @@ impl PartitionTask {
     }
 
     /// Sends messages to their partitions, grouped by destination in order.
-    fn send_messages(&self, messages: Vec<Envelope>) {
+    fn send_messages(&mut self, messages: Vec<Envelope>) {
         let mut by_destination: Vec<(u32, Vec<Envelope>)> = Vec::new();
         for envelope in messages {
             match by_destination
@@ -719,20 +761,61 @@ impl PartitionTask {
                 let bytes = message_bytes(&message);
                 if !batch.is_empty() && batch_bytes + bytes > MESSAGES_EVENT_BYTES_MAX {
                     let full = std::mem::take(&mut batch);
-                    self.shared
-                        .transport
-                        .send_messages(destination, full, now_ms());
+                    self.deliver(Outgoing::Messages {
+                        destination,
+                        messages: full,
+                    });
                     batch_bytes = 0;
                 }
                 batch_bytes += bytes;
                 batch.push(message);
             }
             if !batch.is_empty() {
-                self.shared
-                    .transport
-                    .send_messages(destination, batch, now_ms());
+                self.deliver(Outgoing::Messages {
+                    destination,
+                    messages: batch,
+                });
             }
         }
+    }
+
+    /// Hands traffic to the transport, behind anything still undelivered
+    /// for the same partition (receivers drop what is at or below a
+    /// position they have seen, so order matters).
+    fn deliver(&mut self, outgoing: Outgoing) {
+        let to = outgoing.to();
+        if self.undelivered.iter().any(|waiting| waiting.to() == to) {
+            self.undelivered.push_back(outgoing);
+            return;
+        }
+        match self.shared.transport.try_send(outgoing, now_ms()) {
+            Ok(()) | Err(Refused::Gone) => {}
+            Err(Refused::Full(outgoing)) => self.undelivered.push_back(outgoing),
+        }
+    }
+
+    /// Tries the undelivered traffic again, in order; a partition whose
+    /// mailbox is still full keeps the rest of its traffic waiting.
+    fn retry_undelivered(&mut self) {
+        let mut blocked: Vec<u32> = Vec::new();
+        let mut still = VecDeque::new();
+        while let Some(outgoing) = self.undelivered.pop_front() {
+            let to = outgoing.to();
+            if blocked.contains(&to) {
+                still.push_back(outgoing);
+                continue;
+            }
+            match self.shared.transport.try_send(outgoing, now_ms()) {
+                // A partition that is gone has shut down: the outbox keeps
+                // the messages for the next run.
+                Ok(()) | Err(Refused::Gone) => {}
+                Err(Refused::Full(outgoing)) => {
+                    blocked.push(to);
+                    still.push_back(outgoing);
+                }
+            }
+        }
+        self.undelivered = still;
     }
 
     /// Starts a checkpoint of what changed since the last one, unless one

@@ -98,6 +98,87 @@ pub(crate) async fn entities(
     Ok((page.items, page.more))
 }
 
+/// Records a whole-partition walk reads per page.
+const WALK_PAGE: usize = 4096;
+
+/// Every instance of a partition, both tiers, in id order, a page at a
+/// time: `visit` sees each one's client-visible part once.
+pub(crate) async fn each_instance(
+    state: &PartitionState,
+    store: &dyn RecordSource,
+    mut visit: impl FnMut(InstanceState),
+) -> Result<(), Error> {
+    let mut after: Option<String> = None;
+    loop {
+        let resident = state
+            .instances
+            .resident_entries()
+            .map(|(id, value, _)| (id, value));
+        let page = walk_page(
+            resident,
+            store,
+            INSTANCE_PREFIX,
+            "",
+            after.as_deref(),
+            WALK_PAGE,
+            usize::MAX,
+            |bytes| {
+                codec::decode_instance_meta(bytes)
+                    .map(Some)
+                    .map_err(|e| Error::Storage(format!("an instance record: {e}")))
+            },
+            |instance: &Instance| Some(instance.meta.clone()),
+        )
+        .await?;
+        after = page.items.last().map(|meta| meta.instance_id.to_string());
+        page.items.into_iter().for_each(&mut visit);
+        if !page.more {
+            return Ok(());
+        }
+    }
+}
+
+/// How many entities of a partition have state, both tiers, counted a
+/// page at a time.
+pub(crate) async fn count_entities_with_state(
+    state: &PartitionState,
+    store: &dyn RecordSource,
+) -> Result<u64, Error> {
+    let mut after: Option<String> = None;
+    let mut count = 0;
+    loop {
+        let resident = state
+            .entities
+            .resident_entries()
+            .map(|(id, value, _)| (id, value));
+        let page = walk_page(
+            resident,
+            store,
+            ENTITY_PREFIX,
+            "",
+            after.as_deref(),
+            WALK_PAGE,
+            usize::MAX,
+            |bytes| {
+                let entity = codec::decode_entity(bytes)
+                    .map_err(|e| Error::Storage(format!("an entity record: {e}")))?;
+                Ok(Some((entity.id.to_string(), entity.state.is_some())))
+            },
+            |entity: &Entity| Some((entity.id.to_string(), entity.state.is_some())),
+        )
+        .await?;
+        after = page.items.last().map(|(id, _)| id.clone());
+        count += page
+            .items
+            .iter()
+            .filter(|(_, has_state)| *has_state)
+            .count() as u64;
+        if !page.more {
+            return Ok(count);
+        }
+    }
+}
+
 /// A page of a walk over records.
 struct WalkPage<T> {
     items: Vec<T>,

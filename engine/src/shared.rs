@@ -14,8 +14,10 @@ use crate::timers::Timers;
 use crate::transport::Transport;
 
 pub(crate) struct Shared {
-    /// Command queues of this process's partitions (clients, workers, timers).
-    pub partitions: Vec<mpsc::UnboundedSender<Command>>,
+    /// Command queues of this process's partitions (clients, workers,
+    /// timers), each bounded (`EngineOptions::command_queue_max`): a sender
+    /// waits for room (clients are refused earlier, at admission).
+    pub partitions: Vec<mpsc::Sender<Command>>,
     /// Partition-to-partition traffic.
     pub transport: Box<dyn Transport>,
     /// Steps offered by the partitions; a worker that takes one reads its
@@ -93,14 +95,16 @@ pub(crate) struct StepSlot {
 
 impl Shared {
     /// Submits an event to a local partition with no one waiting for the
-    /// answer (timers).
-    pub fn submit(&self, partition: u32, event: Event) {
+    /// answer (timers), once its command queue has room.
+    pub async fn submit(&self, partition: u32, event: Event) {
         if let Some(route) = self.partitions.get(partition as usize) {
-            let _ = route.send(Command::Submit {
-                event,
-                reply: None,
-                when: ReplyWhen::Applied,
-            });
+            let _ = route
+                .send(Command::Submit {
+                    event,
+                    reply: None,
+                    when: ReplyWhen::Applied,
+                })
+                .await;
         }
     }
 

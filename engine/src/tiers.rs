@@ -186,7 +186,12 @@ pub(crate) async fn whole_state(
     Ok(whole)
 }
 
-fn decode_error(partition: u32, what: &'static str, lsn: u64, message: String) -> OpenError {
+pub(crate) fn decode_error(
+    partition: u32,
+    what: &'static str,
+    lsn: u64,
+    message: String,
+) -> OpenError {
     OpenError::Decode {
         partition,
         what,
@@ -195,7 +200,7 @@ fn decode_error(partition: u32, what: &'static str, lsn: u64, message: String) -
     }
 }
 
-fn open_storage(e: Error) -> OpenError {
+pub(crate) fn open_storage(e: Error) -> OpenError {
     OpenError::State(e.to_string())
 }
 
@@ -261,7 +266,7 @@ pub(crate) async fn recover_partition(
     })
 }
 
-async fn replay(
+pub(crate) async fn replay(
     state: &mut PartitionState,
     store: &dyn RecordSource,
     partition: u32,
@@ -322,7 +327,7 @@ pub async fn replay_partition_state(
 }
 
 /// A store with nothing in it (a partition without one).
-struct NoRecords;
+pub(crate) struct NoRecords;
 
 #[async_trait]
 impl RecordSource for NoRecords {

@@ -51,16 +51,20 @@ pub(crate) async fn run_timers(
                 break;
             }
             if let Some(Reverse((_, partition, timer))) = due.pop() {
-                shared.submit(
-                    partition,
-                    Event::TimerFired {
-                        instance_id: timer.instance_id,
-                        execution: timer.execution,
-                        timer_id: timer.timer_id,
-                        fire_at_ms: timer.fire_at_ms,
-                        now_ms: now,
-                    },
-                );
+                // Waits while the partition's queue is full: a timer
+                // fires late rather than growing a queue.
+                shared
+                    .submit(
+                        partition,
+                        Event::TimerFired {
+                            instance_id: timer.instance_id,
+                            execution: timer.execution,
+                            timer_id: timer.timer_id,
+                            fire_at_ms: timer.fire_at_ms,
+                            now_ms: now_ms(),
+                        },
+                    )
+                    .await;
             }
         }
         let sleep = due

@@ -7,56 +7,88 @@
 //! duplicates by origin position (I3), and senders resend their outbox
 //! after recovery.
 
-use basalt_partitions::{Envelope, Position};
+use basalt_partitions::{Envelope, Event, Position};
 use tokio::sync::mpsc;
 
-use crate::partition::{Command, ReplyWhen};
-
-/// Delivers partition-to-partition traffic. Sends must not block: the
-/// partition task calls them while it owns its state.
-pub trait Transport: Send + Sync + 'static {
-    /// Delivers `messages` (all for `destination`, in send order).
-    fn send_messages(&self, destination: u32, messages: Vec<Envelope>, now_ms: u64);
-
-    /// Tells `origin` that `receiver` durably received its messages up to
-    /// `up_to`, so `origin` can drop them from its outbox.
-    fn send_ack(&self, origin: u32, receiver: u32, up_to: Position);
+/// Partition-to-partition traffic waiting to be delivered.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// Messages for `destination`, in send order.
+    Messages {
+        /// The receiving partition.
+        destination: u32,
+        /// The messages, all for `destination`.
+        messages: Vec<Envelope>,
+    },
+    /// `receiver` durably received `origin`'s messages up to `up_to`, so
+    /// `origin` can drop them from its outbox.
+    Ack {
+        /// The partition whose messages were received.
+        origin: u32,
+        /// The partition that received them.
+        receiver: u32,
+        /// The last position received.
+        up_to: Position,
+    },
 }
 
-/// The transport between partitions of one process: their command queues.
-pub(crate) struct InProcess {
-    pub partitions: Vec<mpsc::UnboundedSender<Command>>,
-}
-
-impl InProcess {
-    fn deliver(&self, partition: u32, event: basalt_partitions::Event) {
-        if let Some(route) = self.partitions.get(partition as usize) {
-            // A closed route means the engine is shutting down; the
-            // sender's outbox keeps the message for the next run.
-            let _ = route.send(Command::Submit {
-                event,
-                reply: None,
-                when: ReplyWhen::Applied,
-            });
+impl Outgoing {
+    /// The partition this goes to.
+    pub fn to(&self) -> u32 {
+        match self {
+            Outgoing::Messages { destination, .. } => *destination,
+            Outgoing::Ack { origin, .. } => *origin,
         }
     }
 }
 
-impl Transport for InProcess {
-    fn send_messages(&self, destination: u32, messages: Vec<Envelope>, now_ms: u64) {
-        self.deliver(
-            destination,
-            basalt_partitions::Event::Messages { messages, now_ms },
-        );
-    }
+/// Why a transport did not take traffic.
+#[derive(Debug)]
+pub enum Refused {
+    /// The receiver's queue is full: try again later, in the same order
+    /// (receivers drop anything at or below a position they have seen).
+    Full(Outgoing),
+    /// The receiver is gone (shut down): the sender's outbox keeps the
+    /// messages for the next run.
+    Gone,
+}
 
-    fn send_ack(&self, origin: u32, receiver: u32, up_to: Position) {
-        self.deliver(
-            origin,
-            basalt_partitions::Event::OutboxAcked {
+/// Delivers partition-to-partition traffic. Sends must not block: the
+/// partition task calls them while it owns its state. Every queue behind
+/// a transport is bounded; a full one refuses, and the sender keeps the
+/// traffic and tries again (so two partitions sending to each other can
+/// never wait on each other).
+pub trait Transport: Send + Sync + 'static {
+    /// Delivers `outgoing` now, or gives it back.
+    fn try_send(&self, outgoing: Outgoing, now_ms: u64) -> Result<(), Refused>;
+}
+
+/// The transport between partitions of one process: a bounded mailbox per
+/// partition, which its task drains alongside its command queue.
+pub(crate) struct InProcess {
+    pub mailboxes: Vec<mpsc::Sender<Event>>,
+}
+
+impl Transport for InProcess {
+    fn try_send(&self, outgoing: Outgoing, now_ms: u64) -> Result<(), Refused> {
+        let Some(mailbox) = self.mailboxes.get(outgoing.to() as usize) else {
+            return Err(Refused::Gone);
+        };
+        // Reserve first, so a full mailbox gives the traffic back as it was.
+        let permit = match mailbox.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Full(())) => return Err(Refused::Full(outgoing)),
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(Refused::Gone),
+        };
+        permit.send(match outgoing {
+            Outgoing::Messages { messages, .. } => Event::Messages { messages, now_ms },
+            Outgoing::Ack {
+                receiver, up_to, ..
+            } => Event::OutboxAcked {
                 destination: receiver,
                 up_to,
             },
-        );
+        });
+        Ok(())
     }
 }

@@ -2,7 +2,9 @@
 //! scenario as its own test on two storages: in memory, and a local
 //! directory with fsync on every write (`Storage::local`); and a third time
 //! in memory with no memory for records, so nearly every event loads its
-//! records from the state store and every checkpoint evicts them.
+//! records from the state store and every checkpoint evicts them, and with
+//! every queue between partitions holding one item, so partitions keep
+//! traffic back for full mailboxes and retry it.
 
 use std::sync::Arc;
 
@@ -19,11 +21,14 @@ fn options() -> EngineOptions {
 }
 
 /// No memory for records: checkpoints after every batch of commands, and
-/// every record that is not changing is evicted.
-fn tiny_budget() -> EngineOptions {
+/// every record that is not changing is evicted. Queues of one command and
+/// one delivery.
+fn tiny_limits() -> EngineOptions {
     EngineOptions {
         memory_budget_bytes: 0,
         checkpoint_interval_events: 1,
+        command_queue_max: 1,
+        mailbox_max: 1,
         ..options()
     }
 }
@@ -79,19 +84,19 @@ macro_rules! conformance_tests {
             )*
         }
 
-        mod tiny_budget {
+        mod tiny_limits {
             use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
-                    let target = target_with(Storage::in_memory(), tiny_budget()).await;
+                    let target = target_with(Storage::in_memory(), tiny_limits()).await;
                     run_on(target, conformance::$scenario).await;
                 }
             )*
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $whole() {
-                    let target = target_with(Storage::in_memory(), tiny_budget()).await;
+                    let target = target_with(Storage::in_memory(), tiny_limits()).await;
                     check(conformance::$whole(target).await);
                 }
             )*

@@ -7,8 +7,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
-use basalt_engine::replay_partition_state;
-use basalt_runtime::OrchestrationStatus;
+use basalt_engine::summarize_partition;
 use basalt_storage::{
     Finding, PartitionId, Storage, TaskHub, list_checkpoints, list_segments, verify_partition,
 };
@@ -24,8 +23,8 @@ struct PartitionReport {
     first_lsn: Option<u64>,
     last_lsn: u64,
     checkpoint_lsn: Option<u64>,
-    instances_by_status: BTreeMap<String, usize>,
-    entities: usize,
+    instances_by_status: BTreeMap<String, u64>,
+    entities: u64,
     oldest_running: Option<(String, u64)>,
     findings: Vec<Finding>,
 }
@@ -53,33 +52,15 @@ pub async fn run(args: &InspectArgs) -> anyhow::Result<()> {
         let partition = PartitionId(p);
         let segments = list_segments(&storage, partition).await?;
         let checkpoints = list_checkpoints(&storage, partition).await?;
-        // A partition that cannot be replayed is reported, not fatal: the
-        // point of inspecting is to see what is wrong.
-        let replayed = replay_partition_state(&storage, p, meta.partition_count).await;
-        let (state, unreadable) = match replayed {
-            Ok(state) => (Some(state), None),
-            Err(e) => (None, Some(e.to_string())),
-        };
-        let mut by_status = BTreeMap::new();
-        let mut oldest: Option<(String, u64)> = None;
-        for (id, instance) in state.iter().flat_map(|s| s.instances.resident()) {
-            *by_status
-                .entry(instance.meta.status.to_string())
-                .or_insert(0) += 1;
-            let open = matches!(
-                instance.meta.status,
-                OrchestrationStatus::Running
-                    | OrchestrationStatus::Pending
-                    | OrchestrationStatus::Suspended
-            );
-            if open
-                && oldest
-                    .as_ref()
-                    .is_none_or(|(_, t)| instance.meta.created_at_ms < *t)
-            {
-                oldest = Some((id.to_string(), instance.meta.created_at_ms));
-            }
-        }
+        // A partition that cannot be read is reported, not fatal: the
+        // point of inspecting is to see what is wrong. Its store is read a
+        // page at a time, so a hub of any size is inspected in bounded
+        // memory.
+        let (summary, unreadable) =
+            match summarize_partition(&storage, p, meta.partition_count).await {
+                Ok(summary) => (Some(summary), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
         let mut findings = if args.verify {
             verify_partition(&storage, partition).await?
         } else {
@@ -98,17 +79,17 @@ pub async fn run(args: &InspectArgs) -> anyhow::Result<()> {
             segments: segments.len(),
             segment_bytes: segments.iter().map(|s| s.size_bytes).sum(),
             first_lsn: segments.first().map(|s| s.first_lsn.0),
-            last_lsn: state.as_ref().map_or(0, |s| s.last_lsn),
-            checkpoint_lsn: checkpoints.last().map(|c| c.lsn.0),
-            instances_by_status: by_status,
-            entities: state.as_ref().map_or(0, |s| {
-                s.entities
-                    .resident()
-                    .values()
-                    .filter(|e| e.state.is_some())
-                    .count()
-            }),
-            oldest_running: oldest,
+            last_lsn: summary.as_ref().map_or(0, |s| s.last_lsn),
+            checkpoint_lsn: summary
+                .as_ref()
+                .and_then(|s| s.store_checkpoint_lsn)
+                .or_else(|| checkpoints.last().map(|c| c.lsn.0)),
+            instances_by_status: summary
+                .as_ref()
+                .map(|s| s.instances_by_status.clone())
+                .unwrap_or_default(),
+            entities: summary.as_ref().map_or(0, |s| s.entities),
+            oldest_running: summary.and_then(|s| s.oldest_unfinished),
             findings,
         });
     }

@@ -81,6 +81,8 @@ pub struct StateStore {
     db: Db,
     /// `location/p{NN}/state`, for messages.
     name: String,
+    /// Point reads so far (records loaded into memory, or found absent).
+    gets: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -176,7 +178,11 @@ impl StateStore {
         .build()
         .await
         .map_err(|e| failed(&name, "open", e))?;
-        Ok(StateStore { db, name })
+        Ok(StateStore {
+            db,
+            name,
+            gets: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     /// The store's name in messages (`location/p{NN}/state`).
@@ -184,8 +190,15 @@ impl StateStore {
         &self.name
     }
 
+    /// Point reads since the store opened: each costs a look at every
+    /// table that may hold the key, so the benchmarks report them.
+    pub fn gets(&self) -> u64 {
+        self.gets.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The value of `key`, if any.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.db
             .get_with_options(key, &ReadOptions::default())
             .await

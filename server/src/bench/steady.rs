@@ -190,7 +190,7 @@ fn finish(
 /// The waves, for people: the first, every tenth and the last.
 fn notes(run: &Run, settings: &SteadySettings) -> Vec<String> {
     let mut notes = vec![
-        "wave  checkouts/s  RSS MiB  records in memory (MiB)  checkpoints  longest ms  on-task ms  most bytes  held back".to_owned(),
+        "wave  checkouts/s  RSS MiB  records in memory (MiB)  checkpoints  longest ms  on-task ms  most bytes  held back  store reads".to_owned(),
     ];
     let waves = run.waves.as_deref().unwrap_or(&[]);
     let step = (waves.len() / 10).max(1);
@@ -199,7 +199,7 @@ fn notes(run: &Run, settings: &SteadySettings) -> Vec<String> {
             continue;
         }
         notes.push(format!(
-            "{:>4}  {:>11.0}  {:>7}  {:>23}  {:>11}  {:>10.1}  {:>10.1}  {:>10}  {:>9}",
+            "{:>4}  {:>11.0}  {:>7}  {:>23}  {:>11}  {:>10.1}  {:>10.1}  {:>10}  {:>9}  {:>11}",
             wave.index,
             wave.throughput_per_s,
             wave.rss_bytes.map_or("-".into(), |b| (b >> 20).to_string()),
@@ -212,7 +212,8 @@ fn notes(run: &Run, settings: &SteadySettings) -> Vec<String> {
             wave.checkpoint_ms_max,
             wave.checkpoint_stall_ms_max,
             wave.checkpoint_bytes_max,
-            wave.held_back
+            wave.held_back,
+            wave.store_reads
         ));
     }
     if let Some(recovery) = run.recovery_s {
