@@ -75,6 +75,13 @@ pub(crate) async fn load(
     store: &dyn RecordSource,
     key: &StateKey,
 ) -> Result<(), Error> {
+    // A record kept cold in memory needs no store read.
+    if state
+        .warm(key)
+        .map_err(|e| Error::Storage(format!("record {key:?} kept in memory: {e}")))?
+    {
+        return Ok(());
+    }
     let bytes = store.get(&record_key(key)).await.map_err(storage_error)?;
     state
         .install(key.clone(), bytes.as_deref())

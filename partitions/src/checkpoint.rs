@@ -177,6 +177,23 @@ impl PartitionState {
         copy
     }
 
+    /// Loads a record kept cold in memory (see `Tier`), as if read from
+    /// the store; returns whether it was cold. The engine tries this before
+    /// reading the store.
+    pub fn warm(&mut self, key: &StateKey) -> Result<bool, DecodeError> {
+        let cold = match key {
+            StateKey::Instance(id) => self.instances.take_cold(id),
+            StateKey::Entity(id) => self.entities.take_cold(id),
+        };
+        match cold {
+            Some(bytes) => {
+                self.install(key.clone(), Some(&bytes))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Puts a record read from the store in memory (`None`: the store has
     /// none). A record memory already knows is left alone: it is newer.
     pub fn install(&mut self, key: StateKey, bytes: Option<&[u8]>) -> Result<(), DecodeError> {

@@ -306,13 +306,17 @@ impl PartitionState {
     pub fn evict_to(&mut self, budget_bytes: usize) -> usize {
         let entity_share = self.entities.resident_bytes();
         let instance_budget = budget_bytes.saturating_sub(entity_share);
-        let mut evicted = self
-            .instances
-            .evict_to(instance_budget, |i| i.meta.status.is_terminal());
+        let mut evicted = self.instances.evict_keeping_cold(
+            instance_budget,
+            |i| i.meta.status.is_terminal(),
+            |i| crate::codec::encode_instance(i).ok(),
+        );
         let instance_share = self.instances.resident_bytes();
-        evicted += self
-            .entities
-            .evict_to(budget_bytes.saturating_sub(instance_share), |_| false);
+        evicted += self.entities.evict_keeping_cold(
+            budget_bytes.saturating_sub(instance_share),
+            |_| false,
+            |e| crate::codec::encode_entity(e).ok(),
+        );
         evicted
     }
 

@@ -10,6 +10,13 @@
 //! nothing it did not load) and the key is not among those it evicted:
 //! the engine must load an unknown key before an event touches it
 //! (`PartitionState` says which).
+//!
+//! Between the two, a record of running work that eviction takes out of
+//! the decoded cache may stay *cold*: encoded, as the store holds it, at
+//! about an eighth of its decoded size. Loading a cold record costs a
+//! decode instead of a store read, so work in flight that does not fit in
+//! memory decoded (a burst of starts) is not read back from the store on
+//! every step.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,11 +60,22 @@ struct Clean<V> {
     bytes: usize,
 }
 
+/// A record out of the decoded cache, kept encoded (the same bytes the
+/// store holds for it).
+#[derive(Clone, Debug)]
+struct Cold {
+    encoded: Vec<u8>,
+    bytes: usize,
+}
+
 /// Records by instance id, some resident, all of them in the store or dirty.
 #[derive(Debug)]
 pub struct Tier<V> {
     dirty: HashMap<InstanceId, Changed<V>, Hasher>,
     clean: LruCache<InstanceId, Clean<V>>,
+    /// Records evicted from `clean` but kept encoded, least recently
+    /// evicted first out; not known to the state machine until loaded.
+    cold: LruCache<InstanceId, Cold>,
     /// The keys of existing records dropped from memory, if the tier has
     /// known every key since it began: a key that is neither resident nor
     /// in here does not exist (none in here: the tier is complete). `None`
@@ -68,6 +86,8 @@ pub struct Tier<V> {
     generation: u64,
     /// Memory estimate of the clean records.
     clean_bytes: usize,
+    /// Memory of the cold records (their bytes and keys).
+    cold_bytes: usize,
     /// Memory estimate of the dirty records.
     dirty_bytes: usize,
     /// Touches of keys that were neither resident nor loaded: a bug in the
@@ -81,9 +101,11 @@ impl<V> Default for Tier<V> {
         Tier {
             dirty: HashMap::default(),
             clean: LruCache::unbounded(),
+            cold: LruCache::unbounded(),
             evicted: Some(EvictedKeys::new()),
             generation: 0,
             clean_bytes: 0,
+            cold_bytes: 0,
             dirty_bytes: 0,
             undeclared: AtomicU64::new(0),
         }
@@ -128,16 +150,25 @@ impl<V> Tier<V> {
     pub fn knows(&self, key: &InstanceId) -> bool {
         self.dirty.contains_key(key)
             || self.clean.contains(key)
-            || self
-                .evicted
-                .as_ref()
-                .is_some_and(|evicted| !evicted.may_contain(key.as_str()))
+            || (!self.cold.contains(key)
+                && self
+                    .evicted
+                    .as_ref()
+                    .is_some_and(|evicted| !evicted.may_contain(key.as_str())))
     }
 
-    /// Whether every record is resident: the tier has known every key
-    /// since it began and never dropped one that exists.
+    /// Whether every record is resident and decoded: the tier has known
+    /// every key since it began and never dropped one that exists.
     pub fn is_complete(&self) -> bool {
-        self.evicted.as_ref().is_some_and(EvictedKeys::is_empty)
+        self.cold.is_empty() && self.evicted.as_ref().is_some_and(EvictedKeys::is_empty)
+    }
+
+    /// Takes a cold record's encoded bytes out, to be decoded and installed
+    /// (see [`Tier::install`]); `None` if the key is not cold.
+    pub fn take_cold(&mut self, key: &InstanceId) -> Option<Vec<u8>> {
+        let cold = self.cold.pop(key)?;
+        self.cold_bytes -= cold.bytes;
+        Some(cold.encoded)
     }
 
     fn unknown(&self, key: &InstanceId) -> bool {
@@ -320,6 +351,8 @@ impl<V> Tier<V> {
         if self.dirty.contains_key(&key) || self.clean.contains(&key) {
             return;
         }
+        // A cold copy is the same record: the installed one replaces it.
+        self.take_cold(&key);
         let bytes = estimate_bytes(&key, value.is_some(), encoded_bytes);
         self.clean_bytes += bytes;
         self.clean.put(
@@ -388,19 +421,71 @@ impl<V> Tier<V> {
     /// it drops a record that exists; it remembers the key in its evicted
     /// keys, if it keeps them.
     pub fn evict_to(&mut self, budget_bytes: usize, settled: impl Fn(&V) -> bool) -> usize {
+        self.evict_keeping_cold(budget_bytes, settled, |_| None)
+    }
+
+    /// [`Tier::evict_to`], except that a record of running work (not
+    /// `settled`) leaving the decoded cache stays cold, as `encode` gives
+    /// it (the bytes the store holds), while cold records take at most
+    /// half the budget; beyond that, and when nothing decoded is left to
+    /// evict, the least recently cooled go for good.
+    pub fn evict_keeping_cold(
+        &mut self,
+        budget_bytes: usize,
+        settled: impl Fn(&V) -> bool,
+        encode: impl Fn(&V) -> Option<Vec<u8>>,
+    ) -> usize {
         // When what cannot be evicted (dirty records, filters) fills the
         // budget alone, every clean record goes, in any order: no need to
         // look for the settled ones.
-        let unevictable = self.resident_bytes() - self.clean_bytes;
+        let unevictable = self.resident_bytes() - self.clean_bytes - self.cold_bytes;
         let mut evicted = 0;
         if unevictable < budget_bytes {
             evicted += self.evict_settled(budget_bytes, settled);
         }
+        let cold_max = if unevictable < budget_bytes {
+            budget_bytes / 2
+        } else {
+            0
+        };
         while self.resident_bytes() > budget_bytes {
+            if self.cold_bytes > cold_max || self.clean.is_empty() {
+                let Some((key, cold)) = self.cold.pop_lru() else {
+                    break;
+                };
+                self.cold_bytes -= cold.bytes;
+                self.remember_evicted(&key);
+                evicted += 1;
+                continue;
+            }
             let Some((key, clean)) = self.clean.pop_lru() else {
                 break;
             };
-            self.forget(key, clean);
+            let encoded = if cold_max > 0 {
+                clean.value.as_deref().and_then(&encode)
+            } else {
+                None
+            };
+            let bytes = encoded
+                .as_ref()
+                .map_or(0, |e| KEY_OVERHEAD_BYTES + key.as_str().len() + e.len());
+            match encoded {
+                Some(encoded) if bytes <= cold_max => {
+                    self.clean_bytes -= clean.bytes;
+                    // Room for it: the least recently cooled go.
+                    while self.cold_bytes + bytes > cold_max {
+                        let Some((old, cold)) = self.cold.pop_lru() else {
+                            break;
+                        };
+                        self.cold_bytes -= cold.bytes;
+                        self.remember_evicted(&old);
+                        evicted += 1;
+                    }
+                    self.cold_bytes += bytes;
+                    self.cold.put(key, Cold { encoded, bytes });
+                }
+                _ => self.forget(key, clean),
+            }
             evicted += 1;
         }
         evicted
@@ -445,8 +530,15 @@ impl<V> Tier<V> {
     /// Accounts for a clean record dropped from memory.
     fn forget(&mut self, key: InstanceId, clean: Clean<V>) {
         self.clean_bytes -= clean.bytes;
-        if clean.value.is_some()
-            && let Some(keys) = &mut self.evicted
+        if clean.value.is_some() {
+            self.remember_evicted(&key);
+        }
+    }
+
+    /// Adds the key of an existing record that left memory to the evicted
+    /// keys, if the tier keeps them (past their limit it stops).
+    fn remember_evicted(&mut self, key: &InstanceId) {
+        if let Some(keys) = &mut self.evicted
             && !keys.insert(key.as_str())
         {
             self.evicted = None;
@@ -463,7 +555,20 @@ impl<V> Tier<V> {
     /// Estimated memory of the resident records, and of the evicted keys'
     /// filters: what the budget limits.
     pub fn resident_bytes(&self) -> usize {
-        self.clean_bytes + self.dirty_bytes + self.evicted.as_ref().map_or(0, EvictedKeys::bytes)
+        self.clean_bytes
+            + self.dirty_bytes
+            + self.cold_bytes
+            + self.evicted.as_ref().map_or(0, EvictedKeys::bytes)
+    }
+
+    /// Memory of the cold records (kept encoded).
+    pub fn cold_bytes(&self) -> usize {
+        self.cold_bytes
+    }
+
+    /// Cold records (kept encoded).
+    pub fn cold_len(&self) -> usize {
+        self.cold.len()
     }
 
     /// Estimated memory of the records not yet durable in the store.

@@ -79,9 +79,13 @@ fn apply_loading(state: &mut PartitionState, store: &Store, lsn: u64, event: Eve
                     !state.knows(&key),
                     "suspended for a resident record {key:?}"
                 );
-                state
-                    .install(key.clone(), store.record(&key))
-                    .expect("record decodes");
+                // As the engine does: a record kept cold in memory first,
+                // else the store.
+                if !state.warm(&key).expect("a cold record decodes") {
+                    state
+                        .install(key.clone(), store.record(&key))
+                        .expect("record decodes");
+                }
                 applied = state.resume(suspended);
             }
         }

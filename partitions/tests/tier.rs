@@ -113,3 +113,96 @@ fn a_record_created_over_a_known_absence_is_charged_as_a_new_record() {
     assert_eq!(over_absence.resident_bytes(), fresh.resident_bytes());
     assert_eq!(over_absence.dirty_bytes(), fresh.dirty_bytes());
 }
+
+/// A tier of `running` and `finished` records, checkpointed (each encoded
+/// in 16 bytes, so charged about 8 times that decoded), running ones used
+/// last.
+fn checkpointed_tier(running: usize, finished: usize) -> Tier<String> {
+    let mut tier: Tier<String> = Tier::new();
+    for i in 0..finished {
+        tier.insert(id("done", i), "finished".into());
+    }
+    for i in 0..running {
+        tier.insert(id("run", i), format!("running {i}"));
+    }
+    let generation = tier
+        .take_changes(|_| Ok::<usize, ()>(16))
+        .expect("sizes every change");
+    tier.checkpointed(generation);
+    for i in 0..finished {
+        tier.touch(&id("done", i));
+    }
+    for i in 0..running {
+        tier.touch(&id("run", i));
+    }
+    tier
+}
+
+fn encode(record: &String) -> Option<Vec<u8>> {
+    Some(record.as_bytes().to_vec())
+}
+
+#[test]
+fn running_records_leaving_the_decoded_cache_stay_cold_and_finished_ones_go() {
+    let mut tier = checkpointed_tier(100, 100);
+    let before = tier.resident_bytes();
+    // Half the memory: the finished ones go for good, then running ones
+    // turn cold (a fraction of their decoded size) instead of leaving.
+    tier.evict_keeping_cold(before / 2, |r| r.as_str() == "finished", encode);
+    assert!(tier.resident_bytes() <= before / 2);
+    assert!((0..100).all(|i| !tier.knows(&id("done", i)) || tier.contains_key(&id("done", i))));
+    assert!(tier.cold_len() > 0, "some running records are cold");
+    assert!(tier.cold_bytes() <= before / 4);
+    assert!(!tier.is_complete(), "a cold record is not decoded");
+    // A cold record must be loaded (the state machine does not know it)
+    // but needs no store: its bytes are in memory, as the store has them.
+    let cold: Vec<usize> = (0..100).filter(|&i| !tier.knows(&id("run", i))).collect();
+    assert_eq!(cold.len(), tier.cold_len());
+    let first = cold[0];
+    let bytes = tier.take_cold(&id("run", first)).expect("kept cold");
+    assert_eq!(bytes, format!("running {first}").into_bytes());
+    tier.install(
+        id("run", first),
+        Some(format!("running {first}")),
+        bytes.len(),
+    );
+    assert!(tier.knows(&id("run", first)));
+    assert_eq!(tier.take_cold(&id("run", first)), None, "taken once");
+    // Finished records are never kept cold: none was taken as one.
+    assert!((0..100).all(|i| tier.take_cold(&id("done", i)).is_none()));
+}
+
+#[test]
+fn cold_records_take_at_most_half_the_budget_and_then_leave_for_good() {
+    let mut tier = checkpointed_tier(1_000, 0);
+    let budget = tier.resident_bytes() / 10;
+    tier.evict_keeping_cold(budget, |_| false, encode);
+    assert!(
+        tier.resident_bytes() <= budget,
+        "{} > {budget} (cold {} in {})",
+        tier.resident_bytes(),
+        tier.cold_bytes(),
+        tier.cold_len()
+    );
+    assert!(
+        tier.cold_bytes() <= budget / 2,
+        "cold {} > half of {budget}",
+        tier.cold_bytes()
+    );
+    // Those that left for good are remembered as evicted: loaded from the
+    // store, neither known nor cold.
+    let unknown: Vec<usize> = (0..1_000).filter(|&i| !tier.knows(&id("run", i))).collect();
+    let gone: Vec<usize> = unknown
+        .into_iter()
+        .filter(|&i| tier.take_cold(&id("run", i)).is_none())
+        .collect();
+    assert!(!gone.is_empty());
+    // With nothing left to spare (a budget of 0), cold records go too.
+    let mut tier = checkpointed_tier(100, 0);
+    let half = tier.resident_bytes() / 2;
+    tier.evict_keeping_cold(half, |_| false, encode);
+    assert!(tier.cold_len() > 0);
+    tier.evict_keeping_cold(0, |_| false, encode);
+    assert_eq!(tier.cold_len(), 0);
+    assert_eq!(tier.cold_bytes(), 0);
+}
