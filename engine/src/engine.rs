@@ -55,7 +55,8 @@ pub struct EngineOptions {
     pub pipelining: bool,
     /// Memory for partition state, in bytes, for the whole engine: about
     /// half holds records (split evenly over the partitions), an eighth
-    /// caches the state stores' blocks, the rest is headroom for queues and
+    /// caches the state stores' blocks, an eighth holds checkpoints not yet
+    /// flushed to the stores' tables, the rest is headroom for queues and
     /// checkpoints in flight. Records not in memory are read from the
     /// partition's state store when an event needs them. Default: 256 MiB.
     pub memory_budget_bytes: u64,
@@ -101,6 +102,13 @@ impl EngineOptions {
     /// Bytes of records each partition keeps in memory.
     pub fn partition_records_budget(&self) -> usize {
         (self.memory_budget_bytes / 2 / u64::from(self.partition_count.max(1))) as usize
+    }
+
+    /// Checkpoint bytes each partition's store holds in memory before it
+    /// flushes them to a table: an eighth of the budget, split over the
+    /// partitions, at least 1 MiB.
+    pub fn partition_store_flush_bytes(&self) -> u64 {
+        (self.memory_budget_bytes / 8 / u64::from(self.partition_count.max(1))).max(1 << 20)
     }
 
     /// Bytes of the state stores' shared block cache.
@@ -260,6 +268,7 @@ impl Engine {
                 store: recovered.store,
                 store_lsn: recovered.store_lsn,
                 records_budget: options.partition_records_budget(),
+                store_flush_bytes: options.partition_store_flush_bytes(),
                 shared: Arc::clone(&shared),
                 commands,
                 mailbox,

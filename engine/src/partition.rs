@@ -93,6 +93,9 @@ pub(crate) struct PartitionTask {
     pub store: Arc<StateStore>,
     /// Bytes of records kept in memory (see `EngineOptions`).
     pub records_budget: usize,
+    /// Checkpoint bytes the store holds in memory before a flush to its
+    /// tables (see `EngineOptions`).
+    pub store_flush_bytes: u64,
     /// The LSN the store held when the partition opened.
     pub store_lsn: u64,
     pub shared: Arc<Shared>,
@@ -131,6 +134,10 @@ const DIRTY_CEILING_MIN: usize = 4 << 20;
 /// new commands (it goes on reading its own mailbox).
 const UNDELIVERED_MAX: usize = 1024;
 
+/// The longest a checkpoint stays only in the store's memory: the first
+/// one after this flushes (see `start_checkpoint`).
+const STORE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How soon undelivered traffic is tried again.
 const RETRY_UNDELIVERED: Duration = Duration::from_millis(2);
 
@@ -154,6 +161,11 @@ struct Running {
     checkpoint_lsn: u64,
     /// Where the retention sweep goes on (`None`: from the first id).
     retention_cursor: Option<String>,
+    /// Bytes of checkpoints written to the store's memory but not yet
+    /// flushed to its tables (see `start_checkpoint`).
+    unflushed_bytes: u64,
+    /// When the store was last flushed.
+    last_flush: std::time::Instant,
 }
 
 /// A checkpoint being written by its own task while the partition goes on.
@@ -163,6 +175,8 @@ struct InFlight {
     /// When it began, and how long encoding the changes took.
     started: std::time::Instant,
     stall: std::time::Duration,
+    /// Whether the task flushes the store (and truncates the log).
+    flushes: bool,
     task: JoinHandle<Result<u64, Error>>,
 }
 
@@ -202,6 +216,8 @@ impl PartitionTask {
             checkpoint: None,
             checkpoint_lsn: self.store_lsn,
             retention_cursor: None,
+            unflushed_bytes: 0,
+            last_flush: std::time::Instant::now(),
         };
         let mut sweep = tokio::time::interval(self.retention_sweep);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -250,7 +266,7 @@ impl PartitionTask {
                     }
                     self.checkpoint_written(&mut run, written);
                     if self.dirty_bytes() >= self.records_budget / 2 {
-                        self.start_checkpoint(&mut run);
+                        self.start_checkpoint(&mut run, false);
                     }
                     self.evict(&run);
                 }
@@ -264,9 +280,11 @@ impl PartitionTask {
                     }
                 }
                 _ = tokio::time::sleep(self.checkpoint_idle),
-                    if run.events_since_checkpoint > 0 && run.checkpoint.is_none() =>
+                    if (run.events_since_checkpoint > 0 || run.unflushed_bytes > 0)
+                        && run.checkpoint.is_none() =>
                 {
-                    self.start_checkpoint(&mut run);
+                    // Idle: everything goes to the store's tables.
+                    self.start_checkpoint(&mut run, true);
                 }
                 _ = sweep.tick(), if self.retention.is_some() && run.failed.is_none() => {
                     self.sweep_retention(&mut run).await;
@@ -283,7 +301,7 @@ impl PartitionTask {
             || run.bytes_since_checkpoint >= self.checkpoint_interval_bytes
             || self.dirty_bytes() >= self.records_budget / 2
         {
-            self.start_checkpoint(run);
+            self.start_checkpoint(run, false);
         }
         self.evict(run);
     }
@@ -823,7 +841,7 @@ impl PartitionTask {
     /// (their cost is proportional to them, not to the hub); waiting for
     /// the log, writing the store and truncating the log happen in the
     /// checkpoint's own task while the partition goes on.
-    fn start_checkpoint(&mut self, run: &mut Running) {
+    fn start_checkpoint(&mut self, run: &mut Running, force_flush: bool) {
         if run.failed.is_some() || run.checkpoint.is_some() {
             return;
         }
@@ -831,7 +849,9 @@ impl PartitionTask {
         run.bytes_since_checkpoint = 0;
         // Slots of steps workers took are of no more use.
         self.offered.retain(|_, slot| slot.step.lock().is_some());
-        if self.state.last_lsn == run.checkpoint_lsn {
+        let changed = self.state.last_lsn != run.checkpoint_lsn;
+        let unflushed = force_flush && run.unflushed_bytes > 0;
+        if !(changed || unflushed) {
             return;
         }
         let started = std::time::Instant::now();
@@ -848,6 +868,22 @@ impl PartitionTask {
             .into_iter()
             .map(|w| (w.key, w.value))
             .collect();
+        let bytes: u64 = writes
+            .iter()
+            .map(|(k, v): &(Vec<u8>, Option<Vec<u8>>)| {
+                (k.len() + v.as_ref().map_or(0, Vec::len)) as u64
+            })
+            .sum();
+        // A checkpoint goes to the store's memory, where reads see it (its
+        // records may be evicted once it is written); the store's tables
+        // get it with the next flush. Flushing every few checkpoints, not
+        // each one, makes fewer and larger tables: less compaction and
+        // fewer tables for each read to look at. The log keeps everything
+        // after the last flush, so a crash loses nothing.
+        let flushes = force_flush
+            || run.unflushed_bytes + bytes >= self.store_flush_bytes
+            || run.last_flush.elapsed() >= STORE_FLUSH_INTERVAL;
+        let truncated_bytes = run.unflushed_bytes + bytes;
         let log = self.log.clone();
         let store = Arc::clone(&self.store);
         let storage = |e: basalt_storage::Error| Error::Storage(e.to_string());
@@ -856,16 +892,20 @@ impl PartitionTask {
         log.request_commit();
         let task = tokio::spawn(async move {
             log.wait_durable(Lsn(lsn)).await.map_err(storage)?;
-            let bytes = store.write_checkpoint(writes).await.map_err(storage)?;
-            log.truncate_through(Lsn(lsn), bytes)
-                .await
-                .map_err(storage)?;
-            Ok(bytes)
+            let written = store.write_checkpoint(writes).await.map_err(storage)?;
+            if flushes {
+                store.flush().await.map_err(storage)?;
+                log.truncate_through(Lsn(lsn), truncated_bytes)
+                    .await
+                    .map_err(storage)?;
+            }
+            Ok(written)
         });
         run.checkpoint = Some(InFlight {
             changes,
             started,
             stall: started.elapsed(),
+            flushes,
             task,
         });
     }
@@ -877,6 +917,12 @@ impl PartitionTask {
         };
         match written {
             Ok(bytes) => {
+                if in_flight.flushes {
+                    run.unflushed_bytes = 0;
+                    run.last_flush = std::time::Instant::now();
+                } else {
+                    run.unflushed_bytes += bytes;
+                }
                 self.state.checkpointed(&in_flight.changes);
                 self.shared.checkpoints.lock().add(
                     in_flight.changes.records,
@@ -905,10 +951,11 @@ impl PartitionTask {
                 let written = checkpoint_done(&mut run.checkpoint).await;
                 self.checkpoint_written(run, written);
             }
-            if self.state.last_lsn == run.checkpoint_lsn || run.failed.is_some() {
+            let flushed = run.unflushed_bytes == 0;
+            if (self.state.last_lsn == run.checkpoint_lsn && flushed) || run.failed.is_some() {
                 return;
             }
-            self.start_checkpoint(run);
+            self.start_checkpoint(run, true);
         }
         if run.checkpoint.is_some() {
             let written = checkpoint_done(&mut run.checkpoint).await;

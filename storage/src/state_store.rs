@@ -218,8 +218,9 @@ impl StateStore {
     }
 
     /// Writes one checkpoint: every put (`Some`) and delete (`None`) as one
-    /// atomic batch, flushed to storage before returning. Returns the
-    /// bytes of keys and values written.
+    /// atomic batch, into the store's memory, where reads see it at once;
+    /// [`StateStore::flush`] makes it durable. Returns the bytes of keys
+    /// and values written.
     pub async fn write_checkpoint(
         &self,
         writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
@@ -237,11 +238,16 @@ impl StateStore {
             .write(batch)
             .await
             .map_err(|e| failed(&self.name, "write", e))?;
+        Ok(bytes)
+    }
+
+    /// Makes every checkpoint written so far durable (a table in the
+    /// object store).
+    pub async fn flush(&self) -> Result<()> {
         self.db
             .flush()
             .await
-            .map_err(|e| failed(&self.name, "flush", e))?;
-        Ok(bytes)
+            .map_err(|e| failed(&self.name, "flush", e))
     }
 
     /// Stops the store's background work. Checkpoints already returned
@@ -378,10 +384,17 @@ mod tests {
             ])
             .await
             .expect("write");
+        // Written, not flushed: reads see it.
+        assert_eq!(
+            store.get(b"i/c").await.expect("get").as_deref(),
+            Some(&b"3"[..])
+        );
         store
             .write_checkpoint([(b"i/b".to_vec(), None)])
             .await
             .expect("write");
+        assert_eq!(store.get(b"i/b").await.expect("get"), None);
+        store.flush().await.expect("flush");
         store.close().await.expect("close");
         let store = StateStore::open(&storage, PartitionId(3), &options)
             .await
