@@ -88,6 +88,11 @@ pub struct Tier<V> {
     clean_bytes: usize,
     /// Memory of the cold records (their bytes and keys).
     cold_bytes: usize,
+    /// Counts records entering the clean cache (checkpointed or loaded).
+    clean_arrivals: u64,
+    /// `clean_arrivals` when a search for settled records last found none:
+    /// until more arrive, searching again cannot find any.
+    no_settled_at: Option<u64>,
     /// Memory estimate of the dirty records.
     dirty_bytes: usize,
     /// Touches of keys that were neither resident nor loaded: a bug in the
@@ -106,6 +111,8 @@ impl<V> Default for Tier<V> {
             generation: 0,
             clean_bytes: 0,
             cold_bytes: 0,
+            clean_arrivals: 0,
+            no_settled_at: None,
             dirty_bytes: 0,
             undeclared: AtomicU64::new(0),
         }
@@ -355,6 +362,7 @@ impl<V> Tier<V> {
         self.take_cold(&key);
         let bytes = estimate_bytes(&key, value.is_some(), encoded_bytes);
         self.clean_bytes += bytes;
+        self.clean_arrivals += 1;
         self.clean.put(
             key,
             Clean {
@@ -401,6 +409,7 @@ impl<V> Tier<V> {
             if let Some(changed) = self.dirty.remove(&key) {
                 self.dirty_bytes -= changed.bytes;
                 self.clean_bytes += changed.bytes;
+                self.clean_arrivals += 1;
                 self.clean.put(
                     key,
                     Clean {
@@ -497,6 +506,12 @@ impl<V> Tier<V> {
     /// keys dropped.
     fn evict_settled(&mut self, budget_bytes: usize, settled: impl Fn(&V) -> bool) -> usize {
         let mut evicted = 0;
+        // The search walks the whole cache when it finds nothing, and the
+        // partition evicts after every batch of commands: skip it until
+        // records arrive that could be settled.
+        if self.no_settled_at == Some(self.clean_arrivals) {
+            return 0;
+        }
         loop {
             let excess = self.resident_bytes().saturating_sub(budget_bytes);
             if excess == 0 {
@@ -516,6 +531,7 @@ impl<V> Tier<V> {
                 .map(|(key, _)| key.clone())
                 .collect();
             if batch.is_empty() {
+                self.no_settled_at = Some(self.clean_arrivals);
                 return evicted;
             }
             for key in batch {
