@@ -109,8 +109,8 @@ pub struct ServeArgs {
     /// microseconds (0 = write at once). Default: 0.
     #[arg(long, env = "BASALT_COMMIT_LINGER_MICROS")]
     pub commit_linger_micros: Option<u64>,
-    /// Memory for partition state (cached records and the state stores'
-    /// block cache), e.g. 256MiB; records beyond it stay in the state
+    /// Memory for partition state (cached records, the state stores'
+    /// block cache and their unflushed checkpoints), e.g. 256MiB; records beyond it stay in the state
     /// stores. Default: 256MiB.
     #[arg(long, env = "BASALT_MEMORY_BUDGET")]
     pub memory_budget: Option<String>,

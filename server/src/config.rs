@@ -44,8 +44,9 @@ pub struct ServeOptions {
     /// latency per hop for fewer writes. Default: 0 (measured in
     /// docs/benchmarks.md: it saves writes but not CPU on this machine).
     pub commit_linger_micros: u64,
-    /// Memory for partition state in bytes (records cached in memory and
-    /// the state stores' block cache; see `EngineOptions`). Records beyond
+    /// Memory for partition state in bytes (records cached in memory, the
+    /// state stores' block cache and unflushed checkpoints; see
+    /// `EngineOptions`). Records beyond
     /// it stay in the partitions' state stores and are read when needed.
     /// Default: 256 MiB.
     pub memory_budget_bytes: u64,
