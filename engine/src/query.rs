@@ -6,7 +6,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use basalt_partitions::checkpoint::{ENTITY_PREFIX, INSTANCE_PREFIX};
+use async_trait::async_trait;
+use basalt_partitions::checkpoint::{ENTITY_PREFIX, INSTANCE_PREFIX, status_prefix, status_tag};
 use basalt_partitions::{
     Entity, Instance, PartitionState, codec, entity_matches, entity_view, instance_matches,
     instance_view,
@@ -31,6 +32,18 @@ pub(crate) async fn instances(
         .instances
         .resident_entries()
         .map(|(id, value, _)| (id, value));
+    // With statuses asked for and a complete status index, the store side
+    // lists only instances with those statuses (memory, which is newer,
+    // is checked record by record as always).
+    let by_status = ByStatus {
+        store,
+        tags: query.statuses.iter().map(|s| status_tag(*s)).collect(),
+    };
+    let store: &dyn RecordSource = if state.status_indexed && !query.statuses.is_empty() {
+        &by_status
+    } else {
+        store
+    };
     let page = walk_page(
         resident,
         store,
@@ -96,6 +109,66 @@ pub(crate) async fn entities(
     )
     .await?;
     Ok((page.items, page.more))
+}
+
+/// The instance records of a store with some statuses, in id order,
+/// found through the status index (`s/{tag}/{id}`): what a scan of
+/// `i/{id prefix}` would list, less the instances with other statuses.
+struct ByStatus<'a> {
+    store: &'a dyn RecordSource,
+    tags: Vec<u8>,
+}
+
+#[async_trait]
+impl RecordSource for ByStatus<'_> {
+    async fn get(&self, key: &[u8]) -> basalt_storage::Result<Option<bytes::Bytes>> {
+        self.store.get(key).await
+    }
+
+    async fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> basalt_storage::Result<basalt_storage::Entries> {
+        let id_prefix = prefix.strip_prefix(INSTANCE_PREFIX).unwrap_or(prefix);
+        let after_id = after.map(|a| a.strip_prefix(INSTANCE_PREFIX).unwrap_or(a));
+        let mut ids: Vec<Vec<u8>> = Vec::new();
+        for &tag in &self.tags {
+            let index = status_prefix(tag);
+            let scan_prefix = [index.as_slice(), id_prefix].concat();
+            let after_key = after_id.map(|a| [index.as_slice(), a].concat());
+            let entries = self
+                .store
+                .scan(&scan_prefix, after_key.as_deref(), limit)
+                .await?;
+            ids.extend(
+                entries
+                    .into_iter()
+                    .map(|(key, _)| key[index.len()..].to_vec()),
+            );
+        }
+        // A page shorter than `limit` means every status is exhausted.
+        ids.sort_unstable();
+        ids.dedup();
+        ids.truncate(limit);
+        let mut page = Vec::with_capacity(ids.len());
+        for id in ids {
+            let key = [INSTANCE_PREFIX, id.as_slice()].concat();
+            // The index and the records are written in the same batch.
+            let Some(value) = self.store.get(&key).await? else {
+                return Err(basalt_storage::Error::Corrupted(basalt_storage::Damage {
+                    object: format!("state store key s/{}", String::from_utf8_lossy(&id)),
+                    offset: 0,
+                    problem: basalt_storage::Problem::BadMetadata(
+                        "the status index names an instance the store has no record of".to_owned(),
+                    ),
+                }));
+            };
+            page.push((bytes::Bytes::from(key), value));
+        }
+        Ok(page)
+    }
 }
 
 /// Records a whole-partition walk reads per page.

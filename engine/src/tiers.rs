@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use basalt_partitions::checkpoint::{
-    BUSY_PREFIX, CORE_KEY, ENTITY_PREFIX, INSTANCE_PREFIX, parse_key, record_key,
+    BUSY_PREFIX, CORE_KEY, ENTITY_PREFIX, INSTANCE_PREFIX, STATUS_INDEX_KEY, parse_key, record_key,
 };
 use basalt_partitions::{Applied, Effects, Event, PartitionState, StateKey, codec};
 use basalt_runtime::Error;
@@ -246,6 +246,7 @@ pub(crate) async fn recover_partition(
                 .open_partition_after(PartitionId(partition), log_options, Lsn(lsn))
                 .await?;
             let mut state = PartitionState::from_core(core, false);
+            state.status_indexed = store.get(STATUS_INDEX_KEY).await?.is_some();
             load_busy(&mut state, &store).await.map_err(open_storage)?;
             (state, log, recovery)
         }

@@ -9,9 +9,13 @@
 //! | `i/{instance id}` | an [`Instance`] record |
 //! | `e/{entity instance id}` | an [`Entity`] record |
 //! | `b/i/{id}`, `b/e/{id}` | empty: the record has work to hand out after a restart |
+//! | `s/{status tag}/{instance id}` | empty: the instance's status (the status index) |
+//! | `x/status-index` | empty: every instance of the store is in the status index |
 //!
 //! Every key is the prefix and the id's UTF-8 bytes, so a prefix scan lists
 //! records in id order.
+
+use basalt_runtime::OrchestrationStatus;
 
 use crate::codec::{self, DecodeError, EncodeError};
 use crate::state::{Entity, Instance, PartitionState, StateKey};
@@ -24,6 +28,52 @@ pub const INSTANCE_PREFIX: &[u8] = b"i/";
 pub const ENTITY_PREFIX: &[u8] = b"e/";
 /// Prefix of the markers of records with work to hand out after a restart.
 pub const BUSY_PREFIX: &[u8] = b"b/";
+/// Prefix of the status index: `s/`, a status tag byte, `/`, the id.
+pub const STATUS_PREFIX: &[u8] = b"s/";
+/// Present when every instance of the store is in the status index (the
+/// store was empty when its partition first used it); stores written by
+/// earlier builds lack it, and their queries scan every instance.
+pub const STATUS_INDEX_KEY: &[u8] = b"x/status-index";
+
+/// The status index's tag of a status: fixed numbers, part of the store
+/// format.
+pub fn status_tag(status: OrchestrationStatus) -> u8 {
+    match status {
+        OrchestrationStatus::Pending => 1,
+        OrchestrationStatus::Running => 2,
+        OrchestrationStatus::Completed => 3,
+        OrchestrationStatus::Failed => 4,
+        OrchestrationStatus::Terminated => 5,
+        OrchestrationStatus::Suspended => 6,
+        OrchestrationStatus::ContinuedAsNew => 7,
+        // A status this build does not know is not indexed.
+        #[allow(unreachable_patterns)]
+        _ => 0,
+    }
+}
+
+/// The prefix of the status index entries with `tag`.
+pub fn status_prefix(tag: u8) -> Vec<u8> {
+    let mut prefix = STATUS_PREFIX.to_vec();
+    prefix.push(tag);
+    prefix.push(b'/');
+    prefix
+}
+
+/// The status index entry of an instance.
+pub fn status_key(tag: u8, id: &str) -> Vec<u8> {
+    let mut key = status_prefix(tag);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+impl crate::tier::Indexed for Instance {
+    fn index_tag(&self) -> Option<u8> {
+        Some(status_tag(self.meta.status)).filter(|&tag| tag != 0)
+    }
+}
+
+impl crate::tier::Indexed for Entity {}
 
 fn keyed(prefix: &[u8], id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(prefix.len() + id.len());
@@ -132,6 +182,20 @@ impl PartitionState {
         let mut records = 0;
         let instances = self.instances.take_changes(|change| {
             records += 1;
+            if change.stored_tag != change.tag {
+                if let Some(old) = change.stored_tag {
+                    writes.push(Write {
+                        key: status_key(old, change.key.as_str()),
+                        value: None,
+                    });
+                }
+                if let Some(new) = change.tag {
+                    writes.push(Write {
+                        key: status_key(new, change.key.as_str()),
+                        value: Some(Vec::new()),
+                    });
+                }
+            }
             let key = StateKey::Instance(change.key.clone());
             let value = change.value.map(codec::encode_instance).transpose()?;
             let busy = change.value.is_some_and(Instance::is_busy);
@@ -144,6 +208,12 @@ impl PartitionState {
             let busy = change.value.is_some_and(Entity::is_busy);
             Ok::<_, EncodeError>(record_writes(&mut writes, key, value, busy))
         })?;
+        if self.status_indexed {
+            writes.push(Write {
+                key: STATUS_INDEX_KEY.to_vec(),
+                value: Some(Vec::new()),
+            });
+        }
         writes.push(Write {
             key: CORE_KEY.to_vec(),
             value: Some(codec::encode_core(&self.core())?),

@@ -148,6 +148,10 @@ pub struct PartitionState {
     pub instances_by_status: BTreeMap<OrchestrationStatus, u64>,
     /// Entities with state (see [`Core::entities_with_state`]).
     pub entities_with_state: u64,
+    /// Every instance in the store is in its status index (see
+    /// `checkpoint::STATUS_INDEX_KEY`): true for a partition whose store
+    /// was empty, or whose store says so; checkpoints then say so too.
+    pub status_indexed: bool,
 }
 
 /// One unit of an event's work; each touches at most one record.
@@ -253,6 +257,7 @@ impl PartitionState {
             entities: tier(complete),
             instances_by_status: core.instances_by_status,
             entities_with_state: core.entities_with_state,
+            status_indexed: complete,
         }
     }
 

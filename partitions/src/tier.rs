@@ -34,6 +34,19 @@ const UNSIZED_RECORD_BYTES: usize = 8192;
 /// key's string, the LRU links.
 const KEY_OVERHEAD_BYTES: usize = 96;
 
+/// What a record is filed under in its store's secondary index, if
+/// anything (an instance: its status). The tier remembers the tag of the
+/// version in the store, so a checkpoint moves the index entry only when
+/// the tag changed.
+pub trait Indexed {
+    /// The record's index tag.
+    fn index_tag(&self) -> Option<u8> {
+        None
+    }
+}
+
+impl Indexed for String {}
+
 /// A record, boxed: records move between the dirty set and the cache on
 /// every checkpoint and first change, and an instance is hundreds of bytes.
 type Boxed<V> = Option<Box<V>>;
@@ -51,6 +64,9 @@ struct Changed<V> {
     generation: u64,
     /// Estimated memory, from its last encoding (or a default).
     bytes: usize,
+    /// The index tag of the version in the store (`None`: none there, or
+    /// not indexed).
+    stored_tag: Option<u8>,
 }
 
 /// A record that matches the store (or is known not to exist).
@@ -58,6 +74,8 @@ struct Changed<V> {
 struct Clean<V> {
     value: Boxed<V>,
     bytes: usize,
+    /// The index tag of the record (as the store holds it).
+    stored_tag: Option<u8>,
 }
 
 /// A record out of the decoded cache, kept encoded (the same bytes the
@@ -126,6 +144,10 @@ pub struct Change<'a, V> {
     pub key: &'a InstanceId,
     /// Its record, or `None` if it no longer exists.
     pub value: Option<&'a V>,
+    /// Its index tag in the store before this change (to delete).
+    pub stored_tag: Option<u8>,
+    /// Its index tag now (to write).
+    pub tag: Option<u8>,
 }
 
 impl<V> Tier<V> {
@@ -229,6 +251,7 @@ impl<V> Tier<V> {
                     value: clean.value,
                     generation: self.generation,
                     bytes: clean.bytes,
+                    stored_tag: clean.stored_tag,
                 },
             );
         }
@@ -272,6 +295,7 @@ impl<V> Tier<V> {
                         value: Some(Box::new(value)),
                         generation: self.generation,
                         bytes: UNSIZED_RECORD_BYTES,
+                        stored_tag: None,
                     },
                 );
             }
@@ -301,6 +325,7 @@ impl<V> Tier<V> {
                 value: None,
                 generation,
                 bytes: UNSIZED_RECORD_BYTES,
+                stored_tag: None,
             }
         });
         if changed.value.is_none() {
@@ -354,7 +379,10 @@ impl<V> Tier<V> {
     /// Installs a record the engine read from the store (`None`: the store
     /// has none), with its encoded size. A key already known is left alone:
     /// what memory holds is newer.
-    pub fn install(&mut self, key: InstanceId, value: Option<V>, encoded_bytes: usize) {
+    pub fn install(&mut self, key: InstanceId, value: Option<V>, encoded_bytes: usize)
+    where
+        V: Indexed,
+    {
         if self.dirty.contains_key(&key) || self.clean.contains(&key) {
             return;
         }
@@ -363,31 +391,42 @@ impl<V> Tier<V> {
         let bytes = estimate_bytes(&key, value.is_some(), encoded_bytes);
         self.clean_bytes += bytes;
         self.clean_arrivals += 1;
+        let stored_tag = value.as_ref().and_then(Indexed::index_tag);
         self.clean.put(
             key,
             Clean {
                 value: value.map(Box::new),
                 bytes,
+                stored_tag,
             },
         );
     }
 
     /// Closes the current generation and lists its changes for a
-    /// checkpoint; `sized` records each change's encoded size. Returns the
-    /// generation, for [`Tier::checkpointed`].
+    /// checkpoint; `write` returns each change's encoded size. Returns the
+    /// generation, for [`Tier::checkpointed`]. From here on the store's
+    /// index tag of each change is its new one (checkpoints land in order;
+    /// one that fails stops the partition).
     pub fn take_changes<E>(
         &mut self,
         mut write: impl FnMut(Change<'_, V>) -> Result<usize, E>,
-    ) -> Result<u64, E> {
+    ) -> Result<u64, E>
+    where
+        V: Indexed,
+    {
         let generation = self.generation;
         for (key, changed) in self.dirty.iter_mut() {
             if changed.generation != generation {
                 continue;
             }
+            let tag = changed.value.as_deref().and_then(Indexed::index_tag);
             let encoded = write(Change {
                 key,
                 value: changed.value.as_deref(),
+                stored_tag: changed.stored_tag,
+                tag,
             })?;
+            changed.stored_tag = tag;
             let bytes = estimate_bytes(key, changed.value.is_some(), encoded);
             self.dirty_bytes = self.dirty_bytes - changed.bytes + bytes;
             changed.bytes = bytes;
@@ -415,6 +454,7 @@ impl<V> Tier<V> {
                     Clean {
                         value: changed.value,
                         bytes: changed.bytes,
+                        stored_tag: changed.stored_tag,
                     },
                 );
             }

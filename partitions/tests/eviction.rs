@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use basalt_partitions::checkpoint::{BUSY_PREFIX, CORE_KEY, Changes, parse_key, record_key};
+use basalt_partitions::checkpoint::{
+    BUSY_PREFIX, CORE_KEY, Changes, INSTANCE_PREFIX, STATUS_PREFIX, parse_key, record_key,
+    status_key, status_tag,
+};
 use basalt_partitions::{Applied, Effects, Event, PartitionState, StateKey, codec};
 use basalt_runtime::OrchestrationStatus;
 use proptest::prelude::*;
@@ -189,6 +192,24 @@ proptest! {
             codec::encode_snapshot(&whole).expect("encode") == codec::encode_snapshot(&live).expect("encode"),
             "the store holds the state"
         );
+        // The status index lists every instance under its status, and
+        // nothing else, whatever was evicted or lost in crashes.
+        let indexed: Vec<&Vec<u8>> = store
+            .0
+            .keys()
+            .filter(|k| k.starts_with(STATUS_PREFIX))
+            .collect();
+        let mut expected: Vec<Vec<u8>> = store
+            .0
+            .iter()
+            .filter_map(|(key, value)| {
+                let id = std::str::from_utf8(key.strip_prefix(INSTANCE_PREFIX)?).ok()?;
+                let meta = codec::decode_instance_meta(value).expect("record decodes");
+                Some(status_key(status_tag(meta.status), id))
+            })
+            .collect();
+        expected.sort();
+        prop_assert_eq!(indexed, expected.iter().collect::<Vec<_>>());
         prop_assert_eq!(&state.instances_by_status, &status_counts(&live));
         prop_assert_eq!(
             state.entities_with_state,
