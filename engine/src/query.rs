@@ -12,7 +12,9 @@ use basalt_partitions::{
     Entity, Instance, PartitionState, codec, entity_matches, entity_view, instance_matches,
     instance_view,
 };
-use basalt_runtime::{EntityQuery, EntityState, Error, InstanceId, InstanceQuery, InstanceState};
+use basalt_runtime::{
+    EntityQuery, EntityState, Error, InstanceId, InstanceQuery, InstanceState, OrchestrationStatus,
+};
 
 use crate::tiers::RecordSource;
 
@@ -386,6 +388,24 @@ pub(crate) async fn expired(
     let old = |meta: &InstanceState| {
         (meta.status.is_terminal() && meta.last_updated_at_ms < cutoff_ms)
             .then(|| meta.instance_id.clone())
+    };
+    // Only finished instances can expire: with a complete status index
+    // the store side lists just those.
+    let finished = ByStatus {
+        store,
+        tags: [
+            OrchestrationStatus::Completed,
+            OrchestrationStatus::Failed,
+            OrchestrationStatus::Terminated,
+        ]
+        .into_iter()
+        .map(status_tag)
+        .collect(),
+    };
+    let store: &dyn RecordSource = if state.status_indexed {
+        &finished
+    } else {
+        store
     };
     let page = walk_page(
         resident,
