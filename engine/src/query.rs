@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use async_trait::async_trait;
 use basalt_partitions::checkpoint::{ENTITY_PREFIX, INSTANCE_PREFIX, status_prefix, status_tag};
 use basalt_partitions::{
-    Entity, Instance, PartitionState, codec, entity_matches, entity_view, instance_matches,
+    Entity, Instance, PartitionState, Tier, codec, entity_matches, entity_view, instance_matches,
     instance_view,
 };
 use basalt_runtime::{
@@ -176,41 +176,61 @@ impl RecordSource for ByStatus<'_> {
 /// Records a whole-partition walk reads per page.
 const WALK_PAGE: usize = 4096;
 
-/// Every instance of a partition, both tiers, in id order, a page at a
-/// time: `visit` sees each one's client-visible part once.
-pub(crate) async fn each_instance(
-    state: &PartitionState,
+/// Every record of one tier of a partition, both tiers of state, in id
+/// order, a page at a time: `visit` sees each one once, as `from_store`
+/// and `from_memory` map it, with its id.
+async fn each_record<V, T>(
+    tier: &Tier<V>,
     store: &dyn RecordSource,
-    mut visit: impl FnMut(InstanceState),
+    record_prefix: &[u8],
+    mut from_store: impl FnMut(&[u8]) -> Result<T, Error>,
+    mut from_memory: impl FnMut(&V) -> T,
+    id_of: impl Fn(&T) -> String,
+    mut visit: impl FnMut(T),
 ) -> Result<(), Error> {
     let mut after: Option<String> = None;
     loop {
-        let resident = state
-            .instances
-            .resident_entries()
-            .map(|(id, value, _)| (id, value));
+        let resident = tier.resident_entries().map(|(id, value, _)| (id, value));
         let page = walk_page(
             resident,
             store,
-            INSTANCE_PREFIX,
+            record_prefix,
             "",
             after.as_deref(),
             WALK_PAGE,
             usize::MAX,
-            |bytes| {
-                codec::decode_instance_meta(bytes)
-                    .map(Some)
-                    .map_err(|e| Error::Storage(format!("an instance record: {e}")))
-            },
-            |instance: &Instance| Some(instance.meta.clone()),
+            |bytes| from_store(bytes).map(Some),
+            |value| Some(from_memory(value)),
         )
         .await?;
-        after = page.items.last().map(|meta| meta.instance_id.to_string());
+        after = page.items.last().map(&id_of);
         page.items.into_iter().for_each(&mut visit);
         if !page.more {
             return Ok(());
         }
     }
+}
+
+/// Every instance of a partition, both tiers, in id order, a page at a
+/// time: `visit` sees each one's client-visible part once.
+pub(crate) async fn each_instance(
+    state: &PartitionState,
+    store: &dyn RecordSource,
+    visit: impl FnMut(InstanceState),
+) -> Result<(), Error> {
+    each_record(
+        &state.instances,
+        store,
+        INSTANCE_PREFIX,
+        |bytes| {
+            codec::decode_instance_meta(bytes)
+                .map_err(|e| Error::Storage(format!("an instance record: {e}")))
+        },
+        |instance: &Instance| instance.meta.clone(),
+        |meta| meta.instance_id.to_string(),
+        visit,
+    )
+    .await
 }
 
 /// How many entities of a partition have state, both tiers, counted a
@@ -219,39 +239,22 @@ pub(crate) async fn count_entities_with_state(
     state: &PartitionState,
     store: &dyn RecordSource,
 ) -> Result<u64, Error> {
-    let mut after: Option<String> = None;
     let mut count = 0;
-    loop {
-        let resident = state
-            .entities
-            .resident_entries()
-            .map(|(id, value, _)| (id, value));
-        let page = walk_page(
-            resident,
-            store,
-            ENTITY_PREFIX,
-            "",
-            after.as_deref(),
-            WALK_PAGE,
-            usize::MAX,
-            |bytes| {
-                let entity = codec::decode_entity(bytes)
-                    .map_err(|e| Error::Storage(format!("an entity record: {e}")))?;
-                Ok(Some((entity.id.to_string(), entity.state.is_some())))
-            },
-            |entity: &Entity| Some((entity.id.to_string(), entity.state.is_some())),
-        )
-        .await?;
-        after = page.items.last().map(|(id, _)| id.clone());
-        count += page
-            .items
-            .iter()
-            .filter(|(_, has_state)| *has_state)
-            .count() as u64;
-        if !page.more {
-            return Ok(count);
-        }
-    }
+    each_record(
+        &state.entities,
+        store,
+        ENTITY_PREFIX,
+        |bytes| {
+            let entity = codec::decode_entity(bytes)
+                .map_err(|e| Error::Storage(format!("an entity record: {e}")))?;
+            Ok((entity.id.to_string(), entity.state.is_some()))
+        },
+        |entity: &Entity| (entity.id.to_string(), entity.state.is_some()),
+        |(id, _)| id.clone(),
+        |(_, has_state)| count += u64::from(has_state),
+    )
+    .await?;
+    Ok(count)
 }
 
 /// A page of a walk over records.
