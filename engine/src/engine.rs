@@ -71,6 +71,10 @@ pub struct EngineOptions {
     /// once; beyond it they are refused with `Error::Overloaded`.
     /// Default: 16,384.
     pub client_requests_max: usize,
+    /// Checkpoint bytes each partition's store holds in memory before it
+    /// flushes them to a table. `None`: an eighth of the memory budget,
+    /// split over the partitions, at least 1 MiB.
+    pub store_flush_bytes_max: Option<u64>,
     /// Commands (client requests, worker results, fired timers) each
     /// partition's queue holds; a sender waits for room. Default: 1,024.
     pub command_queue_max: usize,
@@ -105,10 +109,11 @@ impl EngineOptions {
     }
 
     /// Checkpoint bytes each partition's store holds in memory before it
-    /// flushes them to a table: an eighth of the budget, split over the
-    /// partitions, at least 1 MiB.
+    /// flushes them to a table (see `store_flush_bytes_max`).
     pub fn partition_store_flush_bytes(&self) -> u64 {
-        (self.memory_budget_bytes / 8 / u64::from(self.partition_count.max(1))).max(1 << 20)
+        self.store_flush_bytes_max.unwrap_or_else(|| {
+            (self.memory_budget_bytes / 8 / u64::from(self.partition_count.max(1))).max(1 << 20)
+        })
     }
 
     /// Bytes of the state stores' shared block cache.
@@ -131,6 +136,7 @@ impl Default for EngineOptions {
             memory_budget_bytes: 256 << 20,
             queued_work_max: None,
             client_requests_max: 16_384,
+            store_flush_bytes_max: None,
             command_queue_max: 1_024,
             mailbox_max: 256,
             retention_ms: None,

@@ -221,6 +221,10 @@ impl PartitionTask {
         };
         let mut sweep = tokio::time::interval(self.retention_sweep);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // An interval, not a sleep made anew each turn of the loop: a busy
+        // partition would never let such a sleep run out.
+        let mut retry = tokio::time::interval(RETRY_UNDELIVERED);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Dirty records cannot be evicted: past the ceiling, take no
             // new command until the checkpoint in flight makes them clean.
@@ -238,7 +242,7 @@ impl PartitionTask {
                     }
                     self.after_commands(&mut run);
                 }
-                _ = tokio::time::sleep(RETRY_UNDELIVERED), if !self.undelivered.is_empty() => {
+                _ = retry.tick(), if !self.undelivered.is_empty() => {
                     self.retry_undelivered();
                 }
                 command = self.commands.recv(), if !over_ceiling && !backed_up => {
@@ -892,14 +896,14 @@ impl PartitionTask {
         log.request_commit();
         let task = tokio::spawn(async move {
             log.wait_durable(Lsn(lsn)).await.map_err(storage)?;
-            let written = store.write_checkpoint(writes).await.map_err(storage)?;
+            store.write_checkpoint(writes).await.map_err(storage)?;
             if flushes {
                 store.flush().await.map_err(storage)?;
                 log.truncate_through(Lsn(lsn), truncated_bytes)
                     .await
                     .map_err(storage)?;
             }
-            Ok(written)
+            Ok(bytes)
         });
         run.checkpoint = Some(InFlight {
             changes,

@@ -75,7 +75,7 @@ async fn summarize(
         // No store yet (nothing checkpointed to one): the log, from its
         // snapshot if any, is the whole partition and fits in memory.
         _ => (
-            tiers::replay_partition_state(storage, partition, partition_count).await?,
+            tiers::replay_without_store(storage, partition, partition_count).await?,
             &tiers::NoRecords,
         ),
     };

@@ -290,6 +290,24 @@ pub(crate) async fn replay(
     Ok(())
 }
 
+/// Rebuilds a partition that has nothing in its store yet from its log
+/// (after its whole-snapshot checkpoint file, if an older build wrote one).
+pub(crate) async fn replay_without_store(
+    storage: &Storage,
+    partition: u32,
+    partition_count: u32,
+) -> Result<PartitionState, OpenError> {
+    let (checkpoint, records, _) =
+        basalt_storage::read_partition(storage, PartitionId(partition)).await?;
+    let mut state = match &checkpoint {
+        Some(c) => codec::decode_snapshot(&c.payload)
+            .map_err(|e| decode_error(partition, "snapshot", c.lsn.0, e.to_string()))?,
+        None => PartitionState::new(partition, partition_count),
+    };
+    replay(&mut state, &NoRecords, partition, &records).await?;
+    Ok(state)
+}
+
 /// Rebuilds a partition's whole state read-only from storage, as recovery
 /// would (for `basalt inspect` and the replay checks); a torn tail is left
 /// out. Reads every record of the store into memory.
@@ -315,18 +333,7 @@ pub async fn replay_partition_state(
             replay(&mut state, reader, partition, &records).await?;
             Ok(state)
         }
-        _ => {
-            let (checkpoint, records, _) =
-                basalt_storage::read_partition(storage, PartitionId(partition)).await?;
-            let mut state = match &checkpoint {
-                Some(c) => codec::decode_snapshot(&c.payload)
-                    .map_err(|e| decode_error(partition, "snapshot", c.lsn.0, e.to_string()))?,
-                None => PartitionState::new(partition, partition_count),
-            };
-            let nothing = NoRecords;
-            replay(&mut state, &nothing, partition, &records).await?;
-            Ok(state)
-        }
+        _ => replay_without_store(storage, partition, partition_count).await,
     };
     if let Some(reader) = reader {
         let _ = reader.close().await;

@@ -219,16 +219,13 @@ impl StateStore {
 
     /// Writes one checkpoint: every put (`Some`) and delete (`None`) as one
     /// atomic batch, into the store's memory, where reads see it at once;
-    /// [`StateStore::flush`] makes it durable. Returns the bytes of keys
-    /// and values written.
+    /// [`StateStore::flush`] makes it durable.
     pub async fn write_checkpoint(
         &self,
         writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
-    ) -> Result<u64> {
+    ) -> Result<()> {
         let mut batch = WriteBatch::new();
-        let mut bytes = 0u64;
         for (key, value) in writes {
-            bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
             match value {
                 Some(value) => batch.put(key, value),
                 None => batch.delete(key),
@@ -238,7 +235,7 @@ impl StateStore {
             .write(batch)
             .await
             .map_err(|e| failed(&self.name, "write", e))?;
-        Ok(bytes)
+        Ok(())
     }
 
     /// Makes every checkpoint written so far durable (a table in the

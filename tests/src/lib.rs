@@ -120,6 +120,10 @@ pub fn child_engine_options(
         Some("tiny") => Ok(basalt_engine::EngineOptions {
             memory_budget_bytes: 0,
             checkpoint_interval_events: 5,
+            // Flush the stores every few checkpoints, so kills land between
+            // flushes, during them, and with checkpoints only in a store's
+            // memory (records evicted and read back from there).
+            store_flush_bytes_max: Some(16 << 10),
             ..base
         }),
         Some(other) => Err(format!("unknown memory setting {other:?} (use tiny)")),
