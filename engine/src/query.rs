@@ -7,7 +7,10 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use async_trait::async_trait;
-use basalt_partitions::checkpoint::{ENTITY_PREFIX, INSTANCE_PREFIX, status_prefix, status_tag};
+use basalt_partitions::checkpoint::{
+    ENTITY_PREFIX, INSTANCE_PREFIX, TIME_PREFIX, name_hash, name_prefix, status_prefix, status_tag,
+    time_bucket, time_prefix,
+};
 use basalt_partitions::{
     Entity, Instance, PartitionState, Tier, codec, entity_matches, entity_view, instance_matches,
     instance_view,
@@ -34,17 +37,13 @@ pub(crate) async fn instances(
         .instances
         .resident_entries()
         .map(|(id, value, _)| (id, value));
-    // With statuses asked for and a complete status index, the store side
-    // lists only instances with those statuses (memory, which is newer,
-    // is checked record by record as always).
-    let by_status = ByStatus {
-        store,
-        tags: query.statuses.iter().map(|s| status_tag(*s)).collect(),
-    };
-    let store: &dyn RecordSource = if state.status_indexed && !query.statuses.is_empty() {
-        &by_status
-    } else {
-        store
+    // With a complete index for what the query narrows by, the store side
+    // lists only what that index names (memory, which is newer, is checked
+    // record by record as always; so is every record the index names).
+    let by_index = index_for(state, store, query).await?;
+    let store: &dyn RecordSource = match &by_index {
+        Some(index) => index,
+        None => store,
     };
     let page = walk_page(
         resident,
@@ -65,6 +64,31 @@ pub(crate) async fn instances(
     )
     .await?;
     Ok((page.items, page.more))
+}
+
+/// The index that lists the fewest records for `query` (by name, by time
+/// of creation, by status, in that order), if the store has a complete one
+/// that narrows it; `None`: scan every record.
+async fn index_for<'a>(
+    state: &PartitionState,
+    store: &'a dyn RecordSource,
+    query: &InstanceQuery,
+) -> Result<Option<ByIndex<'a>>, Error> {
+    if state.name_time_indexed {
+        if let Some(name) = &query.name {
+            return Ok(Some(ByIndex::name(store, name)));
+        }
+        if query.created_from_ms.is_some() || query.created_to_ms.is_some() {
+            let (from, to) = (query.created_from_ms, query.created_to_ms);
+            if let Some(buckets) = time_buckets(store, from, to).await? {
+                return Ok(Some(ByIndex::created(store, &buckets, from, to)));
+            }
+        }
+    }
+    if state.status_indexed && !query.statuses.is_empty() {
+        return Ok(Some(ByIndex::statuses(store, &query.statuses)));
+    }
+    Ok(None)
 }
 
 /// The entities of one partition (those with state) that match `query`,
@@ -113,16 +137,74 @@ pub(crate) async fn entities(
     Ok((page.items, page.more))
 }
 
-/// The instance records of a store with some statuses, in id order,
-/// found through the status index (`s/{tag}/{id}`): what a scan of
-/// `i/{id prefix}` would list, less the instances with other statuses.
-struct ByStatus<'a> {
+/// The instance records of a store listed through a secondary index, in
+/// id order: the entries under each of `lists` (`{list}{id}`) that
+/// [`ByIndex::keeps`], merged. What a scan of `i/{id prefix}`
+/// would list, less the instances the index rules out.
+struct ByIndex<'a> {
     store: &'a dyn RecordSource,
-    tags: Vec<u8>,
+    /// The index prefixes to list (one status, one hour of creation, one
+    /// name hash...), each followed by ids.
+    lists: Vec<Vec<u8>>,
+    /// Only entries whose value (a creation time) is in `[from, to)`:
+    /// `None` keeps every entry.
+    created: Option<(Option<u64>, Option<u64>)>,
+}
+
+impl<'a> ByIndex<'a> {
+    /// The instances with any of `statuses`, through the status index.
+    fn statuses(store: &'a dyn RecordSource, statuses: &[OrchestrationStatus]) -> ByIndex<'a> {
+        ByIndex {
+            store,
+            lists: statuses
+                .iter()
+                .map(|s| status_prefix(status_tag(*s)))
+                .collect(),
+            created: None,
+        }
+    }
+
+    /// The instances of the orchestration named `name` (and any whose
+    /// name has the same hash), through the name index.
+    fn name(store: &'a dyn RecordSource, name: &str) -> ByIndex<'a> {
+        ByIndex {
+            store,
+            lists: vec![name_prefix(name_hash(name))],
+            created: None,
+        }
+    }
+
+    /// The instances created in `[from, to)`, through the time index's
+    /// `buckets`.
+    fn created(
+        store: &'a dyn RecordSource,
+        buckets: &[u64],
+        from_ms: Option<u64>,
+        to_ms: Option<u64>,
+    ) -> ByIndex<'a> {
+        ByIndex {
+            store,
+            lists: buckets.iter().map(|b| time_prefix(*b)).collect(),
+            created: Some((from_ms, to_ms)),
+        }
+    }
+}
+
+impl ByIndex<'_> {
+    /// Whether an index entry with this value counts.
+    fn keeps(&self, value: &[u8]) -> bool {
+        let Some((from_ms, to_ms)) = self.created else {
+            return true;
+        };
+        let created = <[u8; 8]>::try_from(value)
+            .map(u64::from_be_bytes)
+            .unwrap_or_default();
+        from_ms.is_none_or(|f| created >= f) && to_ms.is_none_or(|t| created < t)
+    }
 }
 
 #[async_trait]
-impl RecordSource for ByStatus<'_> {
+impl RecordSource for ByIndex<'_> {
     async fn get(&self, key: &[u8]) -> basalt_storage::Result<Option<bytes::Bytes>> {
         self.store.get(key).await
     }
@@ -136,21 +218,33 @@ impl RecordSource for ByStatus<'_> {
         let id_prefix = prefix.strip_prefix(INSTANCE_PREFIX).unwrap_or(prefix);
         let after_id = after.map(|a| a.strip_prefix(INSTANCE_PREFIX).unwrap_or(a));
         let mut ids: Vec<Vec<u8>> = Vec::new();
-        for &tag in &self.tags {
-            let index = status_prefix(tag);
-            let scan_prefix = [index.as_slice(), id_prefix].concat();
-            let after_key = after_id.map(|a| [index.as_slice(), a].concat());
-            let entries = self
-                .store
-                .scan(&scan_prefix, after_key.as_deref(), limit)
-                .await?;
-            ids.extend(
-                entries
-                    .into_iter()
-                    .map(|(key, _)| key[index.len()..].to_vec()),
-            );
+        for list in &self.lists {
+            // Up to `limit` kept entries of this list (fewer: it has no
+            // more), so a merged page shorter than `limit` means every list
+            // is exhausted.
+            let scan_prefix = [list.as_slice(), id_prefix].concat();
+            let mut cursor = after_id.map(|a| [list.as_slice(), a].concat());
+            let mut kept = 0;
+            loop {
+                let entries = self
+                    .store
+                    .scan(&scan_prefix, cursor.as_deref(), limit)
+                    .await?;
+                let exhausted = entries.len() < limit;
+                if let Some((key, _)) = entries.last() {
+                    cursor = Some(key.to_vec());
+                }
+                for (key, value) in entries {
+                    if kept < limit && self.keeps(&value) {
+                        ids.push(key[list.len()..].to_vec());
+                        kept += 1;
+                    }
+                }
+                if exhausted || kept == limit {
+                    break;
+                }
+            }
         }
-        // A page shorter than `limit` means every status is exhausted.
         ids.sort_unstable();
         ids.dedup();
         ids.truncate(limit);
@@ -160,10 +254,13 @@ impl RecordSource for ByStatus<'_> {
             // The index and the records are written in the same batch.
             let Some(value) = self.store.get(&key).await? else {
                 return Err(basalt_storage::Error::Corrupted(basalt_storage::Damage {
-                    object: format!("state store key s/{}", String::from_utf8_lossy(&id)),
+                    object: format!(
+                        "state store index entry for {}",
+                        String::from_utf8_lossy(&id)
+                    ),
                     offset: 0,
                     problem: basalt_storage::Problem::BadMetadata(
-                        "the status index names an instance the store has no record of".to_owned(),
+                        "a secondary index names an instance the store has no record of".to_owned(),
                     ),
                 }));
             };
@@ -171,6 +268,61 @@ impl RecordSource for ByStatus<'_> {
         }
         Ok(page)
     }
+}
+
+/// Most hours of the time index a query merges; a wider range is listed
+/// by another index or a scan (each hour costs a read per page).
+const TIME_BUCKETS_MAX: usize = 48;
+
+/// The hours of the time index with entries in `[from, to)`, found with
+/// one seek each; `None` if there are more than [`TIME_BUCKETS_MAX`].
+async fn time_buckets(
+    store: &dyn RecordSource,
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+) -> Result<Option<Vec<u64>>, Error> {
+    let last = match to_ms {
+        Some(0) => return Ok(Some(Vec::new())),
+        Some(to) => Some(time_bucket(to - 1)),
+        None => None,
+    };
+    let mut buckets = Vec::new();
+    let mut next = from_ms.map_or(0, time_bucket);
+    while last.is_none_or(|l| next <= l) {
+        // Past every entry of the hour before `next` (ids are UTF-8, which
+        // has no 0xff byte).
+        let after = next.checked_sub(1).map(|b| {
+            let mut key = time_prefix(b);
+            key.push(0xff);
+            key
+        });
+        let found = store
+            .scan(TIME_PREFIX, after.as_deref(), 1)
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        let Some((key, _)) = found.first() else {
+            break;
+        };
+        let bucket = std::str::from_utf8(&key[TIME_PREFIX.len()..])
+            .ok()
+            .and_then(|rest| rest.get(..8))
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .ok_or_else(|| {
+                Error::Storage(format!(
+                    "state store key {:?}: not a time index entry",
+                    String::from_utf8_lossy(key)
+                ))
+            })?;
+        if last.is_some_and(|l| bucket > l) {
+            break;
+        }
+        if buckets.len() == TIME_BUCKETS_MAX {
+            return Ok(None);
+        }
+        buckets.push(bucket);
+        next = bucket + 1;
+    }
+    Ok(Some(buckets))
 }
 
 /// Records a whole-partition walk reads per page.
@@ -394,17 +546,14 @@ pub(crate) async fn expired(
     };
     // Only finished instances can expire: with a complete status index
     // the store side lists just those.
-    let finished = ByStatus {
+    let finished = ByIndex::statuses(
         store,
-        tags: [
+        &[
             OrchestrationStatus::Completed,
             OrchestrationStatus::Failed,
             OrchestrationStatus::Terminated,
-        ]
-        .into_iter()
-        .map(status_tag)
-        .collect(),
-    };
+        ],
+    );
     let store: &dyn RecordSource = if state.status_indexed {
         &finished
     } else {

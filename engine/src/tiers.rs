@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use basalt_partitions::checkpoint::{
-    BUSY_PREFIX, CORE_KEY, ENTITY_PREFIX, INSTANCE_PREFIX, STATUS_INDEX_KEY, parse_key, record_key,
+    BUSY_PREFIX, CORE_KEY, ENTITY_PREFIX, INSTANCE_PREFIX, NAME_TIME_INDEX_KEY, STATUS_INDEX_KEY,
+    parse_key, record_key,
 };
 use basalt_partitions::{Applied, Effects, Event, PartitionState, StateKey, codec};
 use basalt_runtime::Error;
@@ -247,6 +248,7 @@ pub(crate) async fn recover_partition(
                 .await?;
             let mut state = PartitionState::from_core(core, false);
             state.status_indexed = store.get(STATUS_INDEX_KEY).await?.is_some();
+            state.name_time_indexed = store.get(NAME_TIME_INDEX_KEY).await?.is_some();
             load_busy(&mut state, &store).await.map_err(open_storage)?;
             (state, log, recovery)
         }

@@ -10,7 +10,10 @@
 //! | `e/{entity instance id}` | an [`Entity`] record |
 //! | `b/i/{id}`, `b/e/{id}` | empty: the record has work to hand out after a restart |
 //! | `s/{status tag}/{instance id}` | empty: the instance's status (the status index) |
+//! | `t/{creation hour}/{instance id}` | the creation time: the time index |
+//! | `n/{name hash}/{instance id}` | empty: the name index |
 //! | `x/status-index` | empty: every instance of the store is in the status index |
+//! | `x/name-time-index` | empty: every instance of the store is in the time and name indexes |
 //!
 //! Every key is the prefix and the id's UTF-8 bytes, so a prefix scan lists
 //! records in id order.
@@ -19,6 +22,7 @@ use basalt_runtime::OrchestrationStatus;
 
 use crate::codec::{self, DecodeError, EncodeError};
 use crate::state::{Entity, Instance, PartitionState, StateKey};
+use crate::tier::IndexTag;
 
 /// The store key of the partition-wide record.
 pub const CORE_KEY: &[u8] = b"c";
@@ -34,6 +38,19 @@ pub const STATUS_PREFIX: &[u8] = b"s/";
 /// store was empty when its partition first used it); stores written by
 /// earlier builds lack it, and their queries scan every instance.
 pub const STATUS_INDEX_KEY: &[u8] = b"x/status-index";
+/// Prefix of the time index: `t/`, the hour of creation (hours since the
+/// Unix epoch, 8 lowercase hex digits), `/`, the id; the value is the
+/// creation time in ms, 8 bytes big-endian.
+pub const TIME_PREFIX: &[u8] = b"t/";
+/// Prefix of the name index: `n/`, the CRC-32C of the name (8 lowercase
+/// hex digits), `/`, the id.
+pub const NAME_PREFIX: &[u8] = b"n/";
+/// Present when every instance of the store is in the time and name
+/// indexes (the store was empty when a build that writes them first used
+/// it); without it, queries by time or name scan.
+pub const NAME_TIME_INDEX_KEY: &[u8] = b"x/name-time-index";
+/// Milliseconds per bucket of the time index.
+pub const TIME_BUCKET_MS: u64 = 3_600_000;
 
 /// The status index's tag of a status: fixed numbers, part of the store
 /// format.
@@ -67,9 +84,37 @@ pub fn status_key(tag: u8, id: &str) -> Vec<u8> {
     key
 }
 
+/// The prefix of the time index entries of one bucket (hour).
+pub fn time_prefix(bucket: u64) -> Vec<u8> {
+    let mut prefix = TIME_PREFIX.to_vec();
+    prefix.extend_from_slice(format!("{bucket:08x}/").as_bytes());
+    prefix
+}
+
+/// The time index bucket of a creation time.
+pub fn time_bucket(created_ms: u64) -> u64 {
+    created_ms / TIME_BUCKET_MS
+}
+
+/// The name index's hash of an orchestration name.
+pub fn name_hash(name: &str) -> u32 {
+    crc32c::crc32c(name.as_bytes())
+}
+
+/// The prefix of the name index entries of names with `hash`.
+pub fn name_prefix(hash: u32) -> Vec<u8> {
+    let mut prefix = NAME_PREFIX.to_vec();
+    prefix.extend_from_slice(format!("{hash:08x}/").as_bytes());
+    prefix
+}
+
 impl crate::tier::Indexed for Instance {
-    fn index_tag(&self) -> Option<u8> {
-        Some(status_tag(self.meta.status)).filter(|&tag| tag != 0)
+    fn index_tag(&self) -> Option<IndexTag> {
+        Some(IndexTag {
+            status: status_tag(self.meta.status),
+            created_ms: self.meta.created_at_ms,
+            name_hash: name_hash(&self.meta.name),
+        })
     }
 }
 
@@ -154,6 +199,45 @@ impl Entity {
     }
 }
 
+/// Moves an instance's index entries from what the store holds (`old`)
+/// to what its record says now (`new`): only the entries whose part of
+/// the tag changed are deleted and written.
+fn index_writes(writes: &mut Vec<Write>, id: &str, old: Option<IndexTag>, new: Option<IndexTag>) {
+    let mut entry = |key: Vec<u8>, value: Option<Vec<u8>>| {
+        writes.push(Write { key, value });
+    };
+    let status = |tag: &IndexTag| Some(tag.status).filter(|&s| s != 0);
+    if old.and_then(|t| status(&t)) != new.and_then(|t| status(&t)) {
+        if let Some(s) = old.and_then(|t| status(&t)) {
+            entry(status_key(s, id), None);
+        }
+        if let Some(s) = new.and_then(|t| status(&t)) {
+            entry(status_key(s, id), Some(Vec::new()));
+        }
+    }
+    let created = |tag: Option<IndexTag>| tag.map(|t| t.created_ms);
+    if created(old) != created(new) {
+        if let Some(ms) = created(old) {
+            entry(keyed(&time_prefix(time_bucket(ms)), id), None);
+        }
+        if let Some(ms) = created(new) {
+            entry(
+                keyed(&time_prefix(time_bucket(ms)), id),
+                Some(ms.to_be_bytes().to_vec()),
+            );
+        }
+    }
+    let name = |tag: Option<IndexTag>| tag.map(|t| t.name_hash);
+    if name(old) != name(new) {
+        if let Some(hash) = name(old) {
+            entry(keyed(&name_prefix(hash), id), None);
+        }
+        if let Some(hash) = name(new) {
+            entry(keyed(&name_prefix(hash), id), Some(Vec::new()));
+        }
+    }
+}
+
 fn record_writes(
     writes: &mut Vec<Write>,
     key: StateKey,
@@ -183,18 +267,12 @@ impl PartitionState {
         let instances = self.instances.take_changes(|change| {
             records += 1;
             if change.stored_tag != change.tag {
-                if let Some(old) = change.stored_tag {
-                    writes.push(Write {
-                        key: status_key(old, change.key.as_str()),
-                        value: None,
-                    });
-                }
-                if let Some(new) = change.tag {
-                    writes.push(Write {
-                        key: status_key(new, change.key.as_str()),
-                        value: Some(Vec::new()),
-                    });
-                }
+                index_writes(
+                    &mut writes,
+                    change.key.as_str(),
+                    change.stored_tag,
+                    change.tag,
+                );
             }
             let key = StateKey::Instance(change.key.clone());
             let value = change.value.map(codec::encode_instance).transpose()?;
@@ -208,11 +286,16 @@ impl PartitionState {
             let busy = change.value.is_some_and(Entity::is_busy);
             Ok::<_, EncodeError>(record_writes(&mut writes, key, value, busy))
         })?;
-        if self.status_indexed {
-            writes.push(Write {
-                key: STATUS_INDEX_KEY.to_vec(),
-                value: Some(Vec::new()),
-            });
+        for (complete, key) in [
+            (self.status_indexed, STATUS_INDEX_KEY),
+            (self.name_time_indexed, NAME_TIME_INDEX_KEY),
+        ] {
+            if complete {
+                writes.push(Write {
+                    key: key.to_vec(),
+                    value: Some(Vec::new()),
+                });
+            }
         }
         writes.push(Write {
             key: CORE_KEY.to_vec(),

@@ -30,4 +30,4 @@ pub use state::{
     Applied, Core, ENTITY_BATCH_OPERATIONS_MAX, Entity, Instance, PartitionState, StateKey,
     Suspended, entity_matches, entity_view, instance_matches, instance_view,
 };
-pub use tier::{Change, Indexed, Tier};
+pub use tier::{Change, IndexTag, Indexed, Tier};

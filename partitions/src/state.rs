@@ -152,6 +152,10 @@ pub struct PartitionState {
     /// `checkpoint::STATUS_INDEX_KEY`): true for a partition whose store
     /// was empty, or whose store says so; checkpoints then say so too.
     pub status_indexed: bool,
+    /// Every instance in the store is in its time and name indexes (see
+    /// `checkpoint::NAME_TIME_INDEX_KEY`), as `status_indexed` is for the
+    /// status index.
+    pub name_time_indexed: bool,
 }
 
 /// One unit of an event's work; each touches at most one record.
@@ -258,6 +262,7 @@ impl PartitionState {
             instances_by_status: core.instances_by_status,
             entities_with_state: core.entities_with_state,
             status_indexed: complete,
+            name_time_indexed: complete,
         }
     }
 
@@ -1851,6 +1856,7 @@ pub fn instance_matches(query: &InstanceQuery, meta: &InstanceState) -> bool {
             .instance_id_prefix
             .as_deref()
             .is_none_or(|p| meta.instance_id.as_str().starts_with(p))
+        && query.name.as_deref().is_none_or(|n| meta.name == n)
 }
 
 /// What a query returns of an instance: without inputs, outputs and

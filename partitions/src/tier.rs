@@ -34,13 +34,26 @@ const UNSIZED_RECORD_BYTES: usize = 8192;
 /// key's string, the LRU links.
 const KEY_OVERHEAD_BYTES: usize = 96;
 
-/// What a record is filed under in its store's secondary index, if
-/// anything (an instance: its status). The tier remembers the tag of the
-/// version in the store, so a checkpoint moves the index entry only when
-/// the tag changed.
+/// What a record is filed under in its store's secondary indexes (an
+/// instance: its status, creation time and name). Small and fixed-size:
+/// the tier keeps one per resident record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexTag {
+    /// The status index's tag (0: not in the status index).
+    pub status: u8,
+    /// The creation time, ms since the Unix epoch (the time index).
+    pub created_ms: u64,
+    /// A hash of the name (the name index; a collision only costs a
+    /// record read, the query checks the name itself).
+    pub name_hash: u32,
+}
+
+/// What a record is filed under in its store's secondary indexes, if
+/// anything. The tier remembers the tag of the version in the store, so a
+/// checkpoint moves index entries only when the tag changed.
 pub trait Indexed {
     /// The record's index tag.
-    fn index_tag(&self) -> Option<u8> {
+    fn index_tag(&self) -> Option<IndexTag> {
         None
     }
 }
@@ -66,7 +79,7 @@ struct Changed<V> {
     bytes: usize,
     /// The index tag of the version in the store (`None`: none there, or
     /// not indexed).
-    stored_tag: Option<u8>,
+    stored_tag: Option<IndexTag>,
 }
 
 /// A record that matches the store (or is known not to exist).
@@ -75,7 +88,7 @@ struct Clean<V> {
     value: Boxed<V>,
     bytes: usize,
     /// The index tag of the record (as the store holds it).
-    stored_tag: Option<u8>,
+    stored_tag: Option<IndexTag>,
 }
 
 /// A record out of the decoded cache, kept encoded (the same bytes the
@@ -145,9 +158,9 @@ pub struct Change<'a, V> {
     /// Its record, or `None` if it no longer exists.
     pub value: Option<&'a V>,
     /// Its index tag in the store before this change (to delete).
-    pub stored_tag: Option<u8>,
+    pub stored_tag: Option<IndexTag>,
     /// Its index tag now (to write).
-    pub tag: Option<u8>,
+    pub tag: Option<IndexTag>,
 }
 
 impl<V> Tier<V> {

@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 
 use basalt_partitions::checkpoint::{
-    BUSY_PREFIX, CORE_KEY, Changes, INSTANCE_PREFIX, STATUS_PREFIX, parse_key, record_key,
-    status_key, status_tag,
+    BUSY_PREFIX, CORE_KEY, Changes, INSTANCE_PREFIX, NAME_PREFIX, STATUS_PREFIX, TIME_PREFIX,
+    name_hash, name_prefix, parse_key, record_key, status_key, status_tag, time_bucket,
+    time_prefix,
 };
 use basalt_partitions::{Applied, Effects, Event, PartitionState, StateKey, codec};
 use basalt_runtime::OrchestrationStatus;
@@ -210,6 +211,31 @@ proptest! {
             .collect();
         expected.sort();
         prop_assert_eq!(indexed, expected.iter().collect::<Vec<_>>());
+        // So do the time and name indexes, under its creation time and name.
+        for index in [TIME_PREFIX, NAME_PREFIX] {
+            let indexed: Vec<(&Vec<u8>, &Vec<u8>)> = store
+                .0
+                .iter()
+                .filter(|(k, _)| k.starts_with(index))
+                .collect();
+            let mut expected: Vec<(Vec<u8>, Vec<u8>)> = store
+                .0
+                .iter()
+                .filter_map(|(key, value)| {
+                    let id = std::str::from_utf8(key.strip_prefix(INSTANCE_PREFIX)?).ok()?;
+                    let meta = codec::decode_instance_meta(value).expect("record decodes");
+                    Some(if index == TIME_PREFIX {
+                        let prefix = time_prefix(time_bucket(meta.created_at_ms));
+                        ([prefix, id.as_bytes().to_vec()].concat(), meta.created_at_ms.to_be_bytes().to_vec())
+                    } else {
+                        let prefix = name_prefix(name_hash(&meta.name));
+                        ([prefix, id.as_bytes().to_vec()].concat(), Vec::new())
+                    })
+                })
+                .collect();
+            expected.sort();
+            prop_assert_eq!(indexed, expected.iter().map(|(k, v)| (k, v)).collect::<Vec<_>>());
+        }
         prop_assert_eq!(&state.instances_by_status, &status_counts(&live));
         prop_assert_eq!(
             state.entities_with_state,

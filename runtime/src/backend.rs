@@ -43,6 +43,8 @@ pub struct InstanceQuery {
     pub created_to_ms: Option<u64>,
     /// Only instance ids starting with this prefix.
     pub instance_id_prefix: Option<String>,
+    /// Only instances of the orchestration with this name (exact match).
+    pub name: Option<String>,
     /// Most instances per page (1..=1000).
     pub page_size: usize,
     /// Where the previous page ended (from [`QueryPage::continuation`]).
@@ -58,6 +60,7 @@ impl Default for InstanceQuery {
             created_from_ms: None,
             created_to_ms: None,
             instance_id_prefix: None,
+            name: None,
             page_size: 100,
             continuation: None,
             fetch_inputs_and_outputs: false,

@@ -1428,7 +1428,7 @@ pub async fn purge_deletes_only_finished_instances(
     .await
 }
 
-/// Queries filter by status, by id prefix and by creation time, page
+/// Queries filter by status, by id prefix, by name and by creation time, page
 /// through every result with continuations (in id order, no duplicates,
 /// no page larger than asked), include inputs and outputs only when asked,
 /// and refuse page sizes outside 1..=1000.
@@ -1549,12 +1549,48 @@ pub async fn queries_filter_by_status_prefix_and_time_and_page(
             format_args!("{page:?}"),
         )?;
 
+        // By orchestration name.
+        let by_name = |name: &str| InstanceQuery {
+            name: Some(name.to_owned()),
+            ..base.clone()
+        };
+        run.check_eq(
+            "Echo instances by prefix",
+            &sorted(&completed),
+            &query_ids(by_name("Echo")).await?,
+        )?;
+        run.check_eq(
+            "WaitForever instances",
+            &sorted(&running.iter().collect::<Vec<_>>()),
+            &query_ids(InstanceQuery {
+                name: Some("WaitForever".to_owned()),
+                statuses: vec![OrchestrationStatus::Running],
+                ..base.clone()
+            })
+            .await?,
+        )?;
+        run.check_eq(
+            "instances of an unknown name",
+            &Vec::<String>::new(),
+            &query_ids(by_name("echo")).await?,
+        )?;
+
         // Paging by hand, two at a time.
+        let batch_b = sorted(&running.iter().chain(&completed_b).collect::<Vec<_>>());
         for (query, expected) in [
             (base.clone(), sorted(&all)),
             (
                 by_status(vec![OrchestrationStatus::Completed]),
                 sorted(&completed),
+            ),
+            (by_name("Echo"), sorted(&completed)),
+            (
+                InstanceQuery {
+                    created_from_ms: Some(min_b),
+                    created_to_ms: Some(now_ms() + 60_000),
+                    ..base.clone()
+                },
+                batch_b.clone(),
             ),
         ] {
             let mut query = InstanceQuery {

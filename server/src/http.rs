@@ -373,6 +373,7 @@ fn instance_query(
         created_from_ms: time("createdTimeFrom")?,
         created_to_ms: time("createdTimeTo")?,
         instance_id_prefix: params.get("instanceIdPrefix").cloned(),
+        name: params.get("name").filter(|n| !n.is_empty()).cloned(),
         page_size,
         continuation: continuation(headers, params)?,
         fetch_inputs_and_outputs: params.get("showInput").is_none_or(|v| v != "false"),

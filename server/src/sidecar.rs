@@ -773,6 +773,7 @@ impl TaskHubSidecarService for Arc<Sidecar> {
                 created_from_ms: query.created_time_from.as_ref().map(convert::millis),
                 created_to_ms: query.created_time_to.as_ref().map(convert::millis),
                 instance_id_prefix: query.instance_id_prefix.filter(|p| !p.is_empty()),
+                name: None,
                 page_size,
                 continuation: query.continuation_token.filter(|c| !c.is_empty()),
                 fetch_inputs_and_outputs: fetch,

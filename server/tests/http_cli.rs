@@ -297,6 +297,21 @@ async fn http_api_manages_instances_and_entities() {
     for id in ["h1", "a1", "a2", "caf\u{e9}"] {
         assert!(ids.contains(&id.to_owned()), "{id} not in {ids:?}");
     }
+    // By orchestration name: the approvals only.
+    let approvals: Vec<Value> = http
+        .get(url(&handle, &format!("{PREFIX}/instances?name=approve")))
+        .send()
+        .await
+        .expect("list by name")
+        .json()
+        .await
+        .expect("json");
+    let mut names: Vec<&str> = approvals
+        .iter()
+        .map(|i| i["instanceId"].as_str().unwrap_or_default())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["a1", "a2"], "instances named approve");
 
     // Purge one, then by filter.
     let purged = http

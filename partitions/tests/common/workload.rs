@@ -61,6 +61,11 @@ pub fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
     let mut now = 1_000u64;
     while log.len() < length {
         now += 1 + rng.below(50) as u64;
+        // Now and then an hour passes (instances land in several buckets
+        // of the time index).
+        if rng.below(60) == 0 {
+            now += 3_600_000;
+        }
         let event = match rng.below(14) {
             12 => Event::SignalEntity {
                 entity: entity(rng.below(4)),
@@ -116,7 +121,7 @@ pub fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
             }
             0 | 1 => Event::Start {
                 instance_id: id(rng.below(6)),
-                name: "o".into(),
+                name: if rng.below(3) == 0 { "o2" } else { "o" }.into(),
                 version: None,
                 input: Some(rng.below(100).to_string()),
                 scheduled_start_ms: (rng.below(5) == 0).then_some(now + 100),
