@@ -107,8 +107,9 @@ pub fn reset_peak_rss() -> bool {
 /// Returns free heap pages to the system where the allocator is glibc's
 /// (tests, criterion), so RSS reflects what is in use rather than what an
 /// earlier run left in the allocator's caches. The `basalt` binary's
-/// mimalloc keeps freed pages for reuse: there, a later run's memory
-/// figures are lower bounds (docs/benchmarks.md).
+/// jemalloc returns freed pages about a second after they are freed (its
+/// background thread), so a later run there may start with up to a
+/// second's worth of an earlier run's pages (docs/benchmarks.md).
 fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` has no preconditions.

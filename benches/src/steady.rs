@@ -32,6 +32,8 @@ pub struct SteadySettings {
     pub wave: u64,
     /// Products in the pool.
     pub pool: u64,
+    /// Most checkouts running at once (at most `wave`).
+    pub in_flight: u64,
     /// The engine's memory budget for partition state, in bytes.
     pub memory_budget_bytes: u64,
     /// Partitions of the hub.
@@ -70,6 +72,8 @@ struct Filling {
     worker: basalt_runtime::WorkerHandle,
     stocks: Vec<EntityId>,
     requests: Requests,
+    /// Most checkouts running at once.
+    in_flight: u64,
 }
 
 async fn stock_of(backend: &Arc<dyn Backend>, id: &EntityId) -> Result<i64, WorkloadError> {
@@ -126,6 +130,7 @@ async fn open_filling(
         worker,
         stocks,
         requests: Requests::new(11, settings.pool),
+        in_flight: settings.in_flight,
     })
 }
 
@@ -148,8 +153,12 @@ async fn run_wave(
     let reads_before = filling.engine.store_reads();
     let started = Instant::now();
     let mut waits = Vec::with_capacity(count as usize);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(
+        usize::try_from(filling.in_flight.max(1)).unwrap_or(usize::MAX),
+    ));
     for (i, order) in orders.iter().enumerate() {
         let backend = filling.backend.clone();
+        let in_flight = in_flight.clone();
         let request = StartRequest {
             name: checkout::CHECKOUT.into(),
             instance_id: Some(checkout_id(index, i as u64)),
@@ -157,6 +166,9 @@ async fn run_wave(
             ..StartRequest::default()
         };
         waits.push(tokio::spawn(async move {
+            // Held until this checkout is done (the semaphore is never
+            // closed).
+            let _slot = in_flight.acquire_owned().await;
             let id = crate::workloads::start_retrying(backend.as_ref(), request).await?;
             backend
                 .wait_for_completion(&id, Duration::from_secs(600))

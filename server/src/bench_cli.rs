@@ -55,6 +55,10 @@ pub struct SteadyArgs {
     /// Products in the pool.
     #[arg(long, default_value_t = 100)]
     pub pool: u64,
+    /// Most checkouts of a wave running at once (a client with that many
+    /// requests out); the default starts the whole wave at once.
+    #[arg(long)]
+    pub in_flight: Option<u64>,
     /// The engine's memory budget for partition state (as `basalt serve
     /// --memory-budget` takes it).
     #[arg(long, default_value = "128MiB")]

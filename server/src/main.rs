@@ -17,48 +17,26 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 
-/// mimalloc instead of the system allocator: with glibc's, a quarter of
-/// the engine's CPU went to malloc/free and their arena locks (threads
-/// waking each other on futexes); see docs/benchmarks.md.
-#[cfg(not(feature = "system-allocator"))]
+/// jemalloc instead of the system allocator: with glibc's, a quarter of
+/// the engine's CPU went to malloc/free and their arena locks, and
+/// mimalloc (used before) let RSS grow with every instance a long-running
+/// hub had ever held while the live heap stayed flat; see
+/// docs/decisions/0005-jemalloc.md.
+#[cfg(all(feature = "jemalloc", not(feature = "system-allocator")))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// mimalloc's default keeps freed memory in transparent huge pages and
-/// eagerly committed arenas: with records moving in and out of memory,
-/// RSS then grew by ~10 KB per instance that had ever been resident
-/// (`basalt bench steady`: 700 MiB at 60,000 checkouts with a 16 MiB
-/// budget, against 250 MiB with these settings; see docs/benchmarks.md).
-/// Returning pages at once keeps RSS near what is live. (mimalloc v2
-/// with the same settings kept RSS lower still on a large hub, but cost
-/// the fresh-hub checkout a fifth of its throughput; see
-/// docs/benchmarks.md, "The allocator".)
-#[cfg(not(feature = "system-allocator"))]
-fn tune_allocator() {
-    // Option numbers of `mi_option_t` in mimalloc v3's `mimalloc.h`
-    // (libmimalloc-sys 0.1.49, pinned by Cargo.lock).
-    const ARENA_EAGER_COMMIT: i32 = 4;
-    const PURGE_DELAY: i32 = 15;
-    const ALLOW_THP: i32 = 43;
-    unsafe extern "C" {
-        fn mi_option_set_default(option: i32, value: std::os::raw::c_long);
-    }
-    // SAFETY: mi_option_set_default only stores an option value (unless
-    // the option came from a MIMALLOC_* environment variable, which wins,
-    // so these can be varied without a rebuild); mimalloc reads them when
-    // it next reserves, commits or purges memory.
-    unsafe {
-        mi_option_set_default(ARENA_EAGER_COMMIT, 0);
-        mi_option_set_default(PURGE_DELAY, 0);
-        mi_option_set_default(ALLOW_THP, 0);
-    }
-}
-
-#[cfg(feature = "system-allocator")]
-fn tune_allocator() {}
+/// jemalloc's settings, read when it starts: a background thread returns
+/// freed pages to the system a second after they are freed (by default
+/// ten, and only when the process next allocates, so an idle server kept
+/// its peak). `_RJEM_MALLOC_CONF` in the environment overrides them.
+#[cfg(all(feature = "jemalloc", not(feature = "system-allocator")))]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+#[allow(non_upper_case_globals)]
+pub static malloc_conf: &[u8; 60] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 fn main() -> ExitCode {
-    tune_allocator();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

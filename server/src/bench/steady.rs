@@ -38,13 +38,14 @@ enum Line {
 
 fn settings(args: &SteadyArgs) -> anyhow::Result<SteadySettings> {
     let memory_budget_bytes = parse_bytes(&args.memory_budget)?;
-    if args.wave == 0 || args.instances == 0 || args.pool == 0 {
-        bail!("--instances, --wave and --pool must be at least 1");
+    if args.wave == 0 || args.instances == 0 || args.pool == 0 || args.in_flight == Some(0) {
+        bail!("--instances, --wave, --pool and --in-flight must be at least 1");
     }
     Ok(SteadySettings {
         instances: args.instances,
         wave: args.wave,
         pool: args.pool,
+        in_flight: args.in_flight.unwrap_or(args.wave).min(args.wave),
         memory_budget_bytes,
         partitions: args.common.partitions,
     })
@@ -75,6 +76,7 @@ pub async fn run(args: &SteadyArgs) -> anyhow::Result<()> {
         .args(["--instances", &settings.instances.to_string()])
         .args(["--wave", &settings.wave.to_string()])
         .args(["--pool", &settings.pool.to_string()])
+        .args(["--in-flight", &settings.in_flight.to_string()])
         .args(["--memory-budget", &settings.memory_budget_bytes.to_string()])
         .args(["--partitions", &settings.partitions.to_string()])
         .stdout(std::process::Stdio::piped())
