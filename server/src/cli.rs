@@ -31,7 +31,7 @@ pub enum Command {
     /// Run the server: the engine on a data directory, the Durable Task
     /// sidecar gRPC service and the HTTP management API. Stops cleanly on
     /// SIGTERM or SIGINT.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start an orchestration on a running server.
     Start(StartArgs),
     /// Show an orchestration instance.
@@ -123,6 +123,15 @@ pub struct ServeArgs {
     /// 7d, in the background. Default: off.
     #[arg(long, env = "BASALT_RETENTION")]
     pub retention: Option<String>,
+    /// A file holding the shared secret (at least 16 visible ASCII
+    /// characters) that every gRPC call and HTTP request must carry as
+    /// `authorization: Bearer <token>`. Default: none.
+    #[arg(long, env = "BASALT_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<std::path::PathBuf>,
+    /// Listen on a non-loopback address without --auth-token-file (only on
+    /// a network you trust). Default: refuse.
+    #[arg(long, env = "BASALT_INSECURE")]
+    pub insecure: bool,
     /// Log filter (tracing's env-filter syntax). Default: info.
     #[arg(long, env = "BASALT_LOG")]
     pub log: Option<String>,
@@ -142,6 +151,10 @@ pub struct ServerAddr {
         global = true
     )]
     pub server: String,
+    /// A file holding the server's auth token (see `basalt serve
+    /// --auth-token-file`).
+    #[arg(long, env = "BASALT_AUTH_TOKEN_FILE", global = true)]
+    pub auth_token_file: Option<std::path::PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,

@@ -5,6 +5,7 @@
 //! the server's message when it refuses.
 
 use anyhow::{Context, bail};
+use basalt_server::auth::BearerToken;
 use basalt_server::convert::{millis, timestamp};
 use basalt_server::proto;
 use basalt_server::proto::task_hub_sidecar_service_client::TaskHubSidecarServiceClient;
@@ -14,12 +15,50 @@ use tonic::transport::Channel;
 
 use crate::cli::{Command, ServerAddr};
 
-type Client = TaskHubSidecarServiceClient<Channel>;
+type Client = TaskHubSidecarServiceClient<
+    tonic::service::interceptor::InterceptedService<Channel, WithToken>,
+>;
+
+/// Adds the auth token (if any) to every call.
+#[derive(Clone)]
+struct WithToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for WithToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
 
 async fn connect(server: &ServerAddr) -> anyhow::Result<Client> {
-    TaskHubSidecarServiceClient::connect(server.server.clone())
+    let token = match &server.auth_token_file {
+        Some(path) => {
+            let token = BearerToken::load(path)?;
+            Some(
+                token
+                    .header_value()
+                    .parse()
+                    .context("the auth token is not a valid header value")?,
+            )
+        }
+        None => None,
+    };
+    let channel = Channel::from_shared(server.server.clone())
+        .with_context(|| format!("{:?} is not a server address", server.server))?
+        .connect()
         .await
-        .with_context(|| format!("connecting to the server at {}", server.server))
+        .with_context(|| format!("connecting to the server at {}", server.server))?;
+    Ok(TaskHubSidecarServiceClient::with_interceptor(
+        channel,
+        WithToken(token),
+    ))
 }
 
 /// A gRPC status as an error with the server's message.

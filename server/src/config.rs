@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::auth::BearerToken;
 pub use crate::sidecar::EntityFormat;
 
 /// Everything `basalt serve` needs, resolved.
@@ -58,6 +59,13 @@ pub struct ServeOptions {
     /// than this are purged in the background, in bounded batches.
     /// Default: off.
     pub retention: Option<Duration>,
+    /// The shared secret every gRPC call and HTTP request (but the health
+    /// probes) must carry as `authorization: Bearer <token>`. Default:
+    /// none (anyone who can reach the ports may call).
+    pub auth_token: Option<BearerToken>,
+    /// Listen on addresses other than loopback without a token. Default:
+    /// false (such a server refuses to start).
+    pub insecure: bool,
 }
 
 /// Splits `128MiB` into 128 and `MiB` (the unit trimmed, maybe empty).
@@ -146,6 +154,8 @@ impl Default for ServeOptions {
             memory_budget_bytes: 256 << 20,
             queued_work_max: None,
             retention: None,
+            auth_token: None,
+            insecure: false,
         }
     }
 }
@@ -189,6 +199,10 @@ pub struct ServeFile {
     pub queued_work_max: Option<usize>,
     /// See [`ServeOptions::retention`], as a duration (`"7d"`).
     pub retention: Option<String>,
+    /// A file holding [`ServeOptions::auth_token`].
+    pub auth_token_file: Option<PathBuf>,
+    /// See [`ServeOptions::insecure`].
+    pub insecure: Option<bool>,
 }
 
 /// Why options could not be resolved.
@@ -258,6 +272,8 @@ impl ServeFile {
             memory_budget: self.memory_budget.or(lower.memory_budget),
             queued_work_max: self.queued_work_max.or(lower.queued_work_max),
             retention: self.retention.or(lower.retention),
+            auth_token_file: self.auth_token_file.or(lower.auth_token_file),
+            insecure: self.insecure.or(lower.insecure),
         }
     }
 
@@ -309,6 +325,12 @@ impl ServeFile {
                 Some(text) => Some(parse_duration(text)?),
                 None => defaults.retention,
             },
+            auth_token: self
+                .auth_token_file
+                .as_deref()
+                .map(BearerToken::load)
+                .transpose()?,
+            insecure: self.insecure.unwrap_or(defaults.insecure),
         };
         options.validate()?;
         Ok(options)
@@ -386,6 +408,19 @@ impl ServeOptions {
                 "commit-linger-micros must be at most 1000000 (1 s), not {}",
                 self.commit_linger_micros
             )));
+        }
+        if self.auth_token.is_none() && !self.insecure {
+            let exposed = std::iter::once(self.grpc_addr)
+                .chain(self.http_addr)
+                .find(|addr| !addr.ip().is_loopback());
+            if let Some(addr) = exposed {
+                return Err(ConfigError::Invalid(format!(
+                    "refusing to listen on {addr} without authentication: anyone who can \
+                     reach it could run and read every orchestration. Give \
+                     --auth-token-file (see docs/security.md), bind a loopback address, \
+                     or pass --insecure if the network itself is trusted"
+                )));
+            }
         }
         if Some(self.grpc_addr) == self.http_addr && self.grpc_addr.port() != 0 {
             return Err(ConfigError::Invalid(format!(

@@ -22,6 +22,7 @@ use basalt_runtime::{
 };
 use serde_json::{Value, json};
 
+use crate::auth::BearerToken;
 use crate::dispatch::Dispatcher;
 use crate::time::{format_rfc3339, parse_time};
 
@@ -42,9 +43,9 @@ pub const PREFIX: &str = "/runtime/webhooks/durabletask";
 pub const CONTINUATION_HEADER: &str = "x-ms-continuation-token";
 
 /// The API's routes.
-pub fn router(state: HttpState) -> Router {
+pub fn router(state: HttpState, auth_token: Option<BearerToken>) -> Router {
+    let health = Router::new().route("/healthz", get(healthz));
     Router::new()
-        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route(&format!("{PREFIX}/orchestrators/{{name}}"), post(start))
         .route(
@@ -76,6 +77,11 @@ pub fn router(state: HttpState) -> Router {
             &format!("{PREFIX}/entities/{{name}}/{{key}}"),
             get(get_entity).post(signal_entity),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            auth_token,
+            crate::auth::require_token,
+        ))
+        .merge(health)
         .with_state(state)
 }
 

@@ -15,6 +15,7 @@ pub mod proto {
     tonic::include_proto!("_");
 }
 
+pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod dispatch;

@@ -55,7 +55,7 @@ async fn run() -> ExitCode {
     let result = match cli.command {
         Command::Bench(bench) => bench::run(bench).await,
         Command::Inspect(args) => inspect::run(&args).await,
-        Command::Serve(args) => serve_cmd::run(args).await,
+        Command::Serve(args) => serve_cmd::run(*args).await,
         other => client::run(other).await,
     };
     match result {

@@ -37,6 +37,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         memory_budget: args.memory_budget.clone(),
         queued_work_max: args.queued_work_max,
         retention: args.retention.clone(),
+        auth_token_file: args.auth_token_file.clone(),
+        insecure: args.insecure.then_some(true),
     };
     let options = flags.or(file).into_options()?;
     // The handlers go in before the "serving" line: a supervisor (or a

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::auth::GrpcAuth;
 use crate::config::{ServeOptions, StorageChoice};
 use crate::dispatch::Dispatcher;
 use crate::http;
@@ -131,9 +132,12 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
     let message_max = options
         .payload_bytes_max
         .saturating_add(MESSAGE_OVERHEAD_BYTES);
-    let service = TaskHubSidecarServiceServer::new(sidecar)
-        .max_decoding_message_size(message_max)
-        .max_encoding_message_size(usize::MAX);
+    let service = tonic::service::interceptor::InterceptedService::new(
+        TaskHubSidecarServiceServer::new(sidecar)
+            .max_decoding_message_size(message_max)
+            .max_encoding_message_size(usize::MAX),
+        GrpcAuth(options.auth_token.clone()),
+    );
     // Small messages go out at once: without TCP_NODELAY, Nagle's
     // algorithm and delayed acks hold each completion reply back (tonic
     // ignores its own nodelay setting for an incoming stream).
@@ -160,11 +164,14 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
     }));
 
     if let Some(listener) = http_listener {
-        let app = http::router(http::HttpState {
-            backend: Arc::clone(&backend),
-            engine: engine.clone(),
-            dispatcher: Arc::clone(&dispatcher),
-        });
+        let app = http::router(
+            http::HttpState {
+                backend: Arc::clone(&backend),
+                engine: engine.clone(),
+                dispatcher: Arc::clone(&dispatcher),
+            },
+            options.auth_token.clone(),
+        );
         let mut stop_http = shutdown.subscribe();
         tasks.push(tokio::spawn(async move {
             let listener = listener.tap_io(|stream| {

@@ -16,12 +16,18 @@ use common::{SCENARIOS, ServerProcess, python_sdk as python};
 
 /// Runs the scenarios against a fresh server; fails with both sides' output.
 fn run_scenarios(extra_server_flags: &[&str], only: &[&str]) {
+    run_scenarios_with(extra_server_flags, &[], only);
+}
+
+/// As [`run_scenarios`], with `extra_sdk_args` for scenarios.py.
+fn run_scenarios_with(extra_server_flags: &[&str], extra_sdk_args: &[&str], only: &[&str]) {
     let python = python();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("hub");
     let server = ServerProcess::start(&data, "127.0.0.1:0", "off", extra_server_flags);
     let mut command = Command::new(&python);
     command.arg(SCENARIOS).arg("--addr").arg(&server.grpc);
+    command.args(extra_sdk_args);
     if !only.is_empty() {
         command.arg("--only").args(only);
     }
@@ -65,6 +71,31 @@ fn python_sdk_entities_with_the_newer_work_item_format() {
             "entities",
             "entity_locks",
             "entity_starts_an_orchestration_and_signals_itself_later",
+        ],
+    );
+}
+
+/// A server that wants a bearer token: the SDK's client and worker pass
+/// it as gRPC metadata, unchanged (the refusal without it is checked in
+/// `tests/security.rs`).
+#[test]
+fn python_sdk_with_a_bearer_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "python-sdk-token-0123456789\n").expect("write the token");
+    let token = token.to_string_lossy().into_owned();
+    run_scenarios_with(
+        &["--auth-token-file", &token],
+        &["--token-file", &token],
+        &[
+            "activity_sequence",
+            "fan_out_fan_in",
+            "timer",
+            "external_event_after_wait",
+            "sub_orchestrations",
+            "query",
+            "entities",
+            "entity_locks",
         ],
     );
 }

@@ -616,8 +616,16 @@ SCENARIOS = {name[len("scenario_"):]: fn for name, fn in sorted(globals().items(
              if name.startswith("scenario_")}
 
 
+# gRPC metadata every call carries: the server's bearer token, if any.
+METADATA: list[tuple[str, str]] = []
+
+
+def make_client(addr: str) -> client.TaskHubGrpcClient:
+    return client.TaskHubGrpcClient(host_address=addr, metadata=METADATA or None)
+
+
 def make_worker(addr: str) -> worker.TaskHubGrpcWorker:
-    w = worker.TaskHubGrpcWorker(host_address=addr)
+    w = worker.TaskHubGrpcWorker(host_address=addr, metadata=METADATA or None)
     for o in ORCHESTRATIONS:
         w.add_orchestrator(o)
     for a in ACTIVITIES:
@@ -639,7 +647,7 @@ def retrying_call(fn, what: str, deadline: float):
 
 
 def kill_phase(addr: str) -> int:
-    c = client.TaskHubGrpcClient(host_address=addr)
+    c = make_client(addr)
     count = 60
     ids = [c.schedule_new_orchestration(checkout_like, input=n, instance_id=f"kill-{n}")
            for n in range(count)]
@@ -674,7 +682,11 @@ def main() -> int:
     parser.add_argument("--addr", required=True)
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--kill-phase", action="store_true")
+    parser.add_argument("--token-file", help="send the bearer token in this file with every call")
     args = parser.parse_args()
+    if args.token_file:
+        with open(args.token_file, encoding="utf-8") as f:
+            METADATA.append(("authorization", f"Bearer {f.read().strip()}"))
     unknown = sorted(set(args.only or []) - set(SCENARIOS))
     if unknown:
         print(f"unknown scenarios: {unknown}", flush=True)
@@ -683,7 +695,7 @@ def main() -> int:
         w.start()
         if args.kill_phase:
             return kill_phase(args.addr)
-        c = client.TaskHubGrpcClient(host_address=args.addr)
+        c = make_client(args.addr)
         failed = []
         for name, fn in SCENARIOS.items():
             if args.only and name not in args.only:
