@@ -132,6 +132,19 @@ pub struct ServeArgs {
     /// a network you trust). Default: refuse.
     #[arg(long, env = "BASALT_INSECURE")]
     pub insecure: bool,
+    /// The HTTP API's URL as clients reach it, for the URIs it returns
+    /// (e.g. https://basalt.example.com). Default: http:// and the HTTP
+    /// address.
+    #[arg(long, env = "BASALT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Host names the HTTP API answers to besides IP addresses, localhost
+    /// and the public URL's host, comma-separated. Default: none.
+    #[arg(long, env = "BASALT_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Origins whose web pages may call the HTTP API, comma-separated
+    /// (e.g. https://dash.example.com). Default: none.
+    #[arg(long, env = "BASALT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
     /// Log filter (tracing's env-filter syntax). Default: info.
     #[arg(long, env = "BASALT_LOG")]
     pub log: Option<String>,

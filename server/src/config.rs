@@ -66,6 +66,18 @@ pub struct ServeOptions {
     /// Listen on addresses other than loopback without a token. Default:
     /// false (such a server refuses to start).
     pub insecure: bool,
+    /// The HTTP API's address as clients reach it (`https://host/prefix`),
+    /// used in every URI the API returns and accepted as its own origin.
+    /// Default: `http://` and the HTTP listening address (`localhost` for
+    /// an unspecified one).
+    pub public_url: Option<String>,
+    /// Host names the HTTP API answers to besides IP addresses,
+    /// `localhost` and the public URL's host (DNS rebinding protection).
+    /// Default: none.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://dash.example.com`) whose pages may call the HTTP
+    /// API besides the server's own. Default: none.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Splits `128MiB` into 128 and `MiB` (the unit trimmed, maybe empty).
@@ -156,6 +168,9 @@ impl Default for ServeOptions {
             retention: None,
             auth_token: None,
             insecure: false,
+            public_url: None,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -203,6 +218,12 @@ pub struct ServeFile {
     pub auth_token_file: Option<PathBuf>,
     /// See [`ServeOptions::insecure`].
     pub insecure: Option<bool>,
+    /// See [`ServeOptions::public_url`].
+    pub public_url: Option<String>,
+    /// See [`ServeOptions::allowed_hosts`].
+    pub allowed_hosts: Option<Vec<String>>,
+    /// See [`ServeOptions::allowed_origins`].
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 /// Why options could not be resolved.
@@ -274,6 +295,9 @@ impl ServeFile {
             retention: self.retention.or(lower.retention),
             auth_token_file: self.auth_token_file.or(lower.auth_token_file),
             insecure: self.insecure.or(lower.insecure),
+            public_url: self.public_url.or(lower.public_url),
+            allowed_hosts: self.allowed_hosts.or(lower.allowed_hosts),
+            allowed_origins: self.allowed_origins.or(lower.allowed_origins),
         }
     }
 
@@ -331,6 +355,11 @@ impl ServeFile {
                 .map(BearerToken::load)
                 .transpose()?,
             insecure: self.insecure.unwrap_or(defaults.insecure),
+            public_url: self
+                .public_url
+                .map(|u| u.trim().trim_end_matches('/').to_owned()),
+            allowed_hosts: self.allowed_hosts.unwrap_or_default(),
+            allowed_origins: self.allowed_origins.unwrap_or_default(),
         };
         options.validate()?;
         Ok(options)
@@ -419,6 +448,18 @@ impl ServeOptions {
                      reach it could run and read every orchestration. Give \
                      --auth-token-file (see docs/security.md), bind a loopback address, \
                      or pass --insecure if the network itself is trusted"
+                )));
+            }
+        }
+        if let Some(url) = &self.public_url {
+            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            let has_host = url
+                .split_once("://")
+                .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'));
+            if !scheme_ok || !has_host || url.contains(['?', '#', ' ']) {
+                return Err(ConfigError::Invalid(format!(
+                    "public-url {url:?} must be an http:// or https:// URL with a host and no \
+                     query, e.g. https://basalt.example.com"
                 )));
             }
         }

@@ -23,6 +23,7 @@ use basalt_runtime::{
 use serde_json::{Value, json};
 
 use crate::auth::BearerToken;
+use crate::browser::BrowserGuard;
 use crate::dispatch::Dispatcher;
 use crate::time::{format_rfc3339, parse_time};
 
@@ -35,6 +36,9 @@ pub struct HttpState {
     pub engine: Engine,
     /// The work dispatcher, for metrics.
     pub dispatcher: Arc<Dispatcher>,
+    /// The API's URL as clients reach it (no trailing `/`): the base of
+    /// every URI it returns, never taken from a request.
+    pub public_url: Arc<str>,
 }
 
 /// The Durable Functions webhook prefix every management path starts with.
@@ -43,7 +47,7 @@ pub const PREFIX: &str = "/runtime/webhooks/durabletask";
 pub const CONTINUATION_HEADER: &str = "x-ms-continuation-token";
 
 /// The API's routes.
-pub fn router(state: HttpState, auth_token: Option<BearerToken>) -> Router {
+pub fn router(state: HttpState, auth_token: Option<BearerToken>, guard: BrowserGuard) -> Router {
     let health = Router::new().route("/healthz", get(healthz));
     Router::new()
         .route("/metrics", get(metrics))
@@ -82,6 +86,10 @@ pub fn router(state: HttpState, auth_token: Option<BearerToken>) -> Router {
             crate::auth::require_token,
         ))
         .merge(health)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(guard),
+            crate::browser::browser_guard,
+        ))
         .with_state(state)
 }
 
@@ -258,12 +266,19 @@ fn event_json(event: &HistoryEvent) -> Value {
     Value::Object(fields)
 }
 
-fn management_urls(headers: &HeaderMap, id: &str) -> Value {
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let base = format!("http://{host}{PREFIX}/instances/{id}");
+/// Everything but unreserved characters (RFC 3986) is escaped in a path
+/// segment: an id may hold `?`, `#`, `/` or `%`.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The Durable Functions management URIs of an instance, under the
+/// configured public URL, its id escaped.
+fn management_urls(public_url: &str, id: &str) -> Value {
+    let escaped = percent_encoding::utf8_percent_encode(id, PATH_SEGMENT);
+    let base = format!("{public_url}{PREFIX}/instances/{escaped}");
     json!({
         "id": id,
         "statusQueryGetUri": base,
@@ -279,29 +294,22 @@ async fn healthz() -> Response {
     (StatusCode::OK, axum::Json(json!({ "status": "ok" }))).into_response()
 }
 
-async fn start(
-    State(state): State<HttpState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    start_instance(state, name, None, headers, body).await
+async fn start(State(state): State<HttpState>, Path(name): Path<String>, body: Bytes) -> ApiResult {
+    start_instance(state, name, None, body).await
 }
 
 async fn start_with_id(
     State(state): State<HttpState>,
     Path((name, id)): Path<(String, String)>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    start_instance(state, name, Some(id), headers, body).await
+    start_instance(state, name, Some(id), body).await
 }
 
 async fn start_instance(
     state: HttpState,
     name: String,
     id: Option<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
     if let Some(id) = &id {
@@ -317,7 +325,7 @@ async fn start_instance(
             ..StartRequest::default()
         })
         .await?;
-    let urls = management_urls(&headers, started.as_str());
+    let urls = management_urls(&state.public_url, started.as_str());
     let location = urls["statusQueryGetUri"]
         .as_str()
         .unwrap_or_default()

@@ -16,6 +16,7 @@ pub mod proto {
 }
 
 pub mod auth;
+pub mod browser;
 pub mod config;
 pub mod convert;
 pub mod dispatch;

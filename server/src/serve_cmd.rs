@@ -39,6 +39,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         retention: args.retention.clone(),
         auth_token_file: args.auth_token_file.clone(),
         insecure: args.insecure.then_some(true),
+        public_url: args.public_url.clone(),
+        allowed_hosts: args.allowed_hosts.clone(),
+        allowed_origins: args.allowed_origins.clone(),
     };
     let options = flags.or(file).into_options()?;
     // The handlers go in before the "serving" line: a supervisor (or a

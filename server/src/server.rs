@@ -24,6 +24,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::auth::GrpcAuth;
+use crate::browser::BrowserGuard;
 use crate::config::{ServeOptions, StorageChoice};
 use crate::dispatch::Dispatcher;
 use crate::http;
@@ -164,13 +165,24 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
     }));
 
     if let Some(listener) = http_listener {
+        let public_url = options
+            .public_url
+            .clone()
+            .unwrap_or_else(|| default_public_url(http_addr.unwrap_or(options.grpc_addr)));
+        let guard = BrowserGuard::new(
+            &public_url,
+            &options.allowed_hosts,
+            &options.allowed_origins,
+        );
         let app = http::router(
             http::HttpState {
                 backend: Arc::clone(&backend),
                 engine: engine.clone(),
                 dispatcher: Arc::clone(&dispatcher),
+                public_url: public_url.into(),
             },
             options.auth_token.clone(),
+            guard,
         );
         let mut stop_http = shutdown.subscribe();
         tasks.push(tokio::spawn(async move {
@@ -198,6 +210,16 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
         shutdown,
         tasks,
     })
+}
+
+/// `http://` and the listening address; `localhost` for an unspecified
+/// one (0.0.0.0, ::), where `--public-url` should say how clients reach it.
+fn default_public_url(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {

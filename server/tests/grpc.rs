@@ -998,6 +998,7 @@ async fn starts_beyond_the_queued_work_limit_are_refused_on_both_apis() {
             "http://{}/runtime/webhooks/durabletask/orchestrators/o/queued-http",
             handle.http_addr().expect("http on")
         ))
+        .header("content-type", "application/json")
         .send()
         .await
         .expect("http");

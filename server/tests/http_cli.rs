@@ -79,7 +79,17 @@ async fn poll(http: &reqwest::Client, url: &str, done: impl Fn(&Value) -> bool) 
 #[tokio::test]
 async fn http_api_manages_instances_and_entities() {
     let (handle, worker) = serve().await;
-    let http = reqwest::Client::new();
+    // Every POST of this API must say it sends JSON (tests/security.rs
+    // checks the refusal without it).
+    let mut json_headers = reqwest::header::HeaderMap::new();
+    json_headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        reqwest::header::HeaderValue::from_static("application/json"),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(json_headers)
+        .build()
+        .expect("http client");
     let health = http
         .get(url(&handle, "/healthz"))
         .send()
