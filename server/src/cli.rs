@@ -145,6 +145,16 @@ pub struct ServeArgs {
     /// (e.g. https://dash.example.com). Default: none.
     #[arg(long, env = "BASALT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
+    /// Most HTTP connections at once. Default: 256.
+    #[arg(long, env = "BASALT_HTTP_CONNECTIONS_MAX")]
+    pub http_connections_max: Option<usize>,
+    /// Longest wait for an HTTP request's headers, and for the next
+    /// request on an idle connection, in ms. Default: 10000.
+    #[arg(long, env = "BASALT_HTTP_HEADER_TIMEOUT_MS")]
+    pub http_header_timeout_ms: Option<u64>,
+    /// Longest wait for an HTTP request's body, in ms. Default: 30000.
+    #[arg(long, env = "BASALT_HTTP_BODY_TIMEOUT_MS")]
+    pub http_body_timeout_ms: Option<u64>,
     /// Log filter (tracing's env-filter syntax). Default: info.
     #[arg(long, env = "BASALT_LOG")]
     pub log: Option<String>,

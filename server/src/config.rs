@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::auth::BearerToken;
+pub use crate::http_serve::HttpLimits;
 pub use crate::sidecar::EntityFormat;
 
 /// Everything `basalt serve` needs, resolved.
@@ -78,6 +79,8 @@ pub struct ServeOptions {
     /// Origins (`https://dash.example.com`) whose pages may call the HTTP
     /// API besides the server's own. Default: none.
     pub allowed_origins: Vec<String>,
+    /// HTTP connections at once, and header and body timeouts.
+    pub http_limits: HttpLimits,
 }
 
 /// Splits `128MiB` into 128 and `MiB` (the unit trimmed, maybe empty).
@@ -171,6 +174,7 @@ impl Default for ServeOptions {
             public_url: None,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            http_limits: HttpLimits::default(),
         }
     }
 }
@@ -224,6 +228,12 @@ pub struct ServeFile {
     pub allowed_hosts: Option<Vec<String>>,
     /// See [`ServeOptions::allowed_origins`].
     pub allowed_origins: Option<Vec<String>>,
+    /// See [`HttpLimits::connections_max`].
+    pub http_connections_max: Option<usize>,
+    /// See [`HttpLimits::header_timeout`], in milliseconds.
+    pub http_header_timeout_ms: Option<u64>,
+    /// See [`HttpLimits::body_timeout`], in milliseconds.
+    pub http_body_timeout_ms: Option<u64>,
 }
 
 /// Why options could not be resolved.
@@ -298,6 +308,9 @@ impl ServeFile {
             public_url: self.public_url.or(lower.public_url),
             allowed_hosts: self.allowed_hosts.or(lower.allowed_hosts),
             allowed_origins: self.allowed_origins.or(lower.allowed_origins),
+            http_connections_max: self.http_connections_max.or(lower.http_connections_max),
+            http_header_timeout_ms: self.http_header_timeout_ms.or(lower.http_header_timeout_ms),
+            http_body_timeout_ms: self.http_body_timeout_ms.or(lower.http_body_timeout_ms),
         }
     }
 
@@ -360,6 +373,17 @@ impl ServeFile {
                 .map(|u| u.trim().trim_end_matches('/').to_owned()),
             allowed_hosts: self.allowed_hosts.unwrap_or_default(),
             allowed_origins: self.allowed_origins.unwrap_or_default(),
+            http_limits: HttpLimits {
+                connections_max: self
+                    .http_connections_max
+                    .unwrap_or(defaults.http_limits.connections_max),
+                header_timeout: self
+                    .http_header_timeout_ms
+                    .map_or(defaults.http_limits.header_timeout, Duration::from_millis),
+                body_timeout: self
+                    .http_body_timeout_ms
+                    .map_or(defaults.http_limits.body_timeout, Duration::from_millis),
+            },
         };
         options.validate()?;
         Ok(options)
@@ -449,6 +473,19 @@ impl ServeOptions {
                      --auth-token-file (see docs/security.md), bind a loopback address, \
                      or pass --insecure if the network itself is trusted"
                 )));
+            }
+        }
+        if self.http_limits.connections_max == 0 {
+            return Err(ConfigError::Invalid(
+                "http-connections-max must be at least 1".into(),
+            ));
+        }
+        for (name, value) in [
+            ("http-header-timeout-ms", self.http_limits.header_timeout),
+            ("http-body-timeout-ms", self.http_limits.body_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 100")));
             }
         }
         if let Some(url) = &self.public_url {

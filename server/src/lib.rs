@@ -21,6 +21,7 @@ pub mod config;
 pub mod convert;
 pub mod dispatch;
 pub mod http;
+pub mod http_serve;
 pub mod server;
 pub mod sidecar;
 pub mod time;

@@ -42,6 +42,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         public_url: args.public_url.clone(),
         allowed_hosts: args.allowed_hosts.clone(),
         allowed_origins: args.allowed_origins.clone(),
+        http_connections_max: args.http_connections_max,
+        http_header_timeout_ms: args.http_header_timeout_ms,
+        http_body_timeout_ms: args.http_body_timeout_ms,
     };
     let options = flags.or(file).into_options()?;
     // The handlers go in before the "serving" line: a supervisor (or a

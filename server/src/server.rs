@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use basalt_engine::{Engine, EngineOptions};
 use basalt_runtime::Backend;
 use basalt_storage::Storage;
@@ -184,21 +183,10 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
             options.auth_token.clone(),
             guard,
         );
-        let mut stop_http = shutdown.subscribe();
+        let stop_http = shutdown.subscribe();
+        let limits = options.http_limits;
         tasks.push(tokio::spawn(async move {
-            let listener = listener.tap_io(|stream| {
-                if let Err(error) = stream.set_nodelay(true) {
-                    tracing::warn!(%error, "could not set TCP_NODELAY");
-                }
-            });
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_http.wait_for(|stop| *stop).await;
-                })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "HTTP server stopped with an error");
-            }
+            crate::http_serve::serve(listener, app, limits, stop_http).await;
         }));
     }
     tracing::info!(%grpc_addr, http_addr = ?http_addr, partitions = options.partitions, "basalt is serving");

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use basalt_server::auth::BearerToken;
-use basalt_server::config::{ServeFile, ServeOptions, StorageChoice};
+use basalt_server::config::{HttpLimits, ServeFile, ServeOptions, StorageChoice};
 use basalt_server::proto;
 use basalt_server::proto::task_hub_sidecar_service_client::TaskHubSidecarServiceClient;
 use basalt_server::server::{self, ServerHandle};
@@ -504,5 +504,98 @@ async fn returned_uris_escape_ids_and_come_from_configuration() {
         .expect("get");
     assert_eq!(gone.status(), 404, "victim?z was purged");
     wait_status(&http, &base, "victim", "Terminated").await;
+    handle.stop().await;
+}
+
+/// Reads until the server closes the connection; `true` if it did within
+/// `limit` (whatever it sent first, e.g. a 408).
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut sink = Vec::new();
+    matches!(
+        tokio::time::timeout(limit, stream.read_to_end(&mut sink)).await,
+        Ok(Ok(_)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn slow_and_idle_http_clients_are_dropped_while_others_are_served() {
+    use tokio::io::AsyncWriteExt as _;
+    let (handle, base) = serve_plain(|o| {
+        o.http_limits = HttpLimits {
+            connections_max: 3,
+            header_timeout: Duration::from_millis(300),
+            body_timeout: Duration::from_millis(300),
+        }
+    })
+    .await;
+    let addr = handle.http_addr().expect("http on");
+    let connect = || tokio::net::TcpStream::connect(addr);
+
+    let mut partial_headers = connect().await.expect("connect");
+    partial_headers
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .expect("write");
+    let mut partial_body = connect().await.expect("connect");
+    partial_body
+        .write_all(
+            format!(
+                "POST {PREFIX}/orchestrators/slow/slow-body HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n\"x"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut idle = connect().await.expect("connect");
+
+    // All three slots are taken; a fourth client is served once the server
+    // drops the slow ones.
+    let http = http_client();
+    let served = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("served after the slow clients were dropped");
+    assert_eq!(served.status(), 200);
+    for (what, stream) in [
+        ("partial headers", &mut partial_headers),
+        ("a partial body", &mut partial_body),
+        ("an idle connection", &mut idle),
+    ] {
+        assert!(
+            closed_within(stream, Duration::from_secs(10)).await,
+            "the server kept {what} open"
+        );
+    }
+    let missing = http
+        .get(format!("{base}{PREFIX}/instances/slow-body"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(missing.status(), 404, "the unfinished start did nothing");
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn grpc_is_served_while_http_connections_are_at_their_limit() {
+    let (handle, _base) = serve_plain(|o| {
+        o.http_limits = HttpLimits {
+            connections_max: 4,
+            ..HttpLimits::default()
+        }
+    })
+    .await;
+    let addr = handle.http_addr().expect("http on");
+    let mut hogs = Vec::new();
+    for _ in 0..64 {
+        hogs.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let mut client = TaskHubSidecarServiceClient::connect(format!("http://{}", handle.grpc_addr()))
+        .await
+        .expect("gRPC connects");
+    client.hello(()).await.expect("gRPC serves");
+    drop(hogs);
     handle.stop().await;
 }
