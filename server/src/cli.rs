@@ -155,6 +155,15 @@ pub struct ServeArgs {
     /// Longest wait for an HTTP request's body, in ms. Default: 30000.
     #[arg(long, env = "BASALT_HTTP_BODY_TIMEOUT_MS")]
     pub http_body_timeout_ms: Option<u64>,
+    /// TLS on both listeners: the server's certificate chain (PEM).
+    #[arg(long, env = "BASALT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "BASALT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by a CA in this PEM file.
+    #[arg(long, env = "BASALT_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
     /// Log filter (tracing's env-filter syntax). Default: info.
     #[arg(long, env = "BASALT_LOG")]
     pub log: Option<String>,
@@ -178,6 +187,26 @@ pub struct ServerAddr {
     /// --auth-token-file`).
     #[arg(long, env = "BASALT_AUTH_TOKEN_FILE", global = true)]
     pub auth_token_file: Option<std::path::PathBuf>,
+    /// For a server with TLS (an https:// address): the CA that signed its
+    /// certificate (PEM). Default: the system's roots.
+    #[arg(long, env = "BASALT_TLS_CA", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) for a server that requires one.
+    #[arg(
+        long,
+        env = "BASALT_TLS_CLIENT_CERT",
+        global = true,
+        requires = "tls_client_key"
+    )]
+    pub tls_client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "BASALT_TLS_CLIENT_KEY",
+        global = true,
+        requires = "tls_client_cert"
+    )]
+    pub tls_client_key: Option<std::path::PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,

@@ -50,8 +50,27 @@ async fn connect(server: &ServerAddr) -> anyhow::Result<Client> {
         }
         None => None,
     };
-    let channel = Channel::from_shared(server.server.clone())
-        .with_context(|| format!("{:?} is not a server address", server.server))?
+    let mut endpoint = Channel::from_shared(server.server.clone())
+        .with_context(|| format!("{:?} is not a server address", server.server))?;
+    if server.server.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
+        if let Some(path) = &server.tls_ca {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the CA {}", path.display()))?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        if let (Some(cert), Some(key)) = (&server.tls_client_cert, &server.tls_client_key) {
+            let cert = std::fs::read(cert)
+                .with_context(|| format!("reading the client certificate {}", cert.display()))?;
+            let key = std::fs::read(key)
+                .with_context(|| format!("reading the client key {}", key.display()))?;
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .context("setting up TLS to the server")?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("connecting to the server at {}", server.server))?;

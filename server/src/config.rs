@@ -11,6 +11,7 @@ use serde::Deserialize;
 pub use crate::auth::BearerToken;
 pub use crate::http_serve::HttpLimits;
 pub use crate::sidecar::EntityFormat;
+pub use crate::tls::TlsFiles;
 
 /// Everything `basalt serve` needs, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +82,8 @@ pub struct ServeOptions {
     pub allowed_origins: Vec<String>,
     /// HTTP connections at once, and header and body timeouts.
     pub http_limits: HttpLimits,
+    /// TLS on both listeners. Default: none (plain TCP).
+    pub tls: Option<TlsFiles>,
 }
 
 /// Splits `128MiB` into 128 and `MiB` (the unit trimmed, maybe empty).
@@ -175,6 +178,7 @@ impl Default for ServeOptions {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             http_limits: HttpLimits::default(),
+            tls: None,
         }
     }
 }
@@ -234,6 +238,12 @@ pub struct ServeFile {
     pub http_header_timeout_ms: Option<u64>,
     /// See [`HttpLimits::body_timeout`], in milliseconds.
     pub http_body_timeout_ms: Option<u64>,
+    /// See [`TlsFiles::cert`].
+    pub tls_cert: Option<PathBuf>,
+    /// See [`TlsFiles::key`].
+    pub tls_key: Option<PathBuf>,
+    /// See [`TlsFiles::client_ca`].
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// Why options could not be resolved.
@@ -311,6 +321,9 @@ impl ServeFile {
             http_connections_max: self.http_connections_max.or(lower.http_connections_max),
             http_header_timeout_ms: self.http_header_timeout_ms.or(lower.http_header_timeout_ms),
             http_body_timeout_ms: self.http_body_timeout_ms.or(lower.http_body_timeout_ms),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            tls_client_ca: self.tls_client_ca.or(lower.tls_client_ca),
         }
     }
 
@@ -383,6 +396,24 @@ impl ServeFile {
                 body_timeout: self
                     .http_body_timeout_ms
                     .map_or(defaults.http_limits.body_timeout, Duration::from_millis),
+            },
+            tls: match (self.tls_cert, self.tls_key, self.tls_client_ca) {
+                (Some(cert), Some(key), client_ca) => Some(TlsFiles {
+                    cert,
+                    key,
+                    client_ca,
+                }),
+                (None, None, None) => None,
+                (None, None, Some(_)) => {
+                    return Err(ConfigError::Invalid(
+                        "tls-client-ca needs tls-cert and tls-key".into(),
+                    ));
+                }
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "give both tls-cert and tls-key, or neither".into(),
+                    ));
+                }
             },
         };
         options.validate()?;
@@ -462,7 +493,7 @@ impl ServeOptions {
                 self.commit_linger_micros
             )));
         }
-        if self.auth_token.is_none() && !self.insecure {
+        if self.auth_token.is_none() && self.tls.is_none() && !self.insecure {
             let exposed = std::iter::once(self.grpc_addr)
                 .chain(self.http_addr)
                 .find(|addr| !addr.ip().is_loopback());
@@ -470,8 +501,8 @@ impl ServeOptions {
                 return Err(ConfigError::Invalid(format!(
                     "refusing to listen on {addr} without authentication: anyone who can \
                      reach it could run and read every orchestration. Give \
-                     --auth-token-file (see docs/security.md), bind a loopback address, \
-                     or pass --insecure if the network itself is trusted"
+                     --auth-token-file or --tls-cert/--tls-key (see docs/security.md), bind \
+                     a loopback address, or pass --insecure if the network itself is trusted"
                 )));
             }
         }

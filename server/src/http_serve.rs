@@ -26,6 +26,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 /// Limits on HTTP clients.
@@ -55,6 +56,7 @@ impl Default for HttpLimits {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    tls: Option<TlsAcceptor>,
     limits: HttpLimits,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -98,14 +100,46 @@ pub async fn serve(
         let service = TowerToHyperService::new(app.clone().into_service().map_request(
             |request: axum::http::Request<Incoming>| request.map(axum::body::Body::new),
         ));
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+        match &tls {
+            None => {
+                let connection =
+                    graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+                    }
+                    drop(slot);
+                });
             }
-            drop(slot);
-        });
+            Some(acceptor) => {
+                // The handshake runs in the connection's task, under the
+                // header timeout, so a silent client holds only its slot.
+                let acceptor = acceptor.clone();
+                let builder = Arc::clone(&builder);
+                let watcher = graceful.watcher();
+                let handshake_max = limits.header_timeout;
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(handshake_max, acceptor.accept(stream));
+                    let stream = match handshake.await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let connection =
+                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%peer, %error, "HTTPS connection ended with an error");
+                    }
+                    drop(slot);
+                });
+            }
+        }
     }
     drop(listener);
     graceful.shutdown().await;

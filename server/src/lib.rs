@@ -25,3 +25,4 @@ pub mod http_serve;
 pub mod server;
 pub mod sidecar;
 pub mod time;
+pub mod tls;

@@ -43,6 +43,9 @@ pub enum ServeError {
     /// The engine could not recover the task hub.
     #[error("recovering the task hub: {0}")]
     Open(#[from] basalt_engine::OpenError),
+    /// The TLS certificate, key or client CA could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A listening address could not be bound.
     #[error("binding the {what} address {addr}: {source}")]
     Bind {
@@ -73,6 +76,7 @@ const MESSAGE_OVERHEAD_BYTES: usize = 16 << 20;
 /// Starts the server; returns once it is listening.
 pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
     options.validate()?;
+    let tls = options.tls.as_ref().map(crate::tls::load).transpose()?;
     let storage = match &options.storage {
         StorageChoice::LocalDir(dir) => Storage::local(dir)?,
         StorageChoice::Memory => Storage::in_memory(),
@@ -150,9 +154,19 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
         stream
     });
     let mut stop_grpc = shutdown.subscribe();
+    let mut grpc_server =
+        tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
+    if let Some(tls) = &tls {
+        grpc_server = match grpc_server.tls_config(tls.grpc.clone()) {
+            Ok(server) => server,
+            Err(error) => {
+                engine.shutdown().await;
+                return Err(ServeError::Tls(crate::tls::TlsError::from_display(&error)));
+            }
+        };
+    }
     tasks.push(tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        let served = grpc_server
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop_grpc.wait_for(|stop| *stop).await;
@@ -164,10 +178,9 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
     }));
 
     if let Some(listener) = http_listener {
-        let public_url = options
-            .public_url
-            .clone()
-            .unwrap_or_else(|| default_public_url(http_addr.unwrap_or(options.grpc_addr)));
+        let public_url = options.public_url.clone().unwrap_or_else(|| {
+            default_public_url(http_addr.unwrap_or(options.grpc_addr), tls.is_some())
+        });
         let guard = BrowserGuard::new(
             &public_url,
             &options.allowed_hosts,
@@ -185,8 +198,9 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
         );
         let stop_http = shutdown.subscribe();
         let limits = options.http_limits;
+        let acceptor = tls.as_ref().map(|t| t.http.clone());
         tasks.push(tokio::spawn(async move {
-            crate::http_serve::serve(listener, app, limits, stop_http).await;
+            crate::http_serve::serve(listener, app, acceptor, limits, stop_http).await;
         }));
     }
     tracing::info!(%grpc_addr, http_addr = ?http_addr, partitions = options.partitions, "basalt is serving");
@@ -202,11 +216,12 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
 
 /// `http://` and the listening address; `localhost` for an unspecified
 /// one (0.0.0.0, ::), where `--public-url` should say how clients reach it.
-fn default_public_url(addr: SocketAddr) -> String {
+fn default_public_url(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     if addr.ip().is_unspecified() {
-        format!("http://localhost:{}", addr.port())
+        format!("{scheme}://localhost:{}", addr.port())
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     }
 }
 

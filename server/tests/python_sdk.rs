@@ -21,13 +21,33 @@ fn run_scenarios(extra_server_flags: &[&str], only: &[&str]) {
 
 /// As [`run_scenarios`], with `extra_sdk_args` for scenarios.py.
 fn run_scenarios_with(extra_server_flags: &[&str], extra_sdk_args: &[&str], only: &[&str]) {
+    run_scenarios_on(extra_server_flags, extra_sdk_args, &[], false, only);
+}
+
+/// As [`run_scenarios_with`], with `sdk_env` for scenarios.py, and the
+/// server's address as `localhost:port` if `by_name`.
+fn run_scenarios_on(
+    extra_server_flags: &[&str],
+    extra_sdk_args: &[&str],
+    sdk_env: &[(&str, &std::path::Path)],
+    by_name: bool,
+    only: &[&str],
+) {
     let python = python();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("hub");
     let server = ServerProcess::start(&data, "127.0.0.1:0", "off", extra_server_flags);
+    let addr = if by_name {
+        server.grpc.replace("127.0.0.1", "localhost")
+    } else {
+        server.grpc.clone()
+    };
     let mut command = Command::new(&python);
-    command.arg(SCENARIOS).arg("--addr").arg(&server.grpc);
+    command.arg(SCENARIOS).arg("--addr").arg(&addr);
     command.args(extra_sdk_args);
+    for (name, value) in sdk_env {
+        command.env(name, value);
+    }
     if !only.is_empty() {
         command.arg("--only").args(only);
     }
@@ -97,6 +117,36 @@ fn python_sdk_with_a_bearer_token() {
             "entities",
             "entity_locks",
         ],
+    );
+}
+
+/// A server with TLS (and a token): the SDK's client and worker connect
+/// with `secure_channel=True`, trusting the test CA through gRPC's
+/// `GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`.
+#[test]
+fn python_sdk_over_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [ca, cert, key, _, _] = common::certificates(dir.path());
+    let token = dir.path().join("token");
+    std::fs::write(&token, "python-sdk-token-0123456789\n").expect("write the token");
+    let (cert, key, token) = (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+        token.to_string_lossy().into_owned(),
+    );
+    run_scenarios_on(
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--auth-token-file",
+            &token,
+        ],
+        &["--tls", "--token-file", &token],
+        &[("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", ca.as_path())],
+        true,
+        &["activity_sequence", "fan_out_fan_in", "timer", "entities"],
     );
 }
 

@@ -1,10 +1,12 @@
 //! Issue 13's hardening, each finding as an attack or misuse that must
 //! fail: calls without the shared secret, servers exposed without one.
 
+mod common;
+
 use std::time::Duration;
 
 use basalt_server::auth::BearerToken;
-use basalt_server::config::{HttpLimits, ServeFile, ServeOptions, StorageChoice};
+use basalt_server::config::{HttpLimits, ServeFile, ServeOptions, StorageChoice, TlsFiles};
 use basalt_server::proto;
 use basalt_server::proto::task_hub_sidecar_service_client::TaskHubSidecarServiceClient;
 use basalt_server::server::{self, ServerHandle};
@@ -598,4 +600,184 @@ async fn grpc_is_served_while_http_connections_are_at_their_limit() {
     client.hello(()).await.expect("gRPC serves");
     drop(hogs);
     handle.stop().await;
+}
+
+async fn serve_tls(files: &[std::path::PathBuf; 5], client_certs: bool) -> ServerHandle {
+    server::start(ServeOptions {
+        storage: StorageChoice::Memory,
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        http_addr: Some("127.0.0.1:0".parse().expect("addr")),
+        partitions: 2,
+        tls: Some(TlsFiles {
+            cert: files[1].clone(),
+            key: files[2].clone(),
+            client_ca: client_certs.then(|| files[0].clone()),
+        }),
+        ..ServeOptions::default()
+    })
+    .await
+    .expect("server starts")
+}
+
+async fn grpc_over_tls(
+    handle: &ServerHandle,
+    files: &[std::path::PathBuf; 5],
+    identity: bool,
+) -> Result<(), String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(&files[0]).expect("ca")))
+        .domain_name("localhost");
+    if identity {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(&files[3]).expect("cert"),
+            std::fs::read(&files[4]).expect("key"),
+        ));
+    }
+    let channel = Channel::from_shared(format!("https://localhost:{}", handle.grpc_addr().port()))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    TaskHubSidecarServiceClient::new(channel)
+        .hello(())
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("hello: {e:?}"))
+}
+
+fn https_client(files: &[std::path::PathBuf; 5], identity: bool) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&files[0]).expect("ca")).expect("ca");
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .tls_certs_only([ca]);
+    if identity {
+        let mut pem = std::fs::read(&files[3]).expect("cert");
+        pem.extend(std::fs::read(&files[4]).expect("key"));
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).expect("identity"));
+    }
+    builder.build().expect("client")
+}
+
+#[tokio::test]
+async fn both_ports_speak_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = common::certificates(dir.path());
+    let handle = serve_tls(&files, false).await;
+    grpc_over_tls(&handle, &files, false)
+        .await
+        .expect("gRPC over TLS");
+    let mut plain = TaskHubSidecarServiceClient::connect(format!("http://{}", handle.grpc_addr()))
+        .await
+        .expect("a TCP connection opens");
+    plain.hello(()).await.expect_err("plain gRPC is not served");
+
+    let port = handle.http_addr().expect("http on").port();
+    let https = https_client(&files, false);
+    let health = https
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await
+        .expect("HTTPS");
+    assert_eq!(health.status(), 200);
+    let started = https
+        .post(format!(
+            "https://localhost:{port}{PREFIX}/orchestrators/anything/tls-1"
+        ))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("HTTPS start");
+    assert_eq!(started.status(), 202);
+    let body: serde_json::Value = started.json().await.expect("json");
+    assert!(
+        body["statusQueryGetUri"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://")),
+        "{body}"
+    );
+    http_client()
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .expect_err("plain HTTP is not served");
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn client_certificates_are_required_when_asked_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = common::certificates(dir.path());
+    let handle = serve_tls(&files, true).await;
+    grpc_over_tls(&handle, &files, false)
+        .await
+        .expect_err("gRPC without a client certificate");
+    grpc_over_tls(&handle, &files, true)
+        .await
+        .expect("gRPC with a client certificate");
+    let port = handle.http_addr().expect("http on").port();
+    https_client(&files, false)
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await
+        .expect_err("HTTPS without a client certificate");
+    let health = https_client(&files, true)
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await
+        .expect("HTTPS with a client certificate");
+    assert_eq!(health.status(), 200);
+    handle.stop().await;
+}
+
+#[test]
+fn tls_settings_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = common::certificates(dir.path());
+    let exposed = ServeFile {
+        grpc_addr: Some("0.0.0.0:4001".parse().expect("addr")),
+        http_addr: Some("off".into()),
+        tls_cert: Some(files[1].clone()),
+        tls_key: Some(files[2].clone()),
+        ..ServeFile::default()
+    };
+    exposed
+        .clone()
+        .into_options()
+        .expect("TLS allows a non-loopback address");
+    let refused = ServeFile {
+        tls_key: None,
+        ..exposed.clone()
+    }
+    .into_options()
+    .expect_err("a certificate without a key");
+    assert!(refused.to_string().contains("tls-key"), "{refused}");
+    let refused = ServeFile {
+        tls_cert: None,
+        tls_key: None,
+        tls_client_ca: Some(files[0].clone()),
+        ..ServeFile::default()
+    }
+    .into_options()
+    .expect_err("a client CA without a certificate");
+    assert!(refused.to_string().contains("tls-client-ca"), "{refused}");
+    // A key file that is not a key is named when the server starts.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let bad = runtime.block_on(server::start(ServeOptions {
+        storage: StorageChoice::Memory,
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        http_addr: None,
+        tls: Some(TlsFiles {
+            cert: files[1].clone(),
+            key: files[0].clone(),
+            client_ca: None,
+        }),
+        ..ServeOptions::default()
+    }));
+    let Err(error) = bad else {
+        panic!("a certificate as the key was accepted");
+    };
+    assert!(error.to_string().contains("ca.pem"), "{error}");
 }

@@ -191,3 +191,50 @@ pub fn run(command: &mut Command) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A CA, a server certificate for localhost and 127.0.0.1 and a client
+/// certificate, as PEM files in `dir`: (ca, server cert, server key,
+/// client cert, client key).
+pub fn certificates(dir: &std::path::Path) -> [std::path::PathBuf; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: OpenSSL (the Python SDK's gRPC) takes a certificate
+    // whose issuer name is its own subject name for a self-signed one.
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Basalt test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let server_key = KeyPair::generate().expect("key");
+    let mut server_params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("params");
+    server_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let server = server_params
+        .signed_by(&server_key, &issuer)
+        .expect("server cert");
+    let client_key = KeyPair::generate().expect("key");
+    let mut client_params = CertificateParams::new(vec!["a-worker".to_owned()]).expect("params");
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "a-worker");
+    let client = client_params
+        .signed_by(&client_key, &issuer)
+        .expect("client cert");
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server.pem()),
+        ("server.key", server_key.serialize_pem()),
+        ("client.pem", client.pem()),
+        ("client.key", client_key.serialize_pem()),
+    ];
+    files.map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("write pem");
+        path
+    })
+}

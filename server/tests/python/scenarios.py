@@ -620,12 +620,18 @@ SCENARIOS = {name[len("scenario_"):]: fn for name, fn in sorted(globals().items(
 METADATA: list[tuple[str, str]] = []
 
 
+# TLS to the server (its CA comes from GRPC_DEFAULT_SSL_ROOTS_FILE_PATH).
+SECURE = False
+
+
 def make_client(addr: str) -> client.TaskHubGrpcClient:
-    return client.TaskHubGrpcClient(host_address=addr, metadata=METADATA or None)
+    return client.TaskHubGrpcClient(host_address=addr, metadata=METADATA or None,
+                                    secure_channel=SECURE)
 
 
 def make_worker(addr: str) -> worker.TaskHubGrpcWorker:
-    w = worker.TaskHubGrpcWorker(host_address=addr, metadata=METADATA or None)
+    w = worker.TaskHubGrpcWorker(host_address=addr, metadata=METADATA or None,
+                                 secure_channel=SECURE)
     for o in ORCHESTRATIONS:
         w.add_orchestrator(o)
     for a in ACTIVITIES:
@@ -683,7 +689,10 @@ def main() -> int:
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--kill-phase", action="store_true")
     parser.add_argument("--token-file", help="send the bearer token in this file with every call")
+    parser.add_argument("--tls", action="store_true", help="connect with TLS")
     args = parser.parse_args()
+    global SECURE
+    SECURE = args.tls
     if args.token_file:
         with open(args.token_file, encoding="utf-8") as f:
             METADATA.append(("authorization", f"Bearer {f.read().strip()}"))
