@@ -47,7 +47,19 @@ pub const PREFIX: &str = "/runtime/webhooks/durabletask";
 pub const CONTINUATION_HEADER: &str = "x-ms-continuation-token";
 
 /// The API's routes.
-pub fn router(state: HttpState, auth_token: Option<BearerToken>, guard: BrowserGuard) -> Router {
+/// Bytes an HTTP body may have beyond the largest payload (JSON quoting
+/// and escapes of a string input).
+pub const BODY_OVERHEAD_BYTES: usize = 1 << 20;
+
+/// The API's routes, behind the browser checks and (with a token) the
+/// bearer check; bodies up to `payload_bytes_max` plus
+/// [`BODY_OVERHEAD_BYTES`].
+pub fn router(
+    state: HttpState,
+    auth_token: Option<BearerToken>,
+    guard: BrowserGuard,
+    payload_bytes_max: usize,
+) -> Router {
     let health = Router::new().route("/healthz", get(healthz));
     Router::new()
         .route("/metrics", get(metrics))
@@ -86,6 +98,9 @@ pub fn router(state: HttpState, auth_token: Option<BearerToken>, guard: BrowserG
             crate::auth::require_token,
         ))
         .merge(health)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            payload_bytes_max.saturating_add(BODY_OVERHEAD_BYTES),
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(guard),
             crate::browser::browser_guard,
@@ -128,7 +143,10 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Conflict(_) | RuntimeError::StaleToken(_) => StatusCode::CONFLICT,
             RuntimeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             RuntimeError::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => {
+                let message = crate::incident::report(&error);
+                return ApiError(StatusCode::INTERNAL_SERVER_ERROR, message, None);
+            }
         };
         ApiError(code, error.to_string(), None)
     }

@@ -22,6 +22,7 @@ pub mod convert;
 pub mod dispatch;
 pub mod http;
 pub mod http_serve;
+pub mod incident;
 pub mod server;
 pub mod sidecar;
 pub mod time;

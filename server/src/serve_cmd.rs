@@ -12,6 +12,7 @@ use crate::cli::ServeArgs;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log.as_deref().unwrap_or("info"), args.log_json)?;
+    private_files();
     let file = match &args.config {
         Some(path) => ServeFile::load(path)?,
         None => ServeFile::default(),
@@ -70,6 +71,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("stop signal received; shutting down");
     handle.stop().await;
     Ok(())
+}
+
+/// Files and directories the server creates (the task hub: log, state
+/// stores, lock) are readable by its own user only (0600 and 0700): they
+/// hold every input and output.
+fn private_files() {
+    // SAFETY: umask only sets the process's file creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
 }
 
 /// SIGTERM and SIGINT handlers, installed early so no signal is missed.

@@ -195,6 +195,7 @@ pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
             },
             options.auth_token.clone(),
             guard,
+            options.payload_bytes_max,
         );
         let stop_http = shutdown.subscribe();
         let limits = options.http_limits;

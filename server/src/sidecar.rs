@@ -80,7 +80,7 @@ pub fn status_of(error: RuntimeError) -> Status {
         RuntimeError::Timeout(_) => Status::deadline_exceeded(message),
         RuntimeError::ShutDown => Status::unavailable(message),
         RuntimeError::Overloaded { .. } => Status::resource_exhausted(message),
-        _ => Status::internal(message),
+        _ => Status::internal(crate::incident::report(&message)),
     }
 }
 

@@ -781,3 +781,84 @@ fn tls_settings_are_checked() {
     };
     assert!(error.to_string().contains("ca.pem"), "{error}");
 }
+
+#[test]
+fn storage_errors_reach_clients_without_paths() {
+    let failure = basalt_runtime::Error::Storage(
+        "/var/lib/basalt/p03/log/00000007.seg at offset 4096: No space left on device".into(),
+    );
+    let status = basalt_server::sidecar::status_of(failure.clone());
+    assert_eq!(status.code(), Code::Internal);
+    assert!(
+        !status.message().contains("/var/lib"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("incident"),
+        "{}",
+        status.message()
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let body = runtime.block_on(async {
+        use axum::response::IntoResponse as _;
+        let response = basalt_server::http::ApiError::from(failure).into_response();
+        assert_eq!(response.status(), 500);
+        axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body")
+    });
+    let body = String::from_utf8_lossy(&body);
+    assert!(!body.contains("/var/lib"), "{body}");
+    assert!(body.contains("incident"), "{body}");
+}
+
+#[test]
+fn the_hub_is_private_to_the_servers_user() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("hub");
+    let server = common::ServerProcess::start(&data, "127.0.0.1:0", "off", &[]);
+    let (code, _) = server.terminate();
+    assert_eq!(code, Some(0));
+    let mut seen = 0;
+    let mut pending = vec![data.clone()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::metadata(&path).expect("metadata");
+        let mode = meta.permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+        seen += 1;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read dir") {
+                pending.push(entry.expect("entry").path());
+            }
+        }
+    }
+    assert!(seen > 3, "the hub has files: {seen}");
+}
+
+#[tokio::test]
+async fn http_bodies_take_the_documented_payload_size() {
+    let (handle, base) = serve_plain(|o| o.payload_bytes_max = 4 << 20).await;
+    let http = http_client();
+    // A 3 MiB input (axum's own default refused anything past 2 MB).
+    let big = serde_json::to_string(&"x".repeat(3 << 20)).expect("json");
+    let started = http
+        .post(format!("{base}{PREFIX}/orchestrators/anything/big-input"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(started.status(), 202);
+    let too_big = serde_json::to_string(&"x".repeat(6 << 20)).expect("json");
+    let refused = http
+        .post(format!("{base}{PREFIX}/orchestrators/anything/too-big"))
+        .header("content-type", "application/json")
+        .body(too_big)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(refused.status(), 413);
+    handle.stop().await;
+}
