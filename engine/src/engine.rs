@@ -545,6 +545,21 @@ fn new_instance_id() -> String {
 
 /// Longest orchestration, activity or event name, in bytes.
 const NAME_BYTES_MAX: usize = 1024;
+/// Longest orchestration or activity version, in bytes.
+pub const VERSION_BYTES_MAX: usize = 256;
+/// Most actions one orchestration step may return: a step past it fails
+/// its instance (`TooManyActions`) instead of scheduling them.
+pub const ACTIONS_PER_STEP_MAX: usize = 10_000;
+
+fn check_version(what: &str, version: Option<&str>) -> Result<(), String> {
+    match version {
+        Some(v) if v.len() > VERSION_BYTES_MAX => Err(format!(
+            "{what} has a version of {} bytes; the limit is {VERSION_BYTES_MAX}",
+            v.len()
+        )),
+        _ => Ok(()),
+    }
+}
 
 fn check_name(what: &str, name: &str) -> Result<(), Error> {
     if name.is_empty() || name.len() > NAME_BYTES_MAX {
@@ -567,6 +582,8 @@ fn reply_done(reply: Reply) -> Result<(), Error> {
 impl Backend for Engine {
     async fn start_instance(&self, request: StartRequest) -> Result<InstanceId, Error> {
         check_name("orchestration name", &request.name)?;
+        check_version("the orchestration", request.version.as_deref())
+            .map_err(Error::InvalidInput)?;
         self.check_payload("input", &request.input)?;
         let instance_id = InstanceId::new(request.instance_id.unwrap_or_else(new_instance_id))?;
         let _permit = self.admit()?;
@@ -722,6 +739,16 @@ impl Backend for Engine {
         result: OrchestrationStepResult,
     ) -> Result<(), Error> {
         let token = self.step_token(token)?;
+        // Each action id answers one history event: two actions with one id
+        // would make the replay ambiguous.
+        let mut ids: Vec<i32> = result.actions.iter().map(|a| a.id).collect();
+        ids.sort_unstable();
+        if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(Error::InvalidInput(format!(
+                "action id {} appears more than once in the step",
+                pair[0]
+            )));
+        }
         let result = self.bound_step_result(result);
         let event = Event::StepCompleted {
             instance_id: token.instance_id,
@@ -927,7 +954,31 @@ impl Engine {
         let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
         let mut total = text(&result.custom_status);
         let mut problem = None;
-        for action in &result.actions {
+        let mut error_type = "PayloadTooLarge";
+        if result.actions.len() > ACTIONS_PER_STEP_MAX {
+            problem = Some(format!(
+                "the step returned {} actions; the limit is {ACTIONS_PER_STEP_MAX}",
+                result.actions.len()
+            ));
+            error_type = "TooManyActions";
+        }
+        let checked = if problem.is_some() {
+            &[][..]
+        } else {
+            &result.actions[..]
+        };
+        for action in checked {
+            let version = match &action.kind {
+                ActionKind::ScheduleTask { version, .. }
+                | ActionKind::CreateSubOrchestration { version, .. } => version.as_deref(),
+                ActionKind::CompleteOrchestration { new_version, .. } => new_version.as_deref(),
+                _ => None,
+            };
+            if let Err(message) = check_version(&format!("action {}", action.id), version) {
+                problem = Some(message);
+                error_type = "VersionTooLong";
+                break;
+            }
             let (name, payload) = match &action.kind {
                 ActionKind::ScheduleTask { name, input, .. }
                 | ActionKind::CreateSubOrchestration { name, input, .. } => (name.as_str(), input),
@@ -971,7 +1022,7 @@ impl Engine {
                     kind: ActionKind::CompleteOrchestration {
                         status: OrchestrationStatus::Failed,
                         result: None,
-                        failure: Some(FailureDetails::new("PayloadTooLarge", message)),
+                        failure: Some(FailureDetails::new(error_type, message)),
                         new_version: None,
                         carryover_events: Vec::new(),
                     },

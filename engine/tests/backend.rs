@@ -132,14 +132,16 @@ async fn one_activity_orchestration_end_to_end_across_a_restart() {
         )
         .await
         .expect("activity done");
-    // A duplicate completion is dropped (I4), not applied twice.
-    engine
+    // A duplicate completion is not applied twice (I4): it is refused as
+    // stale, since the activity is no longer outstanding.
+    let duplicate = engine
         .complete_activity_work_item(
             &activity.token,
             ActivityOutcome::Completed(Some("\"twice\"".into())),
         )
         .await
-        .expect("duplicate is accepted and dropped");
+        .expect_err("a duplicate is refused");
+    assert_eq!(duplicate.kind(), ErrorKind::Conflict);
 
     let step = engine.next_orchestration_work_item().await.expect("step 2");
     let completed: Vec<_> = step

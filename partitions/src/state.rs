@@ -424,6 +424,22 @@ impl PartitionState {
                 }
                 _ => Err(Error::StaleToken(format!("{instance_id}#{seq}"))),
             },
+            // A completion for an activity that is not outstanding (done
+            // already, from an earlier execution, never scheduled) changes
+            // nothing; the worker is told so.
+            Event::ActivityCompleted {
+                instance_id,
+                execution,
+                task_id,
+                ..
+            } => match self.instances.get(instance_id) {
+                Some(i) if i.execution == *execution && i.activities.contains_key(task_id) => {
+                    Ok(())
+                }
+                _ => Err(Error::StaleToken(format!(
+                    "{instance_id} activity {task_id} of execution {execution}"
+                ))),
+            },
             Event::StepAbandoned {
                 instance_id, seq, ..
             } => match self.instances.get(instance_id) {

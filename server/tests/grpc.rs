@@ -1031,3 +1031,95 @@ async fn starts_beyond_the_queued_work_limit_are_refused_on_both_apis() {
     }
     handle.stop().await;
 }
+
+/// Issue 13's limits on what a worker sends: duplicate action ids and
+/// completions for activities that are not outstanding are refused; a
+/// step with too many actions or an over-long version fails its instance
+/// with a clear error instead of scheduling them.
+#[tokio::test]
+async fn worker_messages_past_the_limits_are_refused_or_fail_the_instance() {
+    let (handle, mut client) = serve(EntityFormat::V1, 15_000).await;
+    let mut stream = work_stream(&mut client, all_work()).await;
+
+    // Duplicate action ids: refused, the step stays the worker's to finish.
+    start(&mut client, "o", "dup-ids", None).await;
+    let step = next_work(&mut stream).await;
+    let refused = respond(
+        &mut client,
+        &step,
+        vec![action(1, schedule("a", "1")), action(1, schedule("b", "2"))],
+    )
+    .await
+    .expect_err("duplicate ids");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused}");
+    assert!(refused.message().contains("action id 1"), "{refused}");
+    respond(&mut client, &step, vec![action(1, schedule("a", "1"))])
+        .await
+        .expect("the same step with distinct ids");
+
+    // Completions for activities that are not outstanding.
+    let activity = next_work(&mut stream).await;
+    let Some(WorkRequest::ActivityRequest(task)) = &activity.request else {
+        panic!("{activity:?}");
+    };
+    let token = activity.completion_token.clone();
+    let forged = token.replacen(&format!(":{}:dup-ids", task.task_id), ":7:dup-ids", 1);
+    assert_ne!(forged, token, "the token names the task: {token}");
+    let complete = |completion_token: String| proto::ActivityResponse {
+        instance_id: "dup-ids".into(),
+        task_id: task.task_id,
+        result: Some("\"done\"".into()),
+        completion_token,
+        ..Default::default()
+    };
+    let refused = client
+        .complete_activity_task(complete(forged))
+        .await
+        .expect_err("a task that was never scheduled");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused}");
+    client
+        .complete_activity_task(complete(token.clone()))
+        .await
+        .expect("the real completion");
+    let refused = client
+        .complete_activity_task(complete(token))
+        .await
+        .expect_err("the same completion again");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused}");
+
+    // Too many actions in one step.
+    start(&mut client, "o", "too-many", None).await;
+    let mut step = next_work(&mut stream).await;
+    while !matches!(&step.request, Some(WorkRequest::OrchestratorRequest(r)) if r.instance_id == "too-many")
+    {
+        step = next_work(&mut stream).await;
+    }
+    let actions = (0..10_001).map(|i| action(i, schedule("a", "1"))).collect();
+    respond(&mut client, &step, actions)
+        .await
+        .expect("the step is taken, as a failure");
+    let state = wait_done(&mut client, "too-many").await;
+    assert_eq!(
+        state.orchestration_status,
+        proto::OrchestrationStatus::Failed as i32
+    );
+    let failure = state.failure_details.expect("failure details");
+    assert_eq!(
+        failure.error_type, "TooManyActions",
+        "{}",
+        failure.error_message
+    );
+
+    // An over-long version: a start is refused.
+    let refused = client
+        .start_instance(proto::CreateInstanceRequest {
+            instance_id: "long-version".into(),
+            name: "o".into(),
+            version: Some("v".repeat(257)),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a 257-byte version");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused}");
+    handle.stop().await;
+}
