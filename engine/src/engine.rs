@@ -373,6 +373,28 @@ impl Engine {
         Ok(total)
     }
 
+    /// Whether each partition serves: it answers a read within `wait`
+    /// (a partition stopped by a storage error answers with that error; a
+    /// stuck or overloaded one does not answer in time). For readiness
+    /// probes.
+    pub async fn readiness(&self, wait: std::time::Duration) -> Vec<(u32, Result<(), Error>)> {
+        let mut probes = tokio::task::JoinSet::new();
+        for partition in 0..self.partition_count() {
+            let engine = self.clone();
+            probes.spawn(async move {
+                let probe = engine.read(partition, None, |_| ());
+                let answer = match tokio::time::timeout(wait, probe).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(Error::Timeout(wait.as_millis() as u64)),
+                };
+                (partition, answer)
+            });
+        }
+        let mut answers = probes.join_all().await;
+        answers.sort_by_key(|(partition, _)| *partition);
+        answers
+    }
+
     /// Per partition, its log counters and how many instances it holds by
     /// status (for `/metrics`). The counts reflect durable state.
     pub async fn partition_metrics(&self) -> Result<Vec<PartitionMetrics>, Error> {

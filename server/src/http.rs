@@ -60,7 +60,9 @@ pub fn router(
     guard: BrowserGuard,
     payload_bytes_max: usize,
 ) -> Router {
-    let health = Router::new().route("/healthz", get(healthz));
+    let health = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
     Router::new()
         .route("/metrics", get(metrics))
         .route(&format!("{PREFIX}/orchestrators/{{name}}"), post(start))
@@ -308,6 +310,42 @@ fn management_urls(public_url: &str, id: &str) -> Value {
     })
 }
 
+/// How long `/readyz` waits for each partition's answer.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Readiness: 200 when every partition answers, 503 naming the ones that
+/// do not (stopped by a storage error, stuck, or stopping). The errors
+/// themselves are in the server's log, not here: the probe needs no
+/// token.
+async fn readyz(State(state): State<HttpState>) -> Response {
+    let mut problems = Vec::new();
+    let results = state.engine.readiness(READY_WAIT).await;
+    let partitions = results.len();
+    for (partition, answer) in results {
+        let Err(error) = answer else { continue };
+        let problem = match error {
+            RuntimeError::Timeout(_) => {
+                format!(
+                    "no answer within {} s (stuck or overloaded)",
+                    READY_WAIT.as_secs()
+                )
+            }
+            RuntimeError::ShutDown => "stopping".to_owned(),
+            _ => "stopped after a storage error (the server's log has it)".to_owned(),
+        };
+        problems.push(json!({ "partition": partition, "problem": problem }));
+    }
+    if problems.is_empty() {
+        let body = json!({ "status": "ready", "partitions": partitions });
+        (StatusCode::OK, axum::Json(body)).into_response()
+    } else {
+        let body = json!({ "status": "not ready", "partitions": partitions, "problems": problems });
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}
+
+/// Liveness: the process serves HTTP (it says nothing about storage; see
+/// `/readyz`).
 async fn healthz() -> Response {
     (StatusCode::OK, axum::Json(json!({ "status": "ok" }))).into_response()
 }

@@ -76,12 +76,19 @@ const MESSAGE_OVERHEAD_BYTES: usize = 16 << 20;
 /// Starts the server; returns once it is listening.
 pub async fn start(options: ServeOptions) -> Result<ServerHandle, ServeError> {
     options.validate()?;
-    let tls = options.tls.as_ref().map(crate::tls::load).transpose()?;
     let storage = match &options.storage {
         StorageChoice::LocalDir(dir) => Storage::local(dir)?,
         StorageChoice::Memory => Storage::in_memory(),
         StorageChoice::Url(url) => Storage::from_url(url)?,
     };
+    start_on(options, storage).await
+}
+
+/// Starts the server on `storage` instead of the one `options` names (for
+/// embedding, and for tests with a fault-injecting store).
+pub async fn start_on(options: ServeOptions, storage: Storage) -> Result<ServerHandle, ServeError> {
+    options.validate()?;
+    let tls = options.tls.as_ref().map(crate::tls::load).transpose()?;
     let engine = Engine::open(
         storage,
         EngineOptions {

@@ -862,3 +862,73 @@ async fn http_bodies_take_the_documented_payload_size() {
     assert_eq!(refused.status(), 413);
     handle.stop().await;
 }
+
+/// `/healthz` says the process serves; `/readyz` says whether every
+/// partition does. A partition stopped by a storage error makes the
+/// server not ready (503, the partition named, no paths), while the
+/// liveness probe stays 200.
+#[tokio::test]
+async fn readiness_follows_the_partitions_and_liveness_does_not() {
+    use basalt_storage::fault::{Fault, FaultyStore};
+    use std::sync::Arc;
+    let faulty = Arc::new(FaultyStore::new(Arc::new(
+        object_store::memory::InMemory::new(),
+    )));
+    let storage = basalt_storage::Storage::object_store(faulty.clone(), "memory://faulty");
+    let handle = server::start_on(
+        ServeOptions {
+            storage: StorageChoice::Memory,
+            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+            http_addr: Some("127.0.0.1:0".parse().expect("addr")),
+            partitions: 2,
+            ..ServeOptions::default()
+        },
+        storage,
+    )
+    .await
+    .expect("server starts");
+    let base = format!("http://{}", handle.http_addr().expect("http on"));
+    let http = http_client();
+    let ready = http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+
+    // The next writes fail: the next start's commit stops its partition
+    // (later writes succeed again, so the shutdown's checkpoints land).
+    for n in 1..=2 {
+        faulty.inject(faulty.writes() + n, Fault::Fail);
+    }
+    let failed = post(
+        &http,
+        format!("{base}{PREFIX}/orchestrators/anything/doomed"),
+        Some("application/json"),
+        None,
+    )
+    .await;
+    assert_eq!(failed, 500, "the start fails with its partition");
+    let not_ready = http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(not_ready.status(), 503);
+    let body: serde_json::Value = not_ready.json().await.expect("json");
+    let problems = body["problems"].as_array().expect("problems");
+    assert!(!problems.is_empty(), "{body}");
+    assert!(
+        problems.iter().all(|p| p["problem"]
+            .as_str()
+            .is_some_and(|t| t.contains("storage error") && !t.contains("memory://"))),
+        "{body}"
+    );
+    let live = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(live.status(), 200, "the process still serves");
+    handle.stop().await;
+}
