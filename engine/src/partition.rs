@@ -661,6 +661,23 @@ impl PartitionTask {
                 _ => {}
             }
         }
+        let withdrawn = std::mem::take(&mut fx.withdrawn);
+        if !withdrawn.is_empty() {
+            // Their executions ended: the state no longer holds these
+            // activities, so a worker must not get them (a completion
+            // would be refused as stale anyway).
+            let ended: std::collections::HashSet<&InstanceId> = withdrawn.iter().collect();
+            let dropped = shared
+                .activities
+                .retain(|item| !ended.contains(&item.instance_id));
+            if dropped > 0 {
+                tracing::debug!(
+                    partition = self.partition,
+                    dropped,
+                    "withdrew activities of ended executions"
+                );
+            }
+        }
         for task in std::mem::take(&mut fx.activities) {
             let token = ActivityToken {
                 partition: self.partition,

@@ -1,7 +1,8 @@
 //! A multi-consumer work queue: partitions push ready work, any number of
-//! workers wait for it. Unbounded by design: it only ever holds work the
-//! partitions' state already holds (steps, activities), which is bounded
-//! by the instances in memory.
+//! workers wait for it. Unbounded by type: it holds only work the
+//! partitions' state holds (steps, activities), which admission control
+//! (`queued_work_max`) and the actions-per-step limit bound; work of an
+//! execution that ended is withdrawn from it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +52,14 @@ impl<T> WorkQueue<T> {
             }
             notified.await;
         }
+    }
+
+    /// Drops every waiting item `keep` refuses; returns how many.
+    pub(crate) fn retain(&self, keep: impl FnMut(&T) -> bool) -> usize {
+        let mut items = self.items.lock();
+        let before = items.len();
+        items.retain(keep);
+        before - items.len()
     }
 
     pub(crate) fn len(&self) -> usize {

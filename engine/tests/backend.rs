@@ -953,3 +953,73 @@ async fn a_partition_whose_changes_fill_its_budget_waits_for_its_checkpoint() {
     assert_eq!(found, 4000);
     engine.shutdown().await;
 }
+
+/// Dead work stays dead: terminating an instance withdraws its activities
+/// that are still waiting for a worker, and a completion for one already
+/// handed out is refused as stale; purging leaves nothing behind.
+#[tokio::test]
+async fn terminate_withdraws_queued_activities() {
+    let engine = Engine::open(Storage::in_memory(), options())
+        .await
+        .expect("open");
+    let id = engine
+        .start_instance(StartRequest {
+            name: "fan".into(),
+            instance_id: Some("fan-1".into()),
+            ..StartRequest::default()
+        })
+        .await
+        .expect("start");
+    let step = engine.next_orchestration_work_item().await.expect("step");
+    let actions = (0..500)
+        .map(|n| OrchestratorAction {
+            id: n,
+            kind: ActionKind::ScheduleTask {
+                name: "work".into(),
+                version: None,
+                input: Some(n.to_string()),
+            },
+            correlation: None,
+        })
+        .collect();
+    engine
+        .complete_orchestration_work_item(
+            &step.token,
+            OrchestrationStepResult {
+                actions,
+                custom_status: None,
+            },
+        )
+        .await
+        .expect("fan out");
+    let taken = engine
+        .next_activity_work_item()
+        .await
+        .expect("one activity");
+    assert_eq!(engine.queued_work().1, 499);
+
+    engine.terminate(&id, None).await.expect("terminate");
+    let done = engine
+        .wait_for_completion(&id, Duration::from_secs(10))
+        .await
+        .expect("terminated");
+    assert_eq!(done.status, OrchestrationStatus::Terminated);
+    assert_eq!(
+        engine.queued_work().1,
+        0,
+        "the waiting activities are withdrawn"
+    );
+    let late = engine
+        .complete_activity_work_item(&taken.token, ActivityOutcome::Completed(None))
+        .await
+        .expect_err("the activity handed out before is dead");
+    assert_eq!(late.kind(), ErrorKind::Conflict);
+    assert!(engine.purge(&id).await.expect("purge"), "purged");
+    let nothing =
+        tokio::time::timeout(Duration::from_millis(200), engine.next_activity_work_item()).await;
+    assert!(
+        nothing.is_err(),
+        "no activity of the purged instance is handed out"
+    );
+    engine.shutdown().await;
+}

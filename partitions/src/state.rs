@@ -1290,6 +1290,9 @@ impl PartitionState {
             release_locks(instance_id, instance, partition_count, out);
             instance.execution = self.next_execution;
             self.next_execution += 1;
+            if !instance.activities.is_empty() {
+                fx.withdrawn.push(instance_id.clone());
+            }
             instance.activities.clear();
             instance.history = Arc::new(Vec::new());
             let mut inbox = vec![HistoryEvent::new(
@@ -1365,6 +1368,9 @@ impl PartitionState {
         instance.meta.last_updated_at_ms = now_ms;
         instance.inbox.clear();
         instance.step = None;
+        if !instance.activities.is_empty() {
+            fx.withdrawn.push(instance_id.clone());
+        }
         instance.activities.clear();
         release_locks(instance_id, instance, partition_count, out);
         if let Some(parent) = &instance.meta.parent {
