@@ -27,7 +27,8 @@ pub use event::{
 };
 pub use routing::partition_of;
 pub use state::{
-    Applied, Core, ENTITY_BATCH_OPERATIONS_MAX, Entity, Instance, PartitionState, StateKey,
-    Suspended, entity_matches, entity_view, instance_matches, instance_view,
+    Applied, Core, ENTITY_BATCH_OPERATIONS_MAX, Entity, HISTORY_EVENTS_MAX, Instance,
+    PartitionState, StateKey, Suspended, entity_matches, entity_view, instance_matches,
+    instance_view,
 };
 pub use tier::{Change, IndexTag, Indexed, Tier};

@@ -18,6 +18,12 @@ use crate::event::{
 use crate::routing::partition_of;
 use crate::tier::Tier;
 
+/// Most history events an execution may have: a step that would take it
+/// past this fails the instance (`HistoryTooLarge`) instead. Each step
+/// carries the whole history to a worker, so a longer one costs every
+/// step more; an orchestration that runs for ever continues as new.
+pub const HISTORY_EVENTS_MAX: usize = 50_000;
+
 /// One orchestration instance as its partition keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
@@ -989,7 +995,7 @@ impl PartitionState {
         instance_id: &InstanceId,
         consumed: u32,
         started_ms: u64,
-        result: OrchestrationStepResult,
+        mut result: OrchestrationStepResult,
         now_ms: u64,
         out: &mut Outgoing,
         fx: &mut Effects,
@@ -1010,6 +1016,27 @@ impl PartitionState {
             EventKind::OrchestratorStarted,
         ));
         history.extend(instance.inbox.drain(..consumed));
+        // Every step hands the whole history to a worker: past
+        // HISTORY_EVENTS_MAX the instance fails instead of growing.
+        // (Each action adds at least one event; the step ends with an
+        // OrchestratorCompleted.)
+        let reaching = history.len() + result.actions.len() + 1;
+        if reaching > HISTORY_EVENTS_MAX {
+            let message = format!(
+                "the history would reach {reaching} events; the limit is {HISTORY_EVENTS_MAX} \
+                 (continue as new to start a fresh history)"
+            );
+            result.actions = vec![basalt_runtime::OrchestratorAction::new(
+                result.actions.iter().map(|a| a.id + 1).max().unwrap_or(0),
+                ActionKind::CompleteOrchestration {
+                    status: OrchestrationStatus::Failed,
+                    result: None,
+                    failure: Some(FailureDetails::new("HistoryTooLarge", message)),
+                    new_version: None,
+                    carryover_events: Vec::new(),
+                },
+            )];
+        }
         // Pending until a worker has run the first step: `wait_for_start`
         // waits for this.
         if instance.meta.status == OrchestrationStatus::Pending {
