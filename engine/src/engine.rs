@@ -967,29 +967,33 @@ impl Engine {
         reply_done(self.submit_for(instance, event).await?)
     }
 
-    /// A step result whose payloads exceed the limits (each, or all
-    /// together) becomes a failure of the instance with a clear message:
-    /// rejecting it would only make the worker retry the same step forever.
+    /// A step result past a limit (too many actions, an over-long version
+    /// or name, a payload too large, each or all together) becomes a
+    /// failure of the instance with a clear message: rejecting it would
+    /// only make the worker retry the same step forever.
     fn bound_step_result(&self, result: OrchestrationStepResult) -> OrchestrationStepResult {
-        use basalt_runtime::{ActionKind, FailureDetails, OrchestrationStatus, OrchestratorAction};
+        match self.step_problem(&result) {
+            None => result,
+            Some((error_type, message)) => result.failing(error_type, message),
+        }
+    }
+
+    /// The first limit `result` breaks, as (error type, message).
+    fn step_problem(&self, result: &OrchestrationStepResult) -> Option<(&'static str, String)> {
+        use basalt_runtime::ActionKind;
+        if result.actions.len() > ACTIONS_PER_STEP_MAX {
+            return Some((
+                "TooManyActions",
+                format!(
+                    "the step returned {} actions; the limit is {ACTIONS_PER_STEP_MAX}",
+                    result.actions.len()
+                ),
+            ));
+        }
         let max = self.inner.options.payload_bytes_max;
         let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
         let mut total = text(&result.custom_status);
-        let mut problem = None;
-        let mut error_type = "PayloadTooLarge";
-        if result.actions.len() > ACTIONS_PER_STEP_MAX {
-            problem = Some(format!(
-                "the step returned {} actions; the limit is {ACTIONS_PER_STEP_MAX}",
-                result.actions.len()
-            ));
-            error_type = "TooManyActions";
-        }
-        let checked = if problem.is_some() {
-            &[][..]
-        } else {
-            &result.actions[..]
-        };
-        for action in checked {
+        for action in &result.actions {
             let version = match &action.kind {
                 ActionKind::ScheduleTask { version, .. }
                 | ActionKind::CreateSubOrchestration { version, .. } => version.as_deref(),
@@ -997,9 +1001,7 @@ impl Engine {
                 _ => None,
             };
             if let Err(message) = check_version(&format!("action {}", action.id), version) {
-                problem = Some(message);
-                error_type = "VersionTooLong";
-                break;
+                return Some(("VersionTooLong", message));
             }
             let (name, payload) = match &action.kind {
                 ActionKind::ScheduleTask { name, input, .. }
@@ -1016,43 +1018,34 @@ impl Engine {
                 | ActionKind::LockEntities { .. }
                 | ActionKind::UnlockEntities { .. } => ("", &None),
             };
-            total += name.len() + text(payload);
             if text(payload) > max {
-                problem = Some(format!(
-                    "action {} has a payload of {} bytes; the limit is {max} bytes",
-                    action.id,
-                    text(payload)
-                ));
-            } else if name.len() > NAME_BYTES_MAX {
-                problem = Some(format!(
-                    "action {} has a name of {} bytes; the limit is {NAME_BYTES_MAX}",
-                    action.id,
-                    name.len()
+                return Some((
+                    "PayloadTooLarge",
+                    format!(
+                        "action {} has a payload of {} bytes; the limit is {max} bytes",
+                        action.id,
+                        text(payload)
+                    ),
                 ));
             }
+            if name.len() > NAME_BYTES_MAX {
+                return Some((
+                    "PayloadTooLarge",
+                    format!(
+                        "action {} has a name of {} bytes; the limit is {NAME_BYTES_MAX}",
+                        action.id,
+                        name.len()
+                    ),
+                ));
+            }
+            total += name.len() + text(payload);
         }
-        if problem.is_none() && total > max {
-            problem = Some(format!(
-                "the step's payloads add up to {total} bytes; the limit is {max} bytes"
-            ));
-        }
-        match problem {
-            None => result,
-            Some(message) => OrchestrationStepResult {
-                actions: vec![OrchestratorAction {
-                    id: result.actions.iter().map(|a| a.id + 1).max().unwrap_or(0),
-                    kind: ActionKind::CompleteOrchestration {
-                        status: OrchestrationStatus::Failed,
-                        result: None,
-                        failure: Some(FailureDetails::new(error_type, message)),
-                        new_version: None,
-                        carryover_events: Vec::new(),
-                    },
-                    correlation: None,
-                }],
-                custom_status: None,
-            },
-        }
+        (total > max).then(|| {
+            (
+                "PayloadTooLarge",
+                format!("the step's payloads add up to {total} bytes; the limit is {max} bytes"),
+            )
+        })
     }
 
     fn step_token(&self, token: &CompletionToken) -> Result<StepToken, Error> {

@@ -199,41 +199,42 @@ impl Entity {
     }
 }
 
-/// Moves an instance's index entries from what the store holds (`old`)
-/// to what its record says now (`new`): only the entries whose part of
-/// the tag changed are deleted and written.
-fn index_writes(writes: &mut Vec<Write>, id: &str, old: Option<IndexTag>, new: Option<IndexTag>) {
-    let mut entry = |key: Vec<u8>, value: Option<Vec<u8>>| {
-        writes.push(Write { key, value });
+/// The index entries (key, value) of instance `id` with `tag`.
+fn index_entries(id: &str, tag: Option<IndexTag>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Some(tag) = tag else {
+        return Vec::new();
     };
-    let status = |tag: &IndexTag| Some(tag.status).filter(|&s| s != 0);
-    if old.and_then(|t| status(&t)) != new.and_then(|t| status(&t)) {
-        if let Some(s) = old.and_then(|t| status(&t)) {
-            entry(status_key(s, id), None);
-        }
-        if let Some(s) = new.and_then(|t| status(&t)) {
-            entry(status_key(s, id), Some(Vec::new()));
+    let mut entries = Vec::with_capacity(3);
+    if tag.status != 0 {
+        entries.push((status_key(tag.status, id), Vec::new()));
+    }
+    entries.push((
+        keyed(&time_prefix(time_bucket(tag.created_ms)), id),
+        tag.created_ms.to_be_bytes().to_vec(),
+    ));
+    entries.push((keyed(&name_prefix(tag.name_hash), id), Vec::new()));
+    entries
+}
+
+/// Moves an instance's index entries from what the store holds (`old`)
+/// to what its record says now (`new`): only entries that changed are
+/// deleted or written.
+fn index_writes(writes: &mut Vec<Write>, id: &str, old: Option<IndexTag>, new: Option<IndexTag>) {
+    let (old, new) = (index_entries(id, old), index_entries(id, new));
+    for (key, _) in &old {
+        if !new.iter().any(|(k, _)| k == key) {
+            writes.push(Write {
+                key: key.clone(),
+                value: None,
+            });
         }
     }
-    let created = |tag: Option<IndexTag>| tag.map(|t| t.created_ms);
-    if created(old) != created(new) {
-        if let Some(ms) = created(old) {
-            entry(keyed(&time_prefix(time_bucket(ms)), id), None);
-        }
-        if let Some(ms) = created(new) {
-            entry(
-                keyed(&time_prefix(time_bucket(ms)), id),
-                Some(ms.to_be_bytes().to_vec()),
-            );
-        }
-    }
-    let name = |tag: Option<IndexTag>| tag.map(|t| t.name_hash);
-    if name(old) != name(new) {
-        if let Some(hash) = name(old) {
-            entry(keyed(&name_prefix(hash), id), None);
-        }
-        if let Some(hash) = name(new) {
-            entry(keyed(&name_prefix(hash), id), Some(Vec::new()));
+    for entry in new {
+        if !old.contains(&entry) {
+            writes.push(Write {
+                key: entry.0,
+                value: Some(entry.1),
+            });
         }
     }
 }

@@ -1026,16 +1026,7 @@ impl PartitionState {
                 "the history would reach {reaching} events; the limit is {HISTORY_EVENTS_MAX} \
                  (continue as new to start a fresh history)"
             );
-            result.actions = vec![basalt_runtime::OrchestratorAction::new(
-                result.actions.iter().map(|a| a.id + 1).max().unwrap_or(0),
-                ActionKind::CompleteOrchestration {
-                    status: OrchestrationStatus::Failed,
-                    result: None,
-                    failure: Some(FailureDetails::new("HistoryTooLarge", message)),
-                    new_version: None,
-                    carryover_events: Vec::new(),
-                },
-            )];
+            result = result.failing("HistoryTooLarge", message);
         }
         // Pending until a worker has run the first step: `wait_for_start`
         // waits for this.

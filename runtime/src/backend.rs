@@ -14,7 +14,7 @@ use crate::entity::{
     EntityWorkItem,
 };
 use crate::error::Result;
-use crate::history::{HistoryEvent, OrchestratorAction};
+use crate::history::{ActionKind, HistoryEvent, OrchestratorAction};
 use crate::types::{FailureDetails, InstanceId, InstanceState, OrchestrationStatus};
 
 /// A request to start an orchestration instance.
@@ -103,6 +103,27 @@ pub struct OrchestrationStepResult {
     pub actions: Vec<OrchestratorAction>,
     /// The custom status (JSON) the orchestration set, if any.
     pub custom_status: Option<String>,
+}
+
+impl OrchestrationStepResult {
+    /// The step that fails the instance with `error_type` and `message`
+    /// instead of taking this one's actions: what a step past a limit
+    /// becomes (refusing it would only make the worker retry it forever).
+    pub fn failing(&self, error_type: &str, message: String) -> OrchestrationStepResult {
+        OrchestrationStepResult {
+            actions: vec![OrchestratorAction::new(
+                self.actions.iter().map(|a| a.id + 1).max().unwrap_or(0),
+                ActionKind::CompleteOrchestration {
+                    status: OrchestrationStatus::Failed,
+                    result: None,
+                    failure: Some(FailureDetails::new(error_type, message)),
+                    new_version: None,
+                    carryover_events: Vec::new(),
+                },
+            )],
+            custom_status: None,
+        }
+    }
 }
 
 /// One activity invocation to run.

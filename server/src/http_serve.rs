@@ -27,6 +27,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tower::ServiceExt as _;
 
 /// Limits on HTTP clients.
@@ -100,28 +101,19 @@ pub async fn serve(
         let service = TowerToHyperService::new(app.clone().into_service().map_request(
             |request: axum::http::Request<Incoming>| request.map(axum::body::Body::new),
         ));
-        match &tls {
-            None => {
-                let connection =
-                    graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%peer, %error, "HTTP connection ended with an error");
-                    }
-                    drop(slot);
-                });
-            }
-            Some(acceptor) => {
-                // The handshake runs in the connection's task, under the
-                // header timeout, so a silent client holds only its slot.
-                let acceptor = acceptor.clone();
-                let builder = Arc::clone(&builder);
-                let watcher = graceful.watcher();
-                let handshake_max = limits.header_timeout;
-                tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(handshake_max, acceptor.accept(stream));
-                    let stream = match handshake.await {
-                        Ok(Ok(stream)) => stream,
+        // The TLS handshake runs in the connection's task, under the header
+        // timeout, so a silent client holds only its slot.
+        let acceptor = tls.clone();
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        let handshake_max = limits.header_timeout;
+        tokio::spawn(async move {
+            let _slot = slot;
+            let io = match acceptor {
+                None => Either::Left(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_max, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => Either::Right(stream),
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
                             return;
@@ -130,16 +122,14 @@ pub async fn serve(
                             tracing::debug!(%peer, "TLS handshake timed out");
                             return;
                         }
-                    };
-                    let connection =
-                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%peer, %error, "HTTPS connection ended with an error");
                     }
-                    drop(slot);
-                });
+                }
+            };
+            let connection = watcher.watch(builder.serve_connection(TokioIo::new(io), service));
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "HTTP connection ended with an error");
             }
-        }
+        });
     }
     drop(listener);
     graceful.shutdown().await;

@@ -184,10 +184,11 @@ pub async fn start_on(options: ServeOptions, storage: Storage) -> Result<ServerH
         }
     }));
 
-    if let Some(listener) = http_listener {
-        let public_url = options.public_url.clone().unwrap_or_else(|| {
-            default_public_url(http_addr.unwrap_or(options.grpc_addr), tls.is_some())
-        });
+    if let (Some(listener), Some(addr)) = (http_listener, http_addr) {
+        let public_url = options
+            .public_url
+            .clone()
+            .unwrap_or_else(|| default_public_url(addr, tls.is_some()));
         let guard = BrowserGuard::new(
             &public_url,
             &options.allowed_hosts,

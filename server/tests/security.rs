@@ -17,16 +17,8 @@ const TOKEN: &str = "test-token-0123456789";
 const PREFIX: &str = "/runtime/webhooks/durabletask";
 
 async fn serve_with_token() -> ServerHandle {
-    server::start(ServeOptions {
-        storage: StorageChoice::Memory,
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-        http_addr: Some("127.0.0.1:0".parse().expect("addr")),
-        partitions: 2,
-        auth_token: Some(BearerToken::new(TOKEN).expect("token")),
-        ..ServeOptions::default()
-    })
-    .await
-    .expect("server starts")
+    let token = BearerToken::new(TOKEN).expect("token");
+    serve_plain(|o| o.auth_token = Some(token)).await.0
 }
 
 /// Sends `authorization` with every call, as the SDKs do with metadata.
@@ -107,10 +99,7 @@ async fn grpc_calls_need_the_token() {
 async fn http_requests_need_the_token_but_health_probes_do_not() {
     let handle = serve_with_token().await;
     let base = format!("http://{}", handle.http_addr().expect("http on"));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let http = http_client();
 
     let health = http
         .get(format!("{base}/healthz"))
@@ -603,20 +592,12 @@ async fn grpc_is_served_while_http_connections_are_at_their_limit() {
 }
 
 async fn serve_tls(files: &[std::path::PathBuf; 5], client_certs: bool) -> ServerHandle {
-    server::start(ServeOptions {
-        storage: StorageChoice::Memory,
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-        http_addr: Some("127.0.0.1:0".parse().expect("addr")),
-        partitions: 2,
-        tls: Some(TlsFiles {
-            cert: files[1].clone(),
-            key: files[2].clone(),
-            client_ca: client_certs.then(|| files[0].clone()),
-        }),
-        ..ServeOptions::default()
-    })
-    .await
-    .expect("server starts")
+    let tls = TlsFiles {
+        cert: files[1].clone(),
+        key: files[2].clone(),
+        client_ca: client_certs.then(|| files[0].clone()),
+    };
+    serve_plain(|o| o.tls = Some(tls)).await.0
 }
 
 async fn grpc_over_tls(
