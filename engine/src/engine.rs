@@ -3,6 +3,7 @@
 //! `Backend` by routing each call to the partition that owns the instance.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -92,6 +93,11 @@ pub struct EngineOptions {
     /// most 1,024 records examined, 256 purged), in milliseconds.
     /// Default: 1,000.
     pub retention_sweep_ms: u64,
+    /// A partition stopped by a storage error (disk full, a revoked
+    /// permission, an object store outage) reopens itself from storage,
+    /// first after 100 ms, then waiting twice as long after each failed
+    /// attempt, up to this many milliseconds. Default: 10,000.
+    pub reopen_backoff_max_ms: u64,
 }
 
 impl EngineOptions {
@@ -141,6 +147,7 @@ impl Default for EngineOptions {
             mailbox_max: 256,
             retention_ms: None,
             retention_sweep_ms: 1_000,
+            reopen_backoff_max_ms: 10_000,
         }
     }
 }
@@ -160,6 +167,17 @@ pub struct PartitionMetrics {
     pub records_resident: u64,
     /// Estimated bytes of the records in memory (what the budget limits).
     pub records_resident_bytes: u64,
+    /// Whether it serves; `false` while a storage error has it stopped
+    /// (its state figures are zero then).
+    pub serving: bool,
+    /// Times a storage error stopped it since the engine opened.
+    pub storage_failures: u64,
+    /// Times it reopened itself after such a stop.
+    pub reopens: u64,
+    /// Attempts to reopen it that failed (storage still broken).
+    pub reopen_failures: u64,
+    /// The last storage error, if any.
+    pub last_storage_error: Option<String>,
 }
 
 /// Why an engine could not open.
@@ -199,8 +217,6 @@ struct Inner {
     options: EngineOptions,
     hub: TaskHub,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// Every partition's store (for their read counters).
-    stores: Vec<Arc<basalt_storage::StateStore>>,
 }
 
 impl Engine {
@@ -227,19 +243,6 @@ impl Engine {
             mailboxes.push(mail_tx);
             receivers.push((rx, mail_rx));
         }
-        let (timers, armed) = Timers::new();
-        let transport = Box::new(InProcess { mailboxes });
-        let shared = Arc::new(Shared {
-            partitions: routes,
-            transport,
-            steps: WorkQueue::new(),
-            activities: WorkQueue::new(),
-            entity_batches: WorkQueue::new(),
-            timers,
-            waiters: DashMap::new(),
-            incarnation: rand::random::<u32>() as u64,
-            checkpoints: parking_lot::Mutex::new(crate::shared::CheckpointWindow::default()),
-        });
         // Recover every partition before starting any, so a failure leaves
         // nothing running.
         let store_options = basalt_storage::StateStoreOptions {
@@ -264,8 +267,23 @@ impl Engine {
         let mut tasks = Vec::new();
         let stores = opened
             .iter()
-            .map(|(_, recovered)| Arc::clone(&recovered.store))
+            .map(|(_, recovered)| Mutex::new(Arc::clone(&recovered.store)))
             .collect();
+        let (timers, armed) = Timers::new();
+        let transport = Box::new(InProcess { mailboxes });
+        let shared = Arc::new(Shared {
+            partitions: routes,
+            transport,
+            steps: WorkQueue::new(),
+            activities: WorkQueue::new(),
+            entity_batches: WorkQueue::new(),
+            timers,
+            waiters: DashMap::new(),
+            incarnation: rand::random::<u32>() as u64,
+            health: (0..count).map(|_| Default::default()).collect(),
+            stores,
+            checkpoints: parking_lot::Mutex::new(crate::shared::CheckpointWindow::default()),
+        });
         for ((partition, recovered), (commands, mailbox)) in opened.into_iter().zip(receivers) {
             let task = PartitionTask {
                 partition,
@@ -286,6 +304,14 @@ impl Engine {
                 pipelining: options.pipelining,
                 retention: options.retention_ms.map(Duration::from_millis),
                 retention_sweep: Duration::from_millis(options.retention_sweep_ms.max(1)),
+                reopen: crate::partition::Reopen {
+                    hub: hub.clone(),
+                    partition_count: count,
+                    log_options: options.log.clone(),
+                    store_options: store_options.clone(),
+                    backoff_max: Duration::from_millis(options.reopen_backoff_max_ms.max(1)),
+                    failures_in_a_row: 0,
+                },
             };
             tasks.push(tokio::spawn(task.run()));
         }
@@ -299,7 +325,6 @@ impl Engine {
                 options,
                 hub,
                 tasks: Mutex::new(tasks),
-                stores,
             }),
         })
     }
@@ -349,7 +374,12 @@ impl Engine {
     /// Point reads of the partitions' stores since the engine opened
     /// (records loaded into memory, or looked up and found absent).
     pub fn store_reads(&self) -> u64 {
-        self.inner.stores.iter().map(|store| store.gets()).sum()
+        self.inner
+            .shared
+            .stores
+            .iter()
+            .map(|store| store.lock().gets())
+            .sum()
     }
 
     /// Orchestration steps and activities waiting for a worker.
@@ -403,7 +433,7 @@ impl Engine {
             let (tx, rx) = oneshot::channel();
             self.command(partition, Command::LogStats(tx)).await?;
             let log = rx.await.map_err(|_| Error::ShutDown)?;
-            let (instances_by_status, entities, resident, resident_bytes) = self
+            let figures = self
                 .read(partition, None, |state| {
                     (
                         state.instances_by_status.clone(),
@@ -412,7 +442,16 @@ impl Engine {
                         state.resident_bytes() as u64,
                     )
                 })
-                .await?;
+                .await;
+            let health = &self.inner.shared.health[partition as usize];
+            // A stopped partition answers reads with its error: the
+            // figures say so instead of failing the whole report.
+            let (serving, (instances_by_status, entities, resident, resident_bytes)) = match figures
+            {
+                Ok(figures) => (true, figures),
+                Err(_) if health.stopped.load(Ordering::Acquire) => (false, Default::default()),
+                Err(e) => return Err(e),
+            };
             all.push(PartitionMetrics {
                 partition,
                 log,
@@ -420,6 +459,11 @@ impl Engine {
                 entities,
                 records_resident: resident,
                 records_resident_bytes: resident_bytes,
+                serving,
+                storage_failures: health.failures.load(Ordering::Relaxed),
+                reopens: health.reopens.load(Ordering::Relaxed),
+                reopen_failures: health.reopen_failures.load(Ordering::Relaxed),
+                last_storage_error: health.last_error.lock().clone(),
             });
         }
         Ok(all)
@@ -739,7 +783,7 @@ impl Backend for Engine {
             }
             let token = StepToken {
                 partition: ticket.partition,
-                incarnation: shared.incarnation,
+                incarnation: ticket.slot.incarnation,
                 seq: step.seq,
                 consumed: step.consumed(),
                 started_ms: step.started_ms(),
@@ -1102,14 +1146,17 @@ impl Engine {
     }
 
     /// A token handed out by another incarnation of the engine (before a
-    /// restart), or naming a partition this hub does not have, is stale.
+    /// restart) or of its partition (before it reopened after a storage
+    /// error), or naming a partition this hub does not have, is stale.
     fn current(
         &self,
         token: &CompletionToken,
         partition: u32,
         incarnation: u64,
     ) -> Result<(), Error> {
-        if incarnation != self.inner.shared.incarnation || partition >= self.partition_count() {
+        if partition >= self.partition_count()
+            || incarnation != self.inner.shared.incarnation_of(partition)
+        {
             return Err(Error::StaleToken(token.0.clone()));
         }
         Ok(())

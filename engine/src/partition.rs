@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use basalt_partitions::checkpoint::Changes;
@@ -18,7 +19,11 @@ use tokio::task::JoinHandle;
 use crate::shared::{Shared, StepSlot, StepTicket};
 use crate::timers::now_ms;
 use crate::token::{ActivityToken, EntityToken};
-use crate::transport::{Outgoing, Refused};
+use crate::transport::{Mail, Outgoing, Refused};
+
+mod reopen;
+pub(crate) use reopen::Reopen;
+use reopen::reopen_done;
 
 /// When a submitter gets its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,9 +106,9 @@ pub(crate) struct PartitionTask {
     pub shared: Arc<Shared>,
     /// Client requests, worker results and fired timers (bounded).
     pub commands: mpsc::Receiver<Command>,
-    /// Messages and acks from other partitions (bounded; see
-    /// `InProcess`).
-    pub mailbox: mpsc::Receiver<Event>,
+    /// Messages, acks and resync traffic from other partitions (bounded;
+    /// see `InProcess`).
+    pub mailbox: mpsc::Receiver<Mail>,
     /// Traffic for other partitions whose mailboxes were full, in send
     /// order; retried every [`RETRY_UNDELIVERED`]. Past
     /// [`UNDELIVERED_MAX`] the partition takes no new commands (but keeps
@@ -123,6 +128,8 @@ pub(crate) struct PartitionTask {
     pub retention: Option<Duration>,
     /// How often the retention sweep takes its next step.
     pub retention_sweep: Duration,
+    /// What reopening the partition after a storage error needs.
+    pub reopen: Reopen,
 }
 
 /// The least a partition may hold in changed records before it stops
@@ -166,6 +173,36 @@ struct Running {
     unflushed_bytes: u64,
     /// When the store was last flushed.
     last_flush: std::time::Instant,
+    /// Origins whose messages are dropped until their resync marker comes
+    /// (empty unless this run began with a reopen; see `transport`).
+    resync: std::collections::HashSet<u32>,
+    /// When a stopped partition next tries to reopen.
+    reopen_at: tokio::time::Instant,
+    /// The attempt to reopen under way, if any.
+    reopening: Option<JoinHandle<Result<crate::tiers::Recovered, crate::OpenError>>>,
+}
+
+impl Running {
+    /// A run over a just-opened log, whose store holds `store_lsn`.
+    fn new(log: &Log, store_lsn: u64) -> Running {
+        Running {
+            durable: log.watch_durable(),
+            durable_lsn: log.durable_lsn().0,
+            parked: VecDeque::new(),
+            events_since_checkpoint: 0,
+            bytes_since_checkpoint: 0,
+            failed: None,
+            commit_requested_lsn: 0,
+            checkpoint: None,
+            checkpoint_lsn: store_lsn,
+            retention_cursor: None,
+            unflushed_bytes: 0,
+            last_flush: std::time::Instant::now(),
+            resync: std::collections::HashSet::new(),
+            reopen_at: tokio::time::Instant::now(),
+            reopening: None,
+        }
+    }
 }
 
 /// A checkpoint being written by its own task while the partition goes on.
@@ -205,20 +242,7 @@ impl PartitionTask {
             });
         }
         self.send_messages(pending.messages);
-        let mut run = Running {
-            durable: self.log.watch_durable(),
-            durable_lsn: self.log.durable_lsn().0,
-            parked: VecDeque::new(),
-            events_since_checkpoint: 0,
-            bytes_since_checkpoint: 0,
-            failed: None,
-            commit_requested_lsn: 0,
-            checkpoint: None,
-            checkpoint_lsn: self.store_lsn,
-            retention_cursor: None,
-            unflushed_bytes: 0,
-            last_flush: std::time::Instant::now(),
-        };
+        let mut run = Running::new(&self.log, self.store_lsn);
         let mut sweep = tokio::time::interval(self.retention_sweep);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // An interval, not a sleep made anew each turn of the loop: a busy
@@ -228,19 +252,27 @@ impl PartitionTask {
         loop {
             // Dirty records cannot be evicted: past the ceiling, take no
             // new command until the checkpoint in flight makes them clean.
-            let over_ceiling = self.over_dirty_ceiling(&run);
+            let over_ceiling = run.failed.is_none() && self.over_dirty_ceiling(&run);
             let backed_up = self.undelivered.len() >= UNDELIVERED_MAX;
             tokio::select! {
                 mail = self.mailbox.recv(), if !over_ceiling => {
                     // The engine holds a sender of every mailbox while it
                     // runs; `None` only after every handle is gone.
-                    let Some(event) = mail else { break };
-                    self.submit(event, None, ReplyWhen::Applied, &mut run).await;
+                    let Some(mail) = mail else { break };
+                    self.receive_mail(mail, &mut run).await;
                     for _ in 0..64 {
-                        let Ok(event) = self.mailbox.try_recv() else { break };
-                        self.submit(event, None, ReplyWhen::Applied, &mut run).await;
+                        let Ok(mail) = self.mailbox.try_recv() else { break };
+                        self.receive_mail(mail, &mut run).await;
                     }
                     self.after_commands(&mut run);
+                }
+                _ = tokio::time::sleep_until(run.reopen_at),
+                    if run.failed.is_some() && run.reopening.is_none() =>
+                {
+                    self.start_reopen(&mut run).await;
+                }
+                attempt = reopen_done(&mut run.reopening), if run.reopening.is_some() => {
+                    self.reopened(&mut run, attempt);
                 }
                 _ = retry.tick(), if !self.undelivered.is_empty() => {
                     self.retry_undelivered();
@@ -278,6 +310,9 @@ impl PartitionTask {
                     match durable {
                         Ok(lsn) => {
                             run.durable_lsn = lsn.0;
+                            // Storage works: the next stop starts the
+                            // backoff afresh.
+                            self.reopen.failures_in_a_row = 0;
                             self.release(&mut run);
                         }
                         Err(e) => self.fail(&mut run, Error::Storage(e.to_string())),
@@ -629,6 +664,7 @@ impl PartitionTask {
             };
             let slot = Arc::new(StepSlot {
                 seq: offer.seq,
+                incarnation: shared.incarnation_of(self.partition),
                 step: parking_lot::Mutex::new(Some(step)),
             });
             if let Some(replaced) = self.offered.insert(offer.instance_id, Arc::clone(&slot)) {
@@ -678,10 +714,11 @@ impl PartitionTask {
                 );
             }
         }
+        let incarnation = shared.incarnation_of(self.partition);
         for task in std::mem::take(&mut fx.activities) {
             let token = ActivityToken {
                 partition: self.partition,
-                incarnation: shared.incarnation,
+                incarnation,
                 execution: task.execution,
                 task_id: task.task_id,
                 instance_id: task.instance_id.clone(),
@@ -699,7 +736,7 @@ impl PartitionTask {
         for batch in std::mem::take(&mut fx.entity_batches) {
             let token = EntityToken {
                 partition: self.partition,
-                incarnation: shared.incarnation,
+                incarnation,
                 seq: batch.seq,
                 entity: batch.entity.clone(),
             }
@@ -985,6 +1022,11 @@ impl PartitionTask {
     }
 
     async fn shutdown(&mut self, run: &mut Running) {
+        if let Some(attempt) = run.reopening.take() {
+            // What it recovered, if anything, is dropped with it.
+            attempt.abort();
+            let _ = attempt.await;
+        }
         if run.failed.is_none() {
             let _ = self.log.wait_durable(Lsn(self.state.last_lsn)).await;
             run.durable_lsn = self.log.durable_lsn().0;
@@ -997,12 +1039,23 @@ impl PartitionTask {
         let _ = self.log.close().await;
     }
 
-    /// The log failed: this partition answers errors until the engine is
-    /// reopened (recovery rebuilds it from what is durable). What is
+    /// Storage failed: this partition answers errors until it reopens
+    /// itself (`reopen`, after a backoff; recovery rebuilds it from what is
+    /// durable). What is
     /// already durable is released first; the rest is answered with the
     /// error, or dropped (reads: their callers see the backend shut down).
     fn fail(&mut self, run: &mut Running, error: Error) {
-        tracing::error!(partition = self.partition, %error, "partition stopped");
+        if run.failed.is_some() {
+            return;
+        }
+        let health = &self.shared.health[self.partition as usize];
+        health.failures.fetch_add(1, Ordering::Relaxed);
+        health.stopped.store(true, Ordering::Release);
+        *health.last_error.lock() = Some(error.to_string());
+        let wait = self.reopen.backoff();
+        self.reopen.failures_in_a_row = self.reopen.failures_in_a_row.saturating_add(1);
+        run.reopen_at = tokio::time::Instant::now() + wait;
+        tracing::error!(partition = self.partition, %error, ?wait, "partition stopped; it reopens once storage works");
         // Steps still waiting would only earn refused completions.
         for (_, slot) in self.offered.drain() {
             *slot.step.lock() = None;

@@ -2,6 +2,7 @@
 //! the partitions, the work queues, the timer service and the waiters.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use basalt_partitions::{Event, StepTask};
 use basalt_runtime::{ActivityWorkItem, EntityWorkItem, InstanceId};
@@ -27,8 +28,13 @@ pub(crate) struct Shared {
     pub entity_batches: WorkQueue<EntityWorkItem>,
     pub timers: Timers,
     pub waiters: DashMap<InstanceId, Arc<Notify>>,
-    /// Changes every time the engine opens; part of every completion token.
+    /// Changes every time the engine opens; with the partition's reopen
+    /// count, part of every completion token (see [`Shared::incarnation_of`]).
     pub incarnation: u64,
+    /// Per partition: whether it serves, its storage failures and reopens.
+    pub health: Vec<PartitionHealth>,
+    /// Per partition: its state store (replaced when the partition reopens).
+    pub stores: Vec<parking_lot::Mutex<Arc<basalt_storage::StateStore>>>,
     /// Checkpoints written since the window was last taken.
     pub checkpoints: parking_lot::Mutex<CheckpointWindow>,
 }
@@ -90,10 +96,40 @@ pub(crate) struct StepTicket {
 /// the instance replaced it.
 pub(crate) struct StepSlot {
     pub seq: u64,
+    /// The partition's incarnation when it offered the step.
+    pub incarnation: u64,
     pub step: parking_lot::Mutex<Option<StepTask>>,
 }
 
+/// How a partition fares against its storage: the engine reads it for
+/// `/metrics` and readiness without asking the partition task.
+#[derive(Debug, Default)]
+pub(crate) struct PartitionHealth {
+    /// Set while the partition is stopped by a storage error.
+    pub stopped: AtomicBool,
+    /// Times a storage error stopped it.
+    pub failures: AtomicU64,
+    /// Times it was reopened (recovered from storage) after one.
+    pub reopens: AtomicU64,
+    /// Failed attempts to reopen it.
+    pub reopen_failures: AtomicU64,
+    /// The last storage error, for the server's log and `/metrics`.
+    pub last_error: parking_lot::Mutex<Option<String>>,
+}
+
 impl Shared {
+    /// The incarnation in tokens of `partition`'s work: the engine's,
+    /// changed again every time the partition reopens after a storage
+    /// error (its work handed out before is stale then: the reopened
+    /// partition may offer different steps under the same numbers).
+    pub fn incarnation_of(&self, partition: u32) -> u64 {
+        let reopens = self
+            .health
+            .get(partition as usize)
+            .map_or(0, |h| h.reopens.load(Ordering::Acquire));
+        self.incarnation.wrapping_add(reopens << 32)
+    }
+
     /// Submits an event to a local partition with no one waiting for the
     /// answer (timers), once its command queue has room.
     pub async fn submit(&self, partition: u32, event: Event) {

@@ -6,6 +6,14 @@
 //! implement the same trait. Redelivery is harmless: receivers drop
 //! duplicates by origin position (I3), and senders resend their outbox
 //! after recovery.
+//!
+//! A partition that reopens alone (after a storage error) lost what it had
+//! received but not yet made durable, while its senders go on. Receivers
+//! keep only the highest position seen, so a gap would go unnoticed: the
+//! reopened partition drops every origin's messages until that origin's
+//! [`Outgoing::Resync`] marker, which each origin sends, followed by its
+//! whole outbox for the receiver, when asked ([`Outgoing::ResyncRequest`])
+//! or when it reopens itself.
 
 use basalt_partitions::{Envelope, Event, Position};
 use tokio::sync::mpsc;
@@ -30,6 +38,22 @@ pub enum Outgoing {
         /// The last position received.
         up_to: Position,
     },
+    /// `requester` reopened: `to` should send a [`Outgoing::Resync`]
+    /// marker and then its whole outbox for `requester`.
+    ResyncRequest {
+        /// The partition that reopened.
+        requester: u32,
+        /// The partition asked.
+        to: u32,
+    },
+    /// Everything `origin` has not seen acknowledged by `destination`
+    /// follows, in order: `destination` may take `origin`'s messages again.
+    Resync {
+        /// The sending partition.
+        origin: u32,
+        /// The receiving partition.
+        destination: u32,
+    },
 }
 
 impl Outgoing {
@@ -38,8 +62,27 @@ impl Outgoing {
         match self {
             Outgoing::Messages { destination, .. } => *destination,
             Outgoing::Ack { origin, .. } => *origin,
+            Outgoing::ResyncRequest { to, .. } => *to,
+            Outgoing::Resync { destination, .. } => *destination,
         }
     }
+}
+
+/// What a partition's mailbox holds.
+#[derive(Debug)]
+pub(crate) enum Mail {
+    /// Messages or an acknowledgement, logged like any event.
+    Event(Event),
+    /// See [`Outgoing::ResyncRequest`].
+    ResyncRequest {
+        /// The partition that reopened.
+        requester: u32,
+    },
+    /// See [`Outgoing::Resync`].
+    Resync {
+        /// The partition whose messages may be taken again.
+        origin: u32,
+    },
 }
 
 /// Why a transport did not take traffic.
@@ -66,7 +109,7 @@ pub trait Transport: Send + Sync + 'static {
 /// The transport between partitions of one process: a bounded mailbox per
 /// partition, which its task drains alongside its command queue.
 pub(crate) struct InProcess {
-    pub mailboxes: Vec<mpsc::Sender<Event>>,
+    pub mailboxes: Vec<mpsc::Sender<Mail>>,
 }
 
 impl Transport for InProcess {
@@ -81,13 +124,17 @@ impl Transport for InProcess {
             Err(mpsc::error::TrySendError::Closed(())) => return Err(Refused::Gone),
         };
         permit.send(match outgoing {
-            Outgoing::Messages { messages, .. } => Event::Messages { messages, now_ms },
+            Outgoing::Messages { messages, .. } => {
+                Mail::Event(Event::Messages { messages, now_ms })
+            }
             Outgoing::Ack {
                 receiver, up_to, ..
-            } => Event::OutboxAcked {
+            } => Mail::Event(Event::OutboxAcked {
                 destination: receiver,
                 up_to,
-            },
+            }),
+            Outgoing::ResyncRequest { requester, .. } => Mail::ResyncRequest { requester },
+            Outgoing::Resync { origin, .. } => Mail::Resync { origin },
         });
         Ok(())
     }

@@ -155,6 +155,12 @@ pub struct ServeArgs {
     /// Longest wait for an HTTP request's body, in ms. Default: 30000.
     #[arg(long, env = "BASALT_HTTP_BODY_TIMEOUT_MS")]
     pub http_body_timeout_ms: Option<u64>,
+    /// A partition stopped by a storage error (disk full, permissions, an
+    /// object store outage) reopens itself: first after 100 ms, then
+    /// waiting twice as long after each failed attempt, up to this many
+    /// ms. Default: 10000.
+    #[arg(long, env = "BASALT_REOPEN_BACKOFF_MAX_MS")]
+    pub reopen_backoff_max_ms: Option<u64>,
     /// TLS on both listeners: the server's certificate chain (PEM).
     #[arg(long, env = "BASALT_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,

@@ -61,6 +61,10 @@ pub struct ServeOptions {
     /// than this are purged in the background, in bounded batches.
     /// Default: off.
     pub retention: Option<Duration>,
+    /// A partition stopped by a storage error reopens itself, first after
+    /// 100 ms, then waiting twice as long after each failed attempt, up to
+    /// this. Default: 10 s.
+    pub reopen_backoff_max: Duration,
     /// The shared secret every gRPC call and HTTP request (but the health
     /// probes) must carry as `authorization: Bearer <token>`. Default:
     /// none (anyone who can reach the ports may call).
@@ -172,6 +176,7 @@ impl Default for ServeOptions {
             memory_budget_bytes: 256 << 20,
             queued_work_max: None,
             retention: None,
+            reopen_backoff_max: Duration::from_secs(10),
             auth_token: None,
             insecure: false,
             public_url: None,
@@ -238,6 +243,8 @@ pub struct ServeFile {
     pub http_header_timeout_ms: Option<u64>,
     /// See [`HttpLimits::body_timeout`], in milliseconds.
     pub http_body_timeout_ms: Option<u64>,
+    /// See [`ServeOptions::reopen_backoff_max`], in milliseconds.
+    pub reopen_backoff_max_ms: Option<u64>,
     /// See [`TlsFiles::cert`].
     pub tls_cert: Option<PathBuf>,
     /// See [`TlsFiles::key`].
@@ -321,6 +328,7 @@ impl ServeFile {
             http_connections_max: self.http_connections_max.or(lower.http_connections_max),
             http_header_timeout_ms: self.http_header_timeout_ms.or(lower.http_header_timeout_ms),
             http_body_timeout_ms: self.http_body_timeout_ms.or(lower.http_body_timeout_ms),
+            reopen_backoff_max_ms: self.reopen_backoff_max_ms.or(lower.reopen_backoff_max_ms),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             tls_client_ca: self.tls_client_ca.or(lower.tls_client_ca),
@@ -375,6 +383,9 @@ impl ServeFile {
                 Some(text) => Some(parse_duration(text)?),
                 None => defaults.retention,
             },
+            reopen_backoff_max: self
+                .reopen_backoff_max_ms
+                .map_or(defaults.reopen_backoff_max, Duration::from_millis),
             auth_token: self
                 .auth_token_file
                 .as_deref()

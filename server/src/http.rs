@@ -331,7 +331,7 @@ async fn readyz(State(state): State<HttpState>) -> Response {
                 )
             }
             RuntimeError::ShutDown => "stopping".to_owned(),
-            _ => "stopped after a storage error (the server's log has it)".to_owned(),
+            _ => "stopped after a storage error; it reopens itself once storage works (the server's log has the error)".to_owned(),
         };
         problems.push(json!({ "partition": partition, "problem": problem }));
     }
@@ -341,6 +341,22 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     } else {
         let body = json!({ "status": "not ready", "partitions": partitions, "problems": problems });
         (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}
+
+/// A storage error's kind for `/metrics`, from its text (the text itself
+/// names files and stays in the server's log).
+fn storage_error_kind(error: &str) -> &'static str {
+    let error = error.to_ascii_lowercase();
+    if error.contains("no space left") || error.contains("storage full") || error.contains("quota")
+    {
+        "disk_full"
+    } else if error.contains("permission denied") || error.contains("read-only") {
+        "permission"
+    } else if error.contains("object store") {
+        "object_store"
+    } else {
+        "other"
     }
 }
 
@@ -697,7 +713,31 @@ async fn metrics(State(state): State<HttpState>) -> ApiResult {
     let (steps_queued, activities_queued) = state.engine.queued_work();
     let dispatch = state.dispatcher.stats();
     let mut text = String::new();
-    let per_partition: [MetricFamily; 11] = [
+    let per_partition: [MetricFamily; 15] = [
+        (
+            "basalt_partition_up",
+            "gauge",
+            "1 while a partition serves, 0 while a storage error has it stopped (it reopens itself once storage works).",
+            |p| f64::from(u8::from(p.serving)),
+        ),
+        (
+            "basalt_partition_storage_failures_total",
+            "counter",
+            "Times a storage error (disk full, permission, object store outage) stopped a partition since the server started.",
+            |p| p.storage_failures as f64,
+        ),
+        (
+            "basalt_partition_reopens_total",
+            "counter",
+            "Times a stopped partition reopened itself from storage since the server started.",
+            |p| p.reopens as f64,
+        ),
+        (
+            "basalt_partition_reopen_failures_total",
+            "counter",
+            "Attempts to reopen a stopped partition that failed (storage still broken); they are retried with backoff.",
+            |p| p.reopen_failures as f64,
+        ),
         (
             "basalt_partition_commits_total",
             "counter",
@@ -769,6 +809,20 @@ async fn metrics(State(state): State<HttpState>) -> ApiResult {
         let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for p in &partitions {
             let _ = writeln!(text, "{name}{{partition=\"{}\"}} {}", p.partition, value(p));
+        }
+    }
+    let _ = writeln!(
+        text,
+        "# HELP basalt_partition_last_storage_error The kind of the last storage error of a partition (disk_full, permission, object_store, other); the server's log has the error itself.\n# TYPE basalt_partition_last_storage_error gauge"
+    );
+    for p in &partitions {
+        if let Some(error) = &p.last_storage_error {
+            let _ = writeln!(
+                text,
+                "basalt_partition_last_storage_error{{partition=\"{}\",kind=\"{}\"}} 1",
+                p.partition,
+                storage_error_kind(error)
+            );
         }
     }
     let _ = writeln!(

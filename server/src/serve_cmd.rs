@@ -46,6 +46,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         http_connections_max: args.http_connections_max,
         http_header_timeout_ms: args.http_header_timeout_ms,
         http_body_timeout_ms: args.http_body_timeout_ms,
+        reopen_backoff_max_ms: args.reopen_backoff_max_ms,
         tls_cert: args.tls_cert.clone(),
         tls_key: args.tls_key.clone(),
         tls_client_ca: args.tls_client_ca.clone(),

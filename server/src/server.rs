@@ -102,6 +102,7 @@ pub async fn start_on(options: ServeOptions, storage: Storage) -> Result<ServerH
             memory_budget_bytes: options.memory_budget_bytes,
             queued_work_max: options.queued_work_max,
             retention_ms: options.retention.map(|r| r.as_millis() as u64),
+            reopen_backoff_max_ms: options.reopen_backoff_max.as_millis() as u64,
             ..EngineOptions::default()
         },
     )

@@ -845,12 +845,14 @@ async fn http_bodies_take_the_documented_payload_size() {
 }
 
 /// `/healthz` says the process serves; `/readyz` says whether every
-/// partition does. A partition stopped by a storage error makes the
-/// server not ready (503, the partition named, no paths), while the
-/// liveness probe stays 200.
+/// partition does. A storage outage stops the partitions that write: the
+/// server is not ready (503, the partitions named, no paths) while the
+/// liveness probe stays 200; once storage works again the partitions
+/// reopen by themselves, without a restart, `/readyz` is 200 again and
+/// `/metrics` counts the stops and reopens.
 #[tokio::test]
-async fn readiness_follows_the_partitions_and_liveness_does_not() {
-    use basalt_storage::fault::{Fault, FaultyStore};
+async fn readiness_follows_the_partitions_through_an_outage_and_liveness_does_not() {
+    use basalt_storage::fault::FaultyStore;
     use std::sync::Arc;
     let faulty = Arc::new(FaultyStore::new(Arc::new(
         object_store::memory::InMemory::new(),
@@ -862,6 +864,7 @@ async fn readiness_follows_the_partitions_and_liveness_does_not() {
             grpc_addr: "127.0.0.1:0".parse().expect("addr"),
             http_addr: Some("127.0.0.1:0".parse().expect("addr")),
             partitions: 2,
+            reopen_backoff_max: std::time::Duration::from_millis(200),
             ..ServeOptions::default()
         },
         storage,
@@ -870,18 +873,23 @@ async fn readiness_follows_the_partitions_and_liveness_does_not() {
     .expect("server starts");
     let base = format!("http://{}", handle.http_addr().expect("http on"));
     let http = http_client();
-    let ready = http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status(), 200);
+    let readyz = || async {
+        let answer = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        let status = answer.status().as_u16();
+        (
+            status,
+            answer.json::<serde_json::Value>().await.expect("json"),
+        )
+    };
+    assert_eq!(readyz().await.0, 200);
 
-    // The next writes fail: the next start's commit stops its partition
-    // (later writes succeed again, so the shutdown's checkpoints land).
-    for n in 1..=2 {
-        faulty.inject(faulty.writes() + n, Fault::Fail);
-    }
+    // Every write fails from now on: the next start's commit stops its
+    // partition.
+    faulty.set_outage(true);
     let failed = post(
         &http,
         format!("{base}{PREFIX}/orchestrators/anything/doomed"),
@@ -890,13 +898,8 @@ async fn readiness_follows_the_partitions_and_liveness_does_not() {
     )
     .await;
     assert_eq!(failed, 500, "the start fails with its partition");
-    let not_ready = http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(not_ready.status(), 503);
-    let body: serde_json::Value = not_ready.json().await.expect("json");
+    let (status, body) = readyz().await;
+    assert_eq!(status, 503);
     let problems = body["problems"].as_array().expect("problems");
     assert!(!problems.is_empty(), "{body}");
     assert!(
@@ -911,5 +914,66 @@ async fn readiness_follows_the_partitions_and_liveness_does_not() {
         .await
         .expect("healthz");
     assert_eq!(live.status(), 200, "the process still serves");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("basalt_partition_up{partition=\"0\"} 0")
+            || metrics.contains("basalt_partition_up{partition=\"1\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("basalt_partition_last_storage_error{"),
+        "{metrics}"
+    );
+
+    // Storage works again: the partitions come back by themselves.
+    faulty.set_outage(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, body) = readyz().await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still not ready: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let started = post(
+        &http,
+        format!("{base}{PREFIX}/orchestrators/anything/after"),
+        Some("application/json"),
+        None,
+    )
+    .await;
+    assert_eq!(started, 202, "the partition takes work again");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let total = |family: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(family))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        total("basalt_partition_storage_failures_total{") >= 1.0,
+        "{metrics}"
+    );
+    assert!(total("basalt_partition_reopens_total{") >= 1.0, "{metrics}");
+    assert_eq!(total("basalt_partition_up{"), 2.0, "{metrics}");
     handle.stop().await;
 }

@@ -46,6 +46,9 @@ pub struct FaultyStore {
     plan: Mutex<Plan>,
     writes: AtomicU64,
     injected: AtomicU64,
+    /// While set, every counted write fails (an outage: a full disk, a
+    /// revoked permission), until cleared.
+    outage: std::sync::atomic::AtomicBool,
 }
 
 impl FaultyStore {
@@ -57,6 +60,7 @@ impl FaultyStore {
             plan: Mutex::new(Plan::default()),
             writes: AtomicU64::new(0),
             injected: AtomicU64::new(0),
+            outage: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -98,6 +102,13 @@ impl FaultyStore {
         };
         self.inject(nth, fault);
         (nth, fault)
+    }
+
+    /// Starts (`true`) or ends an outage: while it lasts every counted
+    /// write, single or multipart, fails and nothing lands, as on a full
+    /// disk. Reads and deletes go on.
+    pub fn set_outage(&self, on: bool) {
+        self.outage.store(on, Ordering::SeqCst);
     }
 
     /// Counted writes so far.
@@ -164,6 +175,10 @@ impl ObjectStore for FaultyStore {
             let fault = plan.faults.iter().find(|(n, _)| *n == nth).map(|(_, f)| *f);
             (plan.delay, fault)
         };
+        let fault = match self.outage.load(Ordering::SeqCst) {
+            true => Some(Fault::Fail),
+            false => fault,
+        };
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
@@ -190,6 +205,10 @@ impl ObjectStore for FaultyStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        if location.as_ref().contains(&self.key_filter) && self.outage.load(Ordering::SeqCst) {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(Self::injected_error(Fault::Fail, location));
+        }
         self.inner.put_multipart_opts(location, opts).await
     }
 

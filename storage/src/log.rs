@@ -234,9 +234,21 @@ struct Shared {
     checkpoints: AtomicU64,
     checkpoint_bytes: AtomicU64,
     checkpointing: tokio::sync::Mutex<()>,
-    /// Held until the committer exits, so the partition cannot be reopened
-    /// in this process while a write of this opening may still land.
-    _claim: PartitionClaim,
+    /// Held until the committer exits and [`Log::close`] returns (or every
+    /// clone is dropped), so the partition cannot be reopened in this
+    /// process while a write of this opening may still land. `None` once
+    /// closed: checkpoints and truncations of a closed log are refused.
+    claim: Mutex<Option<PartitionClaim>>,
+}
+
+impl Shared {
+    /// Refuses work that writes through a closed log.
+    fn still_open(&self) -> Result<()> {
+        match self.claim.lock().is_some() {
+            true => Ok(()),
+            false => Err(Error::Closed(self.partition)),
+        }
+    }
 }
 
 /// A partition's open commit log. Cheap to clone; the committer stops once
@@ -361,7 +373,7 @@ impl Log {
             checkpoints: AtomicU64::new(0),
             checkpoint_bytes: AtomicU64::new(0),
             checkpointing: tokio::sync::Mutex::new(()),
-            _claim: claim,
+            claim: Mutex::new(Some(claim)),
             options,
         });
         let sink = Sink::new(&shared)?;
@@ -589,6 +601,7 @@ impl Log {
     pub async fn checkpoint(&self, lsn: Lsn, snapshot: &[u8]) -> Result<CheckpointReport> {
         let shared = self.shared();
         let _serial = shared.checkpointing.lock().await;
+        shared.still_open()?;
         let durable = self.durable_lsn();
         if lsn > durable {
             return Err(Error::InvalidInput(format!(
@@ -666,6 +679,7 @@ impl Log {
     ) -> Result<CheckpointReport> {
         let shared = self.shared();
         let _serial = shared.checkpointing.lock().await;
+        shared.still_open()?;
         let durable = self.durable_lsn();
         if lsn > durable {
             return Err(Error::InvalidInput(format!(
@@ -693,8 +707,11 @@ impl Log {
         Ok(report)
     }
 
-    /// Stops taking appends, writes everything already appended, and waits
-    /// for the committer to finish.
+    /// Stops taking appends, writes everything already appended, waits
+    /// for the committer to finish and releases the partition, so this
+    /// process can open it again (a partition recovering from a storage
+    /// error does). Checkpoints and truncations through any clone of a
+    /// closed log are refused.
     pub async fn close(&self) -> Result<()> {
         let shared = self.shared();
         shared.open.lock().closed = true;
@@ -702,6 +719,11 @@ impl Log {
         let committer = self.handle.committer.lock().take();
         if let Some(committer) = committer {
             let _ = committer.await;
+        }
+        {
+            // No checkpoint or truncation is under way past this point.
+            let _serial = shared.checkpointing.lock().await;
+            shared.claim.lock().take();
         }
         match &shared.commits.borrow().failed {
             Some(cause) => Err(Error::LogFailed {

@@ -105,6 +105,10 @@ fn failed(name: &str, operation: &'static str, source: slatedb::Error) -> Error 
 }
 
 /// Settings for a store whose only writer is the checkpoint.
+/// Retries of one failing object store operation before the store reports
+/// the error (about 3.5 s).
+const OBJECT_STORE_RETRIES_MAX: u32 = 6;
+
 fn settings(options: &StateStoreOptions) -> Settings {
     Settings {
         // Basalt's commit log is the WAL; the store is written by
@@ -128,6 +132,12 @@ fn settings(options: &StateStoreOptions) -> Settings {
         // up, and every table has a filter, so point lookups stay cheap.
         l0_max_ssts: 128,
         l0_max_ssts_per_key: 128,
+        // SlateDB retries a failing object store forever by default, which
+        // hangs a checkpoint (and the partition behind it) for as long as
+        // storage is down. Give up after a few seconds instead (100 ms
+        // doubling to 1 s): the partition stops with the error and reopens
+        // itself once storage works again.
+        object_store_max_retries: Some(OBJECT_STORE_RETRIES_MAX),
         compactor_options: Some(CompactorOptions {
             poll_interval: Duration::from_millis(250),
             max_concurrent_compactions: 2,

@@ -751,3 +751,50 @@ async fn deferred_records_are_written_when_asked_for_or_at_their_deadline() {
     assert_eq!(records.len(), 5);
     log.close().await.expect("close");
 }
+
+/// Closing a log releases its partition, so the same process can open it
+/// again (a partition recovering from a storage error does); a clone of
+/// the closed log can no longer truncate what the new opening owns.
+#[tokio::test]
+async fn a_closed_log_releases_its_partition_and_refuses_truncation() {
+    for kind in ALL_KINDS {
+        let place = Place::new(kind);
+        let hub = TaskHub::open_or_create(place.storage(), &hub_options())
+            .await
+            .expect("hub");
+        let (log, _) = hub
+            .open_partition(PartitionId(0), LogOptions::default())
+            .await
+            .expect("open");
+        let stale = log.clone();
+        log.append(&payload(1))
+            .await
+            .expect("append")
+            .durable()
+            .await
+            .expect("durable");
+        let busy = hub
+            .open_partition(PartitionId(0), LogOptions::default())
+            .await
+            .expect_err("open twice");
+        assert!(
+            matches!(busy, basalt_storage::Error::AlreadyOpen(_)),
+            "{kind:?}: {busy}"
+        );
+        log.close().await.expect("close");
+        let (reopened, recovered) = hub
+            .open_partition(PartitionId(0), LogOptions::default())
+            .await
+            .expect("open again after close");
+        assert_eq!(recovered.records.len(), 1, "{kind:?}");
+        let refused = stale
+            .truncate_through(Lsn(1), 0)
+            .await
+            .expect_err("a closed log truncates nothing");
+        assert!(
+            matches!(refused, basalt_storage::Error::Closed(_)),
+            "{kind:?}: {refused}"
+        );
+        reopened.close().await.expect("close");
+    }
+}
