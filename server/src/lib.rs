@@ -27,3 +27,4 @@ pub mod server;
 pub mod sidecar;
 pub mod time;
 pub mod tls;
+pub mod wire_limits;

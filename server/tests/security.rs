@@ -977,3 +977,124 @@ async fn readiness_follows_the_partitions_through_an_outage_and_liveness_does_no
     assert_eq!(total("basalt_partition_up{"), 2.0, "{metrics}");
     handle.stop().await;
 }
+
+/// Sends a request's bytes as they are (the test builds them by hand, so
+/// a million actions cost it 11 MB, not their decoded size); decodes the
+/// answer with prost.
+struct RawCodec;
+
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = proto::CompleteTaskResponse;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<proto::CompleteTaskResponse>;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstCodec::<Vec<u8>, proto::CompleteTaskResponse>::raw_decoder(
+            tonic::codec::BufferSettings::default(),
+        )
+    }
+}
+
+/// A process's memory figure from `/proc/PID/status`, in KiB (`VmRSS`
+/// now, `VmHWM` the peak).
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+}
+
+/// One `CompleteOrchestratorTask` with a million `ScheduleTask` actions
+/// (11 MB, within the message size limit) took the server from 13 MB to
+/// 801 MB before the engine's limit could look at it. Now the request's
+/// bytes are counted before they are decoded: it is refused with
+/// INVALID_ARGUMENT naming the field, and the server's peak memory stays
+/// within 100 MiB of what it used before.
+#[tokio::test]
+async fn a_million_action_step_is_refused_before_it_is_decoded() {
+    use prost::Message;
+    let dir = tempfile::tempdir().expect("dir");
+    let server = common::ServerProcess::start(&dir.path().join("hub"), "127.0.0.1:0", "off", &[]);
+    let channel = Channel::from_shared(format!("http://{}", server.grpc))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = TaskHubSidecarServiceClient::new(channel.clone());
+    client.hello(()).await.expect("hello");
+    let baseline = memory_kib(server.pid(), "VmRSS");
+
+    let action = proto::OrchestratorAction {
+        id: 1,
+        orchestrator_action_type: Some(
+            proto::orchestrator_action::OrchestratorActionType::ScheduleTask(
+                proto::ScheduleTaskAction {
+                    name: "a".into(),
+                    ..proto::ScheduleTaskAction::default()
+                },
+            ),
+        ),
+    }
+    .encode_to_vec();
+    let mut body = proto::OrchestratorResponse {
+        instance_id: "victim".into(),
+        completion_token: "s:0:0:1:0:0:victim".into(),
+        ..proto::OrchestratorResponse::default()
+    }
+    .encode_to_vec();
+    // Repeated field 2 (`actions`), a million times: protobuf merges them.
+    for _ in 0..1_000_000 {
+        body.push(0x12);
+        prost::encoding::encode_varint(action.len() as u64, &mut body);
+        body.extend_from_slice(&action);
+    }
+    assert!(body.len() > 8 << 20, "{} bytes", body.len());
+
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+    grpc.ready().await.expect("ready");
+    let refused = grpc
+        .unary(
+            tonic::Request::new(body),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/TaskHubSidecarService/CompleteOrchestratorTask",
+            ),
+            RawCodec,
+        )
+        .await
+        .expect_err("a million actions are refused");
+    let peak = memory_kib(server.pid(), "VmHWM");
+    assert!(
+        peak < baseline + 100 * 1024,
+        "peak {peak} KiB against {baseline} KiB before the request"
+    );
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("OrchestratorResponse"),
+        "{refused:?}"
+    );
+    client.hello(()).await.expect("the server still serves");
+}

@@ -93,6 +93,11 @@ impl ServerProcess {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The port of the gRPC address.
     pub fn grpc_port(&self) -> u16 {
         self.grpc
