@@ -281,6 +281,7 @@ impl Engine {
             waiters: DashMap::new(),
             incarnation: rand::random::<u32>() as u64,
             health: (0..count).map(|_| Default::default()).collect(),
+            ended: Default::default(),
             stores,
             checkpoints: parking_lot::Mutex::new(crate::shared::CheckpointWindow::default()),
         });
@@ -646,6 +647,26 @@ fn reply_done(reply: Reply) -> Result<(), Error> {
 
 #[async_trait]
 impl Backend for Engine {
+    fn is_stale(&self, token: &CompletionToken) -> bool {
+        let shared = &self.inner.shared;
+        let current = |partition: u32, incarnation: u64| {
+            partition < self.partition_count() && incarnation == shared.incarnation_of(partition)
+        };
+        match token.0.get(..2) {
+            Some("a:") => ActivityToken::parse(token).is_ok_and(|t| {
+                !current(t.partition, t.incarnation)
+                    || shared.ended.lock().contains(&t.instance_id, t.execution)
+            }),
+            Some("s:") => {
+                StepToken::parse(token).is_ok_and(|t| !current(t.partition, t.incarnation))
+            }
+            Some("e:") => {
+                EntityToken::parse(token).is_ok_and(|t| !current(t.partition, t.incarnation))
+            }
+            _ => false,
+        }
+    }
+
     async fn start_instance(&self, request: StartRequest) -> Result<InstanceId, Error> {
         check_name("orchestration name", &request.name)?;
         check_version("the orchestration", request.version.as_deref())

@@ -702,10 +702,14 @@ impl PartitionTask {
             // Their executions ended: the state no longer holds these
             // activities, so a worker must not get them (a completion
             // would be refused as stale anyway).
-            let ended: std::collections::HashSet<&InstanceId> = withdrawn.iter().collect();
+            let ended: std::collections::HashSet<&InstanceId> =
+                withdrawn.iter().map(|(id, _)| id).collect();
             let dropped = shared
                 .activities
                 .retain(|item| !ended.contains(&item.instance_id));
+            // Items already taken from the queue (a dispatcher holding them
+            // for a worker) ask `Backend::is_stale` before they go out.
+            shared.ended.lock().extend(withdrawn);
             if dropped > 0 {
                 tracing::debug!(
                     partition = self.partition,

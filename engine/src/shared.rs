@@ -33,6 +33,9 @@ pub(crate) struct Shared {
     pub incarnation: u64,
     /// Per partition: whether it serves, its storage failures and reopens.
     pub health: Vec<PartitionHealth>,
+    /// Executions that ended with activities outstanding, recently (see
+    /// `Backend::is_stale`).
+    pub ended: parking_lot::Mutex<EndedExecutions>,
     /// Per partition: its state store (replaced when the partition reopens).
     pub stores: Vec<parking_lot::Mutex<Arc<basalt_storage::StateStore>>>,
     /// Checkpoints written since the window was last taken.
@@ -99,6 +102,39 @@ pub(crate) struct StepSlot {
     /// The partition's incarnation when it offered the step.
     pub incarnation: u64,
     pub step: parking_lot::Mutex<Option<StepTask>>,
+}
+
+/// The most recent executions that ended with activities outstanding, as
+/// (instance, execution), at most [`EndedExecutions::CAPACITY`]: an
+/// activity of one of them that a dispatcher still holds is dropped
+/// instead of handed to a worker. Forgetting the oldest costs only a
+/// wasted activity run (its completion is refused as stale).
+#[derive(Debug, Default)]
+pub(crate) struct EndedExecutions {
+    set: std::collections::HashSet<(InstanceId, u64)>,
+    order: std::collections::VecDeque<(InstanceId, u64)>,
+}
+
+impl EndedExecutions {
+    /// Executions remembered.
+    pub const CAPACITY: usize = 65_536;
+
+    pub fn extend(&mut self, ended: impl IntoIterator<Item = (InstanceId, u64)>) {
+        for execution in ended {
+            if self.set.insert(execution.clone()) {
+                self.order.push_back(execution);
+            }
+            while self.order.len() > Self::CAPACITY {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.set.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    pub fn contains(&self, instance: &InstanceId, execution: u64) -> bool {
+        self.set.contains(&(instance.clone(), execution))
+    }
 }
 
 /// How a partition fares against its storage: the engine reads it for

@@ -524,10 +524,10 @@ pub struct Effects {
     pub messages: Vec<Envelope>,
     /// Acknowledgements to send: (origin partition, received up to).
     pub acks: Vec<(u32, Position)>,
-    /// Instances whose execution ended (finished, terminated, continued
-    /// as new) with activities outstanding: those are no longer wanted,
-    /// and any still waiting for a worker are withdrawn.
-    pub withdrawn: Vec<InstanceId>,
+    /// Executions (instance, execution) that ended (finished, terminated,
+    /// continued as new) with activities outstanding: those are no longer
+    /// wanted, and any still waiting for a worker are withdrawn.
+    pub withdrawn: Vec<(InstanceId, u64)>,
     /// Instances whose status or output changed (for waiting clients).
     pub changed: Vec<InstanceId>,
 }

@@ -1306,11 +1306,11 @@ impl PartitionState {
             instance.meta.version = version.clone();
             let parent = instance.meta.parent.clone();
             release_locks(instance_id, instance, partition_count, out);
+            if !instance.activities.is_empty() {
+                fx.withdrawn.push((instance_id.clone(), instance.execution));
+            }
             instance.execution = self.next_execution;
             self.next_execution += 1;
-            if !instance.activities.is_empty() {
-                fx.withdrawn.push(instance_id.clone());
-            }
             instance.activities.clear();
             instance.history = Arc::new(Vec::new());
             let mut inbox = vec![HistoryEvent::new(
@@ -1387,7 +1387,7 @@ impl PartitionState {
         instance.inbox.clear();
         instance.step = None;
         if !instance.activities.is_empty() {
-            fx.withdrawn.push(instance_id.clone());
+            fx.withdrawn.push((instance_id.clone(), instance.execution));
         }
         instance.activities.clear();
         release_locks(instance_id, instance, partition_count, out);

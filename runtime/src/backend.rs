@@ -252,6 +252,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Gives an activity back; it is offered again.
     async fn abandon_activity_work_item(&self, token: &CompletionToken) -> Result<()>;
 
+    /// Whether the work item `token` names is known to be of no use any
+    /// more (the execution that scheduled it ended, or its partition was
+    /// reopened), so that its completion would be refused as stale. A
+    /// dispatcher that held an item for a while asks before handing it
+    /// out. Cheap and synchronous; `false` when unsure.
+    fn is_stale(&self, token: &CompletionToken) -> bool {
+        let _ = token;
+        false
+    }
+
     /// Queues an operation on an entity, one-way; with `scheduled_start_ms`
     /// not before that time. Creates the entity's queue if needed.
     async fn signal_entity(

@@ -163,6 +163,9 @@ struct State {
     outstanding: HashMap<CompletionToken, Outstanding>,
     /// Items handed to streams since start, per kind.
     dispatched: [u64; 3],
+    /// Items dropped instead of handed out, per kind: the backend knew
+    /// them stale (their execution ended while they waited here).
+    dropped_stale: [u64; 3],
 }
 
 /// An item a stream holds.
@@ -195,6 +198,9 @@ pub struct DispatchStats {
     pub in_flight: [usize; 3],
     /// Items handed to streams since the server started, per kind.
     pub dispatched: [u64; 3],
+    /// Items dropped before they went out because they were stale (their
+    /// execution ended while they waited), per kind.
+    pub dropped_stale: [u64; 3],
 }
 
 /// The dispatcher; cheap to share.
@@ -377,6 +383,7 @@ impl Dispatcher {
         let mut stats = DispatchStats {
             streams: state.streams.len(),
             dispatched: state.dispatched,
+            dropped_stale: state.dropped_stale,
             ..DispatchStats::default()
         };
         for kind in KINDS {
@@ -439,7 +446,16 @@ impl Dispatcher {
                         state.held[kind as usize].push_back(work);
                         self.assign_held(&mut state, kind);
                     } else {
-                        state.unclaimed[kind as usize].push_back(work);
+                        let unclaimed = &mut state.unclaimed[kind as usize];
+                        unclaimed.push_back(work);
+                        // Unclaimed items wait for a worker that may never
+                        // come: now and then drop those that went stale.
+                        if unclaimed.len().is_power_of_two() && unclaimed.len() >= 1024 {
+                            let before = unclaimed.len();
+                            unclaimed.retain(|work| !self.backend.is_stale(work.token()));
+                            let dropped = (before - unclaimed.len()) as u64;
+                            state.dropped_stale[kind as usize] += dropped;
+                        }
                     }
                 }
                 Err(RuntimeError::ShutDown) => return,
@@ -483,6 +499,12 @@ impl Dispatcher {
                 })
                 .min_by_key(|(id, s)| (s.in_flight[kind as usize], **id))
                 .map(|(id, _)| *id);
+            if target.is_some() && self.backend.is_stale(work.token()) {
+                // Its execution ended while it waited here: a worker would
+                // run it for nothing (its completion is refused).
+                state.dropped_stale[kind as usize] += 1;
+                continue;
+            }
             let Some(id) = target else {
                 if state.streams.values().any(|s| s.filters.accepts(&work)) {
                     kept.push_back(work);
@@ -608,6 +630,87 @@ mod tests {
         }
         assert!(names.iter().all(|n| n == "ghost"), "{names:?}");
         assert_eq!(dispatcher.stats().held, [0, 0, 0]);
+        dispatcher.close();
+        engine.shutdown().await;
+    }
+
+    fn activities_only(names: &[&str]) -> StreamFilters {
+        StreamFilters {
+            orchestrations: Some(Vec::new()),
+            activities: Some(
+                names
+                    .iter()
+                    .map(|n| ((*n).to_owned(), Vec::new()))
+                    .collect(),
+            ),
+            entities: Some(Vec::new()),
+        }
+    }
+
+    /// Activities held here for a worker that is not connected are
+    /// dropped, not handed out, once their execution is terminated: a
+    /// worker that connects later gets none of them (it got all five
+    /// before the check), and the drops are counted.
+    #[tokio::test]
+    async fn held_activities_of_a_terminated_instance_are_not_handed_out() {
+        use basalt_runtime::{
+            ActionKind, OrchestrationStepResult, OrchestratorAction, StartRequest,
+        };
+        let engine = Engine::open(Storage::in_memory(), EngineOptions::default())
+            .await
+            .expect("open");
+        let backend: Arc<dyn Backend> = Arc::new(engine.clone());
+        let dispatcher = Dispatcher::start(backend, Duration::from_secs(60));
+        // A stream for other activities: the puller takes the slow ones,
+        // which wait here, unclaimed, for a worker that accepts them.
+        let _other = dispatcher.connect(activities_only(&["other"]), [10, 10, 10]);
+        let id = engine
+            .start_instance(StartRequest {
+                name: "fan".into(),
+                instance_id: Some("fan-1".into()),
+                ..StartRequest::default()
+            })
+            .await
+            .expect("start");
+        let step = engine.next_orchestration_work_item().await.expect("step");
+        let actions = (0..5)
+            .map(|n| OrchestratorAction {
+                id: n,
+                kind: ActionKind::ScheduleTask {
+                    name: "slow".into(),
+                    version: None,
+                    input: None,
+                },
+                correlation: None,
+            })
+            .collect();
+        engine
+            .complete_orchestration_work_item(
+                &step.token,
+                OrchestrationStepResult {
+                    actions,
+                    custom_status: None,
+                },
+            )
+            .await
+            .expect("fan out");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while dispatcher.stats().held[Kind::Activity as usize] < 5 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{:?}",
+                dispatcher.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        engine.terminate(&id, None).await.expect("terminate");
+
+        let mut slow = dispatcher.connect(activities_only(&["slow"]), [10, 10, 10]);
+        let got = tokio::time::timeout(Duration::from_millis(300), slow.messages.recv()).await;
+        assert!(got.is_err(), "a dead activity went out: {got:?}");
+        let stats = dispatcher.stats();
+        assert_eq!(stats.dropped_stale[Kind::Activity as usize], 5, "{stats:?}");
+        assert_eq!(stats.held[Kind::Activity as usize], 0, "{stats:?}");
         dispatcher.close();
         engine.shutdown().await;
     }

@@ -866,6 +866,17 @@ async fn metrics(State(state): State<HttpState>) -> ApiResult {
     }
     let _ = writeln!(
         text,
+        "# HELP basalt_dispatch_dropped_stale_total Work items dropped instead of handed to a worker: their execution ended (terminated, finished, continued as new) or their partition reopened while they waited.\n# TYPE basalt_dispatch_dropped_stale_total counter"
+    );
+    for (index, kind) in kinds.iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "basalt_dispatch_dropped_stale_total{{kind=\"{kind}\"}} {}",
+            dispatch.dropped_stale[index]
+        );
+    }
+    let _ = writeln!(
+        text,
         "# HELP basalt_worker_streams Connected worker streams (GetWorkItems).\n# TYPE basalt_worker_streams gauge\nbasalt_worker_streams {}",
         dispatch.streams
     );
