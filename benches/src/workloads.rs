@@ -938,6 +938,7 @@ mod tests {
             last_updated_at_ms: 0,
             scheduled_start_ms: None,
             parent: None,
+            tags: Default::default(),
         };
         driven.record(&state, Duration::from_millis(1), &mut |s| {
             if s.output.as_deref() == Some("42") {

@@ -618,6 +618,38 @@ pub const VERSION_BYTES_MAX: usize = 256;
 /// its instance (`TooManyActions`) instead of scheduling them.
 pub const ACTIONS_PER_STEP_MAX: usize = 10_000;
 
+/// Most tags one instance may carry.
+pub const TAGS_MAX: usize = 64;
+/// Longest tag name, in bytes.
+pub const TAG_NAME_BYTES_MAX: usize = 256;
+/// Longest tag value, in bytes.
+pub const TAG_VALUE_BYTES_MAX: usize = 4096;
+
+/// Tags are labels kept with the instance: bounded in number and size.
+fn check_tags(tags: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    if tags.len() > TAGS_MAX {
+        return Err(format!(
+            "{} tags given; at most {TAGS_MAX} are kept",
+            tags.len()
+        ));
+    }
+    for (name, value) in tags {
+        if name.is_empty() || name.len() > TAG_NAME_BYTES_MAX {
+            return Err(format!(
+                "tag name of {} bytes; tag names are 1 to {TAG_NAME_BYTES_MAX} bytes",
+                name.len()
+            ));
+        }
+        if value.len() > TAG_VALUE_BYTES_MAX {
+            return Err(format!(
+                "tag {name:?} has a value of {} bytes; the limit is {TAG_VALUE_BYTES_MAX}",
+                value.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_version(what: &str, version: Option<&str>) -> Result<(), String> {
     match version {
         Some(v) if v.len() > VERSION_BYTES_MAX => Err(format!(
@@ -672,6 +704,7 @@ impl Backend for Engine {
         check_version("the orchestration", request.version.as_deref())
             .map_err(Error::InvalidInput)?;
         self.check_payload("input", &request.input)?;
+        check_tags(&request.tags).map_err(Error::InvalidInput)?;
         let instance_id = InstanceId::new(request.instance_id.unwrap_or_else(new_instance_id))?;
         let _permit = self.admit()?;
         let event = Event::Start {
@@ -680,6 +713,7 @@ impl Backend for Engine {
             version: request.version,
             input: request.input,
             scheduled_start_ms: request.scheduled_start_ms,
+            tags: request.tags,
             now_ms: now_ms(),
         };
         reply_done(self.submit_for(&instance_id, event).await?)?;

@@ -659,6 +659,7 @@ async fn write_version_1_hub(dir: &std::path::Path, count: usize) {
             version: None,
             input: Some(format!("{i}")),
             scheduled_start_ms: None,
+            tags: Default::default(),
             now_ms: 1_000 + i as u64,
         };
         let bytes = codec::encode_event(&event).expect("encode");

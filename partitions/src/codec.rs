@@ -21,10 +21,11 @@ use crate::tier::Tier;
 /// when a worker takes them (`StepCompleted` records `consumed` and
 /// `started_ms`, `Instance::step` is the offered sequence number);
 /// instances keep late answers for rewind; `InstanceState::version`,
-/// `EntityState::locked_by`. Payloads of
+/// `EntityState::locked_by`. 5: instances keep the tags they were
+/// started with (`Event::Start::tags`, `InstanceState::tags`). Payloads of
 /// other versions are refused with a message naming both versions; no
 /// released hub holds them.
-pub const ENCODING_VERSION: u8 = 4;
+pub const ENCODING_VERSION: u8 = 5;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, thiserror::Error)]

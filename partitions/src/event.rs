@@ -29,6 +29,8 @@ pub enum Event {
         input: Option<String>,
         /// Not before this time.
         scheduled_start_ms: Option<u64>,
+        /// Tags kept with the instance.
+        tags: std::collections::BTreeMap<String, String>,
         /// When the request arrived.
         now_ms: u64,
     },

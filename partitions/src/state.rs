@@ -587,6 +587,7 @@ impl PartitionState {
                 version,
                 input,
                 scheduled_start_ms,
+                tags,
                 now_ms,
             } => {
                 self.create(
@@ -596,6 +597,7 @@ impl PartitionState {
                     input,
                     scheduled_start_ms,
                     None,
+                    tags,
                     now_ms,
                     fx,
                 );
@@ -846,6 +848,7 @@ impl PartitionState {
         input: Option<String>,
         scheduled_start_ms: Option<u64>,
         parent: Option<ParentInstance>,
+        tags: BTreeMap<String, String>,
         now_ms: u64,
         fx: &mut Effects,
     ) {
@@ -875,6 +878,7 @@ impl PartitionState {
                 last_updated_at_ms: now_ms,
                 scheduled_start_ms,
                 parent,
+                tags,
             },
             execution,
             history: Arc::new(Vec::new()),
@@ -1553,6 +1557,7 @@ impl PartitionState {
                         input,
                         None,
                         Some(parent),
+                        BTreeMap::new(),
                         now_ms,
                         fx,
                     );
@@ -1574,6 +1579,7 @@ impl PartitionState {
                         start.input,
                         start.scheduled_start_ms,
                         None,
+                        BTreeMap::new(),
                         now_ms,
                         fx,
                     );

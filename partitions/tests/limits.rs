@@ -22,6 +22,7 @@ fn a_history_past_its_limit_fails_the_instance() {
             version: None,
             input: None,
             scheduled_start_ms: None,
+            tags: Default::default(),
             now_ms: 1,
         },
     );

@@ -60,6 +60,7 @@ fn i3_a_resent_message_is_applied_once() {
             version: None,
             input: None,
             scheduled_start_ms: None,
+            tags: Default::default(),
             now_ms: 1,
         },
     );
@@ -155,6 +156,7 @@ fn a_child_result_reaches_only_the_generation_that_started_it() {
             version: None,
             input: None,
             scheduled_start_ms: None,
+            tags: Default::default(),
             now_ms: 1,
         },
     );
@@ -252,6 +254,7 @@ fn messages_to_the_same_partition_take_effect_in_the_same_event() {
             version: None,
             input: None,
             scheduled_start_ms: None,
+            tags: Default::default(),
             now_ms: 1,
         },
     );

@@ -58,6 +58,7 @@ fn started(state: &mut PartitionState) -> u64 {
             version: None,
             input: None,
             scheduled_start_ms: None,
+            tags: Default::default(),
             now_ms: 1,
         },
     );

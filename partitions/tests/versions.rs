@@ -57,6 +57,7 @@ fn the_version_is_kept_across_continue_as_new_unless_a_new_one_is_named() {
             version: Some("1".into()),
             input: None,
             scheduled_start_ms: None,
+            tags: Default::default(),
             now_ms: 1,
         },
     );
@@ -92,6 +93,7 @@ fn continue_as_new_carries_raised_events_but_not_old_answers() {
             version: None,
             input: None,
             scheduled_start_ms: None,
+            tags: Default::default(),
             now_ms: 1,
         },
     );

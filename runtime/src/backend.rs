@@ -30,6 +30,9 @@ pub struct StartRequest {
     pub version: Option<String>,
     /// Do not start before this time (ms since the Unix epoch).
     pub scheduled_start_ms: Option<u64>,
+    /// Tags to keep with the instance (see [`InstanceState::tags`]).
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// Filters and paging of [`Backend::query_instances`].

@@ -64,6 +64,8 @@ pub struct StartOptions {
     pub scheduled_start_ms: Option<u64>,
     /// The orchestration version, if any.
     pub version: Option<String>,
+    /// Tags kept with the instance (see `InstanceState::tags`).
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl StartOptions {
@@ -162,6 +164,7 @@ impl Client {
             input,
             version: options.version,
             scheduled_start_ms: options.scheduled_start_ms,
+            tags: options.tags,
         };
         Ok(self.backend.start_instance(request).await?)
     }

@@ -167,4 +167,9 @@ pub struct InstanceState {
     pub scheduled_start_ms: Option<u64>,
     /// The parent, for a sub-orchestration.
     pub parent: Option<ParentInstance>,
+    /// Tags given when the instance was created (sorted by key): labels
+    /// for people and tools, returned with the instance; nothing in the
+    /// engine reads them.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
 }

@@ -805,7 +805,11 @@ pub fn instance_state_to_proto(
             .is_terminal()
             .then(|| timestamp(state.last_updated_at_ms)),
         parent_instance_id: state.parent.as_ref().map(|p| p.instance_id.to_string()),
-        tags: HashMap::new(),
+        tags: state
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 

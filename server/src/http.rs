@@ -262,6 +262,9 @@ fn instance_json(state: &InstanceState, show_input: bool) -> Value {
     if let Some(parent) = &state.parent {
         body["parentInstanceId"] = Value::String(parent.instance_id.to_string());
     }
+    if !state.tags.is_empty() {
+        body["tags"] = json!(state.tags);
+    }
     body
 }
 

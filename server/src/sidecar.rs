@@ -257,6 +257,7 @@ impl Sidecar {
                     .scheduled_start_timestamp
                     .as_ref()
                     .map(convert::millis),
+                tags: request.tags.into_iter().collect(),
             })
             .await
             .map_err(status_of)?;
@@ -656,9 +657,12 @@ impl TaskHubSidecarService for Arc<Sidecar> {
             .await
             .map_err(status_of)?
             .ok_or_else(|| Status::not_found(format!("instance {id} not found")))?;
-        if !state.status.is_terminal() {
+        // Under its own id only a finished instance starts over; under a
+        // new id any instance can be started again (the running one goes
+        // on), as in the Durable Task Scheduler.
+        if !state.status.is_terminal() && !request.restart_with_new_instance_id {
             return Err(Status::failed_precondition(format!(
-                "instance {id} is {}; only a finished instance can be restarted",
+                "instance {id} is {}; only a finished instance can be restarted under its own id",
                 state.status
             )));
         }
@@ -681,6 +685,7 @@ impl TaskHubSidecarService for Arc<Sidecar> {
                 input: state.input,
                 version,
                 scheduled_start_ms: None,
+                tags: state.tags,
             })
             .await
             .map_err(status_of)?;

@@ -654,6 +654,18 @@ async fn management_rpcs_query_list_purge_restart_and_suspend() {
         .await
         .expect_err("restart of a running instance");
     assert_eq!(restart_running.code(), Code::FailedPrecondition);
+    // Under a new id a running instance starts again (as in the Durable
+    // Task Scheduler); the running one goes on.
+    let again = client
+        .restart_instance(proto::RestartInstanceRequest {
+            instance_id: running.clone(),
+            restart_with_new_instance_id: true,
+        })
+        .await
+        .expect("restart of a running instance under a new id")
+        .into_inner()
+        .instance_id;
+    assert_ne!(again, running);
     client
         .resume_instance(proto::ResumeRequest {
             instance_id: running.clone(),
@@ -953,6 +965,95 @@ async fn get_instance_reports_the_version_it_was_started_with() {
         .orchestration_state
         .expect("state");
     assert_eq!(state.version.as_deref(), Some("2.1"));
+    handle.stop().await;
+}
+
+/// Tags given at creation are kept and returned with the instance (also
+/// by a query, and by a restart under a new id); too many or too long tags
+/// are refused with INVALID_ARGUMENT.
+#[tokio::test]
+async fn tags_given_at_creation_are_kept_and_returned() {
+    let (handle, mut client) = serve(EntityFormat::V1, 60_000).await;
+    let tags: std::collections::HashMap<String, String> = [("team", "blue"), ("ticket", "T-1")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    client
+        .start_instance(proto::CreateInstanceRequest {
+            instance_id: "tagged".into(),
+            name: "Tagged".into(),
+            tags: tags.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("start");
+    let get = |id: &'static str| {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_instance(proto::GetInstanceRequest {
+                    instance_id: id.into(),
+                    get_inputs_and_outputs: false,
+                })
+                .await
+                .expect("get")
+                .into_inner()
+                .orchestration_state
+                .expect("state")
+        }
+    };
+    assert_eq!(get("tagged").await.tags, tags);
+    let listed = client
+        .query_instances(proto::QueryInstancesRequest {
+            query: Some(proto::InstanceQuery {
+                instance_id_prefix: Some("tagged".into()),
+                max_instance_count: 10,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("query")
+        .into_inner()
+        .orchestration_state;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].tags, tags);
+    let restarted = client
+        .restart_instance(proto::RestartInstanceRequest {
+            instance_id: "tagged".into(),
+            restart_with_new_instance_id: true,
+        })
+        .await
+        .expect("restart")
+        .into_inner()
+        .instance_id;
+    let restarted = client
+        .get_instance(proto::GetInstanceRequest {
+            instance_id: restarted,
+            get_inputs_and_outputs: false,
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .orchestration_state
+        .expect("state");
+    assert_eq!(restarted.tags, tags);
+
+    for bad in [
+        (0..65).map(|i| (format!("t{i}"), String::new())).collect(),
+        [("k".repeat(257), String::new())].into_iter().collect(),
+        [("big".to_owned(), "v".repeat(4097))].into_iter().collect(),
+    ] {
+        let refused = client
+            .start_instance(proto::CreateInstanceRequest {
+                instance_id: "badly-tagged".into(),
+                name: "Tagged".into(),
+                tags: bad,
+                ..Default::default()
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    }
     handle.stop().await;
 }
 

@@ -125,6 +125,7 @@ pub fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
                 version: None,
                 input: Some(rng.below(100).to_string()),
                 scheduled_start_ms: (rng.below(5) == 0).then_some(now + 100),
+                tags: Default::default(),
                 now_ms: now,
             },
             2 => Event::Raise {
