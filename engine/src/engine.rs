@@ -846,6 +846,7 @@ impl Backend for Engine {
             }
             .encode();
             return Ok(OrchestrationWorkItem {
+                execution: step.execution,
                 instance_id: step.instance_id,
                 past_events: step.past_events,
                 new_events: step.new_events,

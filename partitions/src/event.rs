@@ -374,6 +374,8 @@ pub struct StepTask {
     pub instance_id: InstanceId,
     /// The step's sequence number (goes into the completion token).
     pub seq: u64,
+    /// The execution (generation) the step belongs to.
+    pub execution: u64,
     /// History before the step (shared with the state, not copied).
     pub past_events: Arc<Vec<HistoryEvent>>,
     /// The step's new events, starting with `OrchestratorStarted`; the

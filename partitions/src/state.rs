@@ -988,6 +988,7 @@ impl PartitionState {
         Some(StepTask {
             instance_id: instance_id.clone(),
             seq,
+            execution: instance.execution,
             past_events: Arc::clone(&instance.history),
             new_events,
         })

@@ -97,6 +97,11 @@ pub struct OrchestrationWorkItem {
     pub new_events: Vec<HistoryEvent>,
     /// For the completion.
     pub token: CompletionToken,
+    /// The execution (generation) of the instance the step belongs to:
+    /// unique per instance id and generation (a continue-as-new or a
+    /// restart of the id starts a new one), stable across replays. The
+    /// sidecar derives the protocol's `executionId` from it.
+    pub execution: u64,
 }
 
 /// What one orchestrator step decided.

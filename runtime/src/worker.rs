@@ -286,6 +286,7 @@ async fn run_orchestration_step(shared: &Shared, item: OrchestrationWorkItem) {
         past_events,
         new_events,
         token,
+        ..
     } = item;
     let cached = shared.cache.lock().take(&instance_id);
     let mut executor = cached.unwrap_or_else(|| {

@@ -362,30 +362,68 @@ fn event_to_proto(
     }
 }
 
+/// Whether an event goes on the wire: the engine keeps an
+/// `OrchestratorCompleted` after every step (its own replay marks step
+/// boundaries with it), but the Durable Task Scheduler stores none, and
+/// the SDKs' tests read histories back expecting its sequence.
+fn on_the_wire(event: &HistoryEvent) -> bool {
+    !matches!(event.kind, EventKind::OrchestratorCompleted)
+}
+
 /// A whole history (e.g. for `StreamInstanceHistory`) to the wire.
 pub fn history_to_proto(events: &[HistoryEvent], instance_id: &str) -> Vec<proto::HistoryEvent> {
     let wire_ids = correlations(events.iter());
     events
         .iter()
+        .filter(|event| on_the_wire(event))
         .map(|event| event_to_proto(event, instance_id, &wire_ids))
         .collect()
 }
 
-/// An orchestration step as the worker receives it.
+/// The protocol's `executionId` of an instance's generation: 32 lowercase
+/// hex digits (a GUID's "N" form, as the SDKs expect), the engine's
+/// execution number and an FNV-1a hash of the instance id. Unique per id
+/// and generation (the number is unique within the id's partition), and
+/// the same on every replay and across server versions: the SDKs derive
+/// sub-orchestration ids from it.
+pub fn execution_id(instance_id: &str, execution: u64) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in instance_id.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{execution:016x}{hash:016x}")
+}
+
+/// An orchestration step as the worker receives it, with the generation's
+/// `executionId` on the request and on its `ExecutionStarted`.
 pub fn orchestrator_request(item: &OrchestrationWorkItem) -> proto::OrchestratorRequest {
     let id = item.instance_id.as_str();
+    let execution = execution_id(id, item.execution);
     let wire_ids = correlations(item.past_events.iter().chain(item.new_events.iter()));
+    let convert = |event: &HistoryEvent| {
+        let mut wire = event_to_proto(event, id, &wire_ids);
+        if let Some(EventType::ExecutionStarted(started)) = &mut wire.event_type
+            && let Some(instance) = &mut started.orchestration_instance
+        {
+            instance.execution_id = Some(execution.clone());
+        }
+        wire
+    };
     proto::OrchestratorRequest {
         instance_id: id.to_owned(),
+        execution_id: Some(execution.clone()),
         past_events: item
             .past_events
             .iter()
-            .map(|event| event_to_proto(event, id, &wire_ids))
+            .filter(|event| on_the_wire(event))
+            .map(convert)
             .collect(),
         new_events: item
             .new_events
             .iter()
-            .map(|event| event_to_proto(event, id, &wire_ids))
+            .filter(|event| on_the_wire(event))
+            .map(convert)
             .collect(),
         ..Default::default()
     }

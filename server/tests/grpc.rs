@@ -166,6 +166,17 @@ async fn a_worker_runs_an_orchestration_step_by_step_over_the_stream() {
             .map(|i| i.instance_id.as_str()),
         Some("o1")
     );
+    // The generation's execution id, on the request and its ExecutionStarted.
+    let execution_id = request.execution_id.clone().expect("an execution id");
+    assert_eq!(execution_id.len(), 32, "{execution_id}");
+    assert!(execution_id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(
+        started
+            .orchestration_instance
+            .as_ref()
+            .and_then(|i| i.execution_id.as_deref()),
+        Some(execution_id.as_str())
+    );
     respond(
         &mut client,
         &first,
@@ -199,6 +210,8 @@ async fn a_worker_runs_an_orchestration_step_by_step_over_the_stream() {
     let Some(WorkRequest::OrchestratorRequest(request)) = &second.request else {
         panic!("{second:?}");
     };
+    // The same generation keeps its execution id.
+    assert_eq!(request.execution_id.as_deref(), Some(execution_id.as_str()));
     // History so far: the first step's events and the confirmation.
     assert!(request.past_events.iter().any(|e| e.event_id == 1
         && matches!(&e.event_type, Some(EventType::TaskScheduled(t)) if t.name == "hello")));
@@ -239,11 +252,64 @@ async fn a_worker_runs_an_orchestration_step_by_step_over_the_stream() {
     while let Some(chunk) = history.message().await.expect("chunk") {
         events.extend(chunk.events);
     }
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e.event_type, Some(EventType::ExecutionCompleted(_))))
+    // The Scheduler's sequence: no OrchestratorCompleted markers.
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match &e.event_type {
+            Some(EventType::OrchestratorStarted(_)) => "OrchestratorStarted",
+            Some(EventType::ExecutionStarted(_)) => "ExecutionStarted",
+            Some(EventType::TaskScheduled(_)) => "TaskScheduled",
+            Some(EventType::TaskCompleted(_)) => "TaskCompleted",
+            Some(EventType::ExecutionCompleted(_)) => "ExecutionCompleted",
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "OrchestratorStarted",
+            "ExecutionStarted",
+            "TaskScheduled",
+            "OrchestratorStarted",
+            "TaskCompleted",
+            "ExecutionCompleted"
+        ]
     );
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn each_generation_has_its_own_execution_id() {
+    let (handle, mut client) = serve(EntityFormat::V1, 15_000).await;
+    let mut stream = work_stream(&mut client, all_work()).await;
+    let mut seen = Vec::new();
+    for id in ["g1", "g2"] {
+        start(&mut client, "loop", id, Some("0")).await;
+        let first = next_work(&mut stream).await;
+        let Some(WorkRequest::OrchestratorRequest(request)) = &first.request else {
+            panic!("{first:?}");
+        };
+        seen.push(request.execution_id.clone().expect("execution id"));
+        let continued =
+            OrchestratorActionType::CompleteOrchestration(proto::CompleteOrchestrationAction {
+                orchestration_status: proto::OrchestrationStatus::ContinuedAsNew as i32,
+                result: Some("1".into()),
+                ..Default::default()
+            });
+        respond(&mut client, &first, vec![action(0, continued)])
+            .await
+            .expect("continue as new");
+        let second = next_work(&mut stream).await;
+        let Some(WorkRequest::OrchestratorRequest(request)) = &second.request else {
+            panic!("{second:?}");
+        };
+        seen.push(request.execution_id.clone().expect("execution id"));
+        respond(&mut client, &second, vec![action(0, complete_action("1"))])
+            .await
+            .expect("complete");
+    }
+    let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert_eq!(distinct.len(), 4, "{seen:?}");
     handle.stop().await;
 }
 
