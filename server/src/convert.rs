@@ -39,6 +39,24 @@ pub enum ConvertError {
     Unsupported(String),
 }
 
+/// Longest instance id (entity ids included, as `@name@key`) a client or
+/// worker may create through the sidecar, in characters: the Durable Task
+/// Scheduler's limit, which the SDKs' tests expect. The engine itself
+/// takes up to [`basalt_runtime::types::INSTANCE_ID_BYTES_MAX`] bytes (the Rust
+/// SDK and the HTTP API), and lookups take any id it holds.
+pub const NEW_ID_CHARS_MAX: usize = 100;
+
+/// Refuses an id to be created that is longer than [`NEW_ID_CHARS_MAX`].
+pub fn check_new_id(field: &str, id: &str) -> Result<(), ConvertError> {
+    let chars = id.chars().count();
+    if chars > NEW_ID_CHARS_MAX {
+        return Err(ConvertError::Invalid(format!(
+            "{field} is {chars} characters long, the maximum is {NEW_ID_CHARS_MAX}"
+        )));
+    }
+    Ok(())
+}
+
 /// Milliseconds since the Unix epoch as a protobuf timestamp.
 pub fn timestamp(ms: u64) -> Timestamp {
     Timestamp {
@@ -448,6 +466,7 @@ fn entity_target(field: &str, value: Option<&str>) -> Result<String, ConvertErro
     let text = value
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ConvertError::Invalid(format!("{field} is required")))?;
+    check_new_id(field, text)?;
     EntityId::parse(text)
         .map(|id| id.to_string())
         .map_err(|e| ConvertError::Invalid(format!("{field}: {e}")))
@@ -489,6 +508,10 @@ pub fn step_result_from_proto(
                 let child = if sub.instance_id.is_empty() {
                     format!("{instance_id}:{id:04x}")
                 } else {
+                    check_new_id(
+                        &format!("action {id}: createSubOrchestration.instanceId"),
+                        &sub.instance_id,
+                    )?;
                     sub.instance_id.clone()
                 };
                 ActionKind::CreateSubOrchestration {
@@ -766,6 +789,7 @@ pub fn entity_result_from_proto(
     for action in &result.actions {
         match &action.operation_action_type {
             Some(OperationActionType::SendSignal(signal)) => {
+                check_new_id("sendSignal.instanceId", &signal.instance_id)?;
                 let entity = EntityId::parse(&signal.instance_id)
                     .map_err(|e| ConvertError::Invalid(format!("sendSignal.instanceId: {e}")))?;
                 signals.push(EntitySignal {
@@ -783,6 +807,7 @@ pub fn entity_result_from_proto(
                 });
             }
             Some(OperationActionType::StartNewOrchestration(start)) => {
+                check_new_id("startNewOrchestration.instanceId", &start.instance_id)?;
                 let instance_id = InstanceId::new(start.instance_id.clone()).map_err(|e| {
                     ConvertError::Invalid(format!("startNewOrchestration.instanceId: {e}"))
                 })?;

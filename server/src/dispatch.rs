@@ -104,17 +104,24 @@ pub struct StreamFilters {
 impl StreamFilters {
     fn accepts(&self, work: &Work) -> bool {
         let (name, version) = work.name_and_version();
-        let by_name_and_version = |filters: &Option<Vec<(String, Vec<String>)>>| match filters {
-            None => true,
-            Some(list) => list.iter().any(|(n, versions)| {
-                n == name
-                    && (versions.is_empty()
-                        || version.is_some_and(|v| versions.iter().any(|x| x == v)))
-            }),
-        };
+        // `unversioned`: what an item without a version does against a
+        // filter that lists versions.
+        let by_name_and_version =
+            |filters: &Option<Vec<(String, Vec<String>)>>, unversioned: bool| match filters {
+                None => true,
+                Some(list) => list.iter().any(|(n, versions)| {
+                    n == name
+                        && (versions.is_empty()
+                            || version.map_or(unversioned, |v| versions.iter().any(|x| x == v)))
+                }),
+            };
         match work.kind() {
-            Kind::Orchestration => by_name_and_version(&self.orchestrations),
-            Kind::Activity => by_name_and_version(&self.activities),
+            Kind::Orchestration => by_name_and_version(&self.orchestrations, false),
+            // The SDKs schedule activities without a version unless one is
+            // named, while a versioned worker's filters list its version
+            // for activities too: such an activity is taken by name, as
+            // the Scheduler does (otherwise it would wait forever).
+            Kind::Activity => by_name_and_version(&self.activities, true),
             Kind::Entity => match &self.entities {
                 None => true,
                 Some(names) => names.iter().any(|n| n.eq_ignore_ascii_case(name)),

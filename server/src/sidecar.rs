@@ -223,6 +223,7 @@ impl Sidecar {
         let id = if request.instance_id.is_empty() {
             None
         } else {
+            convert::check_new_id("instanceId", &request.instance_id).map_err(invalid)?;
             Some(instance_id("instanceId", &request.instance_id)?)
         };
         if let (Some(id), Some(policy)) = (&id, &request.orchestration_id_reuse_policy)
@@ -1024,6 +1025,7 @@ impl TaskHubSidecarService for Arc<Sidecar> {
         request: Request<proto::SignalEntityRequest>,
     ) -> Result<Response<proto::SignalEntityResponse>, Status> {
         let request = request.into_inner();
+        convert::check_new_id("instanceId", &request.instance_id).map_err(invalid)?;
         let entity = entity_id(&request.instance_id)?;
         if request.name.is_empty() {
             return Err(Status::invalid_argument("name (the operation) is required"));

@@ -1290,3 +1290,36 @@ async fn worker_messages_past_the_limits_are_refused_or_fail_the_instance() {
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused}");
     handle.stop().await;
 }
+
+#[tokio::test]
+async fn ids_past_the_schedulers_length_limit_are_refused_on_creation() {
+    let (handle, mut client) = serve(EntityFormat::V1, 15_000).await;
+    let longest = "i".repeat(100);
+    assert_eq!(start(&mut client, "any", &longest, None).await, longest);
+    let too_long = client
+        .start_instance(proto::CreateInstanceRequest {
+            instance_id: "i".repeat(101),
+            name: "any".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("101 characters");
+    assert_eq!(too_long.code(), Code::InvalidArgument, "{too_long}");
+    assert!(too_long.message().contains("100"), "{too_long}");
+    // An entity id counts as a whole, `@name@key`.
+    let signal = |key: String| proto::SignalEntityRequest {
+        instance_id: format!("@counter@{key}"),
+        name: "add".into(),
+        ..Default::default()
+    };
+    client
+        .signal_entity(signal("k".repeat(91)))
+        .await
+        .expect("100 characters");
+    let too_long = client
+        .signal_entity(signal("k".repeat(92)))
+        .await
+        .expect_err("101 characters");
+    assert_eq!(too_long.code(), Code::InvalidArgument, "{too_long}");
+    handle.stop().await;
+}
