@@ -548,7 +548,7 @@ async fn purge_matching(
     headers: HeaderMap,
 ) -> ApiResult {
     let query = instance_query(&params, &headers)?;
-    let deleted = crate::sidecar::purge_finished(state.backend.as_ref(), query).await?;
+    let (deleted, _) = crate::sidecar::purge_finished(state.backend.as_ref(), query, None).await?;
     Ok(axum::Json(json!({ "instancesDeleted": deleted })).into_response())
 }
 

@@ -299,17 +299,33 @@ impl Sidecar {
     }
 
     /// Every finished instance matching a purge filter.
-    async fn purge_matching(&self, filter: &proto::PurgeInstanceFilter) -> Result<i32, Status> {
+    /// Purges by filter within the filter's `timeout`, if one is given:
+    /// (deleted, whether every match was purged).
+    async fn purge_matching(
+        &self,
+        filter: &proto::PurgeInstanceFilter,
+    ) -> Result<(i32, bool), Status> {
         let query = InstanceQuery {
             statuses: statuses(&filter.runtime_status)?,
             created_from_ms: filter.created_time_from.as_ref().map(convert::millis),
             created_to_ms: filter.created_time_to.as_ref().map(convert::millis),
             ..InstanceQuery::default()
         };
-        let deleted = purge_finished(self.backend.as_ref(), query)
+        let deadline = match &filter.timeout {
+            None => None,
+            Some(timeout) => {
+                let timeout = Duration::try_from(*timeout).map_err(|_| {
+                    Status::invalid_argument(format!(
+                        "purgeInstanceFilter.timeout must not be negative: {timeout:?}"
+                    ))
+                })?;
+                Some(tokio::time::Instant::now() + timeout)
+            }
+        };
+        let (deleted, complete) = purge_finished(self.backend.as_ref(), query, deadline)
             .await
             .map_err(status_of)?;
-        Ok(i32::try_from(deleted).unwrap_or(i32::MAX))
+        Ok((i32::try_from(deleted).unwrap_or(i32::MAX), complete))
     }
 
     async fn purge_one(&self, id: &str, recursive: bool) -> Result<i32, Status> {
@@ -475,26 +491,32 @@ impl Sidecar {
 }
 
 /// Purges every finished instance matching `query` (its paging fields are
-/// ignored), page by page; returns how many were deleted. Shared by the
-/// gRPC and HTTP APIs.
+/// ignored), page by page, until done or until `deadline`; returns how
+/// many were deleted and whether it got to the end. Shared by the gRPC and
+/// HTTP APIs.
 pub async fn purge_finished(
     backend: &dyn Backend,
     mut query: InstanceQuery,
-) -> Result<u64, RuntimeError> {
+    deadline: Option<tokio::time::Instant>,
+) -> Result<(u64, bool), RuntimeError> {
     query.page_size = 1000;
     query.continuation = None;
     query.fetch_inputs_and_outputs = false;
     let mut deleted = 0;
+    let out_of_time = || deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
     loop {
         let page = backend.query_instances(&query).await?;
         for state in page.instances.iter().filter(|s| s.status.is_terminal()) {
+            if out_of_time() {
+                return Ok((deleted, false));
+            }
             if backend.purge(&state.instance_id).await? {
                 deleted += 1;
             }
         }
         match page.continuation {
             Some(next) => query.continuation = Some(next),
-            None => return Ok(deleted),
+            None => return Ok((deleted, true)),
         }
     }
 }
@@ -844,15 +866,15 @@ impl TaskHubSidecarService for Arc<Sidecar> {
         use proto::purge_instances_request::Request as R;
         let request = request.into_inner();
         let recursive = request.recursive;
-        let deleted = match request.request {
-            Some(R::InstanceId(id)) => self.purge_one(&id, recursive).await?,
+        let (deleted, complete) = match request.request {
+            Some(R::InstanceId(id)) => (self.purge_one(&id, recursive).await?, true),
             Some(R::PurgeInstanceFilter(filter)) => self.purge_matching(&filter).await?,
             Some(R::InstanceBatch(batch)) => {
                 let mut deleted = 0;
                 for id in &batch.instance_ids {
                     deleted += self.purge_one(id, recursive).await?;
                 }
-                deleted
+                (deleted, true)
             }
             None => {
                 return Err(Status::invalid_argument(
@@ -862,7 +884,7 @@ impl TaskHubSidecarService for Arc<Sidecar> {
         };
         Ok(Response::new(proto::PurgeInstancesResponse {
             deleted_instance_count: deleted,
-            is_complete: Some(true),
+            is_complete: Some(complete),
         }))
     }
 

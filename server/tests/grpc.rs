@@ -1323,3 +1323,62 @@ async fn ids_past_the_schedulers_length_limit_are_refused_on_creation() {
     assert_eq!(too_long.code(), Code::InvalidArgument, "{too_long}");
     handle.stop().await;
 }
+
+#[tokio::test]
+async fn a_filter_purge_stops_at_its_timeout_and_says_it_is_incomplete() {
+    let (handle, mut client) = serve(EntityFormat::V1, 15_000).await;
+    for i in 0..3 {
+        let id = start(&mut client, "any", &format!("purge-{i}"), None).await;
+        client
+            .terminate_instance(proto::TerminateRequest {
+                instance_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("terminate");
+        wait_done(&mut client, &id).await;
+    }
+    let purge = |timeout: Option<prost_types::Duration>| proto::PurgeInstancesRequest {
+        request: Some(
+            proto::purge_instances_request::Request::PurgeInstanceFilter(
+                proto::PurgeInstanceFilter {
+                    runtime_status: vec![proto::OrchestrationStatus::Terminated as i32],
+                    timeout,
+                    ..Default::default()
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    // A timeout already over: nothing purged, and it says so.
+    let none = client
+        .purge_instances(purge(Some(prost_types::Duration::default())))
+        .await
+        .expect("purge")
+        .into_inner();
+    assert_eq!(
+        (none.deleted_instance_count, none.is_complete),
+        (0, Some(false))
+    );
+    let negative = client
+        .purge_instances(purge(Some(prost_types::Duration {
+            seconds: -1,
+            nanos: 0,
+        })))
+        .await
+        .expect_err("negative timeout");
+    assert_eq!(negative.code(), Code::InvalidArgument);
+    let all = client
+        .purge_instances(purge(Some(prost_types::Duration {
+            seconds: 60,
+            nanos: 0,
+        })))
+        .await
+        .expect("purge")
+        .into_inner();
+    assert_eq!(
+        (all.deleted_instance_count, all.is_complete),
+        (3, Some(true))
+    );
+    handle.stop().await;
+}
