@@ -508,6 +508,31 @@ impl Engine {
     /// Runs `read` on a partition's state; the answer comes once everything
     /// it saw is durable (I1).
     /// `key` names the record the read needs in memory, if any.
+    /// Reads a partition's state as applied, without waiting for it to be
+    /// durable: for the engine's own decisions only (see `Command::Peek`).
+    async fn peek<T: Send + 'static>(
+        &self,
+        partition: u32,
+        key: StateKey,
+        read: impl FnOnce(&PartitionState) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.command(
+            partition,
+            Command::Peek(
+                key,
+                Box::new(move |state: Result<&PartitionState, Error>| {
+                    let answer = state.map(read);
+                    Box::new(move || {
+                        let _ = tx.send(answer);
+                    })
+                }),
+            ),
+        )
+        .await?;
+        rx.await.map_err(|_| Error::ShutDown)?
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         partition: u32,
@@ -1249,16 +1274,34 @@ impl Engine {
         let deadline = now
             .checked_add(timeout)
             .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        let partition = partition_of(instance.as_str(), self.partition_count());
         loop {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let state = self
-                .get_instance(instance)
-                .await?
-                .ok_or_else(|| Error::NotFound(instance.to_string()))?;
-            if done(&state) {
-                return Ok(state);
+            // Whether the wait is over is judged on the state as applied,
+            // so a change that does not end it asks for no write; the
+            // answer is then read once that instance's change is durable.
+            let id = instance.clone();
+            let applied = self
+                .peek(partition, StateKey::Instance(id.clone()), move |state| {
+                    state.instance(&id).map(|i| i.meta.clone())
+                })
+                .await?;
+            if applied.as_ref().is_some_and(&done) {
+                let state = self
+                    .get_instance(instance)
+                    .await?
+                    .ok_or_else(|| Error::NotFound(instance.to_string()))?;
+                if done(&state) {
+                    return Ok(state);
+                }
+            } else if applied.is_none() {
+                // Not there as applied: answer as a read would (it may
+                // have been purged, durably or not).
+                self.get_instance(instance)
+                    .await?
+                    .ok_or_else(|| Error::NotFound(instance.to_string()))?;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Err(Error::Timeout(timeout.as_millis() as u64));

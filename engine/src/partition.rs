@@ -51,6 +51,9 @@ pub(crate) enum Command {
     },
     /// Read the state, once the record `key` names (if any) is in memory.
     Read(Option<StateKey>, Read),
+    /// Read the state as applied, durable or not: only for the engine's
+    /// own decisions (whether a wait is over), never for an answer.
+    Peek(StateKey, Read),
     /// One page of a query over both tiers.
     Query(Query),
     /// Write a checkpoint now (tests, shutdown).
@@ -85,7 +88,6 @@ enum Parked {
     Snapshot(oneshot::Sender<Result<(u64, Vec<u8>), Error>>, u64, Vec<u8>),
     Messages(Vec<Envelope>),
     Acks(Vec<(u32, Position)>),
-    Changed(Vec<InstanceId>),
     /// Local work held back because pipelining is off.
     Local(Effects),
 }
@@ -156,6 +158,10 @@ struct Running {
     durable: DurableWatch,
     durable_lsn: u64,
     parked: VecDeque<(u64, Parked)>,
+    /// Reads of one record, each waiting only for that record's last
+    /// change to be durable (not for the whole partition, as `parked`
+    /// does), so they are kept apart from the in-order queue.
+    reads: Vec<(u64, Box<dyn FnOnce() + Send>)>,
     events_since_checkpoint: u64,
     bytes_since_checkpoint: u64,
     failed: Option<Error>,
@@ -189,6 +195,7 @@ impl Running {
             durable: log.watch_durable(),
             durable_lsn: log.durable_lsn().0,
             parked: VecDeque::new(),
+            reads: Vec::new(),
             events_since_checkpoint: 0,
             bytes_since_checkpoint: 0,
             failed: None,
@@ -359,9 +366,29 @@ impl PartitionTask {
                 match &run.failed {
                     Some(failure) => read(Err(failure.clone()))(),
                     None => {
+                        // A read of one record waits for that record's
+                        // last change only; any other for everything.
+                        let lsn = match &key {
+                            Some(key) => self.state.changed_at(key).unwrap_or(0),
+                            None => self.state.last_lsn,
+                        };
                         let deliver = read(Ok(&self.state));
-                        self.park(run, Parked::Deliver(deliver));
+                        match &key {
+                            Some(_) => self.wait_durable(run, lsn, deliver),
+                            None => self.park(run, Parked::Deliver(deliver)),
+                        }
                     }
+                }
+            }
+            Command::Peek(key, read) => {
+                if run.failed.is_none()
+                    && let Err(e) = crate::tiers::ensure(&mut self.state, &*self.store, &key).await
+                {
+                    self.fail(run, e);
+                }
+                match &run.failed {
+                    Some(failure) => read(Err(failure.clone()))(),
+                    None => read(Ok(&self.state))(),
                 }
             }
             Command::Query(query) => self.query(query, run).await,
@@ -513,9 +540,26 @@ impl PartitionTask {
         if !fx.acks.is_empty() {
             self.park_at(run, lsn, Parked::Acks(std::mem::take(&mut fx.acks)));
         }
-        if !fx.changed.is_empty() {
-            self.park_at(run, lsn, Parked::Changed(std::mem::take(&mut fx.changed)));
+        // Waiters hear of a change at once: what they read of it waits
+        // for that instance's change to be durable (see `wait_durable`),
+        // so a change nobody waits for asks for no write.
+        for id in fx.changed.drain(..) {
+            self.shared.notify_changed(&id);
         }
+    }
+
+    /// Delivers a read once the log is durable up to `lsn`, asking for a
+    /// write if it is not yet.
+    fn wait_durable(&mut self, run: &mut Running, lsn: u64, deliver: Box<dyn FnOnce() + Send>) {
+        if lsn <= run.durable_lsn {
+            deliver();
+            return;
+        }
+        if lsn > run.commit_requested_lsn {
+            run.commit_requested_lsn = lsn;
+            self.log.request_commit();
+        }
+        run.reads.push((lsn, deliver));
     }
 
     /// Answers a query page from both tiers, once what it saw is durable.
@@ -780,8 +824,19 @@ impl PartitionTask {
         }
     }
 
-    /// Releases every parked effect whose LSN is durable, in order.
+    /// Releases every parked effect whose LSN is durable, in order, and
+    /// every read whose record is durable.
     fn release(&mut self, run: &mut Running) {
+        if run.reads.iter().any(|(lsn, _)| *lsn <= run.durable_lsn) {
+            let durable = run.durable_lsn;
+            let (ready, waiting) = std::mem::take(&mut run.reads)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(lsn, _)| *lsn <= durable);
+            run.reads = waiting;
+            for (_, deliver) in ready {
+                deliver();
+            }
+        }
         while let Some((lsn, _)) = run.parked.front() {
             if *lsn > run.durable_lsn {
                 break;
@@ -809,11 +864,6 @@ impl PartitionTask {
                         receiver: self.partition,
                         up_to,
                     });
-                }
-            }
-            Parked::Changed(instances) => {
-                for id in instances {
-                    self.shared.notify_changed(&id);
                 }
             }
             Parked::Local(mut local) => self.dispatch_local(&mut local),
@@ -1066,6 +1116,9 @@ impl PartitionTask {
         }
         run.durable_lsn = run.durable_lsn.max(self.log.durable_lsn().0);
         self.release(run);
+        // Reads still waiting are dropped: their callers see the backend
+        // shut down.
+        run.reads.clear();
         for (_, parked) in run.parked.drain(..) {
             match parked {
                 Parked::Reply(reply, _) => {

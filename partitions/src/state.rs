@@ -482,6 +482,8 @@ impl PartitionState {
     pub fn apply(&mut self, lsn: u64, event: Event) -> Applied {
         debug_assert!(lsn > self.last_lsn, "LSNs must increase");
         self.last_lsn = lsn;
+        self.instances.set_lsn(lsn);
+        self.entities.set_lsn(lsn);
         let now = event.now_ms();
         let work = match event {
             Event::Messages { messages, now_ms } => messages
@@ -1883,6 +1885,15 @@ impl PartitionState {
         // Acks may have been lost with the process: send them again.
         fx.acks = self.received.iter().map(|(o, p)| (*o, *p)).collect();
         fx
+    }
+
+    /// The LSN of the event that last changed a record, while that change
+    /// is not in a durable checkpoint yet (see [`crate::tier::Tier::changed_at`]).
+    pub fn changed_at(&self, key: &StateKey) -> Option<u64> {
+        match key {
+            StateKey::Instance(id) => self.instances.changed_at(id),
+            StateKey::Entity(id) => self.entities.changed_at(id),
+        }
     }
 
     /// The state of one instance.

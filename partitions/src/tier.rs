@@ -75,6 +75,9 @@ struct Changed<V> {
     /// The checkpoint generation that will carry this change: the tier's
     /// generation when it was last changed.
     generation: u64,
+    /// The LSN of the event that last changed it (or may have): a read of
+    /// this record alone waits for no later record to be durable.
+    lsn: u64,
     /// Estimated memory, from its last encoding (or a default).
     bytes: usize,
     /// The index tag of the version in the store (`None`: none there, or
@@ -115,6 +118,8 @@ pub struct Tier<V> {
     evicted: Option<EvictedKeys>,
     /// The generation changes are recorded in now; `take_changes` closes it.
     generation: u64,
+    /// The LSN of the event being applied (see [`Tier::set_lsn`]).
+    lsn: u64,
     /// Memory estimate of the clean records.
     clean_bytes: usize,
     /// Memory of the cold records (their bytes and keys).
@@ -140,6 +145,7 @@ impl<V> Default for Tier<V> {
             cold: LruCache::unbounded(),
             evicted: Some(EvictedKeys::new()),
             generation: 0,
+            lsn: 0,
             clean_bytes: 0,
             cold_bytes: 0,
             clean_arrivals: 0,
@@ -239,6 +245,20 @@ impl<V> Tier<V> {
         None
     }
 
+    /// The event being applied: changes from here on are its (see
+    /// [`Tier::changed_at`]).
+    pub fn set_lsn(&mut self, lsn: u64) {
+        self.lsn = lsn;
+    }
+
+    /// The LSN of the event that last changed the record, while that
+    /// change is not yet in a durable checkpoint; `None` for a record
+    /// whose every change is (a clean one, or one never changed). A read
+    /// of the record alone needs the log durable up to here, no further.
+    pub fn changed_at(&self, key: &InstanceId) -> Option<u64> {
+        self.dirty.get(key).map(|changed| changed.lsn)
+    }
+
     /// Whether the record exists.
     pub fn contains_key(&self, key: &InstanceId) -> bool {
         self.get(key).is_some()
@@ -253,6 +273,7 @@ impl<V> Tier<V> {
     fn make_dirty(&mut self, key: &InstanceId) {
         if let Some(changed) = self.dirty.get_mut(key) {
             changed.generation = self.generation;
+            changed.lsn = self.lsn;
             return;
         }
         if let Some(clean) = self.clean.pop(key) {
@@ -263,6 +284,7 @@ impl<V> Tier<V> {
                 Changed {
                     value: clean.value,
                     generation: self.generation,
+                    lsn: self.lsn,
                     bytes: clean.bytes,
                     stored_tag: clean.stored_tag,
                 },
@@ -286,6 +308,7 @@ impl<V> Tier<V> {
         }
         let changed = self.dirty.get_mut(key)?;
         changed.generation = self.generation;
+        changed.lsn = self.lsn;
         changed.value.as_deref_mut()
     }
 
@@ -307,6 +330,7 @@ impl<V> Tier<V> {
                     Changed {
                         value: Some(Box::new(value)),
                         generation: self.generation,
+                        lsn: self.lsn,
                         bytes: UNSIZED_RECORD_BYTES,
                         stored_tag: None,
                     },
@@ -331,12 +355,13 @@ impl<V> Tier<V> {
     pub fn get_or_insert_with(&mut self, key: InstanceId, make: impl FnOnce() -> V) -> &mut V {
         self.unknown(&key);
         self.make_dirty(&key);
-        let generation = self.generation;
+        let (generation, lsn) = (self.generation, self.lsn);
         let changed = self.dirty.entry(key).or_insert_with(|| {
             self.dirty_bytes += UNSIZED_RECORD_BYTES;
             Changed {
                 value: None,
                 generation,
+                lsn,
                 bytes: UNSIZED_RECORD_BYTES,
                 stored_tag: None,
             }

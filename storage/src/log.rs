@@ -58,7 +58,11 @@ pub struct LogOptions {
     /// its write when nobody asks for it ([`Log::request_commit`], an
     /// [`Log::append`], waiting for durability): deferred records ride
     /// along with the next write someone needs, and this bounds how long
-    /// they stay volatile otherwise. Default: 10 ms.
+    /// they stay volatile otherwise (what a crash loses of them is
+    /// internal progress that is redone). Default: 100 ms: with many
+    /// partitions on one disk a shorter bound writes each partition's
+    /// trickle on its own (10 ms gave 4.8 writes per sidecar checkout
+    /// over 12 partitions, 100 ms 2.9).
     pub deferred_commit_micros: u64,
 }
 
@@ -74,7 +78,7 @@ impl Default for LogOptions {
             record_bytes_max: 32 << 20,
             segment_bytes_max: 64 << 20,
             commit_linger_micros: 0,
-            deferred_commit_micros: 10_000,
+            deferred_commit_micros: 100_000,
         }
     }
 }
