@@ -1045,8 +1045,13 @@ impl PartitionState {
             instance.meta.custom_status = result.custom_status;
         }
         instance.meta.last_updated_at_ms = now_ms;
-        let mut finished: Option<(OrchestrationStatus, Option<String>, Option<FailureDetails>)> =
-            None;
+        // The end, with the id of the action that made it.
+        let mut finished: Option<(
+            OrchestrationStatus,
+            Option<String>,
+            Option<FailureDetails>,
+            i32,
+        )> = None;
         let mut continue_as_new = None;
         for action in result.actions {
             let id = action.id;
@@ -1298,7 +1303,7 @@ impl PartitionState {
                         } else {
                             OrchestrationStatus::Completed
                         };
-                        finished = Some((status, result, failure));
+                        finished = Some((status, result, failure, id));
                     }
                 }
             }
@@ -1351,20 +1356,30 @@ impl PartitionState {
             }
             instance.timers.clear();
             fx.changed.push(instance_id.clone());
-        } else if let Some((status, output, failure)) = finished {
-            self.finish(instance_id, status, output, failure, now_ms, out, fx);
+        } else if let Some((status, output, failure, action_id)) = finished {
+            self.finish(
+                instance_id,
+                (status, action_id),
+                output,
+                failure,
+                now_ms,
+                out,
+                fx,
+            );
             return;
         }
         self.try_issue_step(instance_id, fx);
     }
 
     /// Ends an instance: records the outcome, drops its timers and pending
-    /// work, and tells its parent.
+    /// work, and tells its parent. `event_id` numbers the closing event:
+    /// the id of the action that completed the orchestration (as the
+    /// Durable Task Scheduler records it), or -1.
     #[allow(clippy::too_many_arguments)]
     fn finish(
         &mut self,
         instance_id: &InstanceId,
-        status: OrchestrationStatus,
+        (status, event_id): (OrchestrationStatus, i32),
         output: Option<String>,
         failure: Option<FailureDetails>,
         now_ms: u64,
@@ -1386,7 +1401,9 @@ impl PartitionState {
                 failure: failure.clone(),
             }
         };
-        Arc::make_mut(&mut instance.history).push(HistoryEvent::new(now_ms, event));
+        let mut closing = HistoryEvent::new(now_ms, event);
+        closing.event_id = event_id;
+        Arc::make_mut(&mut instance.history).push(closing);
         instance.meta.status = status;
         instance.meta.output = output.clone();
         instance.meta.failure = failure.clone();
@@ -1462,7 +1479,7 @@ impl PartitionState {
             ControlOp::Terminate => {
                 self.finish(
                     instance_id,
-                    OrchestrationStatus::Terminated,
+                    (OrchestrationStatus::Terminated, -1),
                     reason,
                     None,
                     now_ms,

@@ -373,8 +373,14 @@ fn event_to_proto(
             })
         }
     };
+    // The Scheduler numbers an execution's start 0 (the engine keeps -1
+    // for every event that confirms no action).
+    let event_id = match event_type {
+        EventType::ExecutionStarted(_) => 0,
+        _ => event.event_id,
+    };
     proto::HistoryEvent {
-        event_id: event.event_id,
+        event_id,
         timestamp: Some(timestamp(event.timestamp_ms)),
         event_type: Some(event_type),
     }

@@ -254,10 +254,12 @@ impl Sidecar {
                 instance_id: id.map(|i| i.to_string()),
                 input: request.input,
                 version: request.version,
+                // The JavaScript SDK sends the epoch for "now".
                 scheduled_start_ms: request
                     .scheduled_start_timestamp
                     .as_ref()
-                    .map(convert::millis),
+                    .map(convert::millis)
+                    .filter(|&ms| ms > 0),
                 tags: request.tags.into_iter().collect(),
             })
             .await

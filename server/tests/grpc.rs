@@ -252,7 +252,10 @@ async fn a_worker_runs_an_orchestration_step_by_step_over_the_stream() {
     while let Some(chunk) = history.message().await.expect("chunk") {
         events.extend(chunk.events);
     }
-    // The Scheduler's sequence: no OrchestratorCompleted markers.
+    // The Scheduler's sequence: no OrchestratorCompleted markers; the
+    // start numbered 0 and the end with the completing action's id.
+    let ids: Vec<i32> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids, [-1, 0, 1, -1, -1, 2]);
     let kinds: Vec<&str> = events
         .iter()
         .map(|e| match &e.event_type {

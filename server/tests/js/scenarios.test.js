@@ -254,6 +254,12 @@ describe("orchestrations", () => {
         "ExecutionCompleted",
       ],
     );
+    // Numbered as the Scheduler numbers them: the start 0, each scheduled
+    // task and the end by the action's id, everything else -1.
+    assert.deepEqual(
+      history.map((event) => event.eventId),
+      [-1, 0, 1, -1, -1, 2, -1, -1, 3],
+    );
   });
 
   test("fan-out and fan-in", async () => {
