@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::partition::{Command, PartitionTask, Query, ReplyWhen};
+use crate::partition::{Command, PartitionTask, Query, Read, ReplyWhen};
 use crate::queue::WorkQueue;
 use crate::shared::Shared;
 use crate::timers::{Timers, now_ms, run_timers};
@@ -506,8 +506,19 @@ impl Engine {
     }
 
     /// Runs `read` on a partition's state; the answer comes once everything
-    /// it saw is durable (I1).
-    /// `key` names the record the read needs in memory, if any.
+    /// it saw is durable (I1): for a `key`, that record's last change
+    /// (see `Command::Read`). `key` names the record the read needs in
+    /// memory, if any.
+    async fn read<T: Send + 'static>(
+        &self,
+        partition: u32,
+        key: Option<StateKey>,
+        read: impl FnOnce(&PartitionState) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        self.ask(partition, read, |read| Command::Read(key, read))
+            .await
+    }
+
     /// Reads a partition's state as applied, without waiting for it to be
     /// durable: for the engine's own decisions only (see `Command::Peek`).
     async fn peek<T: Send + 'static>(
@@ -516,43 +527,26 @@ impl Engine {
         key: StateKey,
         read: impl FnOnce(&PartitionState) -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.command(
-            partition,
-            Command::Peek(
-                key,
-                Box::new(move |state: Result<&PartitionState, Error>| {
-                    let answer = state.map(read);
-                    Box::new(move || {
-                        let _ = tx.send(answer);
-                    })
-                }),
-            ),
-        )
-        .await?;
-        rx.await.map_err(|_| Error::ShutDown)?
+        self.ask(partition, read, |read| Command::Peek(key, read))
+            .await
     }
 
-    async fn read<T: Send + 'static>(
+    /// Sends `read` to a partition in the command `command` makes of it
+    /// and waits for the answer.
+    async fn ask<T: Send + 'static>(
         &self,
         partition: u32,
-        key: Option<StateKey>,
         read: impl FnOnce(&PartitionState) -> T + Send + 'static,
+        command: impl FnOnce(Read) -> Command,
     ) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
-        self.command(
-            partition,
-            Command::Read(
-                key,
-                Box::new(move |state: Result<&PartitionState, Error>| {
-                    let answer = state.map(read);
-                    Box::new(move || {
-                        let _ = tx.send(answer);
-                    })
-                }),
-            ),
-        )
-        .await?;
+        let read: Read = Box::new(move |state: Result<&PartitionState, Error>| {
+            let answer = state.map(read);
+            Box::new(move || {
+                let _ = tx.send(answer);
+            })
+        });
+        self.command(partition, command(read)).await?;
         rx.await.map_err(|_| Error::ShutDown)?
     }
 
@@ -1288,7 +1282,9 @@ impl Engine {
                     state.instance(&id).map(|i| i.meta.clone())
                 })
                 .await?;
-            if applied.as_ref().is_some_and(&done) {
+            // An instance not there as applied is answered by the read too
+            // (once its purge is durable, as not found).
+            if applied.as_ref().is_none_or(&done) {
                 let state = self
                     .get_instance(instance)
                     .await?
@@ -1296,12 +1292,6 @@ impl Engine {
                 if done(&state) {
                     return Ok(state);
                 }
-            } else if applied.is_none() {
-                // Not there as applied: answer as a read would (it may
-                // have been purged, durably or not).
-                self.get_instance(instance)
-                    .await?
-                    .ok_or_else(|| Error::NotFound(instance.to_string()))?;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Err(Error::Timeout(timeout.as_millis() as u64));

@@ -368,13 +368,12 @@ impl PartitionTask {
                     None => {
                         // A read of one record waits for that record's
                         // last change only; any other for everything.
-                        let lsn = match &key {
-                            Some(key) => self.state.changed_at(key).unwrap_or(0),
-                            None => self.state.last_lsn,
-                        };
                         let deliver = read(Ok(&self.state));
                         match &key {
-                            Some(_) => self.wait_durable(run, lsn, deliver),
+                            Some(key) => {
+                                let lsn = self.state.changed_at(key).unwrap_or(0);
+                                self.wait_durable(run, lsn, deliver);
+                            }
                             None => self.park(run, Parked::Deliver(deliver)),
                         }
                     }
@@ -555,11 +554,16 @@ impl PartitionTask {
             deliver();
             return;
         }
+        self.ask_for_write(run, lsn);
+        run.reads.push((lsn, deliver));
+    }
+
+    /// Asks the log to write everything up to `lsn`, once per LSN.
+    fn ask_for_write(&self, run: &mut Running, lsn: u64) {
         if lsn > run.commit_requested_lsn {
             run.commit_requested_lsn = lsn;
             self.log.request_commit();
         }
-        run.reads.push((lsn, deliver));
     }
 
     /// Answers a query page from both tiers, once what it saw is durable.
@@ -816,9 +820,8 @@ impl PartitionTask {
         if lsn <= run.durable_lsn && run.parked.is_empty() {
             self.release_one(parked);
         } else {
-            if !matches!(parked, Parked::Acks(_)) && lsn > run.commit_requested_lsn {
-                run.commit_requested_lsn = lsn;
-                self.log.request_commit();
+            if !matches!(parked, Parked::Acks(_)) {
+                self.ask_for_write(run, lsn);
             }
             run.parked.push_back((lsn, parked));
         }

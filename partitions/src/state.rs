@@ -1359,7 +1359,8 @@ impl PartitionState {
         } else if let Some((status, output, failure, action_id)) = finished {
             self.finish(
                 instance_id,
-                (status, action_id),
+                status,
+                action_id,
                 output,
                 failure,
                 now_ms,
@@ -1379,7 +1380,8 @@ impl PartitionState {
     fn finish(
         &mut self,
         instance_id: &InstanceId,
-        (status, event_id): (OrchestrationStatus, i32),
+        status: OrchestrationStatus,
+        event_id: i32,
         output: Option<String>,
         failure: Option<FailureDetails>,
         now_ms: u64,
@@ -1479,7 +1481,8 @@ impl PartitionState {
             ControlOp::Terminate => {
                 self.finish(
                     instance_id,
-                    (OrchestrationStatus::Terminated, -1),
+                    OrchestrationStatus::Terminated,
+                    -1,
                     reason,
                     None,
                     now_ms,

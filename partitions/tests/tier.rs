@@ -206,3 +206,33 @@ fn cold_records_take_at_most_half_the_budget_and_then_leave_for_good() {
     assert_eq!(tier.cold_len(), 0);
     assert_eq!(tier.cold_bytes(), 0);
 }
+
+/// What a read of one record waits for: the LSN of the event that last
+/// changed it, until a durable checkpoint holds that change.
+#[test]
+fn a_record_remembers_the_lsn_that_last_changed_it_until_checkpointed() {
+    let mut tier: Tier<String> = Tier::new();
+    let (a, b) = (id("a", 0), id("b", 0));
+    tier.set_lsn(5);
+    tier.insert(a.clone(), "a at 5".into());
+    tier.insert(b.clone(), "b at 5".into());
+    tier.set_lsn(9);
+    if let Some(record) = tier.get_mut(&a) {
+        *record = "a at 9".into();
+    }
+    assert_eq!(tier.changed_at(&a), Some(9));
+    assert_eq!(tier.changed_at(&b), Some(5), "b did not change at 9");
+    assert_eq!(tier.changed_at(&id("never", 0)), None);
+    let generation = tier
+        .take_changes(|_| Ok::<usize, ()>(16))
+        .expect("sizes every change");
+    // Written but not yet durable: still waited for.
+    assert_eq!(tier.changed_at(&a), Some(9));
+    tier.checkpointed(generation);
+    assert_eq!(tier.changed_at(&a), None);
+    assert_eq!(tier.changed_at(&b), None);
+    // A removal is a change too.
+    tier.set_lsn(12);
+    assert_eq!(tier.remove(&b), Some("b at 5".into()));
+    assert_eq!(tier.changed_at(&b), Some(12));
+}

@@ -669,7 +669,17 @@ def kill_phase(addr: str) -> int:
             break
         assert time.time() < deadline, "no progress before the kill"
         time.sleep(0.02)
+    # Completions answered by reads of single instances before the kill:
+    # each must still be there, as is, the moment the restarted server
+    # answers (a read is answered only once its instance is durable).
+    seen_completed = [i for i in ids
+                      if (st := c.get_orchestration_state(i)) is not None
+                      and st.runtime_status == S.COMPLETED]
     print(f"KILL-NOW completed={done}", flush=True)
+    for i in seen_completed:
+        state = retrying_call(lambda: c.get_orchestration_state(i), f"reading {i}", deadline)
+        expect(state.runtime_status if state else None, S.COMPLETED,
+               f"{i}, answered completed before the kill, after the restart")
     for n, i in enumerate(ids):
         state = retrying_call(
             lambda: c.wait_for_orchestration_completion(i, timeout=10), f"waiting for {i}", deadline)
