@@ -308,10 +308,20 @@ pub struct SidecarCheckoutArgs {
     /// refused (600 checkouts ask for about 2,400 units of 2,000).
     #[arg(long, default_value_t = 40)]
     pub stock: i64,
+    /// The SDK whose client and worker drive the checkouts. The Python
+    /// SDK also runs its in-memory sidecar as the baseline; the JavaScript
+    /// SDK has no sidecar of its own, so it runs against Basalt alone.
+    #[arg(long, default_value_t = Sdk::Python)]
+    pub sdk: Sdk,
     /// A Python with `durabletask` installed; by default a virtual
     /// environment under target/ is created with the pinned version.
     #[arg(long)]
     pub python: Option<PathBuf>,
+    /// A folder whose `node_modules` holds `@microsoft/durabletask-js`; by
+    /// default the pinned version (server/tests/js/package-lock.json) is
+    /// installed under target/ with `npm ci`.
+    #[arg(long, value_name = "DIR")]
+    pub js_sdk: Option<PathBuf>,
     /// Skip the run against the SDK's in-memory sidecar.
     #[arg(long)]
     pub no_baseline: bool,
@@ -360,6 +370,23 @@ pub struct GroupCommitArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub common: CommonArgs,
+}
+
+/// A `--sdk` value: the official Durable Task SDK that drives a sidecar
+/// workload out of process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sdk {
+    /// `durabletask` from PyPI (server/tests/python/requirements.txt).
+    Python,
+    /// `@microsoft/durabletask-js` from npm (server/tests/js/package.json).
+    Js,
+}
+
+impl std::fmt::Display for Sdk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        value_name(self, f)
+    }
 }
 
 /// A `--store` value.

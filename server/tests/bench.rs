@@ -238,7 +238,23 @@ fn group_commit_reads_every_record_back() {
 #[test]
 fn sidecar_checkout_check_catches_a_broken_stock_entity() {
     let python = common::python_sdk();
-    let python = python.to_str().expect("utf-8");
+    sidecar_checkout_catches_a_broken_stock_entity(&["--python", python.to_str().expect("utf-8")]);
+}
+
+/// The same checkout and check driven by the JavaScript SDK's client and
+/// worker (`--sdk js`).
+#[test]
+fn sidecar_checkout_through_the_js_sdk_catches_a_broken_stock_entity() {
+    let js = common::js_sdk();
+    sidecar_checkout_catches_a_broken_stock_entity(&[
+        "--sdk",
+        "js",
+        "--js-sdk",
+        js.to_str().expect("utf-8"),
+    ]);
+}
+
+fn sidecar_checkout_catches_a_broken_stock_entity(sdk: &[&str]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let sidecar = |json: &Path, fault: Option<&str>| {
         let mut args = vec![
@@ -253,14 +269,13 @@ fn sidecar_checkout_check_catches_a_broken_stock_entity() {
             "--stock",
             "20",
             "--no-baseline",
-            "--python",
-            python,
             "--dir",
             dir.path().to_str().expect("utf-8"),
             "--allow-volatile",
             "--json",
             json.to_str().expect("utf-8"),
         ];
+        args.extend(sdk);
         if let Some(fault) = fault {
             args.extend(["--inject-fault", fault]);
         }

@@ -14,31 +14,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ServerProcess, run};
-
-const JS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js");
+use common::{JS_DIR, ServerProcess, js_sdk};
 
 /// The directory with the pinned SDK installed and the test file copied in.
 fn installed_sdk() -> PathBuf {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let source = Path::new(JS_DIR);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("durabletask-js");
-    let lock = std::fs::read_to_string(source.join("package-lock.json")).expect("read the lock");
-    let stamp = dir.join("installed-lock.json");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(lock.as_str()) {
-        std::fs::create_dir_all(&dir).expect("create the SDK directory");
-        for file in ["package.json", "package-lock.json"] {
-            std::fs::copy(source.join(file), dir.join(file)).expect("copy the package files");
-        }
-        run(Command::new("npm")
-            .args(["ci", "--silent", "--no-audit", "--no-fund"])
-            .current_dir(&dir));
-        std::fs::write(&stamp, &lock).expect("write the install stamp");
-    }
+    let dir = js_sdk();
     // The test file next to its node_modules, so `require` finds the SDK.
     std::fs::copy(
-        source.join("scenarios.test.js"),
+        Path::new(JS_DIR).join("scenarios.test.js"),
         dir.join("scenarios.test.js"),
     )
     .expect("copy the test file");

@@ -1,8 +1,10 @@
 //! `basalt bench sidecar-checkout` and `basalt bench latency --sidecar`:
-//! workloads run out of process by the official Python SDK (client and
-//! worker, `benches/python/checkout_bench.py`) through the gRPC sidecar,
-//! against an in-process `basalt serve` and, for the checkout, against the
-//! SDK's own in-memory sidecar in the same run.
+//! workloads run out of process by an official Durable Task SDK (client
+//! and worker: the Python SDK in `benches/python/checkout_bench.py`, the
+//! JavaScript SDK in `benches/js/checkout_bench.js`) through the gRPC
+//! sidecar, against an in-process `basalt serve` and, for the Python
+//! checkout, against the Python SDK's own in-memory sidecar in the same
+//! run.
 //!
 //! The driver only reports raw results (each latency as its client saw
 //! it, what every receipt reserved, the stock read back, its own CPU);
@@ -26,13 +28,58 @@ use tokio::process::{Child, Command};
 
 use super::output::{Finished, Outcome};
 use super::workloads::{environment, store};
-use crate::bench_cli::{Baseline, CommonArgs, LatencyArgs, SidecarCheckoutArgs};
+use crate::bench_cli::{Baseline, CommonArgs, LatencyArgs, Sdk, SidecarCheckoutArgs};
 
-const DRIVER: &str = concat!(
+const PYTHON_DRIVER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../benches/python/checkout_bench.py"
 );
 const REQUIREMENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/requirements.txt");
+const JS_DRIVER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../benches/js/checkout_bench.js"
+);
+/// The JavaScript SDK's pinned package and lock file (shared with the
+/// JS SDK tests).
+const JS_PACKAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js");
+
+/// A workload driver: an interpreter, its script and its environment.
+struct Driver {
+    program: PathBuf,
+    script: &'static str,
+    env: Vec<(&'static str, PathBuf)>,
+    /// Names the SDK in reports and errors.
+    sdk: &'static str,
+}
+
+impl Driver {
+    fn python(python: PathBuf) -> Self {
+        Driver {
+            program: python,
+            script: PYTHON_DRIVER,
+            env: Vec::new(),
+            sdk: "Python SDK",
+        }
+    }
+
+    fn js(node_modules: PathBuf) -> Self {
+        Driver {
+            program: PathBuf::from("node"),
+            script: JS_DRIVER,
+            env: vec![("NODE_PATH", node_modules)],
+            sdk: "JavaScript SDK",
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.arg(self.script);
+        for (name, value) in &self.env {
+            command.env(name, value);
+        }
+        command
+    }
+}
 
 /// The driver's result line. Every key is required.
 #[derive(Debug, Deserialize)]
@@ -100,6 +147,53 @@ async fn python(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(python)
 }
 
+/// The `node_modules` folder with the pinned JavaScript SDK: under `given`,
+/// or installed with `npm ci` under target/ when missing or stale.
+async fn js_sdk(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let dir = match given {
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-js");
+            let package = Path::new(JS_PACKAGE);
+            let lock = std::fs::read_to_string(package.join("package-lock.json"))
+                .with_context(|| format!("reading {JS_PACKAGE}/package-lock.json"))?;
+            let stamp = dir.join("installed-lock.json");
+            if std::fs::read_to_string(&stamp).ok().as_deref() != Some(lock.as_str()) {
+                eprintln!(
+                    "installing the pinned durabletask-js SDK into {} ...",
+                    dir.display()
+                );
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                for file in ["package.json", "package-lock.json"] {
+                    std::fs::copy(package.join(file), dir.join(file))
+                        .with_context(|| format!("copying {file} into {}", dir.display()))?;
+                }
+                let status = Command::new("npm")
+                    .args(["ci", "--silent", "--no-audit", "--no-fund"])
+                    .current_dir(&dir)
+                    .status()
+                    .await
+                    .context("running npm ci (is Node with npm installed?)")?;
+                if !status.success() {
+                    bail!("npm ci in {} failed", dir.display());
+                }
+                std::fs::write(&stamp, &lock)
+                    .with_context(|| format!("writing {}", stamp.display()))?;
+            }
+            dir
+        }
+    };
+    let modules = dir.join("node_modules");
+    if !modules.join("@microsoft/durabletask-js").is_dir() {
+        bail!(
+            "{} has no @microsoft/durabletask-js: give a folder where `npm ci` installed server/tests/js/package.json",
+            modules.display()
+        );
+    }
+    Ok(modules)
+}
+
 /// Where the sidecar's work happens: Basalt in this process, or the SDK's
 /// in-memory sidecar in another.
 enum Sidecar<'a> {
@@ -144,7 +238,7 @@ impl Sidecar<'_> {
 /// Runs the driver with `driver_args` against `addr`, sampling the
 /// sidecar at the measure marks, and turns its result into a run.
 async fn drive(
-    python: &Path,
+    driver: &Driver,
     addr: &str,
     driver_args: &[String],
     sidecar: Sidecar<'_>,
@@ -153,15 +247,15 @@ async fn drive(
     // The SDK logs every refused reservation as an error: keep its stderr
     // for a failure's diagnosis instead of the terminal.
     let log = tempfile::NamedTempFile::new().context("a file for the driver's log")?;
-    let mut child = Command::new(python)
-        .arg(DRIVER)
+    let mut child = driver
+        .command()
         .args(["--addr", addr])
         .args(driver_args)
         .stdout(Stdio::piped())
         .stderr(log.reopen().context("the driver's log")?)
         .kill_on_drop(true)
         .spawn()
-        .context("starting the Python driver")?;
+        .with_context(|| format!("starting the {} driver", driver.sdk))?;
     let stdout = child.stdout.take().context("driver stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let (mut start, mut end, mut result) = (None, None, None);
@@ -186,7 +280,8 @@ async fn drive(
         let text = std::fs::read_to_string(log.path()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         bail!(
-            "the Python driver failed against {config} ({status}); the end of its log:\n{}",
+            "the {} driver failed against {config} ({status}); the end of its log:\n{}",
+            driver.sdk,
             lines[lines.len().saturating_sub(30)..].join("\n")
         );
     }
@@ -366,7 +461,7 @@ async fn against_basalt(
     common: &CommonArgs,
     store: &BenchStore,
     commit_linger_micros: u64,
-    python: &Path,
+    driver: &Driver,
     driver_args: &[String],
 ) -> anyhow::Result<(Run, DriverResult)> {
     let (storage, _dir) = fresh_storage(store)?;
@@ -381,7 +476,7 @@ async fn against_basalt(
     .await?;
     let addr = format!("localhost:{}", handle.grpc_addr().port());
     let outcome = drive(
-        python,
+        driver,
         &addr,
         driver_args,
         Sidecar::Basalt(&handle),
@@ -392,7 +487,8 @@ async fn against_basalt(
     outcome
 }
 
-/// Runs the driver against the SDK's in-memory sidecar in its own process.
+/// Runs the Python driver against the Python SDK's in-memory sidecar in
+/// its own process.
 async fn against_in_memory_sidecar(
     python: &Path,
     driver_args: &[String],
@@ -401,7 +497,7 @@ async fn against_in_memory_sidecar(
         .local_addr()?
         .port();
     let mut child: Child = Command::new(python)
-        .arg(DRIVER)
+        .arg(PYTHON_DRIVER)
         .args(["--in-memory-sidecar", &port.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -415,7 +511,7 @@ async fn against_in_memory_sidecar(
     }
     let pid = child.id().context("the sidecar's pid")?;
     let outcome = drive(
-        python,
+        &Driver::python(python.to_path_buf()),
         &format!("localhost:{port}"),
         driver_args,
         Sidecar::External(pid),
@@ -430,7 +526,13 @@ async fn against_in_memory_sidecar(
 pub async fn checkout(args: &SidecarCheckoutArgs) -> anyhow::Result<()> {
     let store = store(&args.common)?;
     let environment = environment(&store);
-    let python = python(args.python.as_deref()).await?;
+    let (driver, python) = match args.sdk {
+        Sdk::Python => {
+            let python = python(args.python.as_deref()).await?;
+            (Driver::python(python.clone()), Some(python))
+        }
+        Sdk::Js => (Driver::js(js_sdk(args.js_sdk.as_deref()).await?), None),
+    };
     let mut driver_args: Vec<String> = vec![
         "--checkouts".into(),
         args.checkouts.to_string(),
@@ -450,7 +552,7 @@ pub async fn checkout(args: &SidecarCheckoutArgs) -> anyhow::Result<()> {
             &args.common,
             &store,
             args.commit_linger_micros,
-            &python,
+            &driver,
             &driver_args,
         )
         .await?;
@@ -459,8 +561,8 @@ pub async fn checkout(args: &SidecarCheckoutArgs) -> anyhow::Result<()> {
             check: check_checkout(&result),
             run,
         });
-        if !args.no_baseline {
-            let (mut run, result) = against_in_memory_sidecar(&python, &driver_args).await?;
+        if let (false, Some(python)) = (args.no_baseline, &python) {
+            let (mut run, result) = against_in_memory_sidecar(python, &driver_args).await?;
             run.repeat = round;
             finished.push(Finished {
                 check: check_checkout(&result),
@@ -468,14 +570,20 @@ pub async fn checkout(args: &SidecarCheckoutArgs) -> anyhow::Result<()> {
             });
         }
     }
-    let notes = ratio_note(&finished);
+    let mut notes = ratio_note(&finished);
+    if args.sdk == Sdk::Js {
+        notes.push(
+            "the JavaScript SDK has no gRPC sidecar of its own (its in-memory backend runs inside the worker), so no baseline ran".into(),
+        );
+    }
     Outcome {
         workload: "sidecar-checkout",
         title: format!(
-            "sidecar checkout: {} checkouts at once (2 stock entity calls + 1 receipt activity each; {} products of {} units), Python SDK client and worker out of process; basalt on {}; latency measured in the client; cpu = server + worker",
+            "sidecar checkout: {} checkouts at once (2 stock entity calls + 1 receipt activity each; {} products of {} units), {} client and worker out of process; basalt on {}; latency measured in the client; cpu = server + worker",
             args.checkouts,
             args.products,
             args.stock,
+            driver.sdk,
             store.label()
         ),
         settings: args,
@@ -540,7 +648,7 @@ pub async fn latency(args: &LatencyArgs) -> anyhow::Result<()> {
     }
     let store = store(&args.common)?;
     let environment = environment(&store);
-    let python = python(args.python.as_deref()).await?;
+    let driver = Driver::python(python(args.python.as_deref()).await?);
     let driver_args: Vec<String> = vec![
         "--workload".into(),
         "latency".into(),
@@ -554,7 +662,7 @@ pub async fn latency(args: &LatencyArgs) -> anyhow::Result<()> {
     let mut finished = Vec::new();
     for round in 1..=args.common.repeat.max(1) {
         let (mut run, result) =
-            against_basalt(&args.common, &store, 0, &python, &driver_args).await?;
+            against_basalt(&args.common, &store, 0, &driver, &driver_args).await?;
         run.repeat = round;
         run.extra.insert("rate_per_s".into(), args.rate.into());
         finished.push(Finished {

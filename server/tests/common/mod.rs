@@ -184,6 +184,33 @@ pub fn python_sdk() -> PathBuf {
     venv("durabletask-venv", REQUIREMENTS)
 }
 
+/// The JavaScript SDK's test package: package.json pinning
+/// `@microsoft/durabletask-js`, its lock file and the scenarios.
+pub const JS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js");
+
+/// A folder under the build directory where `npm ci` installed the pinned
+/// JavaScript SDK (its `node_modules`), installed once and reused while the
+/// lock file is unchanged. Needs Node 20+ with npm.
+pub fn js_sdk() -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let source = Path::new(JS_DIR);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("durabletask-js");
+    let lock = std::fs::read_to_string(source.join("package-lock.json")).expect("read the lock");
+    let stamp = dir.join("installed-lock.json");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(lock.as_str()) {
+        std::fs::create_dir_all(&dir).expect("create the SDK directory");
+        for file in ["package.json", "package-lock.json"] {
+            std::fs::copy(source.join(file), dir.join(file)).expect("copy the package files");
+        }
+        run(Command::new("npm")
+            .args(["ci", "--silent", "--no-audit", "--no-fund"])
+            .current_dir(&dir));
+        std::fs::write(&stamp, &lock).expect("write the install stamp");
+    }
+    dir
+}
+
 /// Runs a command to success, or fails the test with its output.
 pub fn run(command: &mut Command) {
     let output = command
