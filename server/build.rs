@@ -13,6 +13,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&descriptors),
     )?;
     tonic_prost_build::configure()
+        // Hand-written so a long history's encoded bytes can be sent as
+        // they are (src/history_wire.rs): the same fields on the wire.
+        .extern_path(
+            ".OrchestratorRequest",
+            "crate::history_wire::OrchestratorRequest",
+        )
         .codec_path("crate::wire_limits::BoundedCodec")
         .build_server(true)
         .build_client(true)

@@ -34,6 +34,10 @@ pub enum BenchCommand {
     /// through the gRPC sidecar: Basalt against the SDK's own in-memory
     /// sidecar, in the same run; finite stock, read back and checked.
     SidecarCheckout(SidecarCheckoutArgs),
+    /// One orchestration calling a trivial activity N times in sequence
+    /// through `basalt serve` (a child process) and a minimal gRPC worker:
+    /// the server's CPU per step early and late in a long history.
+    SidecarSequence(SidecarSequenceArgs),
     /// Producers appending small records to one partition log: group
     /// commit against serial and concurrent per-record durable writes.
     GroupCommit(GroupCommitArgs),
@@ -332,6 +336,21 @@ pub struct SidecarCheckoutArgs {
     /// (`double-reserve`: the stock entity takes every reservation twice).
     #[arg(long, hide = true)]
     pub inject_fault: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Options of `basalt bench sidecar-sequence`.
+#[derive(Clone, Debug, Args, Serialize)]
+pub struct SidecarSequenceArgs {
+    /// Activity calls in the sequence.
+    #[arg(long, default_value_t = 5_000)]
+    pub steps: u64,
+    /// Steps in each of the two windows compared: the first W and the
+    /// last W.
+    #[arg(long, default_value_t = 200)]
+    pub window: u64,
     #[command(flatten)]
     #[serde(flatten)]
     pub common: CommonArgs,

@@ -22,6 +22,7 @@ use basalt_runtime::{
 };
 use prost_types::Timestamp;
 
+use crate::history_wire::{PastEvents, RequestHead};
 use crate::proto;
 use crate::proto::history_event::EventType;
 use crate::proto::orchestrator_action::OrchestratorActionType;
@@ -147,21 +148,22 @@ fn instance(id: &str) -> proto::OrchestrationInstance {
 /// The wire ids (`requestId` / `criticalSectionId`) of entity calls and
 /// lock requests in a history, by the action id that answers refer to.
 fn correlations<'a>(events: impl Iterator<Item = &'a HistoryEvent>) -> HashMap<i32, String> {
-    events
-        .filter(|event| {
-            matches!(
-                event.kind,
-                EventKind::EntityOperationCalled { .. } | EventKind::EntityLockRequested { .. }
-            )
-        })
-        .map(|event| {
-            let id = event
-                .correlation
-                .clone()
-                .unwrap_or_else(|| event.event_id.to_string());
-            (event.event_id, id)
-        })
-        .collect()
+    events.filter_map(correlation).collect()
+}
+
+/// An entity call's or lock request's wire id, by its action id.
+fn correlation(event: &HistoryEvent) -> Option<(i32, String)> {
+    matches!(
+        event.kind,
+        EventKind::EntityOperationCalled { .. } | EventKind::EntityLockRequested { .. }
+    )
+    .then(|| {
+        let id = event
+            .correlation
+            .clone()
+            .unwrap_or_else(|| event.event_id.to_string());
+        (event.event_id, id)
+    })
 }
 
 /// One history event to the wire. `instance_id` is the orchestration's;
@@ -419,37 +421,86 @@ pub fn execution_id(instance_id: &str, execution: u64) -> String {
     format!("{execution:016x}{hash:016x}")
 }
 
-/// An orchestration step as the worker receives it, with the generation's
-/// `executionId` on the request and on its `ExecutionStarted`.
-pub fn orchestrator_request(item: &OrchestrationWorkItem) -> proto::OrchestratorRequest {
-    let id = item.instance_id.as_str();
-    let execution = execution_id(id, item.execution);
-    let wire_ids = correlations(item.past_events.iter().chain(item.new_events.iter()));
-    let convert = |event: &HistoryEvent| {
-        let mut wire = event_to_proto(event, id, &wire_ids);
+/// Converts one orchestration's history to the wire event by event, in
+/// order: it learns the wire ids of entity calls and lock requests as it
+/// passes them (answers always come after their calls), leaves out what
+/// does not go on the wire, and puts the generation's `executionId` on
+/// `ExecutionStarted`. The history cache keeps one per long history, so a
+/// step converts only the events that are new since the last.
+#[derive(Clone, Debug)]
+pub struct WireConverter {
+    instance_id: String,
+    execution_id: String,
+    wire_ids: HashMap<i32, String>,
+}
+
+impl WireConverter {
+    /// A converter for `instance_id`'s generation `execution`.
+    pub fn new(instance_id: &str, execution: u64) -> Self {
+        WireConverter {
+            instance_id: instance_id.to_owned(),
+            execution_id: execution_id(instance_id, execution),
+            wire_ids: HashMap::new(),
+        }
+    }
+
+    /// The generation's `executionId`.
+    pub fn execution_id(&self) -> &str {
+        &self.execution_id
+    }
+
+    /// The next event on the wire, or `None` if it does not go there.
+    pub fn convert(&mut self, event: &HistoryEvent) -> Option<proto::HistoryEvent> {
+        if let Some((id, wire_id)) = correlation(event) {
+            self.wire_ids.insert(id, wire_id);
+        }
+        if !on_the_wire(event) {
+            return None;
+        }
+        let mut wire = event_to_proto(event, &self.instance_id, &self.wire_ids);
         if let Some(EventType::ExecutionStarted(started)) = &mut wire.event_type
             && let Some(instance) = &mut started.orchestration_instance
         {
-            instance.execution_id = Some(execution.clone());
+            instance.execution_id = Some(self.execution_id.clone());
         }
-        wire
-    };
+        Some(wire)
+    }
+
+    /// Memory it holds, roughly, in bytes.
+    pub fn footprint(&self) -> usize {
+        self.wire_ids
+            .values()
+            .map(|id| id.len() + 32)
+            .sum::<usize>()
+            + self.instance_id.len()
+            + self.execution_id.len()
+    }
+}
+
+/// An orchestration step as the worker receives it, converted whole, with
+/// the generation's `executionId` on the request and on its
+/// `ExecutionStarted`. (The sidecar goes through the history cache, which
+/// sends the same bytes.)
+pub fn orchestrator_request(item: &OrchestrationWorkItem) -> proto::OrchestratorRequest {
+    let mut converter = WireConverter::new(item.instance_id.as_str(), item.execution);
+    let past_events = item
+        .past_events
+        .iter()
+        .filter_map(|event| converter.convert(event))
+        .collect();
+    let new_events = item
+        .new_events
+        .iter()
+        .filter_map(|event| converter.convert(event))
+        .collect();
     proto::OrchestratorRequest {
-        instance_id: id.to_owned(),
-        execution_id: Some(execution.clone()),
-        past_events: item
-            .past_events
-            .iter()
-            .filter(|event| on_the_wire(event))
-            .map(convert)
-            .collect(),
-        new_events: item
-            .new_events
-            .iter()
-            .filter(|event| on_the_wire(event))
-            .map(convert)
-            .collect(),
-        ..Default::default()
+        head: RequestHead {
+            instance_id: item.instance_id.as_str().to_owned(),
+            execution_id: Some(converter.execution_id().to_owned()),
+            new_events,
+            ..Default::default()
+        },
+        past_events: PastEvents::Decoded(past_events),
     }
 }
 

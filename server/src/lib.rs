@@ -13,6 +13,7 @@ pub mod proto {
     //! by tonic/prost from `proto/orchestrator_service.proto` (MIT, Microsoft).
     #![allow(missing_docs, clippy::all, clippy::pedantic)]
     tonic::include_proto!("_");
+    pub use crate::history_wire::OrchestratorRequest;
 }
 
 pub mod auth;
@@ -20,6 +21,8 @@ pub mod browser;
 pub mod config;
 pub mod convert;
 pub mod dispatch;
+pub mod history_cache;
+pub mod history_wire;
 pub mod http;
 pub mod http_serve;
 pub mod incident;

@@ -26,6 +26,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert::{self, ConvertError};
 use crate::dispatch::{Dispatcher, EntityBatchShape, StreamFilters, StreamMessage, Work};
+use crate::history_cache::{CACHE_BYTES_DEFAULT, HistoryCache};
 use crate::proto;
 use crate::proto::task_hub_sidecar_service_server::TaskHubSidecarService;
 
@@ -55,6 +56,8 @@ pub struct Sidecar {
     backend: Arc<dyn Backend>,
     dispatcher: Arc<Dispatcher>,
     options: SidecarOptions,
+    /// Long histories kept encoded between steps.
+    histories: HistoryCache,
 }
 
 /// Longest a `WaitFor*` call waits when the client set no deadline.
@@ -181,6 +184,7 @@ impl Sidecar {
             backend,
             dispatcher,
             options,
+            histories: HistoryCache::new(CACHE_BYTES_DEFAULT),
         }
     }
 
@@ -192,7 +196,7 @@ impl Sidecar {
                 completion_token: String::new(),
             },
             StreamMessage::Work(Work::Orchestration(item)) => proto::WorkItem {
-                request: Some(R::OrchestratorRequest(convert::orchestrator_request(&item))),
+                request: Some(R::OrchestratorRequest(self.histories.request(&item))),
                 completion_token: item.token.0,
             },
             StreamMessage::Work(Work::Activity(item)) => proto::WorkItem {

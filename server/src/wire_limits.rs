@@ -11,7 +11,8 @@
 //! each message holds and how many messages the request holds in all, and
 //! refuses the request with `INVALID_ARGUMENT` past
 //! [`REPEATED_ENTRIES_MAX`] or [`MESSAGES_MAX`]. Responses (what a client
-//! of this crate decodes) are not walked.
+//! of this crate decodes) are not walked. Its encoder reserves a message's
+//! whole length before encoding it ([`SizedEncoder`]).
 
 use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
@@ -21,8 +22,8 @@ use prost::Message;
 use prost::bytes::Buf;
 use prost_types::field_descriptor_proto::{Label, Type};
 use tonic::Status;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
-use tonic_prost::{ProstDecoder, ProstEncoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic_prost::ProstDecoder;
 
 /// Most entries one repeated field (or map) of one message may hold:
 /// twice the engine's limit of actions per step, so a step somewhat past
@@ -218,11 +219,11 @@ where
 {
     type Encode = T;
     type Decode = U;
-    type Encoder = ProstEncoder<T>;
+    type Encoder = SizedEncoder<T>;
     type Decoder = BoundedDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::new(BufferSettings::default())
+        SizedEncoder { _type: PhantomData }
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -233,6 +234,29 @@ where
                 .next()
                 .unwrap_or_default(),
         }
+    }
+}
+
+/// Encodes a message into room reserved for its whole length up front: a
+/// long history (megabytes) would otherwise grow the buffer by doubling,
+/// copying it each time.
+#[derive(Debug)]
+pub struct SizedEncoder<T> {
+    _type: PhantomData<T>,
+}
+
+impl<T: Message> Encoder for SizedEncoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.reserve(item.encoded_len());
+        item.encode(buf)
+            .map_err(|e| Status::internal(format!("encoding a message: {e}")))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::default()
     }
 }
 

@@ -311,6 +311,53 @@ fn sidecar_checkout_catches_a_broken_stock_entity(sdk: &[&str]) {
     );
 }
 
+/// `sidecar-sequence` drives `basalt serve` (a child process) through a
+/// history long enough for the encoded-history cache: every step's history
+/// is checked by the worker, the final one is read back, and the report
+/// has the server's CPU per step early and late.
+#[test]
+fn sidecar_sequence_reports_cpu_per_step_early_and_late() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("sequence.json");
+    let output = basalt(&[
+        "bench",
+        "sidecar-sequence",
+        "--steps",
+        "150",
+        "--window",
+        "20",
+        "--partitions",
+        "2",
+        "--dir",
+        dir.path().to_str().expect("utf-8"),
+        "--allow-volatile",
+        "--json",
+        json.to_str().expect("utf-8"),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let report = read_report(&json);
+    assert_schema(&report, "sidecar-sequence");
+    assert_eq!(report["check"]["passed"], true, "{report}");
+    let run = &report["runs"][0];
+    assert_eq!(run["completed"], 150);
+    assert_eq!(run["extra"]["history_events"], 453);
+    for window in [
+        "server_cpu_ms_per_step_early",
+        "server_cpu_ms_per_step_late",
+    ] {
+        assert!(
+            run["extra"][window]["ms"]
+                .as_f64()
+                .is_some_and(|ms| ms > 0.0),
+            "{run}"
+        );
+    }
+    assert_eq!(
+        run["extra"]["server_cpu_ms_per_step_late"]["steps"],
+        serde_json::json!([131, 150])
+    );
+}
+
 /// `steady` with almost no memory for records: the child fills the hub in
 /// waves (every wave checked), is killed with SIGKILL mid-work, and the
 /// reopened hub holds every acknowledged checkout.

@@ -107,7 +107,7 @@ async fn respond(
     };
     client
         .complete_orchestrator_task(proto::OrchestratorResponse {
-            instance_id: request.instance_id.clone(),
+            instance_id: request.head.instance_id.clone(),
             actions,
             completion_token: item.completion_token.clone(),
             ..Default::default()
@@ -151,11 +151,11 @@ async fn a_worker_runs_an_orchestration_step_by_step_over_the_stream() {
     };
     assert!(request.past_events.is_empty());
     assert!(matches!(
-        request.new_events[0].event_type,
+        request.head.new_events[0].event_type,
         Some(EventType::OrchestratorStarted(_))
     ));
-    let Some(EventType::ExecutionStarted(started)) = &request.new_events[1].event_type else {
-        panic!("{:?}", request.new_events);
+    let Some(EventType::ExecutionStarted(started)) = &request.head.new_events[1].event_type else {
+        panic!("{:?}", request.head.new_events);
     };
     assert_eq!(started.name, "greet");
     assert_eq!(started.input.as_deref(), Some("\"Ada\""));
@@ -167,7 +167,7 @@ async fn a_worker_runs_an_orchestration_step_by_step_over_the_stream() {
         Some("o1")
     );
     // The generation's execution id, on the request and its ExecutionStarted.
-    let execution_id = request.execution_id.clone().expect("an execution id");
+    let execution_id = request.head.execution_id.clone().expect("an execution id");
     assert_eq!(execution_id.len(), 32, "{execution_id}");
     assert!(execution_id.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(
@@ -211,11 +211,14 @@ async fn a_worker_runs_an_orchestration_step_by_step_over_the_stream() {
         panic!("{second:?}");
     };
     // The same generation keeps its execution id.
-    assert_eq!(request.execution_id.as_deref(), Some(execution_id.as_str()));
+    assert_eq!(
+        request.head.execution_id.as_deref(),
+        Some(execution_id.as_str())
+    );
     // History so far: the first step's events and the confirmation.
-    assert!(request.past_events.iter().any(|e| e.event_id == 1
+    assert!(request.past_events.decoded().iter().any(|e| e.event_id == 1
         && matches!(&e.event_type, Some(EventType::TaskScheduled(t)) if t.name == "hello")));
-    assert!(request.new_events.iter().any(|e| matches!(
+    assert!(request.head.new_events.iter().any(|e| matches!(
         &e.event_type,
         Some(EventType::TaskCompleted(c)) if c.task_scheduled_id == 1
             && c.result.as_deref() == Some("\"Hello Ada\"")
@@ -292,7 +295,7 @@ async fn each_generation_has_its_own_execution_id() {
         let Some(WorkRequest::OrchestratorRequest(request)) = &first.request else {
             panic!("{first:?}");
         };
-        seen.push(request.execution_id.clone().expect("execution id"));
+        seen.push(request.head.execution_id.clone().expect("execution id"));
         let continued =
             OrchestratorActionType::CompleteOrchestration(proto::CompleteOrchestrationAction {
                 orchestration_status: proto::OrchestrationStatus::ContinuedAsNew as i32,
@@ -306,7 +309,7 @@ async fn each_generation_has_its_own_execution_id() {
         let Some(WorkRequest::OrchestratorRequest(request)) = &second.request else {
             panic!("{second:?}");
         };
-        seen.push(request.execution_id.clone().expect("execution id"));
+        seen.push(request.head.execution_id.clone().expect("execution id"));
         respond(&mut client, &second, vec![action(0, complete_action("1"))])
             .await
             .expect("complete");
@@ -517,11 +520,12 @@ async fn work_held_by_a_dropped_stream_is_dispatched_again_and_completes_once() 
         panic!("{step:?}");
     };
     let completions: Vec<_> = request
+        .head
         .new_events
         .iter()
         .filter(|e| matches!(e.event_type, Some(EventType::TaskCompleted(_))))
         .collect();
-    assert_eq!(completions.len(), 1, "{:?}", request.new_events);
+    assert_eq!(completions.len(), 1, "{:?}", request.head.new_events);
     respond(
         &mut client,
         &step,
@@ -1260,7 +1264,7 @@ async fn worker_messages_past_the_limits_are_refused_or_fail_the_instance() {
     // Too many actions in one step.
     start(&mut client, "o", "too-many", None).await;
     let mut step = next_work(&mut stream).await;
-    while !matches!(&step.request, Some(WorkRequest::OrchestratorRequest(r)) if r.instance_id == "too-many")
+    while !matches!(&step.request, Some(WorkRequest::OrchestratorRequest(r)) if r.head.instance_id == "too-many")
     {
         step = next_work(&mut stream).await;
     }

@@ -4,6 +4,7 @@
 mod group_commit;
 mod output;
 mod sidecar;
+mod sidecar_sequence;
 mod steady;
 mod workloads;
 
@@ -19,6 +20,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Bank(args) => workloads::bank(&args).await,
         BenchCommand::Latency(args) => workloads::latency(&args).await,
         BenchCommand::SidecarCheckout(args) => sidecar::checkout(&args).await,
+        BenchCommand::SidecarSequence(args) => sidecar_sequence::run(&args).await,
         BenchCommand::GroupCommit(args) => group_commit::run(&args).await,
         BenchCommand::Steady(args) => steady::run(&args).await,
     }

@@ -122,6 +122,21 @@ const rewindable = async function* (ctx, key) {
   return yield ctx.callActivity(failsOnce, key);
 };
 
+// 40 activities, then one that fails once, then 5 more: a history long
+// enough that the server sends it from its encoded cache, rewritten by
+// the rewind.
+const longRewindable = async function* (ctx, key) {
+  let total = 0;
+  for (let n = 0; n < 40; n++) {
+    total += yield ctx.callActivity(double, n);
+  }
+  const after = yield ctx.callActivity(failsOnce, key);
+  for (let n = 0; n < 5; n++) {
+    total += yield ctx.callActivity(double, n);
+  }
+  return [total, after];
+};
+
 const retried = async function* (ctx, key) {
   const retry = new RetryPolicy({
     maxNumberOfAttempts: 3,
@@ -186,6 +201,7 @@ before(async () => {
     sleeper,
     approval,
     rewindable,
+    longRewindable,
     retried,
     callCounter,
     transfer,
@@ -335,6 +351,20 @@ describe("orchestrations", () => {
     });
     const state = await client.getOrchestrationState(instanceId, true);
     assert.equal(state.serializedOutput, JSON.stringify("ok k1"));
+  });
+
+  test("a long history is rewound and completes", async () => {
+    const key = id("long-key");
+    const instanceId = await client.scheduleNewOrchestration(longRewindable, key, id("rewind-long"));
+    const failed = await completed(instanceId);
+    assert.equal(failed.runtimeStatus, OrchestrationStatus.FAILED);
+    await client.rewindInstance(instanceId, "the activity is fixed");
+    await until("the rewound run to finish", async () => {
+      const state = await client.getOrchestrationState(instanceId, true);
+      return state?.runtimeStatus === OrchestrationStatus.COMPLETED;
+    });
+    const state = await client.getOrchestrationState(instanceId, true);
+    assert.equal(state.serializedOutput, JSON.stringify([2 * 780 + 2 * 10, `ok ${key}`]));
   });
 
   test("rewinding a running instance is refused", async () => {

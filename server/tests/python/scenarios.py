@@ -179,6 +179,19 @@ def rewindable(ctx: task.OrchestrationContext, key: str):
     return [before, after]
 
 
+def long_rewindable(ctx: task.OrchestrationContext, key: str):
+    """40 activities in sequence, then one that fails until fixed: a
+    history long enough that the server sends it from its encoded cache,
+    rewritten by the rewind."""
+    total = 0
+    for n in range(40):
+        total += yield ctx.call_activity(double, input=n)
+    after = yield ctx.call_activity(fails_until_fixed, input=key)
+    for n in range(5):
+        total += yield ctx.call_activity(double, input=n)
+    return [total, after]
+
+
 def rewindable_parent(ctx: task.OrchestrationContext, key: str):
     return (yield ctx.call_sub_orchestrator(rewindable, input=key))
 
@@ -280,7 +293,7 @@ ORCHESTRATIONS = [sequence, fan_out_fan_in, timer_then_done, wait_for_approval, 
                   failing_child, parent_catches, counter_loop, with_custom_status,
                   long_waiter, retrying, retry_exhausted, entity_caller, transfer,
                   entity_failure, checkout_like, scheduled_signal, parent_of_waiter, rewindable,
-                  rewindable_parent, started_by_an_entity, rewindable_slow_child,
+                  rewindable_parent, long_rewindable, started_by_an_entity, rewindable_slow_child,
                   rewindable_with_late_answers, fails_beside_a_waiting_child]
 ACTIVITIES = [hello, double, flaky, always_fails, slow_hello, fails_until_fixed,
               fails_slowly_until_fixed]
@@ -541,6 +554,15 @@ def scenario_rewind(c):
     state = finish(c, instance_id)
     expect(state.runtime_status, S.COMPLETED, "after the rewind")
     expect(output(state), ["Hello before!", f"fixed {key}"], "output")
+    # A long history (sent from the server's encoded cache), rewound.
+    key = unique("rwl")
+    instance_id = c.schedule_new_orchestration(long_rewindable, input=key)
+    expect(finish(c, instance_id).runtime_status, S.FAILED, "long one before the fix")
+    REWIND_FIXED.add(key)
+    c.rewind_orchestration(instance_id, reason="fixed")
+    state = finish(c, instance_id)
+    expect(state.runtime_status, S.COMPLETED, "long one after the rewind")
+    expect(output(state), [2 * sum(range(40)) + 2 * sum(range(5)), f"fixed {key}"], "long output")
     # A parent whose child failed: rewinding the parent rewinds the child.
     key = unique("rwp")
     parent_id = c.schedule_new_orchestration(rewindable_parent, input=key)
