@@ -41,6 +41,13 @@ pub struct ServeOptions {
     pub health_ping_interval: Duration,
     /// Which message carries entity batches to workers. Default: v1.
     pub entity_format: EntityFormat,
+    /// A step whose past events encode to more than this many bytes goes
+    /// to a worker that can stream history (it advertises
+    /// `WORKER_CAPABILITY_HISTORY_STREAMING`) without them, with
+    /// `requiresHistoryStreaming` set; the worker reads them with
+    /// `StreamInstanceHistory`. Other workers always get the history
+    /// inline. Default: 1 MiB.
+    pub history_streaming_bytes: usize,
     /// How long a small group commit waits for more records, in
     /// microseconds. Out-of-process workers complete work one item at a
     /// time, so nearly every record gets its own fsync; lingering trades
@@ -172,6 +179,7 @@ impl Default for ServeOptions {
             entities_per_stream_max: 100,
             health_ping_interval: Duration::from_secs(15),
             entity_format: EntityFormat::V1,
+            history_streaming_bytes: 1 << 20,
             commit_linger_micros: 0,
             memory_budget_bytes: 256 << 20,
             queued_work_max: None,
@@ -371,6 +379,7 @@ impl ServeFile {
                 .health_ping_interval_ms
                 .map_or(defaults.health_ping_interval, Duration::from_millis),
             entity_format: self.entity_format.unwrap_or(defaults.entity_format),
+            history_streaming_bytes: defaults.history_streaming_bytes,
             commit_linger_micros: self
                 .commit_linger_micros
                 .unwrap_or(defaults.commit_linger_micros),

@@ -145,12 +145,6 @@ fn instance(id: &str) -> proto::OrchestrationInstance {
     }
 }
 
-/// The wire ids (`requestId` / `criticalSectionId`) of entity calls and
-/// lock requests in a history, by the action id that answers refer to.
-fn correlations<'a>(events: impl Iterator<Item = &'a HistoryEvent>) -> HashMap<i32, String> {
-    events.filter_map(correlation).collect()
-}
-
 /// An entity call's or lock request's wire id, by its action id.
 fn correlation(event: &HistoryEvent) -> Option<(i32, String)> {
     matches!(
@@ -167,7 +161,8 @@ fn correlation(event: &HistoryEvent) -> Option<(i32, String)> {
 }
 
 /// One history event to the wire. `instance_id` is the orchestration's;
-/// `wire_ids` comes from [`correlations`] over the same history.
+/// `wire_ids`: the wire ids of the entity calls before it (see
+/// [`WireConverter`]).
 fn event_to_proto(
     event: &HistoryEvent,
     instance_id: &str,
@@ -396,16 +391,6 @@ fn on_the_wire(event: &HistoryEvent) -> bool {
     !matches!(event.kind, EventKind::OrchestratorCompleted)
 }
 
-/// A whole history (e.g. for `StreamInstanceHistory`) to the wire.
-pub fn history_to_proto(events: &[HistoryEvent], instance_id: &str) -> Vec<proto::HistoryEvent> {
-    let wire_ids = correlations(events.iter());
-    events
-        .iter()
-        .filter(|event| on_the_wire(event))
-        .map(|event| event_to_proto(event, instance_id, &wire_ids))
-        .collect()
-}
-
 /// The protocol's `executionId` of an instance's generation: 32 lowercase
 /// hex digits (a GUID's "N" form, as the SDKs expect), the engine's
 /// execution number and an FNV-1a hash of the instance id. Unique per id
@@ -431,6 +416,8 @@ pub fn execution_id(instance_id: &str, execution: u64) -> String {
 pub struct WireConverter {
     instance_id: String,
     execution_id: String,
+    /// Whether `ExecutionStarted` gets the `executionId`.
+    stamp: bool,
     wire_ids: HashMap<i32, String>,
 }
 
@@ -440,7 +427,17 @@ impl WireConverter {
         WireConverter {
             instance_id: instance_id.to_owned(),
             execution_id: execution_id(instance_id, execution),
+            stamp: true,
             wire_ids: HashMap::new(),
+        }
+    }
+
+    /// A converter for a history read that named no generation: its
+    /// `ExecutionStarted` carries no `executionId`.
+    pub fn unstamped(instance_id: &str) -> Self {
+        WireConverter {
+            stamp: false,
+            ..WireConverter::new(instance_id, 0)
         }
     }
 
@@ -460,6 +457,7 @@ impl WireConverter {
         let mut wire = event_to_proto(event, &self.instance_id, &self.wire_ids);
         if let Some(EventType::ExecutionStarted(started)) = &mut wire.event_type
             && let Some(instance) = &mut started.orchestration_instance
+            && self.stamp
         {
             instance.execution_id = Some(self.execution_id.clone());
         }
@@ -475,6 +473,15 @@ impl WireConverter {
             + self.instance_id.len()
             + self.execution_id.len()
     }
+}
+
+/// The generation an `executionId` of [`execution_id`] names, if it is
+/// one of `instance_id`'s.
+pub fn execution_of(instance_id: &str, wire_execution_id: &str) -> Option<u64> {
+    let number = wire_execution_id.get(..16)?;
+    let execution = u64::from_str_radix(number, 16).ok()?;
+    (wire_execution_id.len() == 32 && execution_id(instance_id, execution) == wire_execution_id)
+        .then_some(execution)
 }
 
 /// An orchestration step as the worker receives it, converted whole, with
@@ -988,7 +995,11 @@ mod tests {
                 output: Some("1".into()),
             },
         );
-        let wire = history_to_proto(&[called, answer], "o");
+        let mut converter = WireConverter::unstamped("o");
+        let wire: Vec<_> = [called, answer]
+            .iter()
+            .filter_map(|event| converter.convert(event))
+            .collect();
         match &wire[1].event_type {
             Some(EventType::EntityOperationCompleted(done)) => assert_eq!(done.request_id, "req-9"),
             other => panic!("unexpected {other:?}"),

@@ -155,6 +155,16 @@ impl PastEvents {
         self.len() == 0
     }
 
+    /// Their encoded length as `pastEvents` fields, in bytes.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            PastEvents::Decoded(events) => {
+                prost::encoding::message::encoded_len_repeated(PAST_EVENTS_TAG, events)
+            }
+            PastEvents::Encoded(encoded) => encoded.len(),
+        }
+    }
+
     /// The decoded events; empty for encoded ones (only a server holds
     /// those, and it never reads them back).
     pub fn decoded(&self) -> &[proto::HistoryEvent] {
@@ -214,13 +224,7 @@ impl Message for OrchestratorRequest {
     }
 
     fn encoded_len(&self) -> usize {
-        self.head.encoded_len()
-            + match &self.past_events {
-                PastEvents::Decoded(events) => {
-                    prost::encoding::message::encoded_len_repeated(PAST_EVENTS_TAG, events)
-                }
-                PastEvents::Encoded(encoded) => encoded.len(),
-            }
+        self.head.encoded_len() + self.past_events.encoded_len()
     }
 
     fn clear(&mut self) {

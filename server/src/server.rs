@@ -136,6 +136,7 @@ pub async fn start_on(options: ServeOptions, storage: Storage) -> Result<ServerH
                 options.entities_per_stream_max,
             ],
             entity_format: options.entity_format,
+            history_streaming_bytes: options.history_streaming_bytes,
         },
     ));
     let (shutdown, _) = watch::channel(false);

@@ -9,6 +9,7 @@
 //! `UNAVAILABLE`; every message says what was wrong. No request can stop
 //! the server.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,13 +21,15 @@ use basalt_runtime::{
     OrchestratorAction, StartRequest,
 };
 use futures::Stream;
+use parking_lot::Mutex;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::convert::{self, ConvertError};
+use crate::convert::{self, ConvertError, WireConverter};
 use crate::dispatch::{Dispatcher, EntityBatchShape, StreamFilters, StreamMessage, Work};
 use crate::history_cache::{CACHE_BYTES_DEFAULT, HistoryCache};
+use crate::history_wire::PastEvents;
 use crate::proto;
 use crate::proto::task_hub_sidecar_service_server::TaskHubSidecarService;
 
@@ -49,6 +52,11 @@ pub struct SidecarOptions {
     pub per_stream_max: [usize; 3],
     /// Which entity batch format workers get.
     pub entity_format: EntityFormat,
+    /// Past events above this many encoded bytes are streamed to workers
+    /// that can stream history (see [`ServeOptions::history_streaming_bytes`]).
+    ///
+    /// [`ServeOptions::history_streaming_bytes`]: crate::config::ServeOptions::history_streaming_bytes
+    pub history_streaming_bytes: usize,
 }
 
 /// The service; one per server.
@@ -58,7 +66,26 @@ pub struct Sidecar {
     options: SidecarOptions,
     /// Long histories kept encoded between steps.
     histories: HistoryCache,
+    /// Steps handed out without their past events, by instance id.
+    streamed_steps: Mutex<HashMap<String, StreamedStep>>,
 }
+
+/// A step handed out with `requiresHistoryStreaming`: what
+/// `StreamInstanceHistory` with `forWorkItemProcessing` serves for it. The
+/// engine's history read is the history and then the events still waiting
+/// (among them the step's new events, which the worker has already), so
+/// the step's past is the first `past_events` of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct StreamedStep {
+    token: String,
+    execution: u64,
+    past_events: usize,
+}
+
+/// Most steps remembered as streamed at once; past it the oldest is
+/// forgotten (its worker's read is refused, and the worker abandons the
+/// step, which comes again).
+const STREAMED_STEPS_MAX: usize = 10_000;
 
 /// Longest a `WaitFor*` call waits when the client set no deadline.
 const WAIT_MAX: Duration = Duration::from_secs(24 * 3600);
@@ -185,20 +212,47 @@ impl Sidecar {
             dispatcher,
             options,
             histories: HistoryCache::new(CACHE_BYTES_DEFAULT),
+            streamed_steps: Mutex::new(HashMap::new()),
         }
     }
 
-    fn work_item(&self, message: StreamMessage) -> proto::WorkItem {
+    /// `message` as the worker gets it; `streams_history`: the worker can
+    /// read a long history with `StreamInstanceHistory` instead.
+    fn work_item(&self, message: StreamMessage, streams_history: bool) -> proto::WorkItem {
         use proto::work_item::Request as R;
         match message {
             StreamMessage::HealthPing => proto::WorkItem {
                 request: Some(R::HealthPing(proto::HealthPing {})),
                 completion_token: String::new(),
             },
-            StreamMessage::Work(Work::Orchestration(item)) => proto::WorkItem {
-                request: Some(R::OrchestratorRequest(self.histories.request(&item))),
-                completion_token: item.token.0,
-            },
+            StreamMessage::Work(Work::Orchestration(item)) => {
+                let mut request = self.histories.request(&item);
+                if streams_history
+                    && request.past_events.encoded_len() > self.options.history_streaming_bytes
+                {
+                    request.head.requires_history_streaming = true;
+                    request.past_events = PastEvents::default();
+                    let mut streamed = self.streamed_steps.lock();
+                    if streamed.len() >= STREAMED_STEPS_MAX
+                        && !streamed.contains_key(item.instance_id.as_str())
+                        && let Some(oldest) = streamed.keys().next().cloned()
+                    {
+                        streamed.remove(&oldest);
+                    }
+                    streamed.insert(
+                        item.instance_id.as_str().to_owned(),
+                        StreamedStep {
+                            token: item.token.0.clone(),
+                            execution: item.execution,
+                            past_events: item.past_events.len(),
+                        },
+                    );
+                }
+                proto::WorkItem {
+                    request: Some(R::OrchestratorRequest(request)),
+                    completion_token: item.token.0,
+                }
+            }
             StreamMessage::Work(Work::Activity(item)) => proto::WorkItem {
                 request: Some(R::ActivityRequest(convert::activity_request(&item))),
                 completion_token: item.token.0,
@@ -412,6 +466,15 @@ impl Sidecar {
         response: proto::OrchestratorResponse,
     ) -> Result<(), Status> {
         let token = token(&response.completion_token)?;
+        {
+            let mut streamed = self.streamed_steps.lock();
+            if streamed
+                .get(&response.instance_id)
+                .is_some_and(|step| step.token == response.completion_token)
+            {
+                streamed.remove(&response.instance_id);
+            }
+        }
         let mut refusal = None;
         let converted = convert::step_result_from_proto(&response, &response.instance_id, now_ms());
         let result = match converted {
@@ -907,11 +970,19 @@ impl TaskHubSidecarService for Arc<Sidecar> {
             limit(request.max_concurrent_activity_work_items, caps[1]),
             limit(request.max_concurrent_entity_work_items, caps[2]),
         ];
+        let streams_history = request
+            .capabilities
+            .contains(&(proto::WorkerCapability::HistoryStreaming as i32));
         let connection = self.dispatcher.connect(filters_of(&request), limits);
-        tracing::info!(stream = connection.id, ?limits, "worker connected");
+        tracing::info!(
+            stream = connection.id,
+            ?limits,
+            streams_history,
+            "worker connected"
+        );
         let sidecar = Arc::clone(self);
         let stream = UnboundedReceiverStream::new(connection.messages)
-            .map(move |message| Ok(sidecar.work_item(message)));
+            .map(move |message| Ok(sidecar.work_item(message, streams_history)));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -1017,16 +1088,61 @@ impl TaskHubSidecarService for Arc<Sidecar> {
         {
             return Err(Status::not_found(format!("instance {id} not found")));
         }
-        let history = self.backend.get_history(&id).await.map_err(status_of)?;
-        let events = convert::history_to_proto(&history, id.as_str());
-        let chunks: Vec<Result<proto::HistoryChunk, Status>> = events
-            .chunks(HISTORY_CHUNK_EVENTS)
-            .map(|chunk| {
-                Ok(proto::HistoryChunk {
-                    events: chunk.to_vec(),
-                })
-            })
-            .collect();
+        // A named generation stamps its ExecutionStarted as the work
+        // items of that generation are; an executionId that is not one of
+        // this instance's is refused.
+        let execution = match request.execution_id.as_deref().filter(|e| !e.is_empty()) {
+            None => None,
+            Some(wire) => Some(convert::execution_of(id.as_str(), wire).ok_or_else(|| {
+                Status::not_found(format!("instance {id} has no execution {wire}"))
+            })?),
+        };
+        let mut converter = match execution {
+            Some(execution) => WireConverter::new(id.as_str(), execution),
+            None => WireConverter::unstamped(id.as_str()),
+        };
+        // For a step handed out without its past: exactly that past.
+        let past_events = if request.for_work_item_processing {
+            let streamed = self.streamed_steps.lock().get(id.as_str()).cloned();
+            match streamed {
+                Some(step) if execution.is_none_or(|e| e == step.execution) => {
+                    Some(step.past_events)
+                }
+                _ => {
+                    return Err(Status::failed_precondition(format!(
+                        "no step of {id}{} is waiting for its history (abandon the work item; it comes again)",
+                        request
+                            .execution_id
+                            .as_deref()
+                            .map(|e| format!(" (execution {e})"))
+                            .unwrap_or_default()
+                    )));
+                }
+            }
+        } else {
+            None
+        };
+        // Converted a chunk at a time as the client reads: no one huge
+        // message, and memory for one chunk of wire events.
+        let mut events = self
+            .backend
+            .get_history(&id)
+            .await
+            .map_err(status_of)?
+            .into_iter()
+            .take(past_events.unwrap_or(usize::MAX));
+        let chunks = std::iter::from_fn(move || {
+            let mut chunk = Vec::with_capacity(HISTORY_CHUNK_EVENTS);
+            for event in events.by_ref() {
+                chunk.extend(converter.convert(&event));
+                if chunk.len() == HISTORY_CHUNK_EVENTS {
+                    break;
+                }
+            }
+            // Empty only once every event is out.
+            (!chunk.is_empty()).then_some(chunk)
+        })
+        .map(|events| Ok(proto::HistoryChunk { events }));
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 

@@ -1389,3 +1389,171 @@ async fn a_filter_purge_stops_at_its_timeout_and_says_it_is_incomplete() {
     );
     handle.stop().await;
 }
+
+/// Runs `id` ("streamed") to its second step on `stream`: step 1 schedules
+/// activity `hello`, which completes. Returns the second step.
+async fn second_step(
+    client: &mut Client,
+    stream: &mut Streaming<proto::WorkItem>,
+    id: &str,
+) -> proto::WorkItem {
+    start(client, "streamed", id, Some("\"Ada\"")).await;
+    let first = next_work(stream).await;
+    respond(
+        client,
+        &first,
+        vec![action(1, schedule("hello", "\"Ada\""))],
+    )
+    .await
+    .expect("step 1");
+    let activity = next_work(stream).await;
+    client
+        .complete_activity_task(proto::ActivityResponse {
+            instance_id: id.into(),
+            task_id: 1,
+            result: Some("\"Hello Ada\"".into()),
+            completion_token: activity.completion_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("complete activity");
+    next_work(stream).await
+}
+
+async fn stream_history(
+    client: &mut Client,
+    id: &str,
+    execution_id: Option<String>,
+) -> Result<Vec<proto::HistoryEvent>, tonic::Status> {
+    let mut chunks = client
+        .stream_instance_history(proto::StreamInstanceHistoryRequest {
+            instance_id: id.into(),
+            execution_id,
+            for_work_item_processing: true,
+        })
+        .await?
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(chunk) = chunks.message().await? {
+        assert!(!chunk.events.is_empty(), "an empty chunk");
+        events.extend(chunk.events);
+    }
+    Ok(events)
+}
+
+/// A worker that advertises history streaming gets a step whose past is
+/// over the threshold without it (`requiresHistoryStreaming`), reads it
+/// with `StreamInstanceHistory` for its generation, and finds exactly
+/// what a worker without the capability gets inline.
+#[tokio::test]
+async fn a_worker_that_streams_history_reads_the_past_of_a_step_by_stream() {
+    let handle = server::start(ServeOptions {
+        storage: StorageChoice::Memory,
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        http_addr: None,
+        partitions: 2,
+        history_streaming_bytes: 16,
+        ..ServeOptions::default()
+    })
+    .await
+    .expect("server starts");
+    let mut client = TaskHubSidecarServiceClient::connect(format!("http://{}", handle.grpc_addr()))
+        .await
+        .expect("connect");
+
+    // Without the capability: the past comes inline.
+    let mut plain = work_stream(&mut client, all_work()).await;
+    let inline = second_step(&mut client, &mut plain, "inline").await;
+    let Some(WorkRequest::OrchestratorRequest(inline_request)) = &inline.request else {
+        panic!("{inline:?}");
+    };
+    assert!(!inline_request.head.requires_history_streaming);
+    let inline_past = inline_request.past_events.decoded().to_vec();
+    assert!(inline_past.len() >= 3, "{inline_past:?}");
+    respond(
+        &mut client,
+        &inline,
+        vec![action(2, complete_action("\"done\""))],
+    )
+    .await
+    .expect("complete inline");
+    drop(plain);
+
+    let mut streaming = work_stream(
+        &mut client,
+        proto::GetWorkItemsRequest {
+            capabilities: vec![proto::WorkerCapability::HistoryStreaming as i32],
+            ..all_work()
+        },
+    )
+    .await;
+    let step = second_step(&mut client, &mut streaming, "streamed").await;
+    let Some(WorkRequest::OrchestratorRequest(request)) = &step.request else {
+        panic!("{step:?}");
+    };
+    assert!(request.head.requires_history_streaming);
+    assert!(request.past_events.is_empty());
+    assert!(!request.head.new_events.is_empty());
+    let execution_id = request.head.execution_id.clone().expect("an execution id");
+    let past = stream_history(&mut client, "streamed", Some(execution_id.clone()))
+        .await
+        .expect("the history streams");
+    // The same events as inline (timestamps apart), ExecutionStarted
+    // stamped with this generation.
+    let shape = |events: &[proto::HistoryEvent]| -> Vec<(i32, String)> {
+        events
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e.timestamp = None;
+                if let Some(EventType::ExecutionStarted(started)) = &mut e.event_type {
+                    started.orchestration_instance = None;
+                }
+                (e.event_id, format!("{:?}", e.event_type))
+            })
+            .collect()
+    };
+    assert_eq!(shape(&past), shape(&inline_past));
+    let Some(EventType::ExecutionStarted(started)) = &past
+        .iter()
+        .find(|e| matches!(e.event_type, Some(EventType::ExecutionStarted(_))))
+        .and_then(|e| e.event_type.clone())
+    else {
+        panic!("no ExecutionStarted in {past:?}");
+    };
+    assert_eq!(
+        started
+            .orchestration_instance
+            .as_ref()
+            .and_then(|i| i.execution_id.as_deref()),
+        Some(execution_id.as_str())
+    );
+    respond(
+        &mut client,
+        &step,
+        vec![action(2, complete_action("\"done\""))],
+    )
+    .await
+    .expect("complete the streamed step");
+    assert_eq!(
+        wait_done(&mut client, "streamed")
+            .await
+            .orchestration_status,
+        proto::OrchestrationStatus::Completed as i32
+    );
+    // No step waits for its history any more.
+    let late = stream_history(&mut client, "streamed", Some(execution_id))
+        .await
+        .expect_err("no step waits");
+    assert_eq!(late.code(), Code::FailedPrecondition, "{late}");
+    // An execution id of another instance is not this one's.
+    let foreign = stream_history(
+        &mut client,
+        "streamed",
+        Some(basalt_server::convert::execution_id("inline", 1)),
+    )
+    .await
+    .expect_err("another instance's execution");
+    assert_eq!(foreign.code(), Code::NotFound, "{foreign}");
+    handle.stop().await;
+}
