@@ -773,6 +773,26 @@ impl Backend for Engine {
         self.control(instance, ControlOp::Rewind, reason).await
     }
 
+    async fn rewind_recreating(
+        &self,
+        instance: &InstanceId,
+        reason: Option<String>,
+        recreate: Vec<InstanceId>,
+    ) -> Result<(), Error> {
+        if recreate.is_empty() {
+            return self.rewind(instance, reason).await;
+        }
+        self.check_payload("reason", &reason)?;
+        let _permit = self.admit()?;
+        let event = Event::RewindRecreating {
+            instance_id: instance.clone(),
+            reason,
+            recreate,
+            now_ms: now_ms(),
+        };
+        reply_done(self.submit_for(instance, event).await?)
+    }
+
     async fn purge(&self, instance: &InstanceId) -> Result<bool, Error> {
         let event = Event::Purge {
             instance_id: instance.clone(),

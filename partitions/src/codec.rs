@@ -22,17 +22,25 @@ use crate::tier::Tier;
 /// `started_ms`, `Instance::step` is the offered sequence number);
 /// instances keep late answers for rewind; `InstanceState::version`,
 /// `EntityState::locked_by`. 5: instances keep the tags they were
-/// started with (`Event::Start::tags`, `InstanceState::tags`). Payloads of
-/// other versions are refused with a message naming both versions; no
-/// released hub holds them.
-pub const ENCODING_VERSION: u8 = 5;
+/// started with (`Event::Start::tags`, `InstanceState::tags`). 6: the
+/// `Event::RewindRecreating` variant, appended after every other, so
+/// version 5 bytes decode unchanged and are read too
+/// ([`OLDEST_READABLE_VERSION`]). Payloads of other versions are refused
+/// with a message naming both versions; no released hub holds them.
+pub const ENCODING_VERSION: u8 = 6;
+
+/// The oldest version this build still reads: version 6 only added an
+/// enum variant at the end, which leaves every version-5 encoding valid.
+pub const OLDEST_READABLE_VERSION: u8 = 5;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
     /// The version byte is not one this build reads.
-    #[error("unknown encoding version {found} (this build reads {ENCODING_VERSION})")]
+    #[error(
+        "unknown encoding version {found} (this build reads {OLDEST_READABLE_VERSION} to {ENCODING_VERSION})"
+    )]
     UnknownVersion {
         /// The version found.
         found: u8,
@@ -76,7 +84,7 @@ fn decode<T: serde::de::DeserializeOwned>(
     what: &'static str,
 ) -> Result<T, DecodeError> {
     let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
-    if version != ENCODING_VERSION {
+    if !(OLDEST_READABLE_VERSION..=ENCODING_VERSION).contains(&version) {
         return Err(DecodeError::UnknownVersion { found: version });
     }
     let (value, _) =
@@ -219,4 +227,31 @@ pub fn encode_entity(entity: &Entity) -> Result<Vec<u8>, EncodeError> {
 /// Decodes one entity record.
 pub fn decode_entity(bytes: &[u8]) -> Result<Entity, DecodeError> {
     decode(bytes, "entity")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn purge_event() -> Event {
+        Event::Purge {
+            instance_id: InstanceId::new("i").expect("id"),
+        }
+    }
+
+    #[test]
+    fn version_5_bytes_are_read_and_other_versions_refused() {
+        let mut bytes = encode_event(&purge_event()).expect("encodes");
+        assert_eq!(bytes[0], ENCODING_VERSION);
+        bytes[0] = OLDEST_READABLE_VERSION;
+        assert_eq!(
+            decode_event(&bytes).expect("version 5 decodes"),
+            purge_event()
+        );
+        for version in [OLDEST_READABLE_VERSION - 1, ENCODING_VERSION + 1] {
+            bytes[0] = version;
+            let error = decode_event(&bytes).expect_err("refused");
+            assert!(error.to_string().contains("5 to 6"), "{error}");
+        }
+    }
 }

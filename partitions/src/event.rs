@@ -156,6 +156,21 @@ pub enum Event {
         /// Everything at or below this position was received.
         up_to: Position,
     },
+    /// A client rewinds a Failed instance (as `Control` with
+    /// `ControlOp::Rewind`) and starts again, from scratch, the
+    /// sub-orchestrations in `recreate`: children it created and has no
+    /// success from that were purged. (Last, so the encoding of every
+    /// earlier variant is unchanged: see `codec::ENCODING_VERSION`.)
+    RewindRecreating {
+        /// The instance.
+        instance_id: InstanceId,
+        /// Why (JSON), if given.
+        reason: Option<String>,
+        /// The children to start again.
+        recreate: Vec<InstanceId>,
+        /// When the request arrived.
+        now_ms: u64,
+    },
 }
 
 impl Event {
@@ -167,6 +182,7 @@ impl Event {
             Event::Start { instance_id, .. }
             | Event::Raise { instance_id, .. }
             | Event::Control { instance_id, .. }
+            | Event::RewindRecreating { instance_id, .. }
             | Event::Purge { instance_id }
             | Event::StepCompleted { instance_id, .. }
             | Event::StepAbandoned { instance_id, .. }
@@ -199,6 +215,7 @@ impl Event {
             Event::Start { now_ms, .. }
             | Event::Raise { now_ms, .. }
             | Event::Control { now_ms, .. }
+            | Event::RewindRecreating { now_ms, .. }
             | Event::StepCompleted { now_ms, .. }
             | Event::StepAbandoned { now_ms, .. }
             | Event::ActivityCompleted { now_ms, .. }

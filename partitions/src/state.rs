@@ -378,6 +378,32 @@ impl PartitionState {
                 }
                 _ => Ok(()),
             },
+            Event::RewindRecreating {
+                instance_id,
+                recreate,
+                ..
+            } => {
+                self.check(&Event::Control {
+                    instance_id: instance_id.clone(),
+                    op: ControlOp::Rewind,
+                    reason: None,
+                    now_ms: 0,
+                })?;
+                let history = self
+                    .instances
+                    .get(instance_id)
+                    .map(|i| i.history.as_slice())
+                    .unwrap_or_default();
+                match recreate
+                    .iter()
+                    .find(|child| created_child(history, child).is_none())
+                {
+                    Some(child) => Err(Error::Conflict(format!(
+                        "{child} is not a sub-orchestration instance {instance_id} created"
+                    ))),
+                    None => Ok(()),
+                }
+            }
             Event::Control {
                 instance_id,
                 op: ControlOp::Rewind,
@@ -626,6 +652,22 @@ impl PartitionState {
                 now_ms,
             } => {
                 self.control(&instance_id, op, reason, now_ms, out, fx);
+                fx.reply = Some(Reply::Done);
+            }
+            Event::RewindRecreating {
+                instance_id,
+                reason,
+                recreate,
+                now_ms,
+            } => {
+                let failed = self
+                    .instances
+                    .get(&instance_id)
+                    .is_some_and(|i| i.meta.status == OrchestrationStatus::Failed);
+                self.control(&instance_id, ControlOp::Rewind, reason, now_ms, out, fx);
+                if failed {
+                    self.recreate_children(&instance_id, &recreate, out);
+                }
                 fx.reply = Some(Reply::Done);
             }
             Event::Purge { instance_id } => {
@@ -1442,6 +1484,43 @@ impl PartitionState {
         fx.changed.push(instance_id.clone());
     }
 
+    /// Starts `children` of a just rewound instance again from scratch,
+    /// as its creation of each recorded them: they were purged, and the
+    /// rewound history waits for their answers.
+    fn recreate_children(
+        &mut self,
+        instance_id: &InstanceId,
+        children: &[InstanceId],
+        out: &mut Outgoing,
+    ) {
+        let partition_count = self.partition_count;
+        let Some(instance) = self.instances.get(instance_id) else {
+            return;
+        };
+        for child in children {
+            let Some((task_scheduled_id, name, version, input)) =
+                created_child(&instance.history, child)
+            else {
+                continue;
+            };
+            out.send(
+                partition_of(child.as_str(), partition_count),
+                Message::StartChild {
+                    instance_id: child.clone(),
+                    name,
+                    version,
+                    input,
+                    parent: ParentInstance {
+                        name: instance.meta.name.clone(),
+                        instance_id: instance_id.clone(),
+                        task_scheduled_id,
+                        execution: instance.execution,
+                    },
+                },
+            );
+        }
+    }
+
     fn control(
         &mut self,
         instance_id: &InstanceId,
@@ -2011,6 +2090,25 @@ impl Outgoing {
             message,
         });
     }
+}
+
+/// The last creation of sub-orchestration `child` in `history`: its action
+/// id, name, version and input.
+fn created_child(
+    history: &[HistoryEvent],
+    child: &InstanceId,
+) -> Option<(i32, String, Option<String>, Option<String>)> {
+    history.iter().rev().find_map(|event| match &event.kind {
+        EventKind::SubOrchestrationInstanceCreated {
+            instance_id,
+            name,
+            version,
+            input,
+        } if instance_id == child.as_str() => {
+            Some((event.event_id, name.clone(), version.clone(), input.clone()))
+        }
+        _ => None,
+    })
 }
 
 /// The history of a failed execution made ready to run again: its end

@@ -119,7 +119,7 @@ fn generated_workloads_exercise_the_interesting_paths() {
                 Event::TimerFired { .. } => "timer",
                 Event::Messages { .. } => "messages",
                 Event::OutboxAcked { .. } => "ack",
-                Event::Control { .. } => "control",
+                Event::Control { .. } | Event::RewindRecreating { .. } => "control",
                 Event::Purge { .. } => "purge",
                 Event::Raise { .. } => "raise",
                 Event::StepAbandoned { .. } => "abandon",

@@ -265,3 +265,104 @@ fn an_entity_answer_that_came_while_failed_is_handed_to_the_rewound_execution() 
         "{new:?}"
     );
 }
+
+/// An id of `prefix` that routes to `partition` of 2.
+fn id_on(prefix: &str, partition: u32) -> InstanceId {
+    (0..)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|candidate| basalt_partitions::partition_of(candidate, 2) == partition)
+        .and_then(|found| InstanceId::new(found).ok())
+        .expect("an id on that partition")
+}
+
+fn rewind_recreating(
+    state: &mut PartitionState,
+    lsn: u64,
+    parent: &InstanceId,
+    recreate: Vec<InstanceId>,
+) -> basalt_partitions::Effects {
+    state.apply_whole(
+        lsn,
+        Event::RewindRecreating {
+            instance_id: parent.clone(),
+            reason: None,
+            recreate,
+            now_ms: lsn,
+        },
+    )
+}
+
+/// A parent whose child was purged: the rewind starts the child again as
+/// its creation recorded it, answering the same action of the same
+/// execution; a child it never created is refused and changes nothing.
+#[test]
+fn a_rewind_starts_a_purged_child_again_as_it_was_created() {
+    let parent = id_on("parent", 0);
+    let child = id_on("child", 1);
+    let mut state = PartitionState::new(0, 2);
+    let fx = state.apply_whole(
+        1,
+        Event::Start {
+            instance_id: parent.clone(),
+            name: "p".into(),
+            version: None,
+            input: None,
+            scheduled_start_ms: None,
+            tags: Default::default(),
+            now_ms: 1,
+        },
+    );
+    let create = OrchestratorAction::new(
+        1,
+        ActionKind::CreateSubOrchestration {
+            instance_id: child.to_string(),
+            name: "c".into(),
+            version: Some("2".into()),
+            input: Some("\"in\"".into()),
+        },
+    );
+    // The parent creates the child and fails in the same step: it never
+    // hears from the child.
+    let fx = common::run_step(
+        &mut state,
+        &parent,
+        2,
+        fx.steps[0].seq,
+        vec![create, fail(2)],
+    );
+    let first_start = fx.messages.clone();
+    assert_eq!(first_start.len(), 1, "{first_start:?}");
+
+    let stranger = id_on("stranger", 1);
+    match rewind_recreating(&mut state, 4, &parent, vec![stranger]).reply {
+        Some(Reply::Rejected(error)) => assert_eq!(error.kind(), ErrorKind::Conflict),
+        other => panic!("rewound recreating a stranger: {other:?}"),
+    }
+    let status = |state: &PartitionState| state.instance(&parent).expect("parent").meta.status;
+    assert_eq!(status(&state), OrchestrationStatus::Failed);
+
+    let fx = rewind_recreating(&mut state, 5, &parent, vec![child.clone()]);
+    assert!(matches!(fx.reply, Some(Reply::Done)), "{:?}", fx.reply);
+    assert_eq!(status(&state), OrchestrationStatus::Running);
+    assert_eq!(fx.messages.len(), 1, "{:?}", fx.messages);
+    let (again, before) = (&fx.messages[0], &first_start[0]);
+    assert_eq!(again.destination, 1);
+    // The same start as the first time, from a later position.
+    assert_eq!(again.message, before.message);
+    assert!(again.position > before.position);
+    match &again.message {
+        basalt_partitions::Message::StartChild {
+            instance_id,
+            name,
+            version,
+            input,
+            parent: to,
+        } => {
+            assert_eq!(instance_id, &child);
+            assert_eq!((name.as_str(), version.as_deref()), ("c", Some("2")));
+            assert_eq!(input.as_deref(), Some("\"in\""));
+            assert_eq!((&to.instance_id, to.task_scheduled_id), (&parent, 1));
+        }
+        other => panic!("not a child start: {other:?}"),
+    }
+}

@@ -205,6 +205,29 @@ pub trait Backend: Send + Sync + 'static {
     /// instance that is not Failed is a `Conflict`.
     async fn rewind(&self, instance: &InstanceId, reason: Option<String>) -> Result<()>;
 
+    /// [`Backend::rewind`], and in the same step starts again from scratch
+    /// the sub-orchestrations in `recreate`: children the instance created
+    /// and has no success from that no longer exist (purged), so they can
+    /// neither be rewound nor answer. Each starts anew with the name,
+    /// version and input its creation recorded, as the instance's child,
+    /// and its answer reaches the rewound instance. A backend that cannot
+    /// do this refuses a non-empty `recreate` as a `Conflict`.
+    async fn rewind_recreating(
+        &self,
+        instance: &InstanceId,
+        reason: Option<String>,
+        recreate: Vec<InstanceId>,
+    ) -> Result<()> {
+        if recreate.is_empty() {
+            self.rewind(instance, reason).await
+        } else {
+            Err(crate::Error::Conflict(format!(
+                "instance {instance} cannot be rewound: this backend cannot start its purged \
+                 sub-orchestrations again"
+            )))
+        }
+    }
+
     /// Deletes a finished instance and its history; `false` if there was none.
     /// Purging a running instance is a `Conflict`.
     async fn purge(&self, instance: &InstanceId) -> Result<bool>;

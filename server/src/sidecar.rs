@@ -601,9 +601,10 @@ const TERMINATIONS_PER_CALL_MAX: usize = 500;
 /// The whole tree is checked before anything changes, so a rewind never
 /// leaves a parent waiting for an answer that cannot come: a child that
 /// the parent has no result from (or saw fail) must be running, completed
-/// or itself rewindable; a terminated or purged one, or a failed one that
-/// cannot be rewound (it failed inside a critical section), refuses the
-/// rewind with a conflict naming it.
+/// or itself rewindable; a purged one is started again from scratch with
+/// the parent's rewind (as the SDKs expect); a terminated one, or a failed
+/// one that cannot be rewound (it failed inside a critical section),
+/// refuses the rewind with a conflict naming it.
 pub async fn rewind_tree(
     backend: &dyn Backend,
     id: &InstanceId,
@@ -611,8 +612,11 @@ pub async fn rewind_tree(
 ) -> Result<(), RuntimeError> {
     let mut plan = Vec::new();
     plan_rewind(backend, id, &mut plan).await?;
-    for (index, instance) in plan.iter().enumerate() {
-        match backend.rewind(instance, reason.clone()).await {
+    for (index, (instance, recreate)) in plan.into_iter().enumerate() {
+        match backend
+            .rewind_recreating(&instance, reason.clone(), recreate)
+            .await
+        {
             Ok(()) => {}
             // A child that stopped being failed since the check (rewound
             // or purged by someone else) needs nothing from us.
@@ -623,12 +627,13 @@ pub async fn rewind_tree(
     Ok(())
 }
 
-/// Adds `id` (which must be failed and rewindable) and then, depth first,
-/// the failed children it waits for, to `plan`.
+/// Adds `id` (which must be failed and rewindable) with its purged
+/// children to start again, and then, depth first, the failed children it
+/// waits for, to `plan`.
 async fn plan_rewind(
     backend: &dyn Backend,
     id: &InstanceId,
-    plan: &mut Vec<InstanceId>,
+    plan: &mut Vec<(InstanceId, Vec<InstanceId>)>,
 ) -> Result<(), RuntimeError> {
     use basalt_runtime::EventKind;
     let Some(state) = backend.get_instance(id).await? else {
@@ -646,7 +651,8 @@ async fn plan_rewind(
             "instance {id} cannot be rewound: {why}; restart it instead"
         )));
     }
-    plan.push(id.clone());
+    let at = plan.len();
+    plan.push((id.clone(), Vec::new()));
     for created in &history {
         let EventKind::SubOrchestrationInstanceCreated { instance_id, .. } = &created.kind else {
             continue;
@@ -675,11 +681,11 @@ async fn plan_rewind(
                      and cannot answer again"
                 )));
             }
+            // Purged: it runs again from scratch with the parent's rewind.
             None => {
-                return Err(RuntimeError::Conflict(format!(
-                    "instance {id} cannot be rewound: its sub-orchestration {child} was purged \
-                     and cannot answer again"
-                )));
+                if !plan[at].1.contains(&child) {
+                    plan[at].1.push(child);
+                }
             }
         }
     }

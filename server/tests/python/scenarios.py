@@ -196,6 +196,12 @@ def rewindable_parent(ctx: task.OrchestrationContext, key: str):
     return (yield ctx.call_sub_orchestrator(rewindable, input=key))
 
 
+def rewindable_parent_named(ctx: task.OrchestrationContext, key: str):
+    """Its child has a known id, so a test can purge it."""
+    return (yield ctx.call_sub_orchestrator(rewindable, input=key,
+                                            instance_id=f"{ctx.instance_id}-child"))
+
+
 def rewindable_slow_child(ctx: task.OrchestrationContext, key: str):
     return (yield ctx.call_activity(fails_slowly_until_fixed, input=key))
 
@@ -293,7 +299,7 @@ ORCHESTRATIONS = [sequence, fan_out_fan_in, timer_then_done, wait_for_approval, 
                   failing_child, parent_catches, counter_loop, with_custom_status,
                   long_waiter, retrying, retry_exhausted, entity_caller, transfer,
                   entity_failure, checkout_like, scheduled_signal, parent_of_waiter, rewindable,
-                  rewindable_parent, long_rewindable, started_by_an_entity, rewindable_slow_child,
+                  rewindable_parent, rewindable_parent_named, long_rewindable, started_by_an_entity, rewindable_slow_child,
                   rewindable_with_late_answers, fails_beside_a_waiting_child]
 ACTIVITIES = [hello, double, flaky, always_fails, slow_hello, fails_until_fixed,
               fails_slowly_until_fixed]
@@ -601,6 +607,25 @@ def scenario_rewind_with_answers_that_came_after_the_failure(c):
     # failed: the operation did not run a second time.
     expect(output(state), [f"fixed {key}", f"fixed {key}", 5], "parent output")
     expect(c.get_entity(EntityInstanceId("counter", key)).get_state(int), 5, "entity state")
+
+
+def scenario_rewind_runs_a_purged_child_again_from_scratch(c):
+    key = unique("rwpurged")
+    parent_id = c.schedule_new_orchestration(rewindable_parent_named, input=key)
+    child_id = f"{parent_id}-child"
+    expect(finish(c, parent_id).runtime_status, S.FAILED, "parent before the fix")
+    expect(finish(c, child_id).runtime_status, S.FAILED, "child before the fix")
+    result = c.purge_orchestration(child_id)
+    expect(result.deleted_instance_count, 1, "child purged")
+    expect(c.get_orchestration_state(child_id), None, "child gone")
+    REWIND_FIXED.add(key)
+    c.rewind_orchestration(parent_id, reason="fixed")
+    state = finish(c, parent_id)
+    expect(state.runtime_status, S.COMPLETED, "parent after the rewind")
+    expect(output(state), ["Hello before!", f"fixed {key}"], "parent output")
+    child = finish(c, child_id)
+    expect(child.runtime_status, S.COMPLETED, "the child ran again")
+    expect(output(child), ["Hello before!", f"fixed {key}"], "child output")
 
 
 def scenario_rewind_refused_when_a_child_cannot_answer_again(c):
