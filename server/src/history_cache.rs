@@ -74,6 +74,9 @@ impl Inner {
     }
 
     fn insert(&mut self, id: InstanceId, mut kept: Kept, budget: usize) {
+        // Two builds of one instance's history can meet (a stale step and
+        // its successor): the later replaces the earlier.
+        self.remove(&id);
         self.clock += 1;
         kept.used = self.clock;
         self.bytes += kept.bytes();
@@ -90,7 +93,7 @@ impl Inner {
     }
 }
 
-/// Counters for tests and `/metrics`.
+/// What the cache holds (for tests).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
     /// Histories kept now.
@@ -135,8 +138,11 @@ impl HistoryCache {
             .new_events
             .iter()
             .any(|event| matches!(event.kind, EventKind::ExecutionRewound { .. }));
-        let mut inner = self.inner.lock();
-        let reusable = inner.remove(&item.instance_id).filter(|kept| {
+        // Taken out while it is extended (one step of an instance is out at
+        // a time), so other instances' steps do not wait on this one's
+        // encoding.
+        let taken = self.inner.lock().remove(&item.instance_id);
+        let reusable = taken.filter(|kept| {
             !rewound
                 && kept.execution == item.execution
                 && kept.events <= past.len()
@@ -185,8 +191,9 @@ impl HistoryCache {
             past_events: PastEvents::Encoded(kept.encoded.clone()),
         };
         if kept.bytes() <= self.budget / 4 {
-            let budget = self.budget;
-            inner.insert(item.instance_id.clone(), kept, budget);
+            self.inner
+                .lock()
+                .insert(item.instance_id.clone(), kept, self.budget);
         }
         request
     }
@@ -357,5 +364,25 @@ mod tests {
         let small = HistoryCache::new(one * 2);
         small.request(&item(history(40, 1), step_events(9_000), 1));
         assert_eq!(small.stats().histories, 0);
+    }
+
+    #[test]
+    fn a_second_build_of_one_history_replaces_the_first() {
+        let kept = || Kept {
+            execution: 1,
+            events: 1,
+            last: HistoryEvent::new(1, EventKind::OrchestratorStarted),
+            encoded: EncodedEvents::default(),
+            converter: WireConverter::new("one", 1),
+            used: 0,
+        };
+        let id = InstanceId::new("one").expect("id");
+        let mut inner = Inner::default();
+        inner.insert(id.clone(), kept(), usize::MAX);
+        let once = inner.bytes;
+        inner.insert(id.clone(), kept(), usize::MAX);
+        assert_eq!((inner.bytes, inner.kept.len(), inner.order.len()), (once, 1, 1));
+        assert!(inner.remove(&id).is_some());
+        assert_eq!((inner.bytes, inner.order.len()), (0, 0));
     }
 }
