@@ -381,7 +381,10 @@ mod tests {
         inner.insert(id.clone(), kept(), usize::MAX);
         let once = inner.bytes;
         inner.insert(id.clone(), kept(), usize::MAX);
-        assert_eq!((inner.bytes, inner.kept.len(), inner.order.len()), (once, 1, 1));
+        assert_eq!(
+            (inner.bytes, inner.kept.len(), inner.order.len()),
+            (once, 1, 1)
+        );
         assert!(inner.remove(&id).is_some());
         assert_eq!((inner.bytes, inner.order.len()), (0, 0));
     }

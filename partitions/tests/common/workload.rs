@@ -134,6 +134,13 @@ pub fn generate(seed: u64, length: usize) -> (Vec<Event>, PartitionState) {
                 data: None,
                 now_ms: now,
             },
+            // Now and then a rewind that also starts a (purged) child again.
+            3 if rng.below(8) == 0 => Event::RewindRecreating {
+                instance_id: id(rng.below(8)),
+                reason: None,
+                recreate: vec![InstanceId::new(format!("c{}", rng.below(4))).expect("valid id")],
+                now_ms: now,
+            },
             3 => Event::Control {
                 instance_id: id(rng.below(8)),
                 op: [
