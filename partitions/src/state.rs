@@ -1503,6 +1503,16 @@ impl PartitionState {
             else {
                 continue;
             };
+            // A child that completed while the instance was failed has its
+            // answer kept and handed back by the rewind (now in the inbox):
+            // it must not run twice.
+            let answered = instance.history.iter().chain(&instance.inbox).any(|event| {
+                matches!(&event.kind, EventKind::SubOrchestrationInstanceCompleted { task_scheduled_id: id, .. }
+                    if *id == task_scheduled_id)
+            });
+            if answered {
+                continue;
+            }
             out.send(
                 partition_of(child.as_str(), partition_count),
                 Message::StartChild {

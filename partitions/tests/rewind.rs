@@ -366,3 +366,64 @@ fn a_rewind_starts_a_purged_child_again_as_it_was_created() {
         other => panic!("not a child start: {other:?}"),
     }
 }
+
+/// A child that completed while its parent was failed, and was purged: the
+/// rewind hands the kept answer back and does not run the child again.
+#[test]
+fn a_purged_child_that_already_answered_is_not_run_again() {
+    let parent = id_on("parent", 0);
+    let child = id_on("child", 1);
+    let mut state = PartitionState::new(0, 2);
+    let fx = state.apply_whole(
+        1,
+        Event::Start {
+            instance_id: parent.clone(),
+            name: "p".into(),
+            version: None,
+            input: None,
+            scheduled_start_ms: None,
+            tags: Default::default(),
+            now_ms: 1,
+        },
+    );
+    let create = OrchestratorAction::new(
+        1,
+        ActionKind::CreateSubOrchestration {
+            instance_id: child.to_string(),
+            name: "c".into(),
+            version: None,
+            input: None,
+        },
+    );
+    common::run_step(&mut state, &parent, 2, fx.steps[0].seq, vec![create, fail(2)]);
+    let execution = state.instance(&parent).expect("parent").execution;
+    // The child's success arrives while the parent is failed: kept.
+    state.apply_whole(
+        3,
+        Event::Messages {
+            messages: vec![basalt_partitions::Envelope {
+                origin: 1,
+                position: basalt_partitions::Position { lsn: 1, index: 0 },
+                destination: 0,
+                message: basalt_partitions::Message::ChildFinished {
+                    parent_id: parent.clone(),
+                    parent_execution: execution,
+                    task_scheduled_id: 1,
+                    outcome: Ok(Some("\"done\"".into())),
+                },
+            }],
+            now_ms: 3,
+        },
+    );
+    let fx = rewind_recreating(&mut state, 4, &parent, vec![child]);
+    assert!(matches!(fx.reply, Some(Reply::Done)), "{:?}", fx.reply);
+    assert!(fx.messages.is_empty(), "started again: {:?}", fx.messages);
+    let inbox = &state.instance(&parent).expect("parent").inbox;
+    assert!(
+        inbox.iter().any(|e| matches!(
+            &e.kind,
+            EventKind::SubOrchestrationInstanceCompleted { task_scheduled_id: 1, .. }
+        )),
+        "{inbox:?}"
+    );
+}

@@ -132,6 +132,9 @@ impl HistoryCache {
     pub fn request(&self, item: &OrchestrationWorkItem) -> proto::OrchestratorRequest {
         let past = item.past_events.as_slice();
         if past.len() < CACHED_EVENTS_MIN || self.budget == 0 {
+            // A history that became short (rewound, or a new generation)
+            // leaves nothing kept behind.
+            self.inner.lock().remove(&item.instance_id);
             return convert::orchestrator_request(item);
         }
         let rewound = item

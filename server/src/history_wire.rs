@@ -9,7 +9,9 @@
 //! sends them as they are. prost cannot carry pre-encoded bytes in a
 //! generated message, so `OrchestratorRequest` is this hand-written type
 //! (the build maps the protocol's `OrchestratorRequest` here): the same
-//! fields on the wire, with `pastEvents` as a [`PastEvents`].
+//! fields on the wire, with `pastEvents` as a [`PastEvents`]. It writes
+//! `pastEvents` (field 3) after the other fields rather than between 2 and
+//! 4 as prost would; protobuf parsers take fields in any order.
 
 use std::collections::HashMap;
 
@@ -275,8 +277,35 @@ mod tests {
         assert_eq!(encoded.pieces(), 3);
         let with_bytes = request(PastEvents::Encoded(encoded.clone())).encode_to_vec();
         let with_messages = request(PastEvents::Decoded(past.clone())).encode_to_vec();
-        // Byte for byte what prost writes for the messages.
+        // The kept bytes are the events as this type encodes them.
         assert_eq!(with_bytes, with_messages);
+        // A prost-derived reader of the protocol's message (as generated
+        // code reads it) sees the same request.
+        #[derive(Clone, PartialEq, Message)]
+        struct Generated {
+            #[prost(string, tag = "1")]
+            instance_id: String,
+            #[prost(message, optional, tag = "2")]
+            execution_id: Option<String>,
+            #[prost(message, repeated, tag = "3")]
+            past_events: Vec<proto::HistoryEvent>,
+            #[prost(message, repeated, tag = "4")]
+            new_events: Vec<proto::HistoryEvent>,
+        }
+        let generated = Generated::decode(with_bytes.as_slice()).expect("decodes");
+        assert_eq!(
+            generated,
+            Generated {
+                instance_id: "i".into(),
+                execution_id: Some("e".into()),
+                past_events: past.clone(),
+                new_events: vec![event(9, "new")],
+            }
+        );
+        // And prost's own encoding of it reads back here as the same.
+        let from_prost = OrchestratorRequest::decode(generated.encode_to_vec().as_slice())
+            .expect("decodes");
+        assert_eq!(from_prost, request(PastEvents::Decoded(past.clone())));
         assert_eq!(
             request(PastEvents::Encoded(encoded.clone())).encoded_len(),
             with_bytes.len()

@@ -681,8 +681,21 @@ async fn plan_rewind(
                      and cannot answer again"
                 )));
             }
-            // Purged: it runs again from scratch with the parent's rewind.
+            // Purged after it failed: it runs again from scratch with the
+            // parent's rewind. Without a failure in the parent's history
+            // it may not have started yet (its start still on its way):
+            // refused, as before.
             None => {
+                let failed = history.iter().any(|event| {
+                    matches!(&event.kind, EventKind::SubOrchestrationInstanceFailed { task_scheduled_id, .. }
+                        if *task_scheduled_id == created.event_id)
+                });
+                if !failed {
+                    return Err(RuntimeError::Conflict(format!(
+                        "instance {id} cannot be rewound: its sub-orchestration {child} is not \
+                         there and never answered (purged before it failed, or not started yet)"
+                    )));
+                }
                 if !plan[at].1.contains(&child) {
                     plan[at].1.push(child);
                 }
@@ -1107,11 +1120,13 @@ impl TaskHubSidecarService for Arc<Sidecar> {
             Some(execution) => WireConverter::new(id.as_str(), execution),
             None => WireConverter::unstamped(id.as_str()),
         };
-        // For a step handed out without its past: exactly that past.
+        // For a step handed out without its past: exactly that past,
+        // stamped with its generation as the inline history would be.
         let past_events = if request.for_work_item_processing {
             let streamed = self.streamed_steps.lock().get(id.as_str()).cloned();
             match streamed {
                 Some(step) if execution.is_none_or(|e| e == step.execution) => {
+                    converter = WireConverter::new(id.as_str(), step.execution);
                     Some(step.past_events)
                 }
                 _ => {

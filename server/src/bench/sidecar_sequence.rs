@@ -37,6 +37,8 @@ const ORCHESTRATION: &str = "sequence";
 const ACTIVITY: &str = "step";
 /// Largest message either side takes (a long history is several MB).
 const MESSAGE_BYTES_MAX: usize = 256 << 20;
+/// Longest the worker waits for its next work item.
+const STEP_WAIT_MAX: Duration = Duration::from_secs(60);
 /// The client's HTTP/2 flow-control windows.
 const WINDOW_BYTES: u32 = 8 << 20;
 
@@ -230,9 +232,17 @@ async fn run_once(
     let mut done = false;
     let mut last_step_bytes = 0;
     while !done {
-        let item = work
-            .next()
+        // A wrong history could leave the worker with nothing to do: the
+        // run fails instead of waiting for ever.
+        let item = tokio::time::timeout(STEP_WAIT_MAX, work.next())
             .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "no work item for {} s after step {} of {steps}",
+                    STEP_WAIT_MAX.as_secs(),
+                    samples.last().map_or(0, |s| s.0)
+                )
+            })?
             .context("the server closed the work-item stream")??;
         match item.request {
             Some(WorkRequest::OrchestratorRequest(request)) => {
