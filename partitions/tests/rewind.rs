@@ -395,7 +395,13 @@ fn a_purged_child_that_already_answered_is_not_run_again() {
             input: None,
         },
     );
-    common::run_step(&mut state, &parent, 2, fx.steps[0].seq, vec![create, fail(2)]);
+    common::run_step(
+        &mut state,
+        &parent,
+        2,
+        fx.steps[0].seq,
+        vec![create, fail(2)],
+    );
     let execution = state.instance(&parent).expect("parent").execution;
     // The child's success arrives while the parent is failed: kept.
     state.apply_whole(
@@ -422,7 +428,10 @@ fn a_purged_child_that_already_answered_is_not_run_again() {
     assert!(
         inbox.iter().any(|e| matches!(
             &e.kind,
-            EventKind::SubOrchestrationInstanceCompleted { task_scheduled_id: 1, .. }
+            EventKind::SubOrchestrationInstanceCompleted {
+                task_scheduled_id: 1,
+                ..
+            }
         )),
         "{inbox:?}"
     );

@@ -303,8 +303,8 @@ mod tests {
             }
         );
         // And prost's own encoding of it reads back here as the same.
-        let from_prost = OrchestratorRequest::decode(generated.encode_to_vec().as_slice())
-            .expect("decodes");
+        let from_prost =
+            OrchestratorRequest::decode(generated.encode_to_vec().as_slice()).expect("decodes");
         assert_eq!(from_prost, request(PastEvents::Decoded(past.clone())));
         assert_eq!(
             request(PastEvents::Encoded(encoded.clone())).encoded_len(),
