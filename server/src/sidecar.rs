@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use basalt_runtime::entity::{EntityBatchResult, OperationResult};
@@ -68,6 +69,7 @@ pub struct Sidecar {
     histories: HistoryCache,
     /// Steps handed out without their past events, by instance id.
     streamed_steps: Mutex<HashMap<String, StreamedStep>>,
+    streamed_serial: AtomicU64,
 }
 
 /// A step handed out with `requiresHistoryStreaming`: what
@@ -80,6 +82,8 @@ struct StreamedStep {
     token: String,
     execution: u64,
     past_events: usize,
+    /// Hand-out order: the oldest is forgotten first.
+    serial: u64,
 }
 
 /// Most steps remembered as streamed at once; past it the oldest is
@@ -213,6 +217,7 @@ impl Sidecar {
             options,
             histories: HistoryCache::new(CACHE_BYTES_DEFAULT),
             streamed_steps: Mutex::new(HashMap::new()),
+            streamed_serial: AtomicU64::new(0),
         }
     }
 
@@ -235,16 +240,21 @@ impl Sidecar {
                     let mut streamed = self.streamed_steps.lock();
                     if streamed.len() >= STREAMED_STEPS_MAX
                         && !streamed.contains_key(item.instance_id.as_str())
-                        && let Some(oldest) = streamed.keys().next().cloned()
+                        && let Some(oldest) = streamed
+                            .iter()
+                            .min_by_key(|(_, step)| step.serial)
+                            .map(|(id, _)| id.clone())
                     {
                         streamed.remove(&oldest);
                     }
+                    let serial = self.streamed_serial.fetch_add(1, Ordering::Relaxed);
                     streamed.insert(
                         item.instance_id.as_str().to_owned(),
                         StreamedStep {
                             token: item.token.0.clone(),
                             execution: item.execution,
                             past_events: item.past_events.len(),
+                            serial,
                         },
                     );
                 }
@@ -1317,6 +1327,11 @@ impl TaskHubSidecarService for Arc<Sidecar> {
     ) -> Result<Response<proto::AbandonOrchestrationTaskResponse>, Status> {
         let token = token(&request.into_inner().completion_token)?;
         self.dispatcher.finish(&token);
+        // A streamed step given back is out no more (abandons are rare:
+        // a scan is fine).
+        self.streamed_steps
+            .lock()
+            .retain(|_, step| step.token != token.0);
         self.backend
             .abandon_orchestration_work_item(&token)
             .await

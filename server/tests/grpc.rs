@@ -1528,6 +1528,20 @@ async fn a_worker_that_streams_history_reads_the_past_of_a_step_by_stream() {
             .and_then(|i| i.execution_id.as_deref()),
         Some(execution_id.as_str())
     );
+    // Given back and offered again (with a new token), it streams again.
+    client
+        .abandon_task_orchestrator_work_item(proto::AbandonOrchestrationTaskRequest {
+            completion_token: step.completion_token.clone(),
+        })
+        .await
+        .expect("abandon");
+    let previous = step.completion_token.clone();
+    let step = next_work(&mut streaming).await;
+    assert_ne!(step.completion_token, previous);
+    let again = stream_history(&mut client, "streamed", Some(execution_id.clone()))
+        .await
+        .expect("the step offered again streams");
+    assert_eq!(shape(&again), shape(&inline_past));
     respond(
         &mut client,
         &step,
