@@ -761,6 +761,15 @@ impl Backend for Engine {
         self.control(instance, ControlOp::Terminate, reason).await
     }
 
+    async fn terminate_after_step(
+        &self,
+        instance: &InstanceId,
+        reason: Option<String>,
+    ) -> Result<(), Error> {
+        self.control(instance, ControlOp::TerminateAfterStep, reason)
+            .await
+    }
+
     async fn suspend(&self, instance: &InstanceId, reason: Option<String>) -> Result<(), Error> {
         self.control(instance, ControlOp::Suspend, reason).await
     }

@@ -23,8 +23,9 @@ use crate::tier::Tier;
 /// instances keep late answers for rewind; `InstanceState::version`,
 /// `EntityState::locked_by`. 5: instances keep the tags they were
 /// started with (`Event::Start::tags`, `InstanceState::tags`). 6: the
-/// `Event::RewindRecreating` variant, appended after every other, so
-/// version 5 bytes decode unchanged and are read too
+/// `Event::RewindRecreating` and `ControlOp::TerminateAfterStep` variants,
+/// each appended after every other, so version 5 bytes decode unchanged
+/// and are read too
 /// ([`OLDEST_READABLE_VERSION`]). Payloads of other versions are refused
 /// with a message naming both versions; no released hub holds them.
 pub const ENCODING_VERSION: u8 = 6;

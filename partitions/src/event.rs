@@ -250,6 +250,11 @@ pub enum ControlOp {
     /// activities and sub-orchestrations are forgotten, so replay issues
     /// them again (Durable Task's rewind).
     Rewind,
+    /// End it as Terminated once the step a worker holds now is done (its
+    /// result taken, or the step given back), as the Durable Task
+    /// Scheduler terminates; at once when no step is out. (Last, so
+    /// earlier variants encode as before.)
+    TerminateAfterStep,
 }
 
 /// Where a message was produced: its origin partition's LSN and its index

@@ -683,12 +683,19 @@ impl PartitionState {
                 now_ms,
                 ..
             } => self.complete_step(&instance_id, consumed, started_ms, result, now_ms, out, fx),
-            Event::StepAbandoned { instance_id, .. } => {
-                // The step's events never left the inbox: offer it again.
+            Event::StepAbandoned {
+                instance_id,
+                now_ms,
+                ..
+            } => {
+                // The step's events never left the inbox: offer it again
+                // (unless a termination was waiting for it).
                 if let Some(instance) = self.instances.get_mut(&instance_id) {
                     instance.step = None;
                 }
-                self.try_issue_step(&instance_id, fx);
+                if !self.terminate_if_asked(&instance_id, now_ms, out, fx) {
+                    self.try_issue_step(&instance_id, fx);
+                }
             }
             Event::ActivityCompleted {
                 instance_id,
@@ -1378,8 +1385,9 @@ impl PartitionState {
                 },
             )];
             inbox.extend(carryover);
-            // What arrived after the step was taken: external events and
-            // suspend/resume go on to the new execution; answers to the old
+            // What arrived after the step was taken: external events,
+            // suspend/resume and a termination waiting for the step go on
+            // to the new execution; answers to the old
             // execution's work do not (their ids would collide with the
             // new execution's).
             inbox.extend(instance.inbox.drain(..).filter(|e| {
@@ -1388,6 +1396,7 @@ impl PartitionState {
                     EventKind::EventRaised { .. }
                         | EventKind::ExecutionSuspended { .. }
                         | EventKind::ExecutionResumed { .. }
+                        | EventKind::ExecutionTerminated { .. }
                 )
             }));
             instance.inbox = inbox;
@@ -1411,7 +1420,49 @@ impl PartitionState {
             );
             return;
         }
-        self.try_issue_step(instance_id, fx);
+        if !self.terminate_if_asked(instance_id, now_ms, out, fx) {
+            self.try_issue_step(instance_id, fx);
+        }
+    }
+
+    /// Ends `instance_id` as Terminated if a termination waits in its inbox
+    /// for the step that was out (`ControlOp::TerminateAfterStep`), now
+    /// that no step is out. Returns whether it did.
+    fn terminate_if_asked(
+        &mut self,
+        instance_id: &InstanceId,
+        now_ms: u64,
+        out: &mut Outgoing,
+        fx: &mut Effects,
+    ) -> bool {
+        let Some(instance) = self.instances.get_mut(instance_id) else {
+            return false;
+        };
+        if instance.step.is_some() || instance.meta.status.is_terminal() {
+            return false;
+        }
+        let Some(at) = instance
+            .inbox
+            .iter()
+            .position(|event| matches!(event.kind, EventKind::ExecutionTerminated { .. }))
+        else {
+            return false;
+        };
+        let reason = match instance.inbox.remove(at).kind {
+            EventKind::ExecutionTerminated { reason } => reason,
+            _ => None,
+        };
+        self.finish(
+            instance_id,
+            OrchestrationStatus::Terminated,
+            -1,
+            reason,
+            None,
+            now_ms,
+            out,
+            fx,
+        );
+        true
     }
 
     /// Ends an instance: records the outcome, drops its timers and pending
@@ -1568,6 +1619,27 @@ impl PartitionState {
         }
         match op {
             ControlOp::Terminate => {
+                self.finish(
+                    instance_id,
+                    OrchestrationStatus::Terminated,
+                    -1,
+                    reason,
+                    None,
+                    now_ms,
+                    out,
+                    fx,
+                );
+            }
+            // The step out is completed or given back first; the pending
+            // termination waits in the inbox (see `terminate_if_asked`).
+            ControlOp::TerminateAfterStep if instance.step.is_some() => {
+                instance.inbox.push(HistoryEvent::new(
+                    now_ms,
+                    EventKind::ExecutionTerminated { reason },
+                ));
+                fx.changed.push(instance_id.clone());
+            }
+            ControlOp::TerminateAfterStep => {
                 self.finish(
                     instance_id,
                     OrchestrationStatus::Terminated,

@@ -193,6 +193,19 @@ pub trait Backend: Send + Sync + 'static {
     /// Ends an instance as Terminated (no effect on a finished one).
     async fn terminate(&self, instance: &InstanceId, reason: Option<String>) -> Result<()>;
 
+    /// Terminates `instance` once the step a worker holds now is done: its
+    /// result is taken (activities it scheduled, messages it sent) or the
+    /// step is given back, and then the instance ends as Terminated, as the
+    /// Durable Task Scheduler terminates. The caller knows a step is out
+    /// (a worker took it); the default terminates at once.
+    async fn terminate_after_step(
+        &self,
+        instance: &InstanceId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        self.terminate(instance, reason).await
+    }
+
     /// Pauses an instance: new events queue until it is resumed.
     async fn suspend(&self, instance: &InstanceId, reason: Option<String>) -> Result<()>;
 

@@ -48,6 +48,11 @@ pub struct ServeOptions {
     /// `StreamInstanceHistory`. Other workers always get the history
     /// inline. Default: 1 MiB.
     pub history_streaming_bytes: usize,
+    /// How long a termination through the sidecar waits for a step a
+    /// worker holds (its result is taken first, as the Durable Task
+    /// Scheduler terminates) before it ends the instance anyway.
+    /// Default: 5 s.
+    pub termination_grace: Duration,
     /// How long a small group commit waits for more records, in
     /// microseconds. Out-of-process workers complete work one item at a
     /// time, so nearly every record gets its own fsync; lingering trades
@@ -180,6 +185,7 @@ impl Default for ServeOptions {
             health_ping_interval: Duration::from_secs(15),
             entity_format: EntityFormat::V1,
             history_streaming_bytes: 1 << 20,
+            termination_grace: Duration::from_secs(5),
             commit_linger_micros: 0,
             memory_budget_bytes: 256 << 20,
             queued_work_max: None,
@@ -380,6 +386,7 @@ impl ServeFile {
                 .map_or(defaults.health_ping_interval, Duration::from_millis),
             entity_format: self.entity_format.unwrap_or(defaults.entity_format),
             history_streaming_bytes: defaults.history_streaming_bytes,
+            termination_grace: defaults.termination_grace,
             commit_linger_micros: self
                 .commit_linger_micros
                 .unwrap_or(defaults.commit_linger_micros),

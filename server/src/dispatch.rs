@@ -182,6 +182,8 @@ struct Outstanding {
     /// For an entity batch: its state before and its operation count,
     /// which the completion is checked and rolled back against.
     entity: Option<EntityBatchShape>,
+    /// For an orchestration step: its instance.
+    instance: Option<String>,
 }
 
 /// What the completion of an entity batch needs to know of it.
@@ -345,6 +347,16 @@ impl Dispatcher {
                 tracing::debug!(%error, token = %token.0, "abandon after stream end");
             }
         }
+    }
+
+    /// Whether a worker holds a step of `instance` now (handed out, not
+    /// yet completed or abandoned). A scan: only a termination asks.
+    pub fn step_out(&self, instance: &str) -> bool {
+        self.state
+            .lock()
+            .outstanding
+            .values()
+            .any(|item| item.instance.as_deref() == Some(instance))
     }
 
     /// Marks an item finished (completed or abandoned by its worker): frees
@@ -528,6 +540,10 @@ impl Dispatcher {
                 }),
                 _ => None,
             };
+            let instance = match &work {
+                Work::Orchestration(item) => Some(item.instance_id.as_str().to_owned()),
+                _ => None,
+            };
             let Some(stream) = state.streams.get_mut(&id) else {
                 kept.push_back(work);
                 continue;
@@ -542,6 +558,7 @@ impl Dispatcher {
                             stream: id,
                             kind,
                             entity,
+                            instance,
                         },
                     );
                 }

@@ -137,6 +137,7 @@ pub async fn start_on(options: ServeOptions, storage: Storage) -> Result<ServerH
             ],
             entity_format: options.entity_format,
             history_streaming_bytes: options.history_streaming_bytes,
+            termination_grace: options.termination_grace,
         },
     ));
     let (shutdown, _) = watch::channel(false);

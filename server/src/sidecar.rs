@@ -58,6 +58,11 @@ pub struct SidecarOptions {
     ///
     /// [`ServeOptions::history_streaming_bytes`]: crate::config::ServeOptions::history_streaming_bytes
     pub history_streaming_bytes: usize,
+    /// How long a termination waits for a step a worker holds (see
+    /// [`ServeOptions::termination_grace`]).
+    ///
+    /// [`ServeOptions::termination_grace`]: crate::config::ServeOptions::termination_grace
+    pub termination_grace: Duration,
 }
 
 /// The service; one per server.
@@ -452,10 +457,41 @@ impl Sidecar {
         reason: Option<String>,
         recursive: bool,
     ) -> Result<(), Status> {
-        self.backend
-            .terminate(id, reason.clone())
-            .await
-            .map_err(status_of)?;
+        // A step a worker holds is let finish first (its result counts),
+        // as the Scheduler terminates, for up to the grace period; then,
+        // or when no step is out, at once.
+        if self.dispatcher.step_out(id.as_str()) {
+            self.backend
+                .terminate_after_step(id, reason.clone())
+                .await
+                .map_err(status_of)?;
+            // The same instance, not one started again under its id since.
+            let created = self
+                .backend
+                .get_instance(id)
+                .await
+                .map_err(status_of)?
+                .map(|state| state.created_at_ms);
+            let backend = Arc::clone(&self.backend);
+            let (id, reason) = (id.clone(), reason.clone());
+            let grace = self.options.termination_grace;
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let running = matches!(
+                    backend.get_instance(&id).await,
+                    Ok(Some(state)) if !state.status.is_terminal()
+                        && Some(state.created_at_ms) == created
+                );
+                if running && let Err(error) = backend.terminate(&id, reason).await {
+                    tracing::warn!(instance = %id, %error, "terminating after the grace period");
+                }
+            });
+        } else {
+            self.backend
+                .terminate(id, reason.clone())
+                .await
+                .map_err(status_of)?;
+        }
         if !recursive {
             return Ok(());
         }

@@ -1571,3 +1571,161 @@ async fn a_worker_that_streams_history_reads_the_past_of_a_step_by_stream() {
     assert_eq!(foreign.code(), Code::NotFound, "{foreign}");
     handle.stop().await;
 }
+
+/// A termination that arrives while a worker holds a step lets the step
+/// finish first, as the Scheduler does: its result is taken, then the
+/// instance ends as Terminated. A step given back instead ends it at once.
+#[tokio::test]
+async fn a_termination_waits_for_the_step_a_worker_holds() {
+    let handle = server::start(ServeOptions {
+        storage: StorageChoice::Memory,
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        http_addr: None,
+        partitions: 2,
+        termination_grace: Duration::from_millis(300),
+        ..ServeOptions::default()
+    })
+    .await
+    .expect("server starts");
+    let mut client = TaskHubSidecarServiceClient::connect(format!("http://{}", handle.grpc_addr()))
+        .await
+        .expect("connect");
+    let mut stream = work_stream(&mut client, all_work()).await;
+    let status = |state: Option<proto::OrchestrationState>| {
+        state.map(|s| s.orchestration_status).unwrap_or(-1)
+    };
+
+    start(&mut client, "held", "held", None).await;
+    let step = next_work(&mut stream).await;
+    client
+        .terminate_instance(proto::TerminateRequest {
+            instance_id: "held".into(),
+            output: Some("\"stop\"".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("terminate");
+    let during = client
+        .get_instance(proto::GetInstanceRequest {
+            instance_id: "held".into(),
+            get_inputs_and_outputs: false,
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_ne!(
+        status(during.orchestration_state),
+        proto::OrchestrationStatus::Terminated as i32,
+        "terminated under the worker's step"
+    );
+    respond(
+        &mut client,
+        &step,
+        vec![action(1, schedule("hello", "\"x\""))],
+    )
+    .await
+    .expect("the held step's result is taken");
+    let done = wait_done(&mut client, "held").await;
+    assert_eq!(
+        done.orchestration_status,
+        proto::OrchestrationStatus::Terminated as i32
+    );
+    assert_eq!(done.output.as_deref(), Some("\"stop\""));
+    let history = client
+        .stream_instance_history(proto::StreamInstanceHistoryRequest {
+            instance_id: "held".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .message()
+        .await
+        .expect("chunk")
+        .expect("a chunk")
+        .events;
+    assert!(
+        history
+            .iter()
+            .any(|e| matches!(e.event_type, Some(EventType::TaskScheduled(_)))),
+        "the step's action was taken: {history:?}"
+    );
+
+    // Given back instead: terminated at once.
+    start(&mut client, "given-back", "given-back", None).await;
+    let step = next_work(&mut stream).await;
+    client
+        .terminate_instance(proto::TerminateRequest {
+            instance_id: "given-back".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("terminate");
+    client
+        .abandon_task_orchestrator_work_item(proto::AbandonOrchestrationTaskRequest {
+            completion_token: step.completion_token.clone(),
+        })
+        .await
+        .expect("abandon");
+    let done = wait_done(&mut client, "given-back").await;
+    assert_eq!(
+        done.orchestration_status,
+        proto::OrchestrationStatus::Terminated as i32
+    );
+
+    // Held and never answered: terminated when the grace period is over,
+    // and the late answer is refused.
+    start(&mut client, "stuck", "stuck", None).await;
+    let step = next_work(&mut stream).await;
+    client
+        .terminate_instance(proto::TerminateRequest {
+            instance_id: "stuck".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("terminate");
+    let done = wait_done(&mut client, "stuck").await;
+    assert_eq!(
+        done.orchestration_status,
+        proto::OrchestrationStatus::Terminated as i32
+    );
+    let late = respond(
+        &mut client,
+        &step,
+        vec![action(1, schedule("hello", "\"x\""))],
+    )
+    .await
+    .expect_err("a step answered after the grace period");
+    assert_eq!(late.code(), Code::FailedPrecondition, "{late}");
+
+    // No step out: at once.
+    start(&mut client, "idle", "idle", None).await;
+    let step = next_work(&mut stream).await;
+    respond(
+        &mut client,
+        &step,
+        vec![action(1, schedule("hello", "\"x\""))],
+    )
+    .await
+    .expect("step");
+    client
+        .terminate_instance(proto::TerminateRequest {
+            instance_id: "idle".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("terminate");
+    let now = client
+        .get_instance(proto::GetInstanceRequest {
+            instance_id: "idle".into(),
+            get_inputs_and_outputs: false,
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        status(now.orchestration_state),
+        proto::OrchestrationStatus::Terminated as i32
+    );
+    handle.stop().await;
+}
