@@ -1618,18 +1618,6 @@ impl PartitionState {
             return;
         }
         match op {
-            ControlOp::Terminate => {
-                self.finish(
-                    instance_id,
-                    OrchestrationStatus::Terminated,
-                    -1,
-                    reason,
-                    None,
-                    now_ms,
-                    out,
-                    fx,
-                );
-            }
             // The step out is completed or given back first; the pending
             // termination waits in the inbox (see `terminate_if_asked`).
             ControlOp::TerminateAfterStep if instance.step.is_some() => {
@@ -1639,7 +1627,7 @@ impl PartitionState {
                 ));
                 fx.changed.push(instance_id.clone());
             }
-            ControlOp::TerminateAfterStep => {
+            ControlOp::Terminate | ControlOp::TerminateAfterStep => {
                 self.finish(
                     instance_id,
                     OrchestrationStatus::Terminated,

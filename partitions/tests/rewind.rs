@@ -292,37 +292,27 @@ fn rewind_recreating(
     )
 }
 
-/// A parent whose child was purged: the rewind starts the child again as
-/// its creation recorded it, answering the same action of the same
-/// execution; a child it never created is refused and changes nothing.
-#[test]
-fn a_rewind_starts_a_purged_child_again_as_it_was_created() {
+/// Partition 0 of 2 with a parent (on it) that created `child` (on
+/// partition 1) with `version` and `input` and failed in the same step,
+/// never hearing from the child. Returns the state, the parent and the
+/// child's first start.
+fn parent_failed_beside_its_child(
+    child: &InstanceId,
+    version: Option<&str>,
+    input: Option<&str>,
+) -> (PartitionState, InstanceId, Vec<basalt_partitions::Envelope>) {
     let parent = id_on("parent", 0);
-    let child = id_on("child", 1);
     let mut state = PartitionState::new(0, 2);
-    let fx = state.apply_whole(
-        1,
-        Event::Start {
-            instance_id: parent.clone(),
-            name: "p".into(),
-            version: None,
-            input: None,
-            scheduled_start_ms: None,
-            tags: Default::default(),
-            now_ms: 1,
-        },
-    );
+    let fx = common::start(&mut state, &parent, "p", 1);
     let create = OrchestratorAction::new(
         1,
         ActionKind::CreateSubOrchestration {
             instance_id: child.to_string(),
             name: "c".into(),
-            version: Some("2".into()),
-            input: Some("\"in\"".into()),
+            version: version.map(str::to_owned),
+            input: input.map(str::to_owned),
         },
     );
-    // The parent creates the child and fails in the same step: it never
-    // hears from the child.
     let fx = common::run_step(
         &mut state,
         &parent,
@@ -330,7 +320,17 @@ fn a_rewind_starts_a_purged_child_again_as_it_was_created() {
         fx.steps[0].seq,
         vec![create, fail(2)],
     );
-    let first_start = fx.messages.clone();
+    (state, parent, fx.messages)
+}
+
+/// A parent whose child was purged: the rewind starts the child again as
+/// its creation recorded it, answering the same action of the same
+/// execution; a child it never created is refused and changes nothing.
+#[test]
+fn a_rewind_starts_a_purged_child_again_as_it_was_created() {
+    let child = id_on("child", 1);
+    let (mut state, parent, first_start) =
+        parent_failed_beside_its_child(&child, Some("2"), Some("\"in\""));
     assert_eq!(first_start.len(), 1, "{first_start:?}");
 
     let stranger = id_on("stranger", 1);
@@ -371,37 +371,8 @@ fn a_rewind_starts_a_purged_child_again_as_it_was_created() {
 /// rewind hands the kept answer back and does not run the child again.
 #[test]
 fn a_purged_child_that_already_answered_is_not_run_again() {
-    let parent = id_on("parent", 0);
     let child = id_on("child", 1);
-    let mut state = PartitionState::new(0, 2);
-    let fx = state.apply_whole(
-        1,
-        Event::Start {
-            instance_id: parent.clone(),
-            name: "p".into(),
-            version: None,
-            input: None,
-            scheduled_start_ms: None,
-            tags: Default::default(),
-            now_ms: 1,
-        },
-    );
-    let create = OrchestratorAction::new(
-        1,
-        ActionKind::CreateSubOrchestration {
-            instance_id: child.to_string(),
-            name: "c".into(),
-            version: None,
-            input: None,
-        },
-    );
-    common::run_step(
-        &mut state,
-        &parent,
-        2,
-        fx.steps[0].seq,
-        vec![create, fail(2)],
-    );
+    let (mut state, parent, _) = parent_failed_beside_its_child(&child, None, None);
     let execution = state.instance(&parent).expect("parent").execution;
     // The child's success arrives while the parent is failed: kept.
     state.apply_whole(

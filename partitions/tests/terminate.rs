@@ -14,18 +14,7 @@ fn id() -> InstanceId {
 
 /// Starts the instance and has a worker take its first step.
 fn held_step(state: &mut PartitionState) -> basalt_partitions::StepTask {
-    let fx = state.apply_whole(
-        1,
-        Event::Start {
-            instance_id: id(),
-            name: "o".into(),
-            version: None,
-            input: None,
-            scheduled_start_ms: None,
-            tags: Default::default(),
-            now_ms: 1,
-        },
-    );
+    let fx = common::start(state, &id(), "o", 1);
     state
         .take_step(&id(), fx.steps[0].seq, 2)
         .expect("the step is offered")

@@ -131,16 +131,19 @@ impl HistoryCache {
     /// past events sent from the kept bytes.
     pub fn request(&self, item: &OrchestrationWorkItem) -> proto::OrchestratorRequest {
         let past = item.past_events.as_slice();
-        if past.len() < CACHED_EVENTS_MIN || self.budget == 0 {
-            // A history that became short (rewound, or a new generation)
-            // leaves nothing kept behind.
-            self.inner.lock().remove(&item.instance_id);
-            return convert::orchestrator_request(item);
-        }
         let rewound = item
             .new_events
             .iter()
             .any(|event| matches!(event.kind, EventKind::ExecutionRewound { .. }));
+        if past.len() < CACHED_EVENTS_MIN || self.budget == 0 {
+            // A history a rewind made short leaves nothing kept behind (a
+            // new generation's is told apart by its execution). Other
+            // short steps, the common case, take no lock.
+            if rewound {
+                self.inner.lock().remove(&item.instance_id);
+            }
+            return convert::orchestrator_request(item);
+        }
         // Taken out while it is extended (one step of an instance is out at
         // a time), so other instances' steps do not wait on this one's
         // encoding.

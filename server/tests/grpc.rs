@@ -18,14 +18,22 @@ use tonic::{Code, Streaming};
 type Client = TaskHubSidecarServiceClient<Channel>;
 
 async fn serve(entity_format: EntityFormat, ping_ms: u64) -> (ServerHandle, Client) {
-    let handle = server::start(ServeOptions {
-        storage: StorageChoice::Memory,
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-        http_addr: None,
+    serve_with(ServeOptions {
         partitions: 4,
         health_ping_interval: Duration::from_millis(ping_ms),
         entity_format,
         ..ServeOptions::default()
+    })
+    .await
+}
+
+/// A server in memory on a free port with `options`, and a client of it.
+async fn serve_with(options: ServeOptions) -> (ServerHandle, Client) {
+    let handle = server::start(ServeOptions {
+        storage: StorageChoice::Memory,
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        http_addr: None,
+        ..options
     })
     .await
     .expect("server starts");
@@ -1447,19 +1455,12 @@ async fn stream_history(
 /// what a worker without the capability gets inline.
 #[tokio::test]
 async fn a_worker_that_streams_history_reads_the_past_of_a_step_by_stream() {
-    let handle = server::start(ServeOptions {
-        storage: StorageChoice::Memory,
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-        http_addr: None,
+    let (handle, mut client) = serve_with(ServeOptions {
         partitions: 2,
         history_streaming_bytes: 16,
         ..ServeOptions::default()
     })
-    .await
-    .expect("server starts");
-    let mut client = TaskHubSidecarServiceClient::connect(format!("http://{}", handle.grpc_addr()))
-        .await
-        .expect("connect");
+    .await;
 
     // Without the capability: the past comes inline.
     let mut plain = work_stream(&mut client, all_work()).await;
@@ -1577,19 +1578,12 @@ async fn a_worker_that_streams_history_reads_the_past_of_a_step_by_stream() {
 /// instance ends as Terminated. A step given back instead ends it at once.
 #[tokio::test]
 async fn a_termination_waits_for_the_step_a_worker_holds() {
-    let handle = server::start(ServeOptions {
-        storage: StorageChoice::Memory,
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-        http_addr: None,
+    let (handle, mut client) = serve_with(ServeOptions {
         partitions: 2,
         termination_grace: Duration::from_millis(300),
         ..ServeOptions::default()
     })
-    .await
-    .expect("server starts");
-    let mut client = TaskHubSidecarServiceClient::connect(format!("http://{}", handle.grpc_addr()))
-        .await
-        .expect("connect");
+    .await;
     let mut stream = work_stream(&mut client, all_work()).await;
     let status = |state: Option<proto::OrchestrationState>| {
         state.map(|s| s.orchestration_status).unwrap_or(-1)

@@ -23,6 +23,23 @@ impl ApplyWhole for PartitionState {
 }
 use basalt_runtime::{InstanceId, OrchestrationStepResult, OrchestratorAction};
 
+/// Starts orchestration `name` as `instance` at `lsn` (no input, version,
+/// schedule or tags).
+pub fn start(state: &mut PartitionState, instance: &InstanceId, name: &str, lsn: u64) -> Effects {
+    state.apply_whole(
+        lsn,
+        Event::Start {
+            instance_id: instance.clone(),
+            name: name.into(),
+            version: None,
+            input: None,
+            scheduled_start_ms: None,
+            tags: Default::default(),
+            now_ms: lsn,
+        },
+    )
+}
+
 /// Completes a step a worker took, with `actions`, as event `lsn`.
 pub fn complete(
     state: &mut PartitionState,
