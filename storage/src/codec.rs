@@ -219,7 +219,15 @@ pub fn decode_segment(object: &str, bytes: Bytes, expected: ExpectedSegment) -> 
     let mut offset = SEGMENT_HEADER_LEN;
     let mut next_lsn = expected.first_lsn.0;
     let mut bad_tail = None;
+    let mut zeroed_tail = false;
     while offset < total {
+        // Preallocated space: zeros from a frame boundary to the end are
+        // the segment's clean end. No frame is all zeros (its checksum
+        // covers its length and LSN), so this is never a record.
+        if bytes[offset] == 0 && all_zero_from(offset) {
+            zeroed_tail = true;
+            break;
+        }
         let available = total - offset;
         if available < RECORD_HEADER_LEN {
             bad_tail = Some(BadTail {
@@ -282,7 +290,7 @@ pub fn decode_segment(object: &str, bytes: Bytes, expected: ExpectedSegment) -> 
                         found: computed,
                     },
                 ),
-                torn_candidate: frame_end == total || all_zero_from(offset),
+                torn_candidate: all_zero_from(frame_end),
             });
             break;
         }
@@ -313,7 +321,7 @@ pub fn decode_segment(object: &str, bytes: Bytes, expected: ExpectedSegment) -> 
     }
     SegmentContents {
         records,
-        valid_len: if bad_tail.is_some() {
+        valid_len: if bad_tail.is_some() || zeroed_tail {
             offset as u64
         } else {
             total as u64

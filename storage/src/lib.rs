@@ -32,6 +32,7 @@ mod error;
 pub mod fault;
 mod log;
 mod recovery;
+mod segment_file;
 mod state_store;
 mod taskhub;
 mod types;

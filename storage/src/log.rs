@@ -10,8 +10,6 @@
 //! written at once: there is no timer anywhere on this path.
 
 use std::collections::VecDeque;
-use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -27,6 +25,7 @@ use crate::backend::{LogLayout, PartitionClaim, Storage};
 use crate::codec::{self, RECORD_PAYLOAD_MAX, SegmentHeader};
 use crate::error::{Error, Result};
 use crate::recovery::{self, Recovery};
+use crate::segment_file::{self, NewSegment, SegmentFile, sync_dir};
 use crate::types::{Epoch, Lsn, PartitionId, Record};
 
 /// Tuning of one partition log. Every limit has a documented default.
@@ -64,6 +63,12 @@ pub struct LogOptions {
     /// trickle on its own (10 ms gave 4.8 writes per sidecar checkout
     /// over 12 partitions, 100 ms 2.9).
     pub deferred_commit_micros: u64,
+    /// Segment-file layout: extend a segment in chunks of this many bytes
+    /// of zeros ahead of its records, so that a group commit overwrites
+    /// zeros instead of growing the file, and its `fdatasync` has no file
+    /// size to journal. Zero grows the file with each write. Default:
+    /// 1 MiB (at most 64 MiB).
+    pub segment_preallocate_bytes: u64,
 }
 
 /// A batch with at least this many records is written without lingering.
@@ -79,6 +84,7 @@ impl Default for LogOptions {
             segment_bytes_max: 64 << 20,
             commit_linger_micros: 0,
             deferred_commit_micros: 100_000,
+            segment_preallocate_bytes: 1 << 20,
         }
     }
 }
@@ -113,6 +119,12 @@ impl LogOptions {
                 self.deferred_commit_micros
             )));
         }
+        if self.segment_preallocate_bytes > SEGMENT_PREALLOCATE_LIMIT {
+            return Err(Error::InvalidInput(format!(
+                "segment_preallocate_bytes must be at most {SEGMENT_PREALLOCATE_LIMIT}, got {}",
+                self.segment_preallocate_bytes
+            )));
+        }
         if self.commit_linger_micros > 1_000_000 {
             return Err(Error::InvalidInput(format!(
                 "commit_linger_micros must be at most 1,000,000 (1 s), got {}",
@@ -122,6 +134,9 @@ impl LogOptions {
         Ok(())
     }
 }
+
+/// Largest `segment_preallocate_bytes` accepted (64 MiB).
+const SEGMENT_PREALLOCATE_LIMIT: u64 = 64 << 20;
 
 /// Largest `pending_bytes_max` accepted (1 TiB; the budget semaphore's
 /// own limit is far above).
@@ -801,6 +816,7 @@ async fn run_committer(shared: Arc<Shared>, mut sink: Sink) {
         };
         if pending == 0 {
             if closed {
+                sink.close().await;
                 shared.budget.close();
                 shared.commits.send_modify(|s| s.closed = true);
                 return;
@@ -900,26 +916,23 @@ enum Sink {
 }
 
 struct FileSink {
-    dir: PathBuf,
-    partition: PartitionId,
-    epoch: Epoch,
+    new_segment: NewSegment,
     segment_bytes_max: u64,
-    current: Option<OpenFile>,
-}
-
-struct OpenFile {
-    file: std::fs::File,
-    len: u64,
+    preallocate: u64,
+    current: Option<SegmentFile>,
 }
 
 impl Sink {
     fn new(shared: &Shared) -> Result<Sink> {
         match (shared.storage.layout(), shared.storage.local_root()) {
             (LogLayout::SegmentFile, Some(root)) => Ok(Sink::File(FileSink {
-                dir: root.join(codec::log_prefix(shared.partition)),
-                partition: shared.partition,
-                epoch: shared.epoch,
+                new_segment: NewSegment {
+                    dir: root.join(codec::log_prefix(shared.partition)),
+                    partition: shared.partition,
+                    epoch: shared.epoch,
+                },
                 segment_bytes_max: shared.options.segment_bytes_max,
+                preallocate: shared.options.segment_preallocate_bytes,
                 current: None,
             })),
             (LogLayout::SegmentFile, None) => Err(Error::InvalidInput(
@@ -961,72 +974,36 @@ impl Sink {
                 if roll
                     || current
                         .as_ref()
-                        .is_some_and(|f| f.len >= sink.segment_bytes_max)
+                        .is_some_and(|f| f.len() >= sink.segment_bytes_max)
                 {
+                    // The old segment keeps its unused zeros (they read
+                    // as its end): cutting them off while a reader of the
+                    // live hub may be reading it would fail that read.
                     current = None;
                 }
-                let dir = sink.dir.clone();
-                let (partition, epoch) = (sink.partition, sink.epoch);
                 let creates = current.is_none();
-                let opened = tokio::task::spawn_blocking(move || {
-                    append_to_file(current, &dir, partition, epoch, &batch)
+                let written = segment_file::write(segment_file::Write {
+                    current,
+                    new_segment: sink.new_segment.clone(),
+                    first_lsn: batch.first_lsn,
+                    frames: batch.frames,
+                    preallocate: sink.preallocate,
                 })
-                .await
-                .map_err(|e| Error::io(&sink.dir, std::io::Error::other(e)))??;
-                sink.current = Some(opened);
+                .await?;
+                sink.current = Some(written);
                 Ok(creates)
             }
         }
     }
-}
 
-/// Appends a batch to the open segment file (creating a new one first when
-/// needed) and makes it durable with `fdatasync`.
-fn append_to_file(
-    current: Option<OpenFile>,
-    dir: &std::path::Path,
-    partition: PartitionId,
-    epoch: Epoch,
-    batch: &Batch,
-) -> Result<OpenFile> {
-    let mut open = match current {
-        Some(open) => open,
-        None => {
-            let key = codec::segment_key(partition, epoch, batch.first_lsn);
-            let name = key.rsplit('/').next().unwrap_or(&key);
-            let path = dir.join(name);
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(|e| Error::io(&path, e))?;
-            let header = SegmentHeader {
-                partition,
-                epoch,
-                first_lsn: batch.first_lsn,
-            }
-            .encode();
-            file.write_all(&header).map_err(|e| Error::io(&path, e))?;
-            file.sync_all().map_err(|e| Error::io(&path, e))?;
-            sync_dir(dir)?;
-            OpenFile {
-                file,
-                len: header.len() as u64,
-            }
+    /// The log is closing: hands its open segment back to the device.
+    async fn close(&mut self) {
+        if let Sink::File(sink) = self
+            && let Some(file) = sink.current.take()
+        {
+            segment_file::close(file).await;
         }
-    };
-    open.file
-        .write_all(&batch.frames)
-        .map_err(|e| Error::io(dir, e))?;
-    open.file.sync_data().map_err(|e| Error::io(dir, e))?;
-    open.len += batch.frames.len() as u64;
-    Ok(open)
-}
-
-fn sync_dir(dir: &std::path::Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+    }
 }
 
 /// Creates a directory and makes its entry durable in every parent up to

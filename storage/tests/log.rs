@@ -798,3 +798,74 @@ async fn a_closed_log_releases_its_partition_and_refuses_truncation() {
         reopened.close().await.expect("close");
     }
 }
+
+/// Segment files grow in pre-zeroed chunks; the zeros after the last
+/// record read as the segment's clean end after a crash, a write torn
+/// inside them is trimmed and reported, and a closed log's segment is cut
+/// back to its records.
+#[tokio::test]
+async fn preallocated_segments_recover_cleanly_and_are_cut_back_at_close() {
+    let chunk = 64 << 10;
+    let options = LogOptions {
+        segment_preallocate_bytes: chunk,
+        ..LogOptions::default()
+    };
+    let place = Place::new(Kind::LocalFile);
+    let (log, _) = place.open(options.clone()).await.expect("open");
+    for n in 0..50 {
+        log.append(&payload(n))
+            .await
+            .expect("append")
+            .durable()
+            .await
+            .expect("durable");
+    }
+    let written = 32 + log.stats().bytes;
+    let segments = list_segments(&place.storage_unlocked(), PartitionId(0))
+        .await
+        .expect("list");
+    let key = segments.last().expect("a segment").key.clone();
+    // What a kill -9 would leave: the records, then zeros to a chunk's end.
+    let live = place.read(&key).await;
+    assert_eq!(live.len() as u64 % chunk, 0, "grown in whole chunks");
+    assert!(live.len() as u64 > written, "zeros ahead of the records");
+    assert!(live[written as usize..].iter().all(|b| *b == 0));
+    log.close().await.expect("close");
+    drop(log);
+    let closed = place.read(&key).await;
+    assert_eq!(closed.len() as u64, written, "cut back to its records");
+    assert_eq!(closed[..], live[..written as usize]);
+
+    // Crashed with the zeros in place: every record, no torn tail.
+    place.write(&key, live.clone()).await;
+    let (log, recovered) = place.open(options.clone()).await.expect("reopen");
+    assert_eq!(recovered.records.len(), 50);
+    assert!(recovered.torn_tail.is_none(), "{:?}", recovered.torn_tail);
+    log.close().await.expect("close");
+    drop(log);
+
+    // A record torn inside the zeros (its header and part of its payload
+    // reached the disk): trimmed and reported, the 50 before it kept.
+    let segments = list_segments(&place.storage_unlocked(), PartitionId(0))
+        .await
+        .expect("list");
+    for segment in segments.iter().filter(|s| s.key != key) {
+        place.remove(&segment.key).await;
+    }
+    let mut torn = live;
+    let frame = {
+        let mut out = Vec::new();
+        basalt_storage::codec::encode_record(&mut out, Lsn(51), &payload(51));
+        out
+    };
+    let at = written as usize;
+    torn[at..at + frame.len() / 2].copy_from_slice(&frame[..frame.len() / 2]);
+    place.write(&key, torn).await;
+    let (log, recovered) = place.open(options).await.expect("reopen torn");
+    assert_eq!(recovered.records.len(), 50);
+    let tail = recovered.torn_tail.expect("the torn record is reported");
+    assert_eq!(tail.object, key);
+    assert_eq!(tail.offset, written);
+    log.close().await.expect("close");
+    drop(log);
+}
