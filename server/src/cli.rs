@@ -102,6 +102,15 @@ pub struct ServeArgs {
     /// Health ping interval on idle worker streams, ms. Default: 15000.
     #[arg(long, env = "BASALT_HEALTH_PING_INTERVAL_MS")]
     pub health_ping_interval_ms: Option<u64>,
+    /// Past events of a step, in bytes, beyond which a worker that can
+    /// stream history reads them with StreamInstanceHistory instead of
+    /// getting them inline. Default: 1048576 (1 MiB).
+    #[arg(long, env = "BASALT_HISTORY_STREAMING_BYTES")]
+    pub history_streaming_bytes: Option<usize>,
+    /// How long a termination waits for a step a worker holds before it
+    /// ends the instance anyway, ms. Default: 5000.
+    #[arg(long, env = "BASALT_TERMINATION_GRACE_MS")]
+    pub termination_grace_ms: Option<u64>,
     /// Entity work item format sent to workers: v1 or v2. Default: v1.
     #[arg(long, env = "BASALT_ENTITY_FORMAT")]
     pub entity_format: Option<String>,

@@ -230,6 +230,10 @@ pub struct ServeFile {
     pub entities_per_stream_max: Option<usize>,
     /// See [`ServeOptions::health_ping_interval`], in milliseconds.
     pub health_ping_interval_ms: Option<u64>,
+    /// See [`ServeOptions::history_streaming_bytes`].
+    pub history_streaming_bytes: Option<usize>,
+    /// See [`ServeOptions::termination_grace`], in milliseconds.
+    pub termination_grace_ms: Option<u64>,
     /// See [`ServeOptions::entity_format`]: `v1` or `v2`.
     pub entity_format: Option<EntityFormat>,
     /// See [`ServeOptions::commit_linger_micros`].
@@ -329,6 +333,10 @@ impl ServeFile {
             health_ping_interval_ms: self
                 .health_ping_interval_ms
                 .or(lower.health_ping_interval_ms),
+            history_streaming_bytes: self
+                .history_streaming_bytes
+                .or(lower.history_streaming_bytes),
+            termination_grace_ms: self.termination_grace_ms.or(lower.termination_grace_ms),
             entity_format: self.entity_format.or(lower.entity_format),
             commit_linger_micros: self.commit_linger_micros.or(lower.commit_linger_micros),
             memory_budget: self.memory_budget.or(lower.memory_budget),
@@ -385,8 +393,12 @@ impl ServeFile {
                 .health_ping_interval_ms
                 .map_or(defaults.health_ping_interval, Duration::from_millis),
             entity_format: self.entity_format.unwrap_or(defaults.entity_format),
-            history_streaming_bytes: defaults.history_streaming_bytes,
-            termination_grace: defaults.termination_grace,
+            history_streaming_bytes: self
+                .history_streaming_bytes
+                .unwrap_or(defaults.history_streaming_bytes),
+            termination_grace: self
+                .termination_grace_ms
+                .map_or(defaults.termination_grace, Duration::from_millis),
             commit_linger_micros: self
                 .commit_linger_micros
                 .unwrap_or(defaults.commit_linger_micros),
@@ -514,6 +526,18 @@ impl ServeOptions {
                 "health-ping-interval-ms must be at least 10".into(),
             ));
         }
+        if self.history_streaming_bytes < 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "history-streaming-bytes must be at least 1024, not {}",
+                self.history_streaming_bytes
+            )));
+        }
+        if self.termination_grace > Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid(format!(
+                "termination-grace-ms must be at most 3600000 (1 h), not {}",
+                self.termination_grace.as_millis()
+            )));
+        }
         if self.commit_linger_micros > 1_000_000 {
             return Err(ConfigError::Invalid(format!(
                 "commit-linger-micros must be at most 1000000 (1 s), not {}",
@@ -616,6 +640,27 @@ mod tests {
         assert_eq!(options.partitions, 3);
         assert_eq!(options.hub_name, "from-file");
         assert_eq!(options.grpc_addr, ServeOptions::default().grpc_addr);
+    }
+
+    #[test]
+    fn history_streaming_and_termination_grace_come_from_the_file_or_flags() {
+        let file: ServeFile =
+            toml::from_str("history_streaming_bytes = 65536\ntermination_grace_ms = 250")
+                .expect("parse");
+        let options = ServeFile::default().or(file).into_options().expect("valid");
+        assert_eq!(options.history_streaming_bytes, 65536);
+        assert_eq!(options.termination_grace, Duration::from_millis(250));
+        let defaults = ServeFile::default().into_options().expect("valid");
+        assert_eq!(defaults.history_streaming_bytes, 1 << 20);
+        assert_eq!(defaults.termination_grace, Duration::from_secs(5));
+        for bad in [
+            "history_streaming_bytes = 100",
+            "termination_grace_ms = 3600001",
+        ] {
+            let file: ServeFile = toml::from_str(bad).expect("parse");
+            let error = file.into_options().expect_err(bad);
+            assert!(error.to_string().contains("must be at"), "{bad}: {error}");
+        }
     }
 
     #[test]

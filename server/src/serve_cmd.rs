@@ -29,6 +29,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         activities_per_stream_max: args.activities_per_stream_max,
         entities_per_stream_max: args.entities_per_stream_max,
         health_ping_interval_ms: args.health_ping_interval_ms,
+        history_streaming_bytes: args.history_streaming_bytes,
+        termination_grace_ms: args.termination_grace_ms,
         entity_format: args
             .entity_format
             .as_deref()
