@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod codec;
 mod event;
 pub mod evicted;
+pub mod hosted;
 mod routing;
 mod state;
 mod tier;

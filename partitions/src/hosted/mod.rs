@@ -1,0 +1,34 @@
+//! Hosted instances: durable state for a runtime that keeps its own
+//! histories (duroxide, through `integrations/duroxide`).
+//!
+//! Basalt's own orchestrations are interpreted by this crate: it knows
+//! what a history event means. A hosted runtime decides everything itself
+//! and asks only for storage with the right locking: append-only
+//! histories of opaque events per execution, an orchestrator queue per
+//! instance fetched as a batch under an instance lock, a worker queue with
+//! item locks, tags and sessions, a key-value store and a custom status
+//! per instance (`docs/duroxide.md`). The rules here are those of
+//! duroxide's provider contract; the bytes are the runtime's.
+//!
+//! Like the rest of the crate this is pure: time (`now_ms`), lock tokens
+//! (the LSN of the fetch that takes a lock) and the hub-wide order of
+//! enqueues arrive from the caller, so the state stays a function of the
+//! log.
+
+mod instance;
+mod worker;
+
+pub use instance::{
+    Ack, AckMetadata, AckRefusal, Execution, FetchOutcome, HostedInstance, InstanceMeta, KvEntry,
+    KvOp, Lock, MessageKind, QueuedMessage, StoredEvent, VersionRange,
+};
+pub use worker::{
+    Session, SessionClaim, TagFilter, WorkRefusal, WorkerItem, WorkerItemId, WorkerQueue,
+};
+
+/// The execution statuses a hosted runtime reports that end an execution:
+/// its key-value changes are merged into the instance's store then.
+pub const FINISHED_STATUSES: [&str; 3] = ["Completed", "Failed", "ContinuedAsNew"];
+
+/// The status of an execution no ack has finished yet.
+pub const RUNNING_STATUS: &str = "Running";
