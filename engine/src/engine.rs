@@ -810,7 +810,7 @@ impl Backend for Engine {
         match self.submit_for(instance, event).await? {
             Reply::Purged(purged) => Ok(purged),
             Reply::Rejected(e) => Err(e),
-            Reply::Done => Ok(true),
+            Reply::Done | Reply::Hosted(_) => Ok(true),
         }
     }
 

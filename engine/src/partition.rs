@@ -89,7 +89,7 @@ enum Parked {
     Messages(Vec<Envelope>),
     Acks(Vec<(u32, Position)>),
     /// Local work held back because pipelining is off.
-    Local(Effects),
+    Local(Box<Effects>),
 }
 
 pub(crate) struct PartitionTask {
@@ -517,7 +517,7 @@ impl PartitionTask {
                 ..Effects::default()
             };
             if local != Effects::default() {
-                self.park_at(run, lsn, Parked::Local(local));
+                self.park_at(run, lsn, Parked::Local(Box::new(local)));
             }
         }
         if let Some(reply) = reply {
@@ -1171,5 +1171,17 @@ fn message_bytes(envelope: &Envelope) -> usize {
                 failure.message.len() + failure.error_type.len()
             }
         },
+        Message::Hosted(message) => hosted_message_bytes(message),
+    }
+}
+
+/// A generous estimate of a hosted message's encoded size.
+fn hosted_message_bytes(message: &basalt_partitions::hosted::HostedMessage) -> usize {
+    use basalt_partitions::hosted::HostedMessage;
+    match message {
+        HostedMessage::Enqueue { message, .. } => message.bytes.len(),
+        HostedMessage::EnqueueWork { item, .. } => item.bytes.len() + item.id.instance.len() + 64,
+        HostedMessage::Cancel { id, .. } => id.instance.len(),
+        HostedMessage::RemoveWork { instance, .. } => instance.as_str().len(),
     }
 }

@@ -8,7 +8,10 @@
 //! | `c` | the [`Core`] as of the checkpoint, with its LSN |
 //! | `i/{instance id}` | an [`Instance`] record |
 //! | `e/{entity instance id}` | an [`Entity`] record |
-//! | `b/i/{id}`, `b/e/{id}` | empty: the record has work to hand out after a restart |
+//! | `h/{instance id}` | a hosted instance record (`crate::hosted`) |
+//! | `w/{instance id}` | a hosted instance's worker items of no session |
+//! | `o/{session id}` | a hosted session with its worker items |
+//! | `b/i/{id}`, `b/e/{id}`, `b/h/{id}`, `b/w/{id}`, `b/o/{id}` | empty: the record has work to hand out after a restart |
 //! | `s/{status tag}/{instance id}` | empty: the instance's status (the status index) |
 //! | `t/{creation hour}/{instance id}` | the creation time: the time index |
 //! | `n/{name hash}/{instance id}` | empty: the name index |
@@ -21,6 +24,7 @@
 use basalt_runtime::OrchestrationStatus;
 
 use crate::codec::{self, DecodeError, EncodeError};
+use crate::hosted::{HostedInstance, WorkerQueue};
 use crate::state::{Entity, Instance, PartitionState, StateKey};
 use crate::tier::IndexTag;
 
@@ -30,6 +34,12 @@ pub const CORE_KEY: &[u8] = b"c";
 pub const INSTANCE_PREFIX: &[u8] = b"i/";
 /// Prefix of entity records.
 pub const ENTITY_PREFIX: &[u8] = b"e/";
+/// Prefix of hosted instance records.
+pub const HOSTED_PREFIX: &[u8] = b"h/";
+/// Prefix of hosted worker items of no session, by instance.
+pub const HOSTED_WORK_PREFIX: &[u8] = b"w/";
+/// Prefix of hosted sessions with their worker items.
+pub const HOSTED_SESSION_PREFIX: &[u8] = b"o/";
 /// Prefix of the markers of records with work to hand out after a restart.
 pub const BUSY_PREFIX: &[u8] = b"b/";
 /// Prefix of the status index: `s/`, a status tag byte, `/`, the id.
@@ -120,6 +130,10 @@ impl crate::tier::Indexed for Instance {
 
 impl crate::tier::Indexed for Entity {}
 
+impl crate::tier::Indexed for HostedInstance {}
+
+impl crate::tier::Indexed for WorkerQueue {}
+
 fn keyed(prefix: &[u8], id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(prefix.len() + id.len());
     key.extend_from_slice(prefix);
@@ -132,6 +146,9 @@ pub fn record_key(key: &StateKey) -> Vec<u8> {
     match key {
         StateKey::Instance(id) => keyed(INSTANCE_PREFIX, id.as_str()),
         StateKey::Entity(id) => keyed(ENTITY_PREFIX, id.as_str()),
+        StateKey::Hosted(id) => keyed(HOSTED_PREFIX, id.as_str()),
+        StateKey::HostedWork(id) => keyed(HOSTED_WORK_PREFIX, id.as_str()),
+        StateKey::HostedSession(id) => keyed(HOSTED_SESSION_PREFIX, id.as_str()),
     }
 }
 
@@ -157,6 +174,15 @@ pub fn parse_key(bytes: &[u8]) -> Option<StateKey> {
     if let Some(rest) = bytes.strip_prefix(ENTITY_PREFIX) {
         return id(rest).map(StateKey::Entity);
     }
+    if let Some(rest) = bytes.strip_prefix(HOSTED_PREFIX) {
+        return id(rest).map(StateKey::Hosted);
+    }
+    if let Some(rest) = bytes.strip_prefix(HOSTED_WORK_PREFIX) {
+        return id(rest).map(StateKey::HostedWork);
+    }
+    if let Some(rest) = bytes.strip_prefix(HOSTED_SESSION_PREFIX) {
+        return id(rest).map(StateKey::HostedSession);
+    }
     None
 }
 
@@ -180,7 +206,7 @@ pub struct Changes {
     pub writes: Vec<Write>,
     /// Records changed (not counting markers and the core).
     pub records: usize,
-    generations: (u64, u64),
+    generations: [u64; 5],
 }
 
 impl Instance {
@@ -188,6 +214,14 @@ impl Instance {
     /// step, activities, timers.
     pub fn is_busy(&self) -> bool {
         self.step.is_some() || !self.activities.is_empty() || !self.timers.is_empty()
+    }
+}
+
+impl HostedInstance {
+    /// Whether the engine has work to hand out for it after a restart:
+    /// queued messages or a lock.
+    pub fn is_busy(&self) -> bool {
+        !self.queue.is_empty() || self.lock.is_some()
     }
 }
 
@@ -287,6 +321,27 @@ impl PartitionState {
             let busy = change.value.is_some_and(Entity::is_busy);
             Ok::<_, EncodeError>(record_writes(&mut writes, key, value, busy))
         })?;
+        let hosted = self.hosted.take_changes(|change| {
+            records += 1;
+            let key = StateKey::Hosted(change.key.clone());
+            let value = change.value.map(codec::encode_hosted).transpose()?;
+            let busy = change.value.is_some_and(HostedInstance::is_busy);
+            Ok::<_, EncodeError>(record_writes(&mut writes, key, value, busy))
+        })?;
+        let hosted_work = self.hosted_work.take_changes(|change| {
+            records += 1;
+            let key = StateKey::HostedWork(change.key.clone());
+            let value = change.value.map(codec::encode_work).transpose()?;
+            let busy = change.value.is_some_and(|q| !q.is_empty());
+            Ok::<_, EncodeError>(record_writes(&mut writes, key, value, busy))
+        })?;
+        let hosted_sessions = self.hosted_sessions.take_changes(|change| {
+            records += 1;
+            let key = StateKey::HostedSession(change.key.clone());
+            let value = change.value.map(codec::encode_work).transpose()?;
+            let busy = change.value.is_some_and(|q| !q.is_empty());
+            Ok::<_, EncodeError>(record_writes(&mut writes, key, value, busy))
+        })?;
         for (complete, key) in [
             (self.status_indexed, STATUS_INDEX_KEY),
             (self.name_time_indexed, NAME_TIME_INDEX_KEY),
@@ -306,15 +361,19 @@ impl PartitionState {
             lsn: self.last_lsn,
             writes,
             records,
-            generations: (instances, entities),
+            generations: [instances, entities, hosted, hosted_work, hosted_sessions],
         })
     }
 
     /// The checkpoint holding `changes` is durable: the records it carried
     /// (and not changed since) may be evicted now.
     pub fn checkpointed(&mut self, changes: &Changes) {
-        self.instances.checkpointed(changes.generations.0);
-        self.entities.checkpointed(changes.generations.1);
+        let [instances, entities, hosted, hosted_work, hosted_sessions] = changes.generations;
+        self.instances.checkpointed(instances);
+        self.entities.checkpointed(entities);
+        self.hosted.checkpointed(hosted);
+        self.hosted_work.checkpointed(hosted_work);
+        self.hosted_sessions.checkpointed(hosted_sessions);
     }
 
     /// The core and a copy of every resident record, marked complete: the
@@ -328,6 +387,15 @@ impl PartitionState {
         for (key, value, _) in self.entities.resident_entries() {
             copy.entities.install(key.clone(), value.cloned(), 0);
         }
+        for (key, value, _) in self.hosted.resident_entries() {
+            copy.hosted.install(key.clone(), value.cloned(), 0);
+        }
+        for (key, value, _) in self.hosted_work.resident_entries() {
+            copy.hosted_work.install(key.clone(), value.cloned(), 0);
+        }
+        for (key, value, _) in self.hosted_sessions.resident_entries() {
+            copy.hosted_sessions.install(key.clone(), value.cloned(), 0);
+        }
         copy
     }
 
@@ -338,6 +406,9 @@ impl PartitionState {
         let cold = match key {
             StateKey::Instance(id) => self.instances.take_cold(id),
             StateKey::Entity(id) => self.entities.take_cold(id),
+            StateKey::Hosted(id) => self.hosted.take_cold(id),
+            StateKey::HostedWork(id) => self.hosted_work.take_cold(id),
+            StateKey::HostedSession(id) => self.hosted_sessions.take_cold(id),
         };
         match cold {
             Some(bytes) => {
@@ -360,6 +431,18 @@ impl PartitionState {
             StateKey::Entity(id) => {
                 let value = bytes.map(codec::decode_entity).transpose()?;
                 self.entities.install(id, value, encoded);
+            }
+            StateKey::Hosted(id) => {
+                let value = bytes.map(codec::decode_hosted).transpose()?;
+                self.hosted.install(id, value, encoded);
+            }
+            StateKey::HostedWork(id) => {
+                let value = bytes.map(codec::decode_work).transpose()?;
+                self.hosted_work.install(id, value, encoded);
+            }
+            StateKey::HostedSession(id) => {
+                let value = bytes.map(codec::decode_work).transpose()?;
+                self.hosted_sessions.install(id, value, encoded);
             }
         }
         Ok(())

@@ -8,6 +8,7 @@ use basalt_runtime::InstanceId;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Envelope, Event, Position};
+use crate::hosted::{HostedInstance, WorkerQueue};
 use crate::state::{Core, Entity, Instance, PartitionState};
 use crate::tier::Tier;
 
@@ -26,12 +27,17 @@ use crate::tier::Tier;
 /// `Event::RewindRecreating` and `ControlOp::TerminateAfterStep` variants,
 /// each appended after every other, so version 5 bytes decode unchanged
 /// and are read too
-/// ([`OLDEST_READABLE_VERSION`]). Payloads of other versions are refused
-/// with a message naming both versions; no released hub holds them.
-pub const ENCODING_VERSION: u8 = 6;
+/// ([`OLDEST_READABLE_VERSION`]). 7: hosted instances (`crate::hosted`:
+/// the `Event::Hosted` and `Message::Hosted` variants, appended, and their
+/// records); a whole-state snapshot of version 7 carries the hosted
+/// records after everything else, one of an earlier version has none.
+/// Payloads of other versions are refused with a message naming both
+/// versions; no released hub holds them.
+pub const ENCODING_VERSION: u8 = 7;
 
-/// The oldest version this build still reads: version 6 only added an
-/// enum variant at the end, which leaves every version-5 encoding valid.
+/// The oldest version this build still reads: versions 6 and 7 only added
+/// enum variants at the end, which leaves every version-5 encoding valid
+/// (snapshots excepted, which are read by their version).
 pub const OLDEST_READABLE_VERSION: u8 = 5;
 
 /// Why bytes could not be decoded.
@@ -120,6 +126,18 @@ struct SnapshotRef<'a> {
     next_execution: u64,
     next_step_seq: u64,
     entities: BTreeMap<&'a InstanceId, &'a Entity>,
+    // Version 7 on: the hosted records.
+    hosted: BTreeMap<&'a InstanceId, &'a HostedInstance>,
+    hosted_work: BTreeMap<&'a InstanceId, &'a WorkerQueue>,
+    hosted_sessions: BTreeMap<&'a InstanceId, &'a WorkerQueue>,
+}
+
+/// The hosted records a version-7 snapshot carries after the rest.
+#[derive(Default, Deserialize)]
+struct HostedSnapshot {
+    hosted: BTreeMap<InstanceId, HostedInstance>,
+    hosted_work: BTreeMap<InstanceId, WorkerQueue>,
+    hosted_sessions: BTreeMap<InstanceId, WorkerQueue>,
 }
 
 /// The owned twin of [`SnapshotRef`], for decoding.
@@ -140,7 +158,12 @@ struct Snapshot {
 /// state wholly in memory can be encoded this way (the replay checks and
 /// tests; the engine loads every record first).
 pub fn encode_snapshot(state: &PartitionState) -> Result<Vec<u8>, EncodeError> {
-    if !state.instances.is_complete() || !state.entities.is_complete() {
+    if !state.instances.is_complete()
+        || !state.entities.is_complete()
+        || !state.hosted.is_complete()
+        || !state.hosted_work.is_complete()
+        || !state.hosted_sessions.is_complete()
+    {
         return Err(EncodeError {
             what: "snapshot",
             message: "the partition's records are not all in memory".into(),
@@ -157,6 +180,9 @@ pub fn encode_snapshot(state: &PartitionState) -> Result<Vec<u8>, EncodeError> {
             next_execution: state.next_execution,
             next_step_seq: state.next_step_seq,
             entities: state.entities.resident(),
+            hosted: state.hosted.resident(),
+            hosted_work: state.hosted_work.resident(),
+            hosted_sessions: state.hosted_sessions.resident(),
         },
         "snapshot",
     )
@@ -165,7 +191,23 @@ pub fn encode_snapshot(state: &PartitionState) -> Result<Vec<u8>, EncodeError> {
 /// Decodes a whole partition state: every record resident and not yet in
 /// any store (a first checkpoint writes them all).
 pub fn decode_snapshot(bytes: &[u8]) -> Result<PartitionState, DecodeError> {
-    let snapshot: Snapshot = decode(bytes, "snapshot")?;
+    let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if !(OLDEST_READABLE_VERSION..=ENCODING_VERSION).contains(&version) {
+        return Err(DecodeError::UnknownVersion { found: version });
+    }
+    let undecodable = |e: bincode::error::DecodeError| DecodeError::Bincode {
+        what: "snapshot",
+        message: e.to_string(),
+    };
+    let (snapshot, read): (Snapshot, usize) =
+        bincode::serde::decode_from_slice(rest, config()).map_err(undecodable)?;
+    let hosted: HostedSnapshot = if version >= 7 {
+        bincode::serde::decode_from_slice(&rest[read..], config())
+            .map_err(undecodable)?
+            .0
+    } else {
+        HostedSnapshot::default()
+    };
     let mut instances_by_status = BTreeMap::new();
     for instance in snapshot.instances.values() {
         *instances_by_status.entry(instance.meta.status).or_insert(0) += 1;
@@ -191,6 +233,9 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<PartitionState, DecodeError> {
     );
     state.instances = Tier::from_map(snapshot.instances);
     state.entities = Tier::from_map(snapshot.entities);
+    state.hosted = Tier::from_map(hosted.hosted);
+    state.hosted_work = Tier::from_map(hosted.hosted_work);
+    state.hosted_sessions = Tier::from_map(hosted.hosted_sessions);
     Ok(state)
 }
 
@@ -230,6 +275,26 @@ pub fn decode_entity(bytes: &[u8]) -> Result<Entity, DecodeError> {
     decode(bytes, "entity")
 }
 
+/// Encodes one hosted instance record.
+pub fn encode_hosted(instance: &HostedInstance) -> Result<Vec<u8>, EncodeError> {
+    encode(instance, "hosted instance")
+}
+
+/// Decodes one hosted instance record.
+pub fn decode_hosted(bytes: &[u8]) -> Result<HostedInstance, DecodeError> {
+    decode(bytes, "hosted instance")
+}
+
+/// Encodes one hosted worker-item record (of an instance or a session).
+pub fn encode_work(queue: &WorkerQueue) -> Result<Vec<u8>, EncodeError> {
+    encode(queue, "hosted work")
+}
+
+/// Decodes one hosted worker-item record.
+pub fn decode_work(bytes: &[u8]) -> Result<WorkerQueue, DecodeError> {
+    decode(bytes, "hosted work")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,7 +317,7 @@ mod tests {
         for version in [OLDEST_READABLE_VERSION - 1, ENCODING_VERSION + 1] {
             bytes[0] = version;
             let error = decode_event(&bytes).expect_err("refused");
-            assert!(error.to_string().contains("5 to 6"), "{error}");
+            assert!(error.to_string().contains("5 to 7"), "{error}");
         }
     }
 }

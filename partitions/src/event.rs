@@ -10,6 +10,7 @@ use basalt_runtime::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::hosted::{HostedEvent, HostedMessage, HostedReply};
 use crate::state::StateKey;
 
 /// One entry of a partition's commit log. Everything the state machine
@@ -171,6 +172,14 @@ pub enum Event {
         /// When the request arrived.
         now_ms: u64,
     },
+    /// A hosted runtime's change (`crate::hosted`). (Last, so the encoding
+    /// of every earlier variant is unchanged.)
+    Hosted {
+        /// The change (boxed: hosted events are far larger than most).
+        event: Box<HostedEvent>,
+        /// When the request arrived.
+        now_ms: u64,
+    },
 }
 
 impl Event {
@@ -205,6 +214,7 @@ impl Event {
                 Some(StateKey::Entity(entity.instance_id()))
             }
             Event::Messages { .. } | Event::OutboxAcked { .. } => None,
+            Event::Hosted { event, .. } => Some(event.key()),
         }
     }
 
@@ -222,7 +232,8 @@ impl Event {
             | Event::TimerFired { now_ms, .. }
             | Event::Messages { now_ms, .. }
             | Event::SignalEntity { now_ms, .. }
-            | Event::EntityBatchCompleted { now_ms, .. } => Some(*now_ms),
+            | Event::EntityBatchCompleted { now_ms, .. }
+            | Event::Hosted { now_ms, .. } => Some(*now_ms),
             Event::Purge { .. }
             | Event::EntityBatchAbandoned { .. }
             | Event::OutboxAcked { .. } => None,
@@ -359,6 +370,9 @@ pub enum Message {
         /// Data (JSON).
         data: Option<String>,
     },
+    /// A hosted event's item for another record. (Last, so the encoding
+    /// of every earlier variant is unchanged.)
+    Hosted(HostedMessage),
 }
 
 impl Message {
@@ -385,6 +399,7 @@ impl Message {
                 .entities
                 .get(chain.position)
                 .map(|entity| StateKey::Entity(entity.instance_id())),
+            Message::Hosted(message) => Some(message.key()),
         }
     }
 }
@@ -524,6 +539,8 @@ pub enum Reply {
     Purged(bool),
     /// Refused; nothing changed.
     Rejected(basalt_runtime::Error),
+    /// A hosted event's answer.
+    Hosted(HostedReply),
 }
 
 /// What applying one event asks the engine to do.
@@ -556,4 +573,7 @@ pub struct Effects {
     pub withdrawn: Vec<(InstanceId, u64)>,
     /// Instances whose status or output changed (for waiting clients).
     pub changed: Vec<InstanceId>,
+    /// Hosted records whose queues or locks may have changed (for
+    /// fetchers waiting for work).
+    pub hosted: Vec<StateKey>,
 }

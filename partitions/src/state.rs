@@ -15,6 +15,7 @@ use crate::event::{
     Position, QueueItem, QueuedOperation, Reply, SIGNAL_TIMER_ID, START_TIMER_ID, StepOffer,
     StepTask, TimerTask,
 };
+use crate::hosted::{HostedInstance, WorkerQueue};
 use crate::routing::partition_of;
 use crate::tier::Tier;
 
@@ -92,6 +93,12 @@ pub enum StateKey {
     Instance(InstanceId),
     /// An entity, by its instance id (`@name@key`).
     Entity(InstanceId),
+    /// A hosted instance (`crate::hosted`).
+    Hosted(InstanceId),
+    /// The worker items of a hosted instance that belong to no session.
+    HostedWork(InstanceId),
+    /// A hosted session: its claim and its worker items.
+    HostedSession(InstanceId),
 }
 
 /// The partition-wide part of the state: small, always in memory, written
@@ -162,6 +169,12 @@ pub struct PartitionState {
     /// `checkpoint::NAME_TIME_INDEX_KEY`), as `status_indexed` is for the
     /// status index.
     pub name_time_indexed: bool,
+    /// Hosted instances by id (`crate::hosted`).
+    pub hosted: Tier<HostedInstance>,
+    /// Hosted worker items of no session, by instance.
+    pub hosted_work: Tier<WorkerQueue>,
+    /// Hosted sessions with their worker items, by session id.
+    pub hosted_sessions: Tier<WorkerQueue>,
 }
 
 /// One unit of an event's work; each touches at most one record.
@@ -269,6 +282,9 @@ impl PartitionState {
             entities_with_state: core.entities_with_state,
             status_indexed: complete,
             name_time_indexed: complete,
+            hosted: tier(complete),
+            hosted_work: tier(complete),
+            hosted_sessions: tier(complete),
         }
     }
 
@@ -293,6 +309,9 @@ impl PartitionState {
         match key {
             StateKey::Instance(id) => self.instances.knows(id),
             StateKey::Entity(id) => self.entities.knows(id),
+            StateKey::Hosted(id) => self.hosted.knows(id),
+            StateKey::HostedWork(id) => self.hosted_work.knows(id),
+            StateKey::HostedSession(id) => self.hosted_sessions.knows(id),
         }
     }
 
@@ -301,6 +320,9 @@ impl PartitionState {
         match key {
             StateKey::Instance(id) => self.instances.touch(id),
             StateKey::Entity(id) => self.entities.touch(id),
+            StateKey::Hosted(id) => self.hosted.touch(id),
+            StateKey::HostedWork(id) => self.hosted_work.touch(id),
+            StateKey::HostedSession(id) => self.hosted_sessions.touch(id),
         }
     }
 
@@ -308,19 +330,32 @@ impl PartitionState {
     /// declarations should have made impossible: non-zero means a bug, and
     /// the engine stops the partition rather than trust its state.
     pub fn undeclared_touches(&self) -> u64 {
-        self.instances.undeclared_touches() + self.entities.undeclared_touches()
+        self.instances.undeclared_touches()
+            + self.entities.undeclared_touches()
+            + self.hosted.undeclared_touches()
+            + self.hosted_work.undeclared_touches()
+            + self.hosted_sessions.undeclared_touches()
     }
 
     /// Estimated memory of the resident records.
     pub fn resident_bytes(&self) -> usize {
-        self.instances.resident_bytes() + self.entities.resident_bytes()
+        self.instances.resident_bytes()
+            + self.entities.resident_bytes()
+            + self.hosted_resident_bytes()
+    }
+
+    /// Estimated memory of the resident hosted records.
+    fn hosted_resident_bytes(&self) -> usize {
+        self.hosted.resident_bytes()
+            + self.hosted_work.resident_bytes()
+            + self.hosted_sessions.resident_bytes()
     }
 
     /// Drops clean records, finished instances first and least recently
     /// used first, until the resident estimate is at most `budget_bytes`;
     /// returns how many were dropped.
     pub fn evict_to(&mut self, budget_bytes: usize) -> usize {
-        let entity_share = self.entities.resident_bytes();
+        let entity_share = self.entities.resident_bytes() + self.hosted_resident_bytes();
         let instance_budget = budget_bytes.saturating_sub(entity_share);
         let mut evicted = self.instances.evict_keeping_cold(
             instance_budget,
@@ -328,10 +363,31 @@ impl PartitionState {
             |i| crate::codec::encode_instance(i).ok(),
         );
         let instance_share = self.instances.resident_bytes();
+        let hosted_share = self.hosted_resident_bytes();
         evicted += self.entities.evict_keeping_cold(
-            budget_bytes.saturating_sub(instance_share),
+            budget_bytes.saturating_sub(instance_share + hosted_share),
             |_| false,
             |e| crate::codec::encode_entity(e).ok(),
+        );
+        // Hosted records with nothing queued or locked are settled; the
+        // rest stay (encoded at worst), as running work does.
+        let others = self.instances.resident_bytes() + self.entities.resident_bytes();
+        let hosted_budget = budget_bytes.saturating_sub(others);
+        evicted += self.hosted.evict_keeping_cold(
+            hosted_budget,
+            |h| h.queue.is_empty() && h.lock.is_none(),
+            |h| crate::codec::encode_hosted(h).ok(),
+        );
+        evicted += self.hosted_work.evict_keeping_cold(
+            hosted_budget.saturating_sub(self.hosted.resident_bytes()),
+            WorkerQueue::is_empty,
+            |q| crate::codec::encode_work(q).ok(),
+        );
+        evicted += self.hosted_sessions.evict_keeping_cold(
+            hosted_budget
+                .saturating_sub(self.hosted.resident_bytes() + self.hosted_work.resident_bytes()),
+            WorkerQueue::is_empty,
+            |q| crate::codec::encode_work(q).ok(),
         );
         evicted
     }
@@ -353,6 +409,7 @@ impl PartitionState {
                     }
                 }
             }
+            StateKey::Hosted(_) | StateKey::HostedWork(_) | StateKey::HostedSession(_) => {}
             StateKey::Entity(id) => {
                 if self.entities.get(id).is_some_and(|e| e.state.is_some()) {
                     if add {
@@ -489,6 +546,7 @@ impl PartitionState {
                     _ => Err(Error::StaleToken(format!("{entity}#{seq}"))),
                 }
             }
+            Event::Hosted { event, now_ms } => self.check_hosted(event, *now_ms),
             _ => Ok(()),
         }
     }
@@ -510,6 +568,9 @@ impl PartitionState {
         self.last_lsn = lsn;
         self.instances.set_lsn(lsn);
         self.entities.set_lsn(lsn);
+        self.hosted.set_lsn(lsn);
+        self.hosted_work.set_lsn(lsn);
+        self.hosted_sessions.set_lsn(lsn);
         let now = event.now_ms();
         let work = match event {
             Event::Messages { messages, now_ms } => messages
@@ -887,6 +948,7 @@ impl PartitionState {
                     self.outbox.remove(&key);
                 }
             }
+            Event::Hosted { event, now_ms } => self.handle_hosted(*event, now_ms, out, fx),
         }
     }
 
@@ -1883,6 +1945,7 @@ impl PartitionState {
                 now_ms,
                 fx,
             ),
+            Message::Hosted(message) => self.receive_hosted(message, now_ms, fx),
         }
     }
 
@@ -2062,6 +2125,9 @@ impl PartitionState {
         match key {
             StateKey::Instance(id) => self.instances.changed_at(id),
             StateKey::Entity(id) => self.entities.changed_at(id),
+            StateKey::Hosted(id) => self.hosted.changed_at(id),
+            StateKey::HostedWork(id) => self.hosted_work.changed_at(id),
+            StateKey::HostedSession(id) => self.hosted_sessions.changed_at(id),
         }
     }
 
@@ -2128,7 +2194,7 @@ pub fn entity_view(entity: &Entity, include_state: bool) -> Option<EntityState> 
 
 /// Messages produced while applying one event, numbered in order.
 #[derive(Debug)]
-struct Outgoing {
+pub(crate) struct Outgoing {
     origin: u32,
     lsn: u64,
     messages: Vec<Envelope>,
@@ -2147,7 +2213,12 @@ impl Outgoing {
         }
     }
 
-    fn send(&mut self, destination: u32, message: Message) {
+    /// The LSN of the event sending (a hosted lock token).
+    pub(crate) fn lsn(&self) -> u64 {
+        self.lsn
+    }
+
+    pub(crate) fn send(&mut self, destination: u32, message: Message) {
         let index = self.next_index;
         self.next_index += 1;
         self.messages.push(Envelope {

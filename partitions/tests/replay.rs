@@ -126,6 +126,7 @@ fn generated_workloads_exercise_the_interesting_paths() {
                 Event::SignalEntity { .. }
                 | Event::EntityBatchCompleted { .. }
                 | Event::EntityBatchAbandoned { .. } => "entity",
+                Event::Hosted { .. } => "hosted",
             };
             *kinds.entry(kind).or_insert(0usize) += 1;
         }

@@ -34,6 +34,10 @@ pub struct HostedInstance {
     pub queue: Vec<QueuedMessage>,
     /// The lock a fetch took, if any (it may have expired).
     pub lock: Option<Lock>,
+    /// The sessions its activities were queued in (they live with their
+    /// session, maybe on another partition): deleting the instance
+    /// removes its items there too.
+    pub work_sessions: std::collections::BTreeSet<String>,
 }
 
 /// What the first naming ack recorded about an instance.
@@ -198,6 +202,18 @@ pub enum FetchOutcome {
     Nothing,
 }
 
+/// What a fetch would do to an instance (see [`HostedInstance::fetch_plan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchPlan {
+    /// Lock it and take its visible messages.
+    Lock,
+    /// Drop its visible messages: it does not exist and they are all
+    /// droppable.
+    DropOrphans,
+    /// Nothing to do.
+    Nothing,
+}
+
 /// Metadata an ack gives for the execution it names.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AckMetadata {
@@ -314,12 +330,28 @@ impl HostedInstance {
             .map(|m| m.order)
     }
 
-    /// Takes the instance if it is [`fetchable`](Self::fetchable): locks
-    /// it with `token` until `now_ms + lock_ms` and makes every visible
+    /// What a fetch at `now_ms` would do, without doing it: lock the
+    /// instance, drop the droppable messages of an instance that does not
+    /// exist, or nothing. An instance that does not exist is only locked
+    /// if a visible message names its orchestration or its history does.
+    pub fn fetch_plan(&self, now_ms: u64, filter: Option<&[VersionRange]>) -> FetchPlan {
+        if self.fetchable(now_ms, filter).is_none() {
+            return FetchPlan::Nothing;
+        }
+        let mut visible = self.queue.iter().filter(|m| m.visible_ms <= now_ms);
+        if self.name_with(visible.clone()).is_some() {
+            FetchPlan::Lock
+        } else if visible.all(|m| m.kind == MessageKind::DropIfNoInstance) {
+            FetchPlan::DropOrphans
+        } else {
+            FetchPlan::Nothing
+        }
+    }
+
+    /// Does what [`fetch_plan`](Self::fetch_plan) says: locks the instance
+    /// with `token` until `now_ms + lock_ms` and makes every visible
     /// message the batch (whatever fetch had it before), counting an
-    /// attempt on each. An instance that does not exist is only taken if a
-    /// message names its orchestration or its history does; if every
-    /// visible message is droppable, they go instead.
+    /// attempt on each; or drops the droppable messages.
     pub fn fetch(
         &mut self,
         token: u64,
@@ -327,35 +359,30 @@ impl HostedInstance {
         lock_ms: u64,
         filter: Option<&[VersionRange]>,
     ) -> FetchOutcome {
-        if self.fetchable(now_ms, filter).is_none() {
-            return FetchOutcome::Nothing;
-        }
-        let visible = self.queue.iter().filter(|m| m.visible_ms <= now_ms);
-        if self.name_with(visible.clone()).is_none() {
-            if visible
-                .clone()
-                .all(|m| m.kind == MessageKind::DropIfNoInstance)
-            {
+        match self.fetch_plan(now_ms, filter) {
+            FetchPlan::Nothing => FetchOutcome::Nothing,
+            FetchPlan::DropOrphans => {
                 let before = self.queue.len();
                 self.queue
                     .retain(|m| m.visible_ms > now_ms || m.kind != MessageKind::DropIfNoInstance);
-                return FetchOutcome::Dropped {
+                FetchOutcome::Dropped {
                     count: before - self.queue.len(),
-                };
+                }
             }
-            return FetchOutcome::Nothing;
+            FetchPlan::Lock => {
+                let mut attempts = 0;
+                for message in self.queue.iter_mut().filter(|m| m.visible_ms <= now_ms) {
+                    message.fetched_by = Some(token);
+                    message.attempts = message.attempts.saturating_add(1);
+                    attempts = attempts.max(message.attempts);
+                }
+                self.lock = Some(Lock {
+                    token,
+                    until_ms: now_ms.saturating_add(lock_ms),
+                });
+                FetchOutcome::Locked { attempts }
+            }
         }
-        let mut attempts = 0;
-        for message in self.queue.iter_mut().filter(|m| m.visible_ms <= now_ms) {
-            message.fetched_by = Some(token);
-            message.attempts = message.attempts.saturating_add(1);
-            attempts = attempts.max(message.attempts);
-        }
-        self.lock = Some(Lock {
-            token,
-            until_ms: now_ms.saturating_add(lock_ms),
-        });
-        FetchOutcome::Locked { attempts }
     }
 
     /// Name and version the fetch holding `token` reports: the
@@ -507,6 +534,25 @@ impl HostedInstance {
             }
         }
         self.lock = None;
+    }
+
+    /// Checks that `token` names this instance's lock (held or expired),
+    /// as an abandon needs.
+    pub fn check_abandon(&self, token: u64) -> Result<(), AckRefusal> {
+        match self.lock {
+            Some(lock) if lock.token == token => Ok(()),
+            _ => Err(AckRefusal::InvalidToken),
+        }
+    }
+
+    /// Checks that `token` names this instance's lock and that it is still
+    /// held, as a renewal needs.
+    pub fn check_renew(&self, token: u64, now_ms: u64) -> Result<(), AckRefusal> {
+        match self.lock {
+            Some(lock) if lock.token == token && lock.held(now_ms) => Ok(()),
+            Some(lock) if lock.token == token => Err(AckRefusal::Expired),
+            _ => Err(AckRefusal::InvalidToken),
+        }
     }
 
     /// Releases the lock of the fetch holding `token`. `delay_ms` hides

@@ -15,12 +15,16 @@
 //! enqueues arrive from the caller, so the state stays a function of the
 //! log.
 
+mod apply;
+mod event;
 mod instance;
 mod worker;
 
+pub use apply::HOSTED_QUEUE_MAX;
+pub use event::{HostedEvent, HostedMessage, HostedReply, WorkOwner};
 pub use instance::{
-    Ack, AckMetadata, AckRefusal, Execution, FetchOutcome, HostedInstance, InstanceMeta, KvEntry,
-    KvOp, Lock, MessageKind, QueuedMessage, StoredEvent, VersionRange,
+    Ack, AckMetadata, AckRefusal, Execution, FetchOutcome, FetchPlan, HostedInstance, InstanceMeta,
+    KvEntry, KvOp, Lock, MessageKind, QueuedMessage, StoredEvent, VersionRange,
 };
 pub use worker::{
     Session, SessionClaim, TagFilter, WorkRefusal, WorkerItem, WorkerItemId, WorkerQueue,

@@ -194,6 +194,41 @@ impl WorkerQueue {
         }
     }
 
+    /// Whether a fetch at `now_ms` with `claim` and `tags` may take the
+    /// item at `order`.
+    pub fn can_fetch(
+        &self,
+        order: u64,
+        now_ms: u64,
+        claim: Option<&SessionClaim>,
+        tags: &TagFilter,
+    ) -> bool {
+        self.items
+            .get(&order)
+            .is_some_and(|item| self.eligible(item, now_ms, claim, tags))
+    }
+
+    /// Checks that `token` names a lock still held at `now_ms` (what an ack
+    /// or a renewal needs).
+    pub fn check_held(&self, token: u64, now_ms: u64) -> Result<(), WorkRefusal> {
+        self.held(token, now_ms).map(|_| ())
+    }
+
+    /// Checks that `token` names an item's lock, held or not (what an
+    /// abandon needs).
+    pub fn check_abandon(&self, token: u64) -> Result<(), WorkRefusal> {
+        match self.by_token.contains_key(&token) {
+            true => Ok(()),
+            false => Err(WorkRefusal::InvalidToken),
+        }
+    }
+
+    /// Whether nothing here needs keeping: no items, and no session claim
+    /// still running at `now_ms`.
+    pub fn is_idle(&self, now_ms: u64) -> bool {
+        self.items.is_empty() && self.sessions.values().all(|s| s.until_ms <= now_ms)
+    }
+
     /// Locks the item at `order` with `token` until `now_ms + lock_ms` if
     /// it is still eligible, claiming its session for `claim`'s owner;
     /// returns its attempt count, now one more.
