@@ -1945,7 +1945,7 @@ impl PartitionState {
                 now_ms,
                 fx,
             ),
-            Message::Hosted(message) => self.receive_hosted(message, now_ms, fx),
+            Message::Hosted(message) => self.receive_hosted(message, fx),
         }
     }
 

@@ -611,3 +611,27 @@ fn idle_and_expired_sessions_are_not_renewed_and_unused_ones_are_cleaned_up() {
     assert_eq!(queue.cleanup_sessions(900), 1);
     assert!(queue.session("s").is_none() && queue.session("t").is_some());
 }
+
+#[test]
+fn an_instance_no_ack_named_passes_every_version_filter() {
+    // capability_filtering::test_fetch_filter_null_pinned_version_always_compatible
+    let mut instance = started(1);
+    let ack = Ack {
+        token: 1,
+        execution_id: 1,
+        events: vec![event(1)],
+        metadata: AckMetadata {
+            pinned_version: Some((9, 9, 9)),
+            ..AckMetadata::default()
+        },
+        ..Ack::default()
+    };
+    instance.ack(ack, 1);
+    assert!(!instance.exists(), "no name, no instance record");
+    instance.enqueue(start(2));
+    let range = [VersionRange {
+        min: (0, 1, 0),
+        max: (0, 1, 32),
+    }];
+    assert_eq!(instance.fetchable(2, Some(&range)), Some(2));
+}

@@ -421,3 +421,104 @@ fn hosted_records_survive_the_log_snapshots_and_checkpoints() {
         state.hosted_work.get(&instance)
     );
 }
+
+#[test]
+fn a_deletion_counts_the_instances_own_worker_items() {
+    // deletion::test_delete_cleans_queues_and_locks: the only queued row is an activity
+    let instance = on("i", 0);
+    let mut state = PartitionState::new(0, PARTITIONS);
+    state.apply_whole(
+        1,
+        hosted(
+            HostedEvent::EnqueueWork {
+                owner: WorkOwner::Instance(instance.clone()),
+                item: activity(&instance, 1, 3),
+            },
+            1,
+        ),
+    );
+    let token = enqueue_and_fetch(&mut state, &instance, 2);
+    state.apply_whole(4, hosted(ack(&instance, token), 4));
+    let fx = state.apply_whole(
+        5,
+        hosted(
+            HostedEvent::Delete {
+                instance: instance.clone(),
+            },
+            5,
+        ),
+    );
+    assert_eq!(
+        reply(&fx),
+        &HostedReply::Removed {
+            executions: 1,
+            events: 1,
+            messages: 1
+        }
+    );
+    assert!(state.hosted_work.get(&instance).is_none());
+    assert!(fx.messages.is_empty(), "its own items are on its partition");
+}
+
+#[test]
+fn a_session_stays_until_cleanup_counts_it_even_after_its_claim_ran_out() {
+    // sessions::test_cleanup_removes_expired_no_items (an ack after the claim ran out)
+    let instance = on("i", 1);
+    let session = on("s", 1);
+    let owner = WorkOwner::Session(session.clone());
+    let mut item = activity(&instance, 1, 2);
+    item.session = Some(session.to_string());
+    let mut state = PartitionState::new(1, PARTITIONS);
+    state.apply_whole(
+        1,
+        hosted(
+            HostedEvent::EnqueueWork {
+                owner: owner.clone(),
+                item,
+            },
+            1,
+        ),
+    );
+    let claim = basalt_partitions::hosted::SessionClaim {
+        owner: "worker".into(),
+        lock_ms: 50,
+    };
+    state.apply_whole(
+        2,
+        hosted(
+            HostedEvent::FetchWork {
+                owner: owner.clone(),
+                order: 1,
+                lock_ms: LOCK_MS,
+                claim: Some(claim),
+                tags: TagFilter::Any,
+            },
+            0,
+        ),
+    );
+    state.apply_whole(
+        3,
+        hosted(
+            HostedEvent::AckWork {
+                owner: owner.clone(),
+                token: 2,
+                completion: None,
+            },
+            100,
+        ),
+    );
+    assert!(
+        state.hosted_sessions.get(&session).is_some(),
+        "the expired claim waits for cleanup"
+    );
+    let cleanup = hosted(
+        HostedEvent::CleanupSession {
+            session: session.clone(),
+        },
+        200,
+    );
+    let fx = state.apply_whole(4, cleanup.clone());
+    assert_eq!(reply(&fx), &HostedReply::Count(1));
+    assert!(state.hosted_sessions.get(&session).is_none());
+    assert!(state.check(&cleanup).is_err(), "nothing left to clean up");
+}

@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod entity;
 mod error;
 pub mod history;
+pub mod hosted;
 pub mod sdk;
 pub mod types;
 pub mod worker;

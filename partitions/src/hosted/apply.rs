@@ -3,7 +3,7 @@
 use basalt_runtime::{Error, InstanceId};
 
 use super::event::{HostedEvent, HostedMessage, HostedReply, WorkOwner};
-use super::{FetchOutcome, FetchPlan, HostedInstance, WorkerQueue};
+use super::{FetchPlan, HostedInstance, WorkerQueue};
 use crate::event::{Effects, Message, Reply};
 use crate::state::{Outgoing, PartitionState};
 
@@ -46,8 +46,8 @@ impl PartitionState {
     }
 
     /// Drops a work record that holds nothing worth keeping.
-    fn settle_work(&mut self, owner: &WorkOwner, now_ms: u64) {
-        if self.work_queue(owner).is_some_and(|q| q.is_idle(now_ms)) {
+    fn settle_work(&mut self, owner: &WorkOwner) {
+        if self.work_queue(owner).is_some_and(WorkerQueue::is_idle) {
             match owner {
                 WorkOwner::Instance(id) => self.hosted_work.remove(id),
                 WorkOwner::Session(id) => self.hosted_sessions.remove(id),
@@ -204,18 +204,35 @@ impl PartitionState {
                 orchestrator_items,
                 cancelled,
             } => {
-                let record = self.hosted_record(instance);
+                let record = self.hosted_record(instance.clone());
                 record.ack(ack, now_ms);
                 for (owner, _) in &worker_items {
                     if let WorkOwner::Session(session) = owner {
                         record.work_sessions.insert(session.to_string());
                     }
                 }
+                let owners: Vec<WorkOwner> = if cancelled.is_empty() {
+                    Vec::new()
+                } else {
+                    std::iter::once(WorkOwner::Instance(instance))
+                        .chain(
+                            record
+                                .work_sessions
+                                .iter()
+                                .filter_map(|s| InstanceId::new(s.clone()).ok())
+                                .map(WorkOwner::Session),
+                        )
+                        .collect()
+                };
                 for (owner, item) in worker_items {
                     self.send_hosted(out, HostedMessage::EnqueueWork { owner, item });
                 }
-                for (owner, id) in cancelled {
-                    self.send_hosted(out, HostedMessage::Cancel { owner, id });
+                for id in cancelled {
+                    for owner in &owners {
+                        let owner = owner.clone();
+                        let id = id.clone();
+                        self.send_hosted(out, HostedMessage::Cancel { owner, id });
+                    }
                 }
                 for (instance, message) in orchestrator_items {
                     self.send_hosted(out, HostedMessage::Enqueue { instance, message });
@@ -262,7 +279,7 @@ impl PartitionState {
                 completion,
             } => {
                 let _ = self.work_queue_mut(&owner).ack(token, now_ms);
-                self.settle_work(&owner, now_ms);
+                self.settle_work(&owner);
                 if let Some((instance, message)) = completion {
                     self.send_hosted(out, HostedMessage::Enqueue { instance, message });
                 }
@@ -302,7 +319,7 @@ impl PartitionState {
             HostedEvent::CleanupSession { session } => {
                 let owner = WorkOwner::Session(session);
                 let cleaned = self.work_queue_mut(&owner).cleanup_sessions(now_ms);
-                self.settle_work(&owner, now_ms);
+                self.settle_work(&owner);
                 HostedReply::Count(cleaned as u64)
             }
             HostedEvent::Delete { instance } => {
@@ -363,7 +380,7 @@ impl PartitionState {
     }
 
     /// Applies a hosted message from this partition or another.
-    pub(crate) fn receive_hosted(&mut self, message: HostedMessage, now_ms: u64, fx: &mut Effects) {
+    pub(crate) fn receive_hosted(&mut self, message: HostedMessage, fx: &mut Effects) {
         let key = message.key();
         match message {
             HostedMessage::Enqueue { instance, message } => {
@@ -377,14 +394,22 @@ impl PartitionState {
             HostedMessage::Cancel { owner, id } => {
                 if self.work_queue(&owner).is_some() {
                     self.work_queue_mut(&owner).cancel(&id);
-                    self.settle_work(&owner, now_ms);
+                    self.settle_work(&owner);
                 }
             }
             HostedMessage::RemoveWork { owner, instance } => {
                 if self.work_queue(&owner).is_some() {
-                    self.work_queue_mut(&owner)
+                    let removed = self
+                        .work_queue_mut(&owner)
                         .remove_instance(instance.as_str());
-                    self.settle_work(&owner, now_ms);
+                    self.settle_work(&owner);
+                    // On the deleted instance's own partition this runs in
+                    // the deletion's event: its count joins the reply.
+                    if let Some(Reply::Hosted(HostedReply::Removed { messages, .. })) =
+                        &mut fx.reply
+                    {
+                        *messages += removed as u64;
+                    }
                 }
             }
         }
@@ -401,12 +426,5 @@ impl PartitionState {
     fn send_hosted(&self, out: &mut Outgoing, message: HostedMessage) {
         let destination = crate::partition_of(message.routing_id(), self.partition_count);
         out.send(destination, Message::Hosted(message));
-    }
-}
-
-impl FetchOutcome {
-    /// Whether the fetch locked the instance.
-    pub fn locked(&self) -> bool {
-        matches!(self, FetchOutcome::Locked { .. })
     }
 }

@@ -78,8 +78,10 @@ pub enum HostedEvent {
         worker_items: Vec<(WorkOwner, WorkerItem)>,
         /// Messages for orchestrators (this instance, a child, a parent).
         orchestrator_items: Vec<(InstanceId, QueuedMessage)>,
-        /// Queued activities no longer wanted (after `worker_items`).
-        cancelled: Vec<(WorkOwner, WorkerItemId)>,
+        /// Queued activities of this instance no longer wanted (after
+        /// `worker_items`): cancelled wherever its items may live, with the
+        /// instance or in a session it queued work in.
+        cancelled: Vec<WorkerItemId>,
     },
     /// Give a fetched instance back.
     Abandon {

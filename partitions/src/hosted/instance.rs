@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{FINISHED_STATUSES, RUNNING_STATUS};
+use super::{
+    Ack, FINISHED_STATUSES, FetchOutcome, KvEntry, KvOp, Lock, MessageKind, QueuedMessage,
+    RUNNING_STATUS, StoredEvent, VersionRange,
+};
 
 /// Everything a partition keeps of one hosted instance id. A record can
 /// exist before the instance does: messages sent to an instance that has
@@ -80,128 +83,6 @@ pub struct Execution {
     pub events: Vec<StoredEvent>,
 }
 
-/// A history event as the runtime encoded it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredEvent {
-    /// The runtime's event id: at least 1, unique within an execution.
-    pub id: u64,
-    /// The runtime's encoding.
-    pub bytes: Vec<u8>,
-}
-
-/// A key-value pair's value and when the runtime set it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KvEntry {
-    /// The value.
-    pub value: String,
-    /// When it was set, as the runtime says (or the ack's time for a
-    /// removal).
-    pub updated_ms: u64,
-}
-
-/// A key-value change an ack carries, in history order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KvOp {
-    /// Set a key.
-    Set {
-        /// The key.
-        key: String,
-        /// The value.
-        value: String,
-        /// When the runtime set it.
-        updated_ms: u64,
-    },
-    /// Remove a key.
-    Clear {
-        /// The key.
-        key: String,
-    },
-    /// Remove every key.
-    ClearAll,
-}
-
-/// An orchestrator message waiting for its instance.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueuedMessage {
-    /// Its place in the hub-wide order of enqueues (fetches take the
-    /// oldest first).
-    pub order: u64,
-    /// Not fetched before this time.
-    pub visible_ms: u64,
-    /// What a fetch needs to know of it without decoding it.
-    pub kind: MessageKind,
-    /// The runtime's encoding.
-    pub bytes: Vec<u8>,
-    /// The fetch (its token) whose batch it is in, until an ack removes
-    /// it; a later fetch after that lock is gone takes it again.
-    pub fetched_by: Option<u64>,
-    /// How many fetches have taken it (poison detection).
-    pub attempts: u32,
-}
-
-/// The kinds of orchestrator message a fetch treats differently.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MessageKind {
-    /// Starts an execution (a start or a continue-as-new): names the
-    /// orchestration of an instance that has no metadata yet.
-    Start {
-        /// Orchestration name.
-        name: String,
-        /// Orchestration version.
-        version: Option<String>,
-    },
-    /// Dropped when fetched for an instance that does not exist (a queued
-    /// event nobody will read).
-    DropIfNoInstance,
-    /// Anything else.
-    Other,
-}
-
-/// A lock held by a fetch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lock {
-    /// The fetch's token.
-    pub token: u64,
-    /// Held while the time is before this.
-    pub until_ms: u64,
-}
-
-impl Lock {
-    /// Held at `now_ms`.
-    pub fn held(&self, now_ms: u64) -> bool {
-        self.until_ms > now_ms
-    }
-}
-
-/// Inclusive range of runtime versions (major, minor, patch).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VersionRange {
-    /// Lowest version accepted.
-    pub min: (u64, u64, u64),
-    /// Highest version accepted.
-    pub max: (u64, u64, u64),
-}
-
-/// What a fetch did to an instance.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FetchOutcome {
-    /// The instance is locked with the token and its visible messages are
-    /// the batch; `attempts` is the highest attempt count among them.
-    Locked {
-        /// Highest attempt count in the batch.
-        attempts: u32,
-    },
-    /// The instance does not exist and its visible messages were all
-    /// droppable: they are gone, and nothing is locked.
-    Dropped {
-        /// Messages removed.
-        count: usize,
-    },
-    /// Nothing to take (locked, nothing visible, not compatible, or the
-    /// instance does not exist and cannot be started by its messages).
-    Nothing,
-}
-
 /// What a fetch would do to an instance (see [`HostedInstance::fetch_plan`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FetchPlan {
@@ -212,44 +93,6 @@ pub enum FetchPlan {
     DropOrphans,
     /// Nothing to do.
     Nothing,
-}
-
-/// Metadata an ack gives for the execution it names.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AckMetadata {
-    /// New status of the execution, with `output`.
-    pub status: Option<String>,
-    /// Output stored with the status.
-    pub output: Option<String>,
-    /// Orchestration name: with `version`, creates or renames the instance.
-    pub name: Option<String>,
-    /// Orchestration version.
-    pub version: Option<String>,
-    /// Parent of a sub-orchestration (kept from the instance's creation).
-    pub parent: Option<String>,
-    /// Runtime version the execution is pinned to, overwriting any before.
-    pub pinned_version: Option<(u64, u64, u64)>,
-}
-
-/// The part of an orchestration turn's ack that concerns its own instance.
-/// (Work items and messages for other instances are the caller's.)
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ack {
-    /// The token of the fetch whose lock the ack ends.
-    pub token: u64,
-    /// The execution the history delta belongs to.
-    pub execution_id: u64,
-    /// New history events, appended as given.
-    pub events: Vec<StoredEvent>,
-    /// Execution metadata.
-    pub metadata: AckMetadata,
-    /// Name and version of the orchestration, when the delta holds the
-    /// event that starts the execution.
-    pub started_as: Option<(String, Option<String>)>,
-    /// The last custom status change in the delta: `Some(None)` clears it.
-    pub custom_status: Option<Option<String>>,
-    /// Key-value changes in the delta, in order.
-    pub kv: Vec<KvOp>,
 }
 
 /// Why an ack is refused (nothing of it is applied, the lock stays).
@@ -283,12 +126,6 @@ impl HostedInstance {
         self.meta.is_some()
     }
 
-    /// The instance has a history or metadata: messages to it are kept
-    /// even if droppable ones would otherwise go.
-    pub fn known(&self) -> bool {
-        self.meta.is_some() || !self.executions.is_empty()
-    }
-
     /// The execution fetches report: the metadata's current one, else 1.
     pub fn current_execution(&self) -> u64 {
         self.meta.as_ref().map_or(1, |m| m.current_execution)
@@ -316,9 +153,11 @@ impl HostedInstance {
         }
         if let Some(ranges) = filter {
             let first = ranges.first()?;
+            // An instance no ack has named has no pinned version yet.
             let pinned = self
-                .executions
-                .get(&self.current_execution())
+                .meta
+                .as_ref()
+                .and_then(|m| self.executions.get(&m.current_execution))
                 .and_then(|e| e.pinned_version);
             if pinned.is_some_and(|v| v < first.min || v > first.max) {
                 return None;

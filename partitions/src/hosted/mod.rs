@@ -21,14 +21,13 @@ mod instance;
 mod worker;
 
 pub use apply::HOSTED_QUEUE_MAX;
+pub use basalt_runtime::hosted::{
+    Ack, AckMetadata, FetchOutcome, KvEntry, KvOp, Lock, MessageKind, QueuedMessage, SessionClaim,
+    StoredEvent, TagFilter, VersionRange, WorkerItem, WorkerItemId,
+};
 pub use event::{HostedEvent, HostedMessage, HostedReply, WorkOwner};
-pub use instance::{
-    Ack, AckMetadata, AckRefusal, Execution, FetchOutcome, FetchPlan, HostedInstance, InstanceMeta,
-    KvEntry, KvOp, Lock, MessageKind, QueuedMessage, StoredEvent, VersionRange,
-};
-pub use worker::{
-    Session, SessionClaim, TagFilter, WorkRefusal, WorkerItem, WorkerItemId, WorkerQueue,
-};
+pub use instance::{AckRefusal, Execution, FetchPlan, HostedInstance, InstanceMeta};
+pub use worker::{Session, WorkRefusal, WorkerQueue};
 
 /// The execution statuses a hosted runtime reports that end an execution:
 /// its key-value changes are merged into the instance's store then.

@@ -9,39 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::Lock;
-
-/// Which activity an item runs: cancellations name it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct WorkerItemId {
-    /// The instance that scheduled it.
-    pub instance: String,
-    /// The execution that scheduled it.
-    pub execution_id: u64,
-    /// The scheduling event's id.
-    pub activity_id: u64,
-}
-
-/// An activity waiting for (or held by) a worker.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerItem {
-    /// Its place in the hub-wide order of enqueues.
-    pub order: u64,
-    /// Which activity it is.
-    pub id: WorkerItemId,
-    /// The session it belongs to, if any.
-    pub session: Option<String>,
-    /// The tag workers filter on, if any.
-    pub tag: Option<String>,
-    /// The runtime's encoding.
-    pub bytes: Vec<u8>,
-    /// Not fetched before this time.
-    pub visible_ms: u64,
-    /// The lock of the fetch that took it (it may have expired).
-    pub lock: Option<Lock>,
-    /// How many fetches have taken it.
-    pub attempts: u32,
-}
+use super::{Lock, SessionClaim, TagFilter, WorkerItem, WorkerItemId};
 
 /// Which worker owns a session, until when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,44 +20,6 @@ pub struct Session {
     pub until_ms: u64,
     /// When an item of the session was last fetched, acked or renewed.
     pub last_activity_ms: u64,
-}
-
-/// A fetcher that takes session items: who it is, and how long a session
-/// it claims stays its own.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionClaim {
-    /// The owner identity.
-    pub owner: String,
-    /// How long a claim lasts, in milliseconds.
-    pub lock_ms: u64,
-}
-
-/// Which tags a fetcher takes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TagFilter {
-    /// Untagged items only.
-    DefaultOnly,
-    /// Items with one of these tags.
-    Tags(BTreeSet<String>),
-    /// Untagged items and items with one of these tags.
-    DefaultAnd(BTreeSet<String>),
-    /// Every item.
-    Any,
-    /// No item.
-    None,
-}
-
-impl TagFilter {
-    /// Whether an item with `tag` passes.
-    pub fn matches(&self, tag: Option<&str>) -> bool {
-        match self {
-            TagFilter::Any => true,
-            TagFilter::None => false,
-            TagFilter::DefaultOnly => tag.is_none(),
-            TagFilter::Tags(tags) => tag.is_some_and(|t| tags.contains(t)),
-            TagFilter::DefaultAnd(tags) => tag.is_none_or(|t| tags.contains(t)),
-        }
-    }
 }
 
 /// Why a worker's call about an item is refused.
@@ -223,10 +153,11 @@ impl WorkerQueue {
         }
     }
 
-    /// Whether nothing here needs keeping: no items, and no session claim
-    /// still running at `now_ms`.
-    pub fn is_idle(&self, now_ms: u64) -> bool {
-        self.items.is_empty() && self.sessions.values().all(|s| s.until_ms <= now_ms)
+    /// Whether nothing here needs keeping: no items and no session (a
+    /// session, even one whose claim ran out, goes only by
+    /// [`cleanup_sessions`](Self::cleanup_sessions), which counts it).
+    pub fn is_idle(&self) -> bool {
+        self.items.is_empty() && self.sessions.is_empty()
     }
 
     /// Locks the item at `order` with `token` until `now_ms + lock_ms` if
