@@ -284,6 +284,7 @@ impl Engine {
             ended: Default::default(),
             stores,
             checkpoints: parking_lot::Mutex::new(crate::shared::CheckpointWindow::default()),
+            hosted: tokio::sync::Notify::new(),
         });
         for ((partition, recovered), (commands, mailbox)) in opened.into_iter().zip(receivers) {
             let task = PartitionTask {
@@ -470,7 +471,7 @@ impl Engine {
         Ok(all)
     }
 
-    fn partition_count(&self) -> u32 {
+    pub(crate) fn partition_count(&self) -> u32 {
         self.inner.options.partition_count
     }
 
@@ -486,7 +487,12 @@ impl Engine {
             .map_err(|_| Error::ShutDown)
     }
 
-    async fn submit(&self, partition: u32, event: Event, when: ReplyWhen) -> Result<Reply, Error> {
+    pub(crate) async fn submit(
+        &self,
+        partition: u32,
+        event: Event,
+        when: ReplyWhen,
+    ) -> Result<Reply, Error> {
         let (tx, rx) = oneshot::channel();
         self.command(
             partition,
@@ -509,7 +515,7 @@ impl Engine {
     /// it saw is durable (I1): for a `key`, that record's last change
     /// (see `Command::Read`). `key` names the record the read needs in
     /// memory, if any.
-    async fn read<T: Send + 'static>(
+    pub(crate) async fn read<T: Send + 'static>(
         &self,
         partition: u32,
         key: Option<StateKey>,
@@ -521,7 +527,7 @@ impl Engine {
 
     /// Reads a partition's state as applied, without waiting for it to be
     /// durable: for the engine's own decisions only (see `Command::Peek`).
-    async fn peek<T: Send + 'static>(
+    pub(crate) async fn peek<T: Send + 'static>(
         &self,
         partition: u32,
         key: StateKey,
@@ -529,6 +535,21 @@ impl Engine {
     ) -> Result<T, Error> {
         self.ask(partition, read, |read| Command::Peek(key, read))
             .await
+    }
+
+    /// Reads a partition's state as applied without loading any record
+    /// (see `Command::PeekAll`): the hosted fetchers' look.
+    pub(crate) async fn peek_all<T: Send + 'static>(
+        &self,
+        partition: u32,
+        read: impl FnOnce(&PartitionState) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        self.ask(partition, read, Command::PeekAll).await
+    }
+
+    /// What the engine's parts share.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
     }
 
     /// Sends `read` to a partition in the command `command` makes of it
@@ -810,7 +831,7 @@ impl Backend for Engine {
         match self.submit_for(instance, event).await? {
             Reply::Purged(purged) => Ok(purged),
             Reply::Rejected(e) => Err(e),
-            Reply::Done | Reply::Hosted(_) => Ok(true),
+            Reply::Done | Reply::Hosted(..) => Ok(true),
         }
     }
 

@@ -14,6 +14,7 @@
 //! The engine implements [`basalt_runtime::Backend`].
 
 mod engine;
+mod hosted;
 mod partition;
 mod query;
 mod queue;

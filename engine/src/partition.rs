@@ -54,6 +54,11 @@ pub(crate) enum Command {
     /// Read the state as applied, durable or not: only for the engine's
     /// own decisions (whether a wait is over), never for an answer.
     Peek(StateKey, Read),
+    /// Read the state as applied without loading any record: the hosted
+    /// fetchers' look at what is queued. (Records with queued work are the
+    /// last evicted, but under memory pressure they can go cold and are
+    /// then not seen until loaded: see `docs/duroxide.md`.)
+    PeekAll(Read),
     /// One page of a query over both tiers.
     Query(Query),
     /// Write a checkpoint now (tests, shutdown).
@@ -390,6 +395,10 @@ impl PartitionTask {
                     None => read(Ok(&self.state))(),
                 }
             }
+            Command::PeekAll(read) => match &run.failed {
+                Some(failure) => read(Err(failure.clone()))(),
+                None => read(Ok(&self.state))(),
+            },
             Command::Query(query) => self.query(query, run).await,
             Command::Checkpoint(done) => {
                 self.checkpoint_now(run).await;
@@ -431,6 +440,7 @@ impl PartitionTask {
         when: ReplyWhen,
         run: &mut Running,
     ) {
+        let acked = matches!(event, Event::OutboxAcked { .. });
         if let Some(failure) = &run.failed {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(failure.clone()));
@@ -544,6 +554,10 @@ impl PartitionTask {
         // so a change nobody waits for asks for no write.
         for id in fx.changed.drain(..) {
             self.shared.notify_changed(&id);
+        }
+        if !fx.hosted.is_empty() || acked {
+            fx.hosted.clear();
+            self.shared.hosted.notify_waiters();
         }
     }
 

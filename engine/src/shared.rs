@@ -40,6 +40,10 @@ pub(crate) struct Shared {
     pub stores: Vec<parking_lot::Mutex<Arc<basalt_storage::StateStore>>>,
     /// Checkpoints written since the window was last taken.
     pub checkpoints: parking_lot::Mutex<CheckpointWindow>,
+    /// Woken when a hosted record changed (a message or worker item
+    /// queued, a lock taken or released) or a partition's sent messages
+    /// were acknowledged: hosted fetchers and acks wait on it.
+    pub hosted: Notify,
 }
 
 /// The checkpoints written in a window of time, across partitions: how

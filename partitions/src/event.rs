@@ -539,8 +539,9 @@ pub enum Reply {
     Purged(bool),
     /// Refused; nothing changed.
     Rejected(basalt_runtime::Error),
-    /// A hosted event's answer.
-    Hosted(HostedReply),
+    /// A hosted event's answer, with the event's LSN (the engine waits for
+    /// the messages sent at it to be applied by their receivers).
+    Hosted(HostedReply, u64),
 }
 
 /// What applying one event asks the engine to do.

@@ -59,7 +59,7 @@ fn other_message(order: u64) -> QueuedMessage {
 
 fn reply(fx: &Effects) -> &HostedReply {
     match &fx.reply {
-        Some(Reply::Hosted(reply)) => reply,
+        Some(Reply::Hosted(reply, _)) => reply,
         other => panic!("expected a hosted reply, got {other:?}"),
     }
 }

@@ -376,7 +376,7 @@ impl PartitionState {
             }
         };
         fx.hosted.push(key);
-        fx.reply = Some(Reply::Hosted(reply));
+        fx.reply = Some(Reply::Hosted(reply, out.lsn()));
     }
 
     /// Applies a hosted message from this partition or another.
@@ -405,7 +405,7 @@ impl PartitionState {
                     self.settle_work(&owner);
                     // On the deleted instance's own partition this runs in
                     // the deletion's event: its count joins the reply.
-                    if let Some(Reply::Hosted(HostedReply::Removed { messages, .. })) =
+                    if let Some(Reply::Hosted(HostedReply::Removed { messages, .. }, _)) =
                         &mut fx.reply
                     {
                         *messages += removed as u64;

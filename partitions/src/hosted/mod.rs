@@ -18,6 +18,7 @@
 mod apply;
 mod event;
 mod instance;
+mod scan;
 mod worker;
 
 pub use apply::HOSTED_QUEUE_MAX;
@@ -27,6 +28,7 @@ pub use basalt_runtime::hosted::{
 };
 pub use event::{HostedEvent, HostedMessage, HostedReply, WorkOwner};
 pub use instance::{AckRefusal, Execution, FetchPlan, HostedInstance, InstanceMeta};
+pub use scan::Candidate;
 pub use worker::{Session, WorkRefusal, WorkerQueue};
 
 /// The execution statuses a hosted runtime reports that end an execution:
