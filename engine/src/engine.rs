@@ -285,6 +285,7 @@ impl Engine {
             stores,
             checkpoints: parking_lot::Mutex::new(crate::shared::CheckpointWindow::default()),
             hosted: tokio::sync::Notify::new(),
+            hosted_changes: (0..count).map(|_| Default::default()).collect(),
         });
         for ((partition, recovered), (commands, mailbox)) in opened.into_iter().zip(receivers) {
             let task = PartitionTask {

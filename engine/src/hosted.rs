@@ -186,7 +186,97 @@ fn history(record: &HostedInstance, execution_id: u64) -> Vec<StoredEvent> {
     events
 }
 
+/// What one fetcher last saw of each partition: its best candidate, when
+/// something there next comes due, and the partition's change count then.
+/// A look is repeated only where the count moved or the due time passed,
+/// so a wake-up costs a look at the partitions that changed, not at all.
+struct Looks<T> {
+    /// `0`: hosted instances; `1`: worker items (see `Shared::hosted_changes`).
+    kind: usize,
+    seen: Vec<Option<Look<T>>>,
+}
+
+struct Look<T> {
+    changes: u64,
+    candidate: Option<Candidate<T>>,
+    due_ms: Option<u64>,
+}
+
+impl<T: Clone> Looks<T> {
+    fn new(kind: usize, partitions: u32) -> Looks<T> {
+        Looks {
+            kind,
+            seen: (0..partitions).map(|_| None).collect(),
+        }
+    }
+
+    /// Forgets what was seen of a partition (its candidate was taken).
+    fn forget(&mut self, partition: u32) {
+        if let Some(seen) = self.seen.get_mut(partition as usize) {
+            *seen = None;
+        }
+    }
+
+    /// The candidates seen, oldest first, with their partitions.
+    fn candidates(&self) -> Vec<(Candidate<T>, u32)> {
+        let mut all: Vec<_> = self
+            .seen
+            .iter()
+            .enumerate()
+            .filter_map(|(p, look)| {
+                let candidate = look.as_ref()?.candidate.clone()?;
+                Some((candidate, p as u32))
+            })
+            .collect();
+        all.sort_by_key(|(c, _)| c.order);
+        all
+    }
+
+    /// The earliest due time seen.
+    fn next_due(&self) -> Option<u64> {
+        self.seen
+            .iter()
+            .filter_map(|look| look.as_ref()?.due_ms)
+            .min()
+    }
+}
+
 impl Engine {
+    /// Looks again at the partitions that changed since `looks` last saw
+    /// them (or whose due time passed).
+    async fn hosted_refresh<T: Clone + Send + 'static>(
+        &self,
+        looks: &mut Looks<T>,
+        now: u64,
+        look: impl Fn(&PartitionState) -> (Option<Candidate<T>>, Option<u64>)
+        + Send
+        + Sync
+        + Clone
+        + 'static,
+    ) -> Result<(), Error> {
+        for partition in 0..self.partition_count() {
+            let changes = self
+                .shared()
+                .hosted_changes
+                .get(partition as usize)
+                .map_or(0, |c| c[looks.kind].load(Ordering::Acquire));
+            let fresh = looks.seen[partition as usize].as_ref().is_some_and(|seen| {
+                seen.changes == changes && seen.due_ms.is_none_or(|due| due > now)
+            });
+            if fresh {
+                continue;
+            }
+            let look = look.clone();
+            let (candidate, due_ms) = self.peek_all(partition, move |state| look(state)).await?;
+            looks.seen[partition as usize] = Some(Look {
+                changes,
+                candidate,
+                due_ms,
+            });
+        }
+        Ok(())
+    }
+
     /// Submits a hosted event to a partition; its answer, and the LSN it
     /// was logged at.
     async fn hosted_submit(
@@ -334,27 +424,22 @@ impl HostedBackend for Engine {
         poll: Duration,
     ) -> Result<Option<HostedBatch>, Error> {
         let deadline = tokio::time::Instant::now() + poll;
+        let mut looks = Looks::new(0, self.partition_count());
         loop {
             let notified = self.shared().hosted.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let now = now_ms();
             let wanted = filter.clone();
-            let looks = self
-                .hosted_look(move |state| {
-                    (
-                        state.hosted_candidate(now, wanted.as_deref()),
-                        state.hosted_next_due(now),
-                    )
-                })
-                .await?;
-            let next_due = looks.iter().filter_map(|(_, due)| *due).min();
-            let mut candidates: Vec<(Candidate<InstanceId>, u32)> = looks
-                .into_iter()
-                .enumerate()
-                .filter_map(|(p, (c, _))| c.map(|c| (c, p as u32)))
-                .collect();
-            candidates.sort_by_key(|(c, _)| c.order);
+            self.hosted_refresh(&mut looks, now, move |state| {
+                (
+                    state.hosted_candidate(now, wanted.as_deref()),
+                    state.hosted_next_due(now),
+                )
+            })
+            .await?;
+            let next_due = looks.next_due();
+            let candidates = looks.candidates();
             let mut changed = false;
             for (candidate, partition) in candidates {
                 let event = HostedEvent::Fetch {
@@ -368,9 +453,13 @@ impl HostedBackend for Engine {
                 {
                     Ok(answer) => answer,
                     // Taken by another fetcher since the look: the next one.
-                    Err(Error::Conflict(_)) => continue,
+                    Err(Error::Conflict(_)) => {
+                        looks.forget(partition);
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
+                looks.forget(partition);
                 match reply {
                     HostedReply::Fetched {
                         token,
@@ -521,27 +610,22 @@ impl HostedBackend for Engine {
             return Ok(None);
         }
         let deadline = tokio::time::Instant::now() + poll;
+        let mut looks = Looks::new(1, self.partition_count());
         loop {
             let notified = self.shared().hosted.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let now = now_ms();
             let (wanted_claim, wanted_tags) = (claim.clone(), tags.clone());
-            let looks = self
-                .hosted_look(move |state| {
-                    (
-                        state.hosted_work_candidate(now, wanted_claim.as_ref(), &wanted_tags),
-                        state.hosted_next_due(now),
-                    )
-                })
-                .await?;
-            let next_due = looks.iter().filter_map(|(_, due)| *due).min();
-            let mut candidates: Vec<_> = looks
-                .into_iter()
-                .enumerate()
-                .filter_map(|(p, (c, _))| c.map(|c| (c, p as u32)))
-                .collect();
-            candidates.sort_by_key(|(c, _)| c.order);
+            self.hosted_refresh(&mut looks, now, move |state| {
+                (
+                    state.hosted_work_candidate(now, wanted_claim.as_ref(), &wanted_tags),
+                    state.hosted_next_due(now),
+                )
+            })
+            .await?;
+            let next_due = looks.next_due();
+            let candidates = looks.candidates();
             let mut changed = false;
             for (candidate, partition) in candidates {
                 let (owner, order) = candidate.key;
@@ -557,9 +641,13 @@ impl HostedBackend for Engine {
                     .await
                 {
                     Ok(answer) => answer,
-                    Err(Error::Conflict(_)) => continue,
+                    Err(Error::Conflict(_)) => {
+                        looks.forget(partition);
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
+                looks.forget(partition);
                 let HostedReply::WorkFetched { token, attempts } = reply else {
                     changed = true;
                     break;

@@ -556,6 +556,12 @@ impl PartitionTask {
             self.shared.notify_changed(&id);
         }
         if !fx.hosted.is_empty() || acked {
+            if let Some(changes) = self.shared.hosted_changes.get(self.partition as usize) {
+                for key in fx.hosted.drain(..) {
+                    let kind = usize::from(!matches!(key, StateKey::Hosted(_)));
+                    changes[kind].fetch_add(1, std::sync::atomic::Ordering::Release);
+                }
+            }
             fx.hosted.clear();
             self.shared.hosted.notify_waiters();
         }

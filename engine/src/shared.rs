@@ -44,6 +44,10 @@ pub(crate) struct Shared {
     /// queued, a lock taken or released) or a partition's sent messages
     /// were acknowledged: hosted fetchers and acks wait on it.
     pub hosted: Notify,
+    /// Per partition, how many events changed its hosted instances (`[0]`)
+    /// and its hosted worker items (`[1]`): a fetcher looks again only at
+    /// the partitions whose count moved since its last look.
+    pub hosted_changes: Vec<[std::sync::atomic::AtomicU64; 2]>,
 }
 
 /// The checkpoints written in a window of time, across partitions: how

@@ -400,6 +400,21 @@ impl<V> Tier<V> {
         all
     }
 
+    /// Every resident record, in no order and without building a map: for
+    /// scans that look at each record once (the hosted fetchers' looks).
+    pub fn resident_iter(&self) -> impl Iterator<Item = (&InstanceId, &V)> {
+        let dirty = self
+            .dirty
+            .iter()
+            .filter_map(|(k, c)| Some((k, c.value.as_deref()?)));
+        let clean = self
+            .clean
+            .iter()
+            .filter(|(k, _)| !self.dirty.contains_key(*k))
+            .filter_map(|(k, c)| Some((k, c.value.as_deref()?)));
+        dirty.chain(clean)
+    }
+
     /// Resident records, dirty ones changed since the last checkpoint
     /// included (for merging with a store scan): `None` marks a removal.
     pub fn resident_entries(&self) -> impl Iterator<Item = (&InstanceId, Option<&V>, bool)> {

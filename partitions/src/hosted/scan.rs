@@ -25,8 +25,7 @@ impl PartitionState {
         filter: Option<&[VersionRange]>,
     ) -> Option<Candidate<InstanceId>> {
         self.hosted
-            .resident()
-            .into_iter()
+            .resident_iter()
             .filter(|(_, record)| record.fetch_plan(now_ms, filter) != FetchPlan::Nothing)
             .filter_map(|(id, record)| {
                 record.fetchable(now_ms, filter).map(|order| Candidate {
@@ -45,21 +44,18 @@ impl PartitionState {
         claim: Option<&SessionClaim>,
         tags: &TagFilter,
     ) -> Option<Candidate<(WorkOwner, u64)>> {
-        let pick =
-            |owner: fn(InstanceId) -> WorkOwner,
-             records: std::collections::BTreeMap<&InstanceId, &WorkerQueue>| {
-                records
-                    .into_iter()
-                    .filter_map(|(id, queue)| {
-                        queue.candidate(now_ms, claim, tags).map(|order| Candidate {
-                            order,
-                            key: (owner(id.clone()), order),
-                        })
+        let pick = |owner: fn(InstanceId) -> WorkOwner, tier: &crate::tier::Tier<WorkerQueue>| {
+            tier.resident_iter()
+                .filter_map(|(id, queue)| {
+                    queue.candidate(now_ms, claim, tags).map(|order| Candidate {
+                        order,
+                        key: (owner(id.clone()), order),
                     })
-                    .min_by_key(|c| c.order)
-            };
-        let own = pick(WorkOwner::Instance, self.hosted_work.resident());
-        let sessions = pick(WorkOwner::Session, self.hosted_sessions.resident());
+                })
+                .min_by_key(|c| c.order)
+        };
+        let own = pick(WorkOwner::Instance, &self.hosted_work);
+        let sessions = pick(WorkOwner::Session, &self.hosted_sessions);
         match (own, sessions) {
             (Some(a), Some(b)) => Some(if a.order <= b.order { a } else { b }),
             (a, b) => a.or(b),
@@ -70,24 +66,28 @@ impl PartitionState {
     /// becomes visible or a lock runs out here (when a waiting fetcher
     /// should look again even if nothing else changes).
     pub fn hosted_next_due(&self, now_ms: u64) -> Option<u64> {
-        let instances = self.hosted.resident().into_values().flat_map(|record| {
-            let lock = record
-                .lock
-                .filter(|l| l.held(now_ms) && !record.queue.is_empty())
-                .map(|l| l.until_ms);
-            let hidden = record
-                .queue
-                .iter()
-                .map(|m| m.visible_ms)
-                .filter(|at| *at > now_ms)
-                .min();
-            lock.into_iter().chain(hidden)
-        });
+        let instances = self
+            .hosted
+            .resident_iter()
+            .map(|(_, v)| v)
+            .flat_map(|record| {
+                let lock = record
+                    .lock
+                    .filter(|l| l.held(now_ms) && !record.queue.is_empty())
+                    .map(|l| l.until_ms);
+                let hidden = record
+                    .queue
+                    .iter()
+                    .map(|m| m.visible_ms)
+                    .filter(|at| *at > now_ms)
+                    .min();
+                lock.into_iter().chain(hidden)
+            });
         let work = self
             .hosted_work
-            .resident()
-            .into_values()
-            .chain(self.hosted_sessions.resident().into_values())
+            .resident_iter()
+            .map(|(_, v)| v)
+            .chain(self.hosted_sessions.resident_iter().map(|(_, v)| v))
             .flat_map(|queue| {
                 queue
                     .items()
@@ -104,15 +104,15 @@ impl PartitionState {
     pub fn hosted_queue_depths(&self) -> (u64, u64) {
         let messages = self
             .hosted
-            .resident()
-            .into_values()
+            .resident_iter()
+            .map(|(_, v)| v)
             .map(|r| r.queue.iter().filter(|m| m.fetched_by.is_none()).count() as u64)
             .sum();
         let items = self
             .hosted_work
-            .resident()
-            .into_values()
-            .chain(self.hosted_sessions.resident().into_values())
+            .resident_iter()
+            .map(|(_, v)| v)
+            .chain(self.hosted_sessions.resident_iter().map(|(_, v)| v))
             .map(|q| q.unlocked() as u64)
             .sum();
         (messages, items)
@@ -127,7 +127,7 @@ impl PartitionState {
     ) -> (Vec<InstanceId>, Vec<InstanceId>) {
         let mut renewable = Vec::new();
         let mut cleanable = Vec::new();
-        for (id, queue) in self.hosted_sessions.resident() {
+        for (id, queue) in self.hosted_sessions.resident_iter() {
             if let Some(session) = queue.session(id.as_str()) {
                 if owners.contains(&session.owner) && session.until_ms > now_ms {
                     renewable.push(id.clone());
