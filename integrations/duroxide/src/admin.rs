@@ -27,6 +27,24 @@ fn status(view: &HostedInstanceView) -> Option<&str> {
         .map(|e| e.status.as_str())
 }
 
+/// Whether a bulk operation's filter takes an instance: in its allowlist
+/// (if any), and its current execution finished before its cutoff (if
+/// any).
+fn selected(filter: &InstanceFilter, view: &HostedInstanceView) -> bool {
+    let allowed = filter
+        .instance_ids
+        .as_ref()
+        .is_none_or(|ids| ids.iter().any(|id| id == view.instance.as_str()));
+    let old_enough = filter.completed_before.is_none_or(|cut| {
+        view.executions
+            .iter()
+            .find(|e| e.execution_id == view.current_execution)
+            .and_then(|e| e.completed_ms)
+            .is_some_and(|done| done < cut)
+    });
+    allowed && old_enough
+}
+
 impl BasaltProvider {
     async fn views(&self) -> Result<Vec<HostedInstanceView>, ProviderError> {
         self.backend()
@@ -257,21 +275,7 @@ impl ProviderAdmin for BasaltProvider {
             .iter()
             .filter(|v| v.parent.is_none())
             .filter(|v| status(v).is_some_and(|s| TERMINAL.contains(&s)))
-            .filter(|v| {
-                filter
-                    .instance_ids
-                    .as_ref()
-                    .is_none_or(|ids| ids.iter().any(|id| id == v.instance.as_str()))
-            })
-            .filter(|v| {
-                filter.completed_before.is_none_or(|cut| {
-                    v.executions
-                        .iter()
-                        .find(|e| e.execution_id == v.current_execution)
-                        .and_then(|e| e.completed_ms)
-                        .is_some_and(|done| done < cut)
-                })
-            })
+            .filter(|v| selected(&filter, v))
             .take(limit)
             .map(|v| v.instance.to_string())
             .collect();
@@ -325,25 +329,7 @@ impl ProviderAdmin for BasaltProvider {
         let limit = filter.limit.unwrap_or(1000) as usize;
         let views = self.views().await?;
         let mut total = PruneResult::default();
-        for view in views
-            .iter()
-            .filter(|v| {
-                filter
-                    .instance_ids
-                    .as_ref()
-                    .is_none_or(|ids| ids.iter().any(|id| id == v.instance.as_str()))
-            })
-            .filter(|v| {
-                filter.completed_before.is_none_or(|cut| {
-                    v.executions
-                        .iter()
-                        .find(|e| e.execution_id == v.current_execution)
-                        .and_then(|e| e.completed_ms)
-                        .is_some_and(|done| done < cut)
-                })
-            })
-            .take(limit)
-        {
+        for view in views.iter().filter(|v| selected(&filter, v)).take(limit) {
             let pruned = self
                 .prune_executions(view.instance.as_str(), options.clone())
                 .await?;
