@@ -654,7 +654,7 @@ impl HostedBackend for Engine {
                 };
                 let key = owner.clone();
                 let item = self
-                    .peek(partition, key_of(&owner), move |state| {
+                    .peek(partition, owner.key(), move |state| {
                         let queue = match &key {
                             WorkOwner::Instance(id) => state.hosted_work.get(id),
                             WorkOwner::Session(id) => state.hosted_sessions.get(id),
@@ -907,10 +907,6 @@ fn removed(reply: HostedReply) -> HostedRemoved {
         },
         _ => HostedRemoved::default(),
     }
-}
-
-fn key_of(owner: &WorkOwner) -> StateKey {
-    owner.key()
 }
 
 fn work_token(token: &HostedToken) -> Result<(u32, u64, WorkOwner), Error> {

@@ -251,13 +251,6 @@ impl TagFilter {
     }
 }
 
-impl FetchOutcome {
-    /// Whether the fetch locked the instance.
-    pub fn locked(&self) -> bool {
-        matches!(self, FetchOutcome::Locked { .. })
-    }
-}
-
 /// A lock token as the engine hands it out: it names the partition, the
 /// fetch and the record, so an ack, abandon or renewal needs nothing else.
 /// Opaque to the runtime.

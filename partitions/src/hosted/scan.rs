@@ -24,14 +24,15 @@ impl PartitionState {
         now_ms: u64,
         filter: Option<&[VersionRange]>,
     ) -> Option<Candidate<InstanceId>> {
+        // `fetchable` first: it answers at once for the many records with
+        // nothing queued; the plan is asked of the few that have something.
         self.hosted
             .resident_iter()
-            .filter(|(_, record)| record.fetch_plan(now_ms, filter) != FetchPlan::Nothing)
-            .filter_map(|(id, record)| {
-                record.fetchable(now_ms, filter).map(|order| Candidate {
-                    order,
-                    key: id.clone(),
-                })
+            .filter_map(|(id, record)| Some((id, record, record.fetchable(now_ms, filter)?)))
+            .filter(|(_, record, _)| record.fetch_plan(now_ms, filter) != FetchPlan::Nothing)
+            .map(|(id, _, order)| Candidate {
+                order,
+                key: id.clone(),
             })
             .min_by_key(|c| c.order)
     }

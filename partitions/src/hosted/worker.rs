@@ -275,10 +275,7 @@ impl WorkerQueue {
             .range((id.clone(), 0)..=(id.clone(), u64::MAX))
             .map(|(_, order)| *order)
             .collect();
-        orders
-            .into_iter()
-            .filter(|order| self.remove(*order).is_some())
-            .count()
+        self.remove_all(orders)
     }
 
     /// Removes every item an instance scheduled; returns how many.
@@ -289,6 +286,11 @@ impl WorkerQueue {
             .filter(|(id, _)| id.instance == instance)
             .map(|(_, order)| *order)
             .collect();
+        self.remove_all(orders)
+    }
+
+    /// Removes the items at `orders`; returns how many there were.
+    fn remove_all(&mut self, orders: Vec<u64>) -> usize {
         orders
             .into_iter()
             .filter(|order| self.remove(*order).is_some())
