@@ -178,6 +178,33 @@ pub struct PartitionMetrics {
     pub reopen_failures: u64,
     /// The last storage error, if any.
     pub last_storage_error: Option<String>,
+    /// Where its log and checkpoints stand.
+    pub position: LogPosition,
+    /// Orchestration steps of its instances waiting for a worker.
+    pub queued_steps: u64,
+    /// Activities of its instances waiting for a worker.
+    pub queued_activities: u64,
+}
+
+/// Where a partition's log and checkpoints stand: what an operator reads
+/// to see how much a restart would replay and whether checkpoints keep up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogPosition {
+    /// The LSN the next event gets.
+    pub next_lsn: u64,
+    /// Every event up to this LSN is durable.
+    pub durable_lsn: u64,
+    /// The LSN the last checkpoint taken covers (written or in flight).
+    pub checkpoint_lsn: u64,
+    /// The LSN and wall-clock time (ms since the Unix epoch) of the last
+    /// checkpoint written since the partition (re)opened.
+    pub checkpoint_written: Option<(u64, u64)>,
+    /// Events logged since the last checkpoint: what a restart replays.
+    pub events_since_checkpoint: u64,
+    /// Bytes of those events.
+    pub bytes_since_checkpoint: u64,
+    /// Messages sent to other partitions and not yet acknowledged by them.
+    pub outbox_messages: u64,
 }
 
 /// Why an engine could not open.
@@ -432,10 +459,27 @@ impl Engine {
     /// status (for `/metrics`). The counts reflect durable state.
     pub async fn partition_metrics(&self) -> Result<Vec<PartitionMetrics>, Error> {
         let mut all = Vec::new();
-        for partition in 0..self.partition_count() {
+        let count = self.partition_count();
+        let mut queued_steps = vec![0u64; count as usize];
+        let mut queued_activities = vec![0u64; count as usize];
+        self.inner.shared.steps.for_each(|step| {
+            if let Some(n) = queued_steps.get_mut(step.partition as usize) {
+                *n += 1;
+            }
+        });
+        self.inner.shared.activities.for_each(|activity| {
+            let partition = partition_of(activity.instance_id.as_str(), count);
+            if let Some(n) = queued_activities.get_mut(partition as usize) {
+                *n += 1;
+            }
+        });
+        for partition in 0..count {
             let (tx, rx) = oneshot::channel();
             self.command(partition, Command::LogStats(tx)).await?;
             let log = rx.await.map_err(|_| Error::ShutDown)?;
+            let (tx, rx) = oneshot::channel();
+            self.command(partition, Command::Status(tx)).await?;
+            let position = rx.await.map_err(|_| Error::ShutDown)?;
             let figures = self
                 .read(partition, None, |state| {
                     (
@@ -467,6 +511,9 @@ impl Engine {
                 reopens: health.reopens.load(Ordering::Relaxed),
                 reopen_failures: health.reopen_failures.load(Ordering::Relaxed),
                 last_storage_error: health.last_error.lock().clone(),
+                position,
+                queued_steps: queued_steps[partition as usize],
+                queued_activities: queued_activities[partition as usize],
             });
         }
         Ok(all)

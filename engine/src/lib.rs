@@ -28,7 +28,8 @@ mod transport;
 pub use basalt_partitions as partitions;
 pub use basalt_storage as storage;
 pub use engine::{
-    ACTIONS_PER_STEP_MAX, Engine, EngineOptions, OpenError, PartitionMetrics, replay_partition,
+    ACTIONS_PER_STEP_MAX, Engine, EngineOptions, LogPosition, OpenError, PartitionMetrics,
+    replay_partition,
 };
 pub use shared::CheckpointWindow;
 pub use summary::{PartitionSummary, summarize_partition};

@@ -67,6 +67,9 @@ pub(crate) enum Command {
     Snapshot(oneshot::Sender<Result<(u64, Vec<u8>), Error>>),
     /// The log's counters.
     LogStats(oneshot::Sender<basalt_storage::LogStats>),
+    /// Where the log and its checkpoints stand (the dashboard's partition
+    /// page).
+    Status(oneshot::Sender<crate::engine::LogPosition>),
     /// Flush, checkpoint and stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -177,6 +180,9 @@ struct Running {
     checkpoint: Option<InFlight>,
     /// The LSN of the last checkpoint taken (written or in flight).
     checkpoint_lsn: u64,
+    /// The LSN and wall-clock time (ms since the Unix epoch) of the last
+    /// checkpoint written since this run began, for operators.
+    checkpoint_written: Option<(u64, u64)>,
     /// Where the retention sweep goes on (`None`: from the first id).
     retention_cursor: Option<String>,
     /// Bytes of checkpoints written to the store's memory but not yet
@@ -207,6 +213,7 @@ impl Running {
             commit_requested_lsn: 0,
             checkpoint: None,
             checkpoint_lsn: store_lsn,
+            checkpoint_written: None,
             retention_cursor: None,
             unflushed_bytes: 0,
             last_flush: std::time::Instant::now(),
@@ -427,6 +434,17 @@ impl PartitionTask {
             }
             Command::LogStats(done) => {
                 let _ = done.send(self.log.stats());
+            }
+            Command::Status(done) => {
+                let _ = done.send(crate::engine::LogPosition {
+                    next_lsn: self.log.next_lsn().0,
+                    durable_lsn: self.log.durable_lsn().0,
+                    checkpoint_lsn: run.checkpoint_lsn,
+                    checkpoint_written: run.checkpoint_written,
+                    events_since_checkpoint: run.events_since_checkpoint,
+                    bytes_since_checkpoint: run.bytes_since_checkpoint,
+                    outbox_messages: self.state.outbox.len() as u64,
+                });
             }
             Command::Shutdown(done) => return Some(done),
         }
@@ -1059,6 +1077,10 @@ impl PartitionTask {
                     run.unflushed_bytes += bytes;
                 }
                 self.state.checkpointed(&in_flight.changes);
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                run.checkpoint_written = Some((in_flight.changes.lsn, now_ms));
                 self.shared.checkpoints.lock().add(
                     in_flight.changes.records,
                     in_flight.started.elapsed().as_secs_f64() * 1e3,

@@ -62,6 +62,12 @@ impl<T> WorkQueue<T> {
         before - items.len()
     }
 
+    /// Calls `visit` on each waiting item, under the queue's lock (keep
+    /// it short: pushes and pops wait).
+    pub(crate) fn for_each(&self, visit: impl FnMut(&T)) {
+        self.items.lock().iter().for_each(visit);
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.items.lock().len()
     }

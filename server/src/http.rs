@@ -86,6 +86,7 @@ pub fn router(
             &format!("{PREFIX}/instances/{{id}}/{{action}}"),
             post(control),
         )
+        .merge(crate::dashboard::api::routes())
         .route(&format!("{PREFIX}/entities"), get(list_entities))
         .route(
             &format!("{PREFIX}/entities/{{name}}"),
@@ -100,6 +101,7 @@ pub fn router(
             crate::auth::require_token,
         ))
         .merge(health)
+        .merge(crate::dashboard::assets())
         .layer(axum::extract::DefaultBodyLimit::max(
             payload_bytes_max.saturating_add(BODY_OVERHEAD_BYTES),
         ))
@@ -120,7 +122,7 @@ impl ApiError {
         ApiError(StatusCode::BAD_REQUEST, message.into(), None)
     }
 
-    fn not_found(message: impl Into<String>) -> ApiError {
+    pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
         ApiError(StatusCode::NOT_FOUND, message.into(), None)
     }
 
@@ -168,9 +170,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
-fn instance_id(text: &str) -> Result<InstanceId, ApiError> {
+pub(crate) fn instance_id(text: &str) -> Result<InstanceId, ApiError> {
     InstanceId::new(text).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
@@ -199,7 +201,7 @@ fn json_value(payload: &Option<String>) -> Value {
     }
 }
 
-fn status_name(status: OrchestrationStatus) -> &'static str {
+pub(crate) fn status_name(status: OrchestrationStatus) -> &'static str {
     match status {
         OrchestrationStatus::Pending => "Pending",
         OrchestrationStatus::Running => "Running",
@@ -236,7 +238,7 @@ fn flag(params: &HashMap<String, String>, name: &str) -> bool {
 }
 
 /// An instance as Durable Functions reports it.
-fn instance_json(state: &InstanceState, show_input: bool) -> Value {
+pub(crate) fn instance_json(state: &InstanceState, show_input: bool) -> Value {
     let mut body = json!({
         "name": state.name,
         "instanceId": state.instance_id.as_str(),
@@ -610,6 +612,7 @@ fn entity_json(entity: &EntityState, with_state: bool) -> Value {
         "entityId": { "name": entity.entity.name(), "key": entity.entity.key() },
         "lastModifiedTime": format_rfc3339(entity.last_modified_ms),
         "backlog": entity.backlog,
+        "lockedBy": entity.locked_by.as_ref().map(|id| id.as_str()),
     });
     if with_state {
         body["state"] = json_value(&entity.state);

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod browser;
 pub mod config;
 pub mod convert;
+pub mod dashboard;
 pub mod dispatch;
 pub mod history_cache;
 pub mod history_wire;

@@ -1,0 +1,393 @@
+// The dashboard (`/ui`) in a real browser: Debian's chromium, driven by
+// playwright-core (pinned in package.json), against a running
+// `basalt serve` with a bearer token. The official JavaScript SDK's worker
+// makes real instances first: completed, failed, retried, waiting on a
+// timer, calling entities, with a child, and one with a 10,000-event
+// history; then each page is opened and what it shows is checked against
+// the HTTP API, and the actions are clicked through.
+//
+// Run by server/tests/dashboard.rs with BASALT_GRPC, BASALT_HTTP (base
+// URL), BASALT_TOKEN, CHROMIUM (the browser) and BASALT_UI_SCREENSHOTS
+// (where each page's screenshot goes).
+
+"use strict";
+
+const { describe, test, before, after } = require("node:test");
+const assert = require("node:assert/strict");
+const http = require("node:http");
+const path = require("node:path");
+const grpc = require("@grpc/grpc-js");
+const { chromium } = require("playwright-core");
+const {
+  TaskHubGrpcClient,
+  TaskHubGrpcWorker,
+  EntityInstanceId,
+  TaskEntity,
+  RetryPolicy,
+  whenAll,
+} = require("@microsoft/durabletask-js");
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+const address = env("BASALT_GRPC");
+const base = env("BASALT_HTTP");
+const token = env("BASALT_TOKEN");
+const browserPath = env("CHROMIUM");
+const shots = env("BASALT_UI_SCREENSHOTS");
+const API = `${base}/runtime/webhooks/durabletask`;
+const BIG_FANOUT = 5000;
+const MANY = 60;
+
+const quiet = { info() {}, warn() {}, error() {}, debug() {} };
+const metadata = async () => {
+  const m = new grpc.Metadata();
+  m.set("authorization", `Bearer ${token}`);
+  return m;
+};
+
+// ---------------------------------------------------------------------------
+// The worker's code.
+
+const hello = async (_ctx, name) => `Hello ${name}`;
+const double = async (_ctx, n) => n * 2;
+const failedOnce = new Set();
+const failsOnce = async (_ctx, key) => {
+  if (!failedOnce.has(key)) {
+    failedOnce.add(key);
+    throw new Error(`the payment service is down for ${key}`);
+  }
+  return `paid ${key}`;
+};
+const attempts = new Map();
+const thirdTimeLucky = async (_ctx, key) => {
+  const attempt = (attempts.get(key) ?? 0) + 1;
+  attempts.set(key, attempt);
+  if (attempt < 3) throw new Error(`attempt ${attempt} fails`);
+  return attempt;
+};
+
+const greet = async function* (ctx, name) {
+  const a = yield ctx.callActivity(hello, name);
+  return yield ctx.callActivity(hello, a);
+};
+const checkout = async function* (ctx, key) {
+  ctx.setCustomStatus({ stage: "paying" });
+  const paid = yield ctx.callActivity(failsOnce, key);
+  ctx.setCustomStatus({ stage: "done" });
+  return paid;
+};
+const retried = async function* (ctx, key) {
+  const retry = new RetryPolicy({ maxNumberOfAttempts: 3, firstRetryIntervalInMilliseconds: 200 });
+  return yield ctx.callActivity(thirdTimeLucky, key, { retry });
+};
+const waiter = async function* (ctx) {
+  const now = ctx.currentUtcDateTime.getTime();
+  yield ctx.createTimer(new Date(now + 3600 * 1000));
+  return "woke";
+};
+const child = async function* (ctx, n) {
+  return yield ctx.callActivity(double, n);
+};
+const withChild = async function* (ctx, n) {
+  const doubled = yield ctx.callSubOrchestrator(child, n);
+  return doubled + 1;
+};
+const fanOut = async function* (ctx, count) {
+  const tasks = [];
+  for (let i = 1; i <= count; i++) tasks.push(ctx.callActivity(double, i));
+  const results = yield whenAll(tasks);
+  return results.reduce((a, b) => a + b, 0);
+};
+class Counter extends TaskEntity {
+  add(amount) {
+    this.state.count += amount;
+    return this.state.count;
+  }
+  get() {
+    return this.state.count;
+  }
+  initializeState() {
+    return { count: 0 };
+  }
+}
+const callCounter = async function* (ctx, key) {
+  const counter = new EntityInstanceId("counter", key);
+  yield ctx.entities.callEntity(counter, "add", 5);
+  return yield ctx.entities.callEntity(counter, "get");
+};
+
+// ---------------------------------------------------------------------------
+// The HTTP API, from here, with the token.
+
+async function api(pathAndQuery, init = {}) {
+  const response = await fetch(pathAndQuery.startsWith("http") ? pathAndQuery : `${base}${pathAndQuery}`, {
+    ...init,
+    headers: { Authorization: `Bearer ${token}`, ...(init.headers || {}) },
+  });
+  const text = await response.text();
+  return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : null };
+}
+
+/** A raw request with any headers (fetch will not send a foreign Host). */
+function raw(pathname, headers) {
+  const url = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: url.hostname, port: url.port, path: pathname, headers }, (res) => {
+      res.resume();
+      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+let client;
+let worker;
+let browser;
+let page;
+// Unique per run, so a rerun against the same server never meets old ids.
+const run = `ui${Date.now().toString(36)}`;
+const ids = {
+  done: `${run}-done`,
+  failed: `${run}-checkout`,
+  retry: `${run}-retry`,
+  waiting: `${run}-waiting`,
+  entity: `${run}-entity`,
+  parent: `${run}-parent`,
+  big: `${run}-big`,
+};
+const many = `${run}-many-`;
+
+async function until(what, check, seconds = 120) {
+  const deadline = Date.now() + seconds * 1000;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function statusOf(id) {
+  const { status, body } = await api(`/runtime/webhooks/durabletask/instances/${encodeURIComponent(id)}`);
+  return status === 404 ? "missing" : body.runtimeStatus;
+}
+
+async function screenshot(name) {
+  await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+}
+
+before(async () => {
+  client = new TaskHubGrpcClient({ hostAddress: address, metadataGenerator: metadata, logger: quiet });
+  worker = new TaskHubGrpcWorker({ hostAddress: address, metadataGenerator: metadata, logger: quiet });
+  for (const o of [greet, checkout, retried, waiter, child, withChild, fanOut, callCounter]) worker.addOrchestrator(o);
+  for (const a of [hello, double, failsOnce, thirdTimeLucky]) worker.addActivity(a);
+  worker.addNamedEntity("counter", () => new Counter());
+  await worker.start();
+
+  await client.scheduleNewOrchestration(greet, "Ada", ids.done);
+  await client.scheduleNewOrchestration(checkout, "order-17", ids.failed);
+  await client.scheduleNewOrchestration(retried, "r1", ids.retry);
+  await client.scheduleNewOrchestration(waiter, undefined, ids.waiting);
+  await client.scheduleNewOrchestration(callCounter, run, ids.entity);
+  await client.scheduleNewOrchestration(withChild, 20, ids.parent);
+  await client.scheduleNewOrchestration(fanOut, BIG_FANOUT, ids.big);
+  for (let i = 0; i < MANY; i++) {
+    await client.scheduleNewOrchestration(greet, `n${i}`, `${many}${String(i).padStart(3, "0")}`);
+  }
+  for (const id of [ids.done, ids.failed, ids.retry, ids.entity, ids.parent, ids.big]) {
+    await until(`${id} to finish`, async () => ["Completed", "Failed"].includes(await statusOf(id)), 300);
+  }
+  await until("the many to finish", async () => {
+    const { body } = await api(`/runtime/webhooks/durabletask/instances?instanceIdPrefix=${many}&runtimeStatus=Completed&top=1000`);
+    return body.length === MANY;
+  });
+  await until(`${ids.waiting} to wait on its timer`, async () => (await statusOf(ids.waiting)) === "Running");
+
+  browser = await chromium.launch({
+    executablePath: browserPath,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.on("pageerror", (error) => console.error(`page error: ${error.message}`));
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (worker) await worker.stop();
+  if (client) await client.stop();
+});
+
+describe("dashboard", { concurrency: false }, () => {
+  test("the page is served with its guards, and data needs the token", async () => {
+    const shell = await fetch(`${base}/ui`);
+    assert.equal(shell.status, 200);
+    assert.match(shell.headers.get("content-security-policy"), /script-src 'self'/);
+    assert.equal(shell.headers.get("x-frame-options"), "DENY");
+    const noToken = await fetch(`${base}/api/v1/overview`);
+    assert.equal(noToken.status, 401);
+    const rebound = await raw("/ui", { Host: "attacker.example" });
+    assert.equal(rebound.status, 403, "a foreign Host (DNS rebinding) is refused");
+    const crossSite = await raw("/api/v1/overview", { Origin: "https://attacker.example", Authorization: `Bearer ${token}` });
+    assert.equal(crossSite.status, 403, "a foreign Origin is refused");
+
+    await page.goto(`${base}/ui`);
+    await page.waitForSelector("#login[open]");
+    await page.fill("#login-token", "wrong-token-0123456789");
+    await page.click("#login-ok");
+    await page.waitForSelector("#login[open] #login-error:not([hidden])");
+    await page.fill("#login-token", token);
+    await page.click("#login-ok");
+    await page.waitForSelector("[data-testid=instances] tbody tr[data-instance-id]");
+  });
+
+  test("instances: counts by status, paging and filters match the API", async () => {
+    const overview = (await api("/api/v1/overview")).body;
+    for (const status of ["Running", "Completed", "Failed"]) {
+      const shown = await page.textContent(`[data-testid=status-counts] [data-status=${status}] b`);
+      assert.equal(shown.replace(/,/g, ""), String(overview.instancesByStatus[status]), `${status} count`);
+      const listed = (await api(`/runtime/webhooks/durabletask/instances?runtimeStatus=${status}&top=1000`)).body;
+      assert.equal(listed.length, overview.instancesByStatus[status], `${status} listed by the API`);
+    }
+    // Paging: the first two pages are the API's first two pages.
+    const first = await api("/runtime/webhooks/durabletask/instances?top=25&showInput=false");
+    const second = await api(`/runtime/webhooks/durabletask/instances?top=25&showInput=false&continuationToken=${first.headers.get("x-ms-continuation-token")}`);
+    const rowIds = () => page.$$eval("[data-testid=instances] tbody tr[data-instance-id]", (rows) => rows.map((r) => r.dataset.instanceId));
+    assert.deepEqual(await rowIds(), first.body.map((i) => i.instanceId));
+    await screenshot("instances");
+    await page.click("[data-testid=next]");
+    await page.waitForSelector("[data-testid=page-number]:text('Page 2')");
+    assert.deepEqual(await rowIds(), second.body.map((i) => i.instanceId));
+    await page.click("[data-testid=prev]");
+    await page.waitForSelector("[data-testid=page-number]:text('Page 1')");
+    assert.deepEqual(await rowIds(), first.body.map((i) => i.instanceId));
+    // Filters: an id prefix, then a name with a status.
+    await page.fill("input[name=prefix]", `${many}01`);
+    await page.click("[data-testid=apply]");
+    await page.waitForFunction(() => document.querySelectorAll("[data-testid=instances] tbody tr[data-instance-id]").length === 10);
+    assert.ok((await rowIds()).every((id) => id.startsWith(`${many}01`)));
+    await page.goto(`${base}/ui#/instances?name=checkout&status=Failed&prefix=${run}`);
+    await page.waitForFunction((id) => [...document.querySelectorAll("[data-testid=instances] tbody tr[data-instance-id]")].map((r) => r.dataset.instanceId).join() === id, ids.failed);
+  });
+
+  test("a failed instance: why it failed, on its timeline; rewound, it completes", async () => {
+    await page.goto(`${base}/ui#/instances`);
+    await page.click("[data-testid=status-counts] [data-status=Failed]");
+    await page.waitForSelector(`tr[data-instance-id="${ids.failed}"] a`);
+    await page.click(`tr[data-instance-id="${ids.failed}"] a`);
+    await page.waitForSelector("[data-testid=instance-status] [data-status=Failed]");
+    const apiState = (await api(`/runtime/webhooks/durabletask/instances/${ids.failed}`)).body;
+    assert.equal(await page.textContent("[data-testid=failure-message]"), apiState.failureDetails.errorMessage);
+    assert.match(apiState.failureDetails.errorMessage, /payment service is down/);
+    assert.equal(await page.textContent("[data-testid=custom-status]"), JSON.stringify(apiState.customStatus, null, 2));
+    const failedBar = "[data-testid=bars] .tl-row[data-kind=activity][data-outcome=failed]";
+    await page.click(failedBar);
+    assert.match(await page.textContent("[data-testid=bar-text]"), /the payment service is down for order-17/);
+    assert.equal(await page.textContent("[data-testid=bar-outcome]"), "failed");
+    await screenshot("instance-failed");
+
+    await page.click("[data-action=rewind]");
+    await page.waitForSelector("#confirm[open]");
+    await page.fill("#confirm input[name=reason]", "the payment service is back");
+    await page.click("#confirm-ok");
+    // The page refreshes itself until the instance ends.
+    await page.waitForSelector("[data-testid=instance-status] [data-status=Completed]", { timeout: 60000 });
+    assert.equal(await statusOf(ids.failed), "Completed");
+    const output = (await api(`/runtime/webhooks/durabletask/instances/${ids.failed}`)).body.output;
+    assert.equal(await page.textContent("[data-testid=output]"), output);
+    await page.waitForSelector("[data-testid=bars] .tl-row[data-kind=activity][data-outcome=completed]");
+    await page.waitForSelector("[data-testid=events] [data-type=ExecutionRewound]");
+    await screenshot("instance-rewound");
+  });
+
+  test("retries are numbered attempts on the timeline", async () => {
+    await page.goto(`${base}/ui#/instance/${ids.retry}`);
+    await page.waitForSelector("[data-testid=instance-status] [data-status=Completed]");
+    const bars = await page.$$eval("[data-testid=bars] .tl-row[data-kind=activity]", (rows) => rows.map((r) => [r.dataset.attempt, r.dataset.outcome]));
+    assert.deepEqual(bars, [["1", "failed"], ["2", "failed"], ["3", "completed"]]);
+    // The retry policy's waits are timers between the attempts.
+    assert.ok((await page.$$("[data-testid=bars] .tl-row[data-kind=timer]")).length >= 2);
+  });
+
+  test("a running instance with a timer: terminate, then purge", async () => {
+    await page.goto(`${base}/ui#/instance/${ids.waiting}`);
+    await page.waitForSelector("[data-testid=instance-status] [data-status=Running]");
+    await page.waitForSelector("[data-testid=bars] .tl-row[data-kind=timer][data-outcome=pending]");
+    assert.ok(await page.isDisabled("[data-action=purge]"), "a running instance cannot be purged");
+    await screenshot("instance-running");
+    await page.click("[data-action=terminate]");
+    await page.waitForSelector("#confirm[open]");
+    await page.click("#confirm-cancel");
+    assert.equal(await statusOf(ids.waiting), "Running", "cancel does nothing");
+    await page.click("[data-action=terminate]");
+    await page.fill("#confirm input[name=reason]", "no longer needed");
+    await page.click("#confirm-ok");
+    await page.waitForSelector("[data-testid=instance-status] [data-status=Terminated]", { timeout: 30000 });
+    assert.equal(await statusOf(ids.waiting), "Terminated");
+    await page.waitForSelector("[data-action=purge]:not([disabled])");
+    await page.click("[data-action=purge]");
+    await page.click("#confirm-ok");
+    await page.waitForFunction(() => location.hash.startsWith("#/instances"));
+    assert.equal(await statusOf(ids.waiting), "missing");
+  });
+
+  test("a sub-orchestration links to its child", async () => {
+    await page.goto(`${base}/ui#/instance/${ids.parent}`);
+    await page.waitForSelector("[data-testid=instance-status] [data-status=Completed]");
+    await page.click("[data-testid=bars] .tl-row[data-kind=subOrchestration]");
+    const childLink = await page.waitForSelector("[data-testid=bar-detail] a");
+    const childId = await childLink.textContent();
+    await childLink.click();
+    await page.waitForSelector(`[data-testid=instance-id]:text("${childId}")`);
+    assert.equal(await statusOf(childId), "Completed");
+  });
+
+  test("entities: state, queue and lock holder match the API", async () => {
+    await page.goto(`${base}/ui#/entities?name=counter&prefix=${run}`);
+    const row = await page.waitForSelector(`tr[data-entity="@counter@${run}"]`);
+    const entity = (await api(`/runtime/webhooks/durabletask/entities/counter/${run}`)).body;
+    assert.equal(await (await row.$("[data-testid=entity-state]")).textContent(), JSON.stringify(entity.state, null, 2));
+    assert.equal(await (await row.$("[data-testid=backlog]")).textContent(), String(entity.backlog));
+    assert.equal(entity.lockedBy, null);
+    await screenshot("entities");
+  });
+
+  test("partitions: one row each, totals match, refreshed live", async () => {
+    await page.goto(`${base}/ui#/partitions`);
+    await page.waitForSelector("[data-testid=partitions] tbody tr[data-partition]");
+    const data = (await api("/api/v1/partitions")).body;
+    assert.equal((await page.$$("[data-testid=partitions] tbody tr[data-partition]")).length, data.partitions.length);
+    const overview = (await api("/api/v1/overview")).body;
+    assert.equal((await page.textContent("[data-testid=total-instances]")).replace(/,/g, ""), String(overview.instances));
+    assert.equal(await page.textContent("[data-testid=worker-streams]"), String(overview.queues.workerStreams));
+    const refreshes = Number(await page.evaluate(() => document.body.dataset.partitionsRefreshes));
+    await page.waitForFunction((n) => Number(document.body.dataset.partitionsRefreshes) > n, refreshes, { timeout: 10000 });
+    await screenshot("partitions");
+  });
+
+  test("a 10,000-event history draws as a timeline", async () => {
+    await page.goto(`${base}/ui#/instances`);
+    await page.waitForSelector("[data-testid=instances]");
+    await page.evaluate(() => delete document.body.dataset.timelineMs);
+    await page.goto(`${base}/ui#/instance/${ids.big}`);
+    await page.waitForFunction(() => document.body.dataset.timelineMs, null, { timeout: 30000 });
+    const events = Number(await page.evaluate(() => document.body.dataset.timelineEvents));
+    const ms = Number(await page.evaluate(() => document.body.dataset.timelineMs));
+    const history = (await api(`/api/v1/instances/${ids.big}/timeline`)).body.timeline;
+    assert.equal(events, history.events.length);
+    assert.ok(events >= 10000, `the history has ${events} events`);
+    assert.equal(history.bars.length, BIG_FANOUT);
+    // Only the rows in view are in the page, whatever the history's size.
+    const drawn = (await page.$$("[data-testid=bars] .tl-row")).length;
+    assert.ok(drawn > 0 && drawn < 100, `${drawn} bar rows in the page`);
+    await page.$eval("[data-testid=bars]", (list) => {
+      list.scrollTop = list.scrollHeight;
+    });
+    await page.waitForSelector(`[data-testid=bars] .tl-row[data-index="${BIG_FANOUT - 1}"]`);
+    console.log(`BASALT_TIMELINE ${events} events, ${history.bars.length} bars: drawn ${ms} ms after the route began (fetch included)`);
+    await screenshot("instance-large");
+  });
+});
