@@ -118,7 +118,7 @@ pub fn router(
 pub struct ApiError(StatusCode, String, Option<u64>);
 
 impl ApiError {
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError(StatusCode::BAD_REQUEST, message.into(), None)
     }
 

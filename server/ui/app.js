@@ -366,7 +366,9 @@ const KIND_LABEL = { activity: "activity", subOrchestration: "sub-orch", timer: 
 
 async function instancePage(view, id) {
   const began = performance.now();
-  const path = `/api/v1/instances/${enc(id)}/timeline`;
+  const path = () => `/api/v1/instances/${enc(id)}/timeline?eventsFrom=${eventsFrom}`;
+  // Which window of a history longer than one answer carries.
+  let eventsFrom = 0;
   const head = el("div");
   const actions = el("div", { class: "actions", "data-testid": "actions" });
   const failure = el("div");
@@ -386,7 +388,7 @@ async function instancePage(view, id) {
     timer = null;
     let data;
     try {
-      data = (await request(path)).body;
+      data = (await request(path())).body;
     } catch (error) {
       if (stopped) return;
       if (error.status === 404 && drawnEvents >= 0) {
@@ -400,23 +402,31 @@ async function instancePage(view, id) {
     renderHead(data);
     const tl = data.timeline;
     const endMs = data.terminal ? tl.endMs : Math.max(tl.endMs, data.serverTimeMs);
-    if (tl.events.length !== drawnEvents || !data.terminal) {
+    if (tl.eventCount !== drawnEvents || !data.terminal) {
       drawTimeline(timelinePanel, tl, endMs, data.terminal, (bar) => {
         selected = bar;
         showBar(bar);
       });
-      drawEvents(eventsPanel, tl.events);
-      if (drawnEvents < 0) {
+      drawEvents(eventsPanel, tl, (from) => {
+        eventsFrom = from;
+        drawnEvents = -2;
+        load().catch((e) => showError(view, e));
+      });
+      if (drawnEvents === -1) {
         const ms = Math.round(performance.now() - began);
         document.body.dataset.timelineMs = String(ms);
-        document.body.dataset.timelineEvents = String(tl.events.length);
-        console.info(`timeline of ${tl.events.length} events drawn in ${ms} ms`);
+        document.body.dataset.timelineEvents = String(tl.eventCount);
+        console.info(`timeline of ${tl.eventCount} events drawn in ${ms} ms`);
       }
-      drawnEvents = tl.events.length;
+      drawnEvents = tl.eventCount;
     }
     if (selected) {
-      const again = tl.bars.find((b) => b.startIndex === selected.startIndex);
+      // The same call after a refresh: the last bar of its kind and id (a
+      // rewind takes the failed one out and schedules it again).
+      const again = tl.bars.findLast((b) => b.kind === selected.kind && b.eventId === selected.eventId);
+      selected = again || null;
       if (again) showBar(again);
+      else detailPanel.replaceChildren();
     }
     if (!data.terminal && !stopped) timer = setTimeout(() => load().catch((e) => showError(view, e)), REFRESH_MS);
   };
@@ -483,7 +493,7 @@ async function instancePage(view, id) {
       ["Input", el("pre", { "data-testid": "input" }, show(i.input))],
       ["Output", el("pre", { "data-testid": "output" }, show(i.output))],
       ["Custom status", el("pre", { "data-testid": "custom-status" }, show(i.customStatus))],
-      ["History", `${fmtNumber(data.timeline.events.length)} events`],
+      ["History", `${fmtNumber(data.timeline.eventCount)} events`],
     ].filter(Boolean);
     details.replaceChildren(el("div", { class: "grid" }, ...fields.flatMap(([k, v]) => [el("div", {}, k), el("div", {}, v)])));
   };
@@ -509,6 +519,7 @@ async function instancePage(view, id) {
       el("span", {}, el("i", { class: "swatch bar-pending" }), "pending"),
       el("span", {}, el("i", { class: "swatch kind-timer bar-completed" }), "timer fired"),
       el("span", {}, `${fmtNumber(tl.bars.length)} calls over ${fmtDuration(span)}`),
+      tl.barsLeftOut ? el("span", { class: "error" }, `(${fmtNumber(tl.barsLeftOut)} later calls not drawn)`) : null,
     );
     const canvas = el("canvas", { class: "tl-overview", "aria-label": "All calls at a glance" });
     const axis = el("div", { class: "tl-axis" });
@@ -614,18 +625,31 @@ function virtualList(container, count, maxHeight, renderRow, scrollTop = 0) {
   draw();
 }
 
-function drawEvents(panel, events) {
+function drawEvents(panel, tl, showWindow) {
+  const events = tl.events;
+  const from = tl.eventsFrom;
   const scrollTop = panel.querySelector(".vlist")?.scrollTop || 0;
   const header = el("div", { class: "ev-row ev-head" }, el("span", {}, "#"), el("span", {}, "Time (UTC)"), el("span", {}, "Event"), el("span", {}, "Id"), el("span", {}, "Details"));
   const list = el("div", { "data-testid": "events" });
-  panel.replaceChildren(el("p", { class: "muted" }, `${fmtNumber(events.length)} events; payloads cut to 200 characters (the management API's ?showHistory=true has them whole).`), header, list);
+  const windowed = events.length < tl.eventCount;
+  const note = windowed
+    ? el(
+        "p",
+        { class: "muted" },
+        `Events ${fmtNumber(from)} to ${fmtNumber(from + events.length - 1)} of ${fmtNumber(tl.eventCount)}. `,
+        el("button", { type: "button", disabled: from === 0, onclick: () => showWindow(Math.max(0, from - events.length)) }, "Earlier"),
+        " ",
+        el("button", { type: "button", disabled: from + events.length >= tl.eventCount, onclick: () => showWindow(from + events.length) }, "Later"),
+      )
+    : el("p", { class: "muted" }, `${fmtNumber(events.length)} events; payloads cut to 200 characters (the management API's ?showHistory=true has them whole).`);
+  panel.replaceChildren(note, header, list);
   virtualList(list, events.length, 420, (i) => {
     const e = events[i];
     const failed = /Failed$/.test(e.eventType) || (e.eventType === "ExecutionCompleted" && /^Failed/.test(e.summary));
     return el(
       "div",
-      { class: `ev-row${failed ? " fail" : ""}`, "data-index": i, "data-type": e.eventType },
-      el("span", { class: "muted" }, i),
+      { class: `ev-row${failed ? " fail" : ""}`, "data-index": from + i, "data-type": e.eventType },
+      el("span", { class: "muted" }, from + i),
       el("span", {}, new Date(e.timestampMs).toISOString().replace("T", " ")),
       el("span", {}, e.eventType),
       el("span", {}, e.eventId >= 0 ? e.eventId : ""),

@@ -12,10 +12,10 @@
 //!
 //! Every field is listed in `docs/server.md`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use basalt_runtime::OrchestrationStatus;
@@ -155,8 +155,18 @@ async fn partitions(State(state): State<HttpState>) -> ApiResult {
     .into_response())
 }
 
-async fn instance_timeline(State(state): State<HttpState>, Path(id): Path<String>) -> ApiResult {
+async fn instance_timeline(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult {
     let id = instance_id(&id)?;
+    let events_from = match params.get("eventsFrom") {
+        Some(text) => text.parse::<usize>().map_err(|_| {
+            ApiError::bad_request(format!("eventsFrom must be a history index, not {text:?}"))
+        })?,
+        None => 0,
+    };
     let Some(instance) = state.backend.get_instance(&id).await? else {
         return Err(ApiError::not_found(format!("instance {id} not found")));
     };
@@ -165,7 +175,7 @@ async fn instance_timeline(State(state): State<HttpState>, Path(id): Path<String
         "instance": instance_json(&instance, true),
         "terminal": instance.status.is_terminal(),
         "serverTimeMs": now_ms(),
-        "timeline": timeline(&history),
+        "timeline": timeline(&history, events_from),
     }))
     .into_response())
 }

@@ -15,6 +15,13 @@ use serde::Serialize;
 /// history (`?showHistory=true` on the instance) has the rest.
 pub const PREVIEW_CHARS: usize = 200;
 
+/// Most event rows one timeline answer carries; a longer history is read
+/// a window at a time (`eventsFrom`).
+pub const EVENT_ROWS_MAX: usize = 100_000;
+
+/// Most bars one timeline carries: the first ones drawn, the rest counted.
+pub const BARS_MAX: usize = 50_000;
+
 /// What a bar stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -50,7 +57,8 @@ pub struct Bar {
     /// What it stands for.
     pub kind: BarKind,
     /// The activity, orchestration or operation name (`@entity@key op` for
-    /// entity calls, the entities for a lock, the due time for a timer).
+    /// entity calls, the entities for a lock, `until <due time>` for a
+    /// timer).
     pub name: String,
     /// The event id of the event that started it (the action's id).
     pub event_id: i32,
@@ -115,8 +123,14 @@ pub struct Timeline {
     pub bars: Vec<Bar>,
     /// The instant events.
     pub marks: Vec<Mark>,
-    /// Every event, compact, in history order.
+    /// The events of the window asked for, compact, in history order.
     pub events: Vec<EventRow>,
+    /// The history index of `events[0]`.
+    pub events_from: usize,
+    /// Events in the whole history.
+    pub event_count: usize,
+    /// Bars left out past [`BARS_MAX`].
+    pub bars_left_out: usize,
 }
 
 /// The event type's name, as the HTTP API's `EventType`.
@@ -195,7 +209,11 @@ impl Builder {
         family: Family,
         kind: BarKind,
         name: String,
-    ) -> &mut Bar {
+    ) -> Option<&mut Bar> {
+        if self.out.bars.len() >= BARS_MAX {
+            self.out.bars_left_out += 1;
+            return None;
+        }
         let bars = &mut self.out.bars;
         let attempt = match self.last_of_name.get(&(kind, name.clone())) {
             Some(&before)
@@ -222,8 +240,7 @@ impl Builder {
             child: None,
             due_ms: None,
         });
-        let last = bars.len() - 1;
-        &mut bars[last]
+        bars.last_mut()
     }
 
     fn end(
@@ -248,12 +265,16 @@ impl Builder {
     }
 }
 
-/// Builds the timeline of `history` (in order).
-pub fn timeline(history: &[HistoryEvent]) -> Timeline {
+/// Builds the timeline of `history` (in order), with the rows of the
+/// events from `events_from` on (at most [`EVENT_ROWS_MAX`]).
+pub fn timeline(history: &[HistoryEvent], events_from: usize) -> Timeline {
+    let rows = events_from..events_from.saturating_add(EVENT_ROWS_MAX);
     let mut b = Builder {
         out: Timeline {
             start_ms: history.first().map_or(0, |e| e.timestamp_ms),
             end_ms: history.iter().map(|e| e.timestamp_ms).max().unwrap_or(0),
+            events_from: events_from.min(history.len()),
+            event_count: history.len(),
             ..Timeline::default()
         },
         open: HashMap::new(),
@@ -261,12 +282,14 @@ pub fn timeline(history: &[HistoryEvent]) -> Timeline {
     };
     for (index, event) in history.iter().enumerate() {
         let at = event.timestamp_ms;
-        b.out.events.push(EventRow {
-            event_type: event_type(&event.kind),
-            event_id: event.event_id,
-            timestamp_ms: at,
-            summary: summary(&event.kind),
-        });
+        if rows.contains(&index) {
+            b.out.events.push(EventRow {
+                event_type: event_type(&event.kind),
+                event_id: event.event_id,
+                timestamp_ms: at,
+                summary: summary(&event.kind),
+            });
+        }
         match &event.kind {
             EventKind::TaskScheduled { name, .. } => {
                 b.start(index, event, Family::Task, BarKind::Activity, name.clone());
@@ -296,14 +319,15 @@ pub fn timeline(history: &[HistoryEvent]) -> Timeline {
             EventKind::SubOrchestrationInstanceCreated {
                 instance_id, name, ..
             } => {
-                b.start(
+                if let Some(bar) = b.start(
                     index,
                     event,
                     Family::Child,
                     BarKind::SubOrchestration,
                     name.clone(),
-                )
-                .child = Some(instance_id.clone());
+                ) {
+                    bar.child = Some(instance_id.clone());
+                }
             }
             EventKind::SubOrchestrationInstanceCompleted {
                 task_scheduled_id,
@@ -328,14 +352,15 @@ pub fn timeline(history: &[HistoryEvent]) -> Timeline {
                 failure(why),
             ),
             EventKind::TimerCreated { fire_at_ms } => {
-                b.start(
+                if let Some(bar) = b.start(
                     index,
                     event,
                     Family::Timer,
                     BarKind::Timer,
-                    "timer".to_owned(),
-                )
-                .due_ms = Some(*fire_at_ms);
+                    format!("until {}", crate::time::format_rfc3339(*fire_at_ms)),
+                ) {
+                    bar.due_ms = Some(*fire_at_ms);
+                }
             }
             EventKind::TimerFired { timer_id, .. } => b.end(
                 index,
@@ -583,7 +608,7 @@ mod tests {
                 },
             ),
         ];
-        let t = timeline(&history);
+        let t = timeline(&history, 0);
         assert_eq!((t.start_ms, t.end_ms), (1_000, 1_700));
         assert_eq!(t.events.len(), history.len());
         assert_eq!(t.bars.len(), 3);
@@ -646,12 +671,39 @@ mod tests {
                 },
             ),
         ];
-        let t = timeline(&history);
+        let t = timeline(&history, 0);
         assert_eq!(t.bars[1].attempt, 1, "the call before it completed");
         assert_eq!(t.bars[1].outcome, Outcome::Pending);
         assert_eq!(t.bars[1].end_ms, None);
         assert_eq!(t.bars[2].child.as_deref(), Some("child-1"));
         assert_eq!(t.bars[2].kind, BarKind::SubOrchestration);
+    }
+
+    #[test]
+    fn rows_come_a_window_at_a_time_and_bars_are_capped() {
+        let mut history = vec![started()];
+        for id in 0..(BARS_MAX as i32 + 10) {
+            history.push(at(
+                1_001,
+                id,
+                EventKind::TaskScheduled {
+                    name: "a".into(),
+                    version: None,
+                    input: None,
+                },
+            ));
+        }
+        let t = timeline(&history, 0);
+        assert_eq!(t.event_count, history.len());
+        assert_eq!(t.events.len(), history.len().min(EVENT_ROWS_MAX));
+        assert_eq!((t.bars.len(), t.bars_left_out), (BARS_MAX, 10));
+        let tail = timeline(&history, history.len() - 3);
+        assert_eq!(tail.events.len(), 3);
+        assert_eq!(tail.events_from, history.len() - 3);
+        assert_eq!(tail.events[2].event_id, BARS_MAX as i32 + 9);
+        let past = timeline(&history, history.len() + 5);
+        assert!(past.events.is_empty());
+        assert_eq!(past.events_from, history.len());
     }
 
     #[test]

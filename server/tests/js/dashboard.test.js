@@ -113,6 +113,13 @@ class Counter extends TaskEntity {
     return { count: 0 };
   }
 }
+// Holds a counter's lock until told to let go.
+const holder = async function* (ctx, key) {
+  const lock = yield ctx.entities.lockEntities(new EntityInstanceId("counter", key));
+  const word = yield ctx.waitForExternalEvent("release");
+  lock.release();
+  return word;
+};
 const callCounter = async function* (ctx, key) {
   const counter = new EntityInstanceId("counter", key);
   yield ctx.entities.callEntity(counter, "add", 5);
@@ -156,6 +163,7 @@ const ids = {
   retry: `${run}-retry`,
   waiting: `${run}-waiting`,
   entity: `${run}-entity`,
+  holder: `${run}-holder`,
   parent: `${run}-parent`,
   big: `${run}-big`,
 };
@@ -183,7 +191,7 @@ async function screenshot(name) {
 before(async () => {
   client = new TaskHubGrpcClient({ hostAddress: address, metadataGenerator: metadata, logger: quiet });
   worker = new TaskHubGrpcWorker({ hostAddress: address, metadataGenerator: metadata, logger: quiet });
-  for (const o of [greet, checkout, retried, waiter, child, withChild, fanOut, callCounter]) worker.addOrchestrator(o);
+  for (const o of [greet, checkout, retried, waiter, child, withChild, fanOut, callCounter, holder]) worker.addOrchestrator(o);
   for (const a of [hello, double, failsOnce, thirdTimeLucky]) worker.addActivity(a);
   worker.addNamedEntity("counter", () => new Counter());
   await worker.start();
@@ -269,6 +277,8 @@ describe("dashboard", { concurrency: false }, () => {
     await page.click("[data-testid=apply]");
     await page.waitForFunction(() => document.querySelectorAll("[data-testid=instances] tbody tr[data-instance-id]").length === 10);
     assert.ok((await rowIds()).every((id) => id.startsWith(`${many}01`)));
+    await page.goto(`${base}/ui#/instances?prefix=${run}&from=2999-01-01T00:00:00`);
+    await page.waitForSelector("[data-testid=instances] tbody td:text('No instances match.')");
     await page.goto(`${base}/ui#/instances?name=checkout&status=Failed&prefix=${run}`);
     await page.waitForFunction((id) => [...document.querySelectorAll("[data-testid=instances] tbody tr[data-instance-id]")].map((r) => r.dataset.instanceId).join() === id, ids.failed);
   });
@@ -345,7 +355,7 @@ describe("dashboard", { concurrency: false }, () => {
     assert.equal(await statusOf(childId), "Completed");
   });
 
-  test("entities: state, queue and lock holder match the API", async () => {
+  test("entities: state and queue match the API", async () => {
     await page.goto(`${base}/ui#/entities?name=counter&prefix=${run}`);
     const row = await page.waitForSelector(`tr[data-entity="@counter@${run}"]`);
     const entity = (await api(`/runtime/webhooks/durabletask/entities/counter/${run}`)).body;
@@ -353,6 +363,40 @@ describe("dashboard", { concurrency: false }, () => {
     assert.equal(await (await row.$("[data-testid=backlog]")).textContent(), String(entity.backlog));
     assert.equal(entity.lockedBy, null);
     await screenshot("entities");
+  });
+
+  test("an entity's lock holder and queue; raising an event lets it go", async () => {
+    const key = `${run}-locked`;
+    const counter = new EntityInstanceId("counter", key);
+    const entityPath = `/runtime/webhooks/durabletask/entities/counter/${key}`;
+    await client.signalEntity(counter, "add", 1);
+    await until("the counter to exist", async () => (await api(entityPath)).status === 200);
+    await client.scheduleNewOrchestration(holder, key, ids.holder);
+    await until("the lock to be held", async () => (await api(entityPath)).body.lockedBy === ids.holder);
+    await client.signalEntity(counter, "add", 1);
+    await until("the signal to queue", async () => (await api(entityPath)).body.backlog === 1);
+
+    await page.goto(`${base}/ui#/entities?name=counter&prefix=${key}`);
+    const row = await page.waitForSelector(`tr[data-entity="@counter@${key}"]`);
+    assert.equal(await (await row.$("[data-testid=backlog]")).textContent(), "1");
+    assert.equal(await (await row.$("a")).textContent(), ids.holder);
+    await screenshot("entities-locked");
+    await (await row.$("a")).click();
+    await page.waitForSelector("[data-testid=bars] .tl-row[data-kind=entityLock][data-outcome=completed]");
+    await page.click("[data-action=raise-event]");
+    await page.fill("#confirm input[name=event]", "release");
+    await page.fill("#confirm textarea[name=data]", "{not json");
+    await page.click("#confirm-ok");
+    await page.waitForSelector("#confirm-error:not([hidden])");
+    assert.match(await page.textContent("#confirm-error"), /not JSON/);
+    await page.fill("#confirm textarea[name=data]", '"done"');
+    await page.click("#confirm-ok");
+    await page.waitForSelector("[data-testid=instance-status] [data-status=Completed]", { timeout: 30000 });
+    assert.equal((await api(`/runtime/webhooks/durabletask/instances/${ids.holder}`)).body.output, "done");
+    await until("the queued signal to run", async () => {
+      const entity = (await api(entityPath)).body;
+      return entity.backlog === 0 && entity.lockedBy === null && entity.state.count === 2;
+    });
   });
 
   test("partitions: one row each, totals match, refreshed live", async () => {
