@@ -13,7 +13,6 @@ const PAGE_SIZE = 25;
 const ROW = 24; // px, as --row in style.css
 const REFRESH_MS = 2000;
 const STATUSES = ["Pending", "Running", "Suspended", "Completed", "Failed", "Terminated", "ContinuedAsNew"];
-const TERMINAL = new Set(["Completed", "Failed", "Terminated", "ContinuedAsNew"]);
 const TOKEN_KEY = "basalt.token";
 
 // ---------------------------------------------------------------------------
@@ -51,8 +50,12 @@ function fmtDuration(ms) {
   if (ms === null || ms === undefined) return "";
   if (ms < 1000) return `${Math.round(ms)} ms`;
   if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
-  if (ms < 3600000) return `${Math.floor(ms / 60000)} m ${Math.round((ms % 60000) / 1000)} s`;
-  return `${Math.floor(ms / 3600000)} h ${Math.round((ms % 3600000) / 60000)} m`;
+  if (ms < 3600000) {
+    const s = Math.round(ms / 1000);
+    return `${Math.floor(s / 60)} m ${s % 60} s`;
+  }
+  const m = Math.round(ms / 60000);
+  return `${Math.floor(m / 60)} h ${m % 60} m`;
 }
 
 function fmtNumber(n, digits = 0) {
@@ -117,7 +120,14 @@ function setupLogin() {
   const input = document.getElementById("login-token");
   const submit = () => {
     const token = input.value.trim();
-    if (!token) return;
+    // What the server accepts (visible ASCII, 16 or more): anything else
+    // could not even travel in a header.
+    if (!/^[\x21-\x7e]{16,}$/.test(token)) {
+      const error = document.getElementById("login-error");
+      error.textContent = "A token is 16 or more visible ASCII characters.";
+      error.hidden = false;
+      return;
+    }
     sessionStorage.setItem(TOKEN_KEY, token);
     dialog.close();
     const waiters = loginWaiters || [];
@@ -225,7 +235,10 @@ function showError(view, error) {
 
 function go(path, params) {
   const query = params && [...params.keys()].length ? `?${params}` : "";
-  location.hash = `#${path}${query}`;
+  const hash = `#${path}${query}`;
+  // The same hash fires no hashchange: draw again (Apply, Clear, Refresh).
+  if (location.hash === hash) route();
+  else location.hash = hash;
 }
 
 /** A paged list: keeps the continuation of each page seen, for Previous. */
@@ -236,22 +249,37 @@ class Pager {
     this.tokens = [null];
     this.index = 0;
     this.next = null;
+    this.busy = false;
+    this.error = null;
   }
   async show(index) {
-    const next = await this.load(this.tokens[index]);
-    this.index = index;
-    this.next = next;
-    this.tokens.length = index + 1;
-    if (next) this.tokens.push(next);
+    if (this.busy) return;
+    this.busy = true;
+    this.error = null;
+    this.slot.replaceChildren(this.controls());
+    try {
+      const next = await this.load(this.tokens[index]);
+      this.index = index;
+      this.next = next;
+      this.tokens.length = index + 1;
+      if (next) this.tokens.push(next);
+    } catch (error) {
+      if (index === 0 && this.tokens.length === 1 && !this.loadedOnce) throw error;
+      this.error = error.message;
+    } finally {
+      this.busy = false;
+    }
+    this.loadedOnce = true;
     this.slot.replaceChildren(this.controls());
   }
   controls() {
     return el(
       "div",
       { class: "pager" },
-      el("button", { type: "button", "data-testid": "prev", disabled: this.index === 0, onclick: () => this.show(this.index - 1) }, "‹ Previous"),
+      el("button", { type: "button", "data-testid": "prev", disabled: this.busy || this.index === 0, onclick: () => this.show(this.index - 1) }, "‹ Previous"),
       el("span", { class: "muted", "data-testid": "page-number" }, `Page ${this.index + 1}`),
-      el("button", { type: "button", "data-testid": "next", disabled: !this.next, onclick: () => this.show(this.index + 1) }, "Next ›"),
+      el("button", { type: "button", "data-testid": "next", disabled: this.busy || !this.next, onclick: () => this.show(this.index + 1) }, "Next ›"),
+      this.error ? el("span", { class: "error" }, this.error) : null,
     );
   }
 }
@@ -314,7 +342,7 @@ async function instancesPage(view, params) {
     el("label", {}, "Name", inputs.name),
     el("label", {}, "Id prefix", inputs.prefix),
     el("label", {}, "Created from (UTC)", inputs.from),
-    el("label", {}, "Created to (UTC)", inputs.to),
+    el("label", {}, "Created before (UTC)", inputs.to),
     el("button", { type: "button", class: "primary", "data-testid": "apply", onclick: submit }, "Apply"),
     el("button", { type: "button", onclick: () => go("/instances") }, "Clear"),
     el("button", { type: "button", onclick: () => route() }, "Refresh"),
@@ -332,8 +360,13 @@ async function instancesPage(view, params) {
   if (filter.status) query.set("runtimeStatus", filter.status);
   if (filter.name) query.set("name", filter.name);
   if (filter.prefix) query.set("instanceIdPrefix", filter.prefix);
-  if (filter.from) query.set("createdTimeFrom", new Date(`${filter.from}Z`).toISOString());
-  if (filter.to) query.set("createdTimeTo", new Date(`${filter.to}Z`).toISOString());
+  // The inputs are UTC wall-clock times (as every time on these pages).
+  for (const [name, param] of [["from", "createdTimeFrom"], ["to", "createdTimeTo"]]) {
+    if (!filter[name]) continue;
+    const date = new Date(`${filter[name]}Z`);
+    if (Number.isNaN(date.getTime())) throw new Error(`"${filter[name]}" is not a date and time (YYYY-MM-DDTHH:MM[:SS])`);
+    query.set(param, date.toISOString());
+  }
 
   const pager = new Pager(pagerSlot, async (token) => {
     const q = new URLSearchParams(query);
@@ -376,29 +409,43 @@ async function instancePage(view, id) {
   const timelinePanel = el("div", { class: "panel", "data-testid": "timeline" });
   const detailPanel = el("div", { class: "tl-detail", "data-testid": "bar-detail" });
   const eventsPanel = el("div", { class: "panel", "data-testid": "history" });
-  view.replaceChildren(head, actions, failure, details, el("h2", {}, "Timeline"), timelinePanel, el("h2", {}, "History"), eventsPanel);
+  const warning = el("p", { class: "error", "data-testid": "refresh-warning", hidden: true });
+  view.replaceChildren(head, warning, actions, failure, details, el("h2", {}, "Timeline"), timelinePanel, el("h2", {}, "History"), eventsPanel);
 
   let timer = null;
   let stopped = false;
   let drawnEvents = -1;
   let selected = null;
-  const state = {};
+  let loads = 0;
+  let failures = 0;
 
+  // One refresh chain at a time: a load cancels the pending one, and only
+  // the answer to the latest request is drawn.
   const load = async () => {
+    if (timer) clearTimeout(timer);
     timer = null;
+    const serial = ++loads;
     let data;
     try {
       data = (await request(path())).body;
     } catch (error) {
-      if (stopped) return;
-      if (error.status === 404 && drawnEvents >= 0) {
+      if (stopped || serial !== loads) return;
+      if (error.status === 404 && drawnEvents !== -1) {
         head.replaceChildren(el("h1", {}, id), el("p", { class: "error" }, "This instance no longer exists (purged)."));
         return;
       }
-      throw error;
+      if (drawnEvents === -1) throw error;
+      // Drawn before: keep what is shown, say why it is not fresh, and
+      // try again, backing off.
+      failures += 1;
+      warning.textContent = `Could not refresh (${error.message}); trying again.`;
+      warning.hidden = false;
+      timer = setTimeout(() => load().catch((e) => showError(view, e)), Math.min(30000, REFRESH_MS * 2 ** failures));
+      return;
     }
-    if (stopped) return;
-    Object.assign(state, data);
+    if (stopped || serial !== loads) return;
+    failures = 0;
+    warning.hidden = true;
     renderHead(data);
     const tl = data.timeline;
     const endMs = data.terminal ? tl.endMs : Math.max(tl.endMs, data.serverTimeMs);
@@ -540,7 +587,7 @@ async function instancePage(view, id) {
         const end = bar.endMs ?? endMs;
         const row = el(
           "div",
-          { class: "tl-row", "data-index": i, "data-kind": bar.kind, "data-outcome": bar.outcome, "data-attempt": bar.attempt, title: bar.detail || "" },
+          { class: selected && selected.startIndex === bar.startIndex ? "tl-row selected" : "tl-row", "data-index": i, "data-kind": bar.kind, "data-outcome": bar.outcome, "data-attempt": bar.attempt, title: bar.detail || "" },
           el(
             "div",
             { class: "tl-label" },

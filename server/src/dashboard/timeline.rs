@@ -68,8 +68,8 @@ pub struct Bar {
     pub end_ms: Option<u64>,
     /// How it ended.
     pub outcome: Outcome,
-    /// 1 for a first call; n when the call before it of the same name
-    /// failed before it was scheduled (a retry).
+    /// 1 for a first call; n when the last call before it of the same
+    /// kind, name and input had failed (a retry sends its input again).
     pub attempt: u32,
     /// Index in the history of the event that started it.
     pub start_index: usize,
@@ -193,12 +193,22 @@ enum Family {
 }
 
 /// The timeline under construction: the bars still open, by what
-/// answers them, and the last bar of each name (for retries). Both are
-/// reset at each execution start, where ids restart.
+/// answers them, and the last bar of each call (kind, name and input: a
+/// retry sends the same input again). Both are reset at each execution
+/// start, where ids restart.
 struct Builder {
     out: Timeline,
     open: HashMap<(Family, i32), usize>,
-    last_of_name: HashMap<(BarKind, String), usize>,
+    last_of_call: HashMap<(BarKind, String, u64), usize>,
+}
+
+/// A hash of a call's input, to tell retries from other calls of the
+/// same name without keeping the inputs.
+fn input_hash(input: Option<&str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    input.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Builder {
@@ -209,22 +219,20 @@ impl Builder {
         family: Family,
         kind: BarKind,
         name: String,
+        input: Option<&str>,
     ) -> Option<&mut Bar> {
         if self.out.bars.len() >= BARS_MAX {
             self.out.bars_left_out += 1;
             return None;
         }
         let bars = &mut self.out.bars;
-        let attempt = match self.last_of_name.get(&(kind, name.clone())) {
-            Some(&before)
-                if bars[before].outcome == Outcome::Failed
-                    && bars[before].end_index.is_some_and(|end| end < index) =>
-            {
-                bars[before].attempt + 1
-            }
+        // Events come in order: a failed bar failed before this call.
+        let call = (kind, name.clone(), input_hash(input));
+        let attempt = match self.last_of_call.get(&call) {
+            Some(&before) if bars[before].outcome == Outcome::Failed => bars[before].attempt + 1,
             _ => 1,
         };
-        self.last_of_name.insert((kind, name.clone()), bars.len());
+        self.last_of_call.insert(call, bars.len());
         self.open.insert((family, event.event_id), bars.len());
         bars.push(Bar {
             kind,
@@ -278,7 +286,7 @@ pub fn timeline(history: &[HistoryEvent], events_from: usize) -> Timeline {
             ..Timeline::default()
         },
         open: HashMap::new(),
-        last_of_name: HashMap::new(),
+        last_of_call: HashMap::new(),
     };
     for (index, event) in history.iter().enumerate() {
         let at = event.timestamp_ms;
@@ -291,8 +299,15 @@ pub fn timeline(history: &[HistoryEvent], events_from: usize) -> Timeline {
             });
         }
         match &event.kind {
-            EventKind::TaskScheduled { name, .. } => {
-                b.start(index, event, Family::Task, BarKind::Activity, name.clone());
+            EventKind::TaskScheduled { name, input, .. } => {
+                b.start(
+                    index,
+                    event,
+                    Family::Task,
+                    BarKind::Activity,
+                    name.clone(),
+                    input.as_deref(),
+                );
             }
             EventKind::TaskCompleted {
                 task_scheduled_id,
@@ -317,7 +332,10 @@ pub fn timeline(history: &[HistoryEvent], events_from: usize) -> Timeline {
                 failure(why),
             ),
             EventKind::SubOrchestrationInstanceCreated {
-                instance_id, name, ..
+                instance_id,
+                name,
+                input,
+                ..
             } => {
                 if let Some(bar) = b.start(
                     index,
@@ -325,6 +343,7 @@ pub fn timeline(history: &[HistoryEvent], events_from: usize) -> Timeline {
                     Family::Child,
                     BarKind::SubOrchestration,
                     name.clone(),
+                    input.as_deref(),
                 ) {
                     bar.child = Some(instance_id.clone());
                 }
@@ -358,6 +377,7 @@ pub fn timeline(history: &[HistoryEvent], events_from: usize) -> Timeline {
                     Family::Timer,
                     BarKind::Timer,
                     format!("until {}", crate::time::format_rfc3339(*fire_at_ms)),
+                    None,
                 ) {
                     bar.due_ms = Some(*fire_at_ms);
                 }
@@ -371,7 +391,9 @@ pub fn timeline(history: &[HistoryEvent], events_from: usize) -> Timeline {
                 String::new(),
             ),
             EventKind::EntityOperationCalled {
-                entity, operation, ..
+                entity,
+                operation,
+                input,
             } => {
                 b.start(
                     index,
@@ -379,6 +401,7 @@ pub fn timeline(history: &[HistoryEvent], events_from: usize) -> Timeline {
                     Family::Entity,
                     BarKind::EntityCall,
                     format!("{entity} {operation}"),
+                    input.as_deref(),
                 );
             }
             EventKind::EntityOperationCompleted { request_id, output } => b.end(
@@ -407,6 +430,7 @@ pub fn timeline(history: &[HistoryEvent], events_from: usize) -> Timeline {
                     Family::Lock,
                     BarKind::EntityLock,
                     entities.join(", "),
+                    None,
                 );
             }
             EventKind::EntityLockGranted { request_id } => b.end(
@@ -421,7 +445,7 @@ pub fn timeline(history: &[HistoryEvent], events_from: usize) -> Timeline {
             other => {
                 if matches!(other, EventKind::ExecutionStarted { .. }) {
                     b.open.clear();
-                    b.last_of_name.clear();
+                    b.last_of_call.clear();
                 }
                 b.out.marks.push(Mark {
                     event_type: event_type(other),
@@ -628,6 +652,49 @@ mod tests {
         assert_eq!(retry.detail.as_deref(), Some("\"ok\""));
         let marks: Vec<_> = t.marks.iter().map(|m| m.event_type).collect();
         assert_eq!(marks, ["ExecutionStarted", "ExecutionCompleted"]);
+    }
+
+    fn scheduled(ms: u64, id: i32, name: &str, input: &str) -> HistoryEvent {
+        at(
+            ms,
+            id,
+            EventKind::TaskScheduled {
+                name: name.into(),
+                version: None,
+                input: Some(input.into()),
+            },
+        )
+    }
+
+    #[test]
+    fn a_retry_is_the_same_call_again_not_the_next_of_its_name() {
+        let history = vec![
+            started(),
+            scheduled(1_001, 0, "double", "1"),
+            scheduled(1_001, 1, "double", "2"),
+            at(
+                1_002,
+                -1,
+                EventKind::TaskFailed {
+                    task_scheduled_id: 0,
+                    failure: failed("flaky"),
+                },
+            ),
+            at(
+                1_003,
+                -1,
+                EventKind::TaskCompleted {
+                    task_scheduled_id: 1,
+                    result: Some("4".into()),
+                },
+            ),
+            // Item 1 again (a retry), then an unrelated call of the name.
+            scheduled(1_010, 2, "double", "1"),
+            scheduled(1_010, 3, "double", "3"),
+        ];
+        let t = timeline(&history, 0);
+        let attempts: Vec<u32> = t.bars.iter().map(|b| b.attempt).collect();
+        assert_eq!(attempts, [1, 1, 2, 1]);
     }
 
     #[test]

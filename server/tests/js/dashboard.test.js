@@ -168,6 +168,9 @@ const ids = {
   big: `${run}-big`,
 };
 const many = `${run}-many-`;
+// An id and an input a browser would take for markup or URL syntax.
+const hostile = `${run}-a/b?c#d%25<b>x</b>.`;
+const hostileInput = "<img src=x onerror=alert(1)>";
 
 async function until(what, check, seconds = 120) {
   const deadline = Date.now() + seconds * 1000;
@@ -183,6 +186,22 @@ async function statusOf(id) {
   const { status, body } = await api(`/runtime/webhooks/durabletask/instances/${encodeURIComponent(id)}`);
   return status === 404 ? "missing" : body.runtimeStatus;
 }
+
+/** Opens an instance's page and waits until it is that instance's. */
+async function openInstance(id) {
+  await page.goto(`${base}/ui#/instance/${encodeURIComponent(id)}`);
+  await page.waitForFunction((want) => document.querySelector("[data-testid=instance-id]")?.textContent === want, id);
+}
+
+/** The ids in the instances table, in order. */
+function rowIds() {
+  return page.$$eval("[data-testid=instances] tbody tr[data-instance-id]", (rows) => rows.map((r) => r.dataset.instanceId));
+}
+
+// What the page must never do: throw, or break its own Content-Security-Policy.
+const pageProblems = [];
+// Every request the page sends, to check that a cancelled action sent none.
+const sent = [];
 
 async function screenshot(name) {
   await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
@@ -203,10 +222,11 @@ before(async () => {
   await client.scheduleNewOrchestration(callCounter, run, ids.entity);
   await client.scheduleNewOrchestration(withChild, 20, ids.parent);
   await client.scheduleNewOrchestration(fanOut, BIG_FANOUT, ids.big);
+  await client.scheduleNewOrchestration(greet, hostileInput, hostile);
   for (let i = 0; i < MANY; i++) {
     await client.scheduleNewOrchestration(greet, `n${i}`, `${many}${String(i).padStart(3, "0")}`);
   }
-  for (const id of [ids.done, ids.failed, ids.retry, ids.entity, ids.parent, ids.big]) {
+  for (const id of [ids.done, ids.failed, ids.retry, ids.entity, ids.parent, ids.big, hostile]) {
     await until(`${id} to finish`, async () => ["Completed", "Failed"].includes(await statusOf(id)), 300);
   }
   await until("the many to finish", async () => {
@@ -219,8 +239,14 @@ before(async () => {
     executablePath: browserPath,
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
-  page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  page.on("pageerror", (error) => console.error(`page error: ${error.message}`));
+  // A timezone far from UTC: the pages' times and filters are UTC whatever
+  // the browser's zone.
+  page = await browser.newPage({ viewport: { width: 1400, height: 900 }, timezoneId: "Asia/Kolkata" });
+  page.on("pageerror", (error) => pageProblems.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    if (/Content Security Policy|Refused to/i.test(message.text())) pageProblems.push(`console: ${message.text()}`);
+  });
+  page.on("request", (request) => sent.push(`${request.method()} ${request.url()}`));
 });
 
 after(async () => {
@@ -263,7 +289,6 @@ describe("dashboard", { concurrency: false }, () => {
     // Paging: the first two pages are the API's first two pages.
     const first = await api("/runtime/webhooks/durabletask/instances?top=25&showInput=false");
     const second = await api(`/runtime/webhooks/durabletask/instances?top=25&showInput=false&continuationToken=${first.headers.get("x-ms-continuation-token")}`);
-    const rowIds = () => page.$$eval("[data-testid=instances] tbody tr[data-instance-id]", (rows) => rows.map((r) => r.dataset.instanceId));
     assert.deepEqual(await rowIds(), first.body.map((i) => i.instanceId));
     await screenshot("instances");
     await page.click("[data-testid=next]");
@@ -277,8 +302,20 @@ describe("dashboard", { concurrency: false }, () => {
     await page.click("[data-testid=apply]");
     await page.waitForFunction(() => document.querySelectorAll("[data-testid=instances] tbody tr[data-instance-id]").length === 10);
     assert.ok((await rowIds()).every((id) => id.startsWith(`${many}01`)));
-    await page.goto(`${base}/ui#/instances?prefix=${run}&from=2999-01-01T00:00:00`);
+    // Created-time bounds, in UTC (the browser runs in UTC+5:30): one
+    // second past the last creation, nothing is created from then on and
+    // everything before.
+    const mine = (await api(`/runtime/webhooks/durabletask/instances?instanceIdPrefix=${run}&top=1000&showInput=false`)).body;
+    const last = Math.max(...mine.map((i) => Date.parse(i.createdTime)));
+    const bound = new Date(Math.floor(last / 1000) * 1000 + 1000).toISOString().slice(0, 19);
+    await page.goto(`${base}/ui#/instances?prefix=${run}&from=${bound}`);
     await page.waitForSelector("[data-testid=instances] tbody td:text('No instances match.')");
+    await page.goto(`${base}/ui#/instances?prefix=${run}&to=${bound}`);
+    const before = (await api(`/runtime/webhooks/durabletask/instances?instanceIdPrefix=${run}&createdTimeTo=${bound}Z&top=25&showInput=false`)).body;
+    assert.equal(before.length, 25);
+    await page.waitForFunction((want) => [...document.querySelectorAll("[data-testid=instances] tbody tr[data-instance-id]")].map((r) => r.dataset.instanceId).join("|") === want, before.map((i) => i.instanceId).join("|"));
+    await page.goto(`${base}/ui#/instances?from=yesterday`);
+    await page.waitForSelector("[data-testid=page-error]:text('is not a date and time')");
     await page.goto(`${base}/ui#/instances?name=checkout&status=Failed&prefix=${run}`);
     await page.waitForFunction((id) => [...document.querySelectorAll("[data-testid=instances] tbody tr[data-instance-id]")].map((r) => r.dataset.instanceId).join() === id, ids.failed);
   });
@@ -314,7 +351,7 @@ describe("dashboard", { concurrency: false }, () => {
   });
 
   test("retries are numbered attempts on the timeline", async () => {
-    await page.goto(`${base}/ui#/instance/${ids.retry}`);
+    await openInstance(ids.retry);
     await page.waitForSelector("[data-testid=instance-status] [data-status=Completed]");
     const bars = await page.$$eval("[data-testid=bars] .tl-row[data-kind=activity]", (rows) => rows.map((r) => [r.dataset.attempt, r.dataset.outcome]));
     assert.deepEqual(bars, [["1", "failed"], ["2", "failed"], ["3", "completed"]]);
@@ -322,15 +359,28 @@ describe("dashboard", { concurrency: false }, () => {
     assert.ok((await page.$$("[data-testid=bars] .tl-row[data-kind=timer]")).length >= 2);
   });
 
-  test("a running instance with a timer: terminate, then purge", async () => {
-    await page.goto(`${base}/ui#/instance/${ids.waiting}`);
+  test("a running instance with a timer: suspend, resume, terminate, then purge", async () => {
+    await openInstance(ids.waiting);
     await page.waitForSelector("[data-testid=instance-status] [data-status=Running]");
     await page.waitForSelector("[data-testid=bars] .tl-row[data-kind=timer][data-outcome=pending]");
     assert.ok(await page.isDisabled("[data-action=purge]"), "a running instance cannot be purged");
     await screenshot("instance-running");
+    await page.click("[data-action=suspend]");
+    await page.click("#confirm-ok");
+    await page.waitForSelector("[data-testid=instance-status] [data-status=Suspended]", { timeout: 30000 });
+    assert.equal(await statusOf(ids.waiting), "Suspended");
+    assert.ok(await page.isDisabled("[data-action=suspend]"));
+    await page.click("[data-action=resume]");
+    await page.fill("#confirm input[name=reason]", "carry on");
+    await page.click("#confirm-ok");
+    await page.waitForSelector("[data-testid=instance-status] [data-status=Running]", { timeout: 30000 });
+    assert.equal(await statusOf(ids.waiting), "Running");
     await page.click("[data-action=terminate]");
     await page.waitForSelector("#confirm[open]");
+    const sentBefore = sent.length;
     await page.click("#confirm-cancel");
+    await page.waitForTimeout(300);
+    assert.ok(!sent.slice(sentBefore).some((r) => r.includes("/terminate")), "cancel sends nothing");
     assert.equal(await statusOf(ids.waiting), "Running", "cancel does nothing");
     await page.click("[data-action=terminate]");
     await page.fill("#confirm input[name=reason]", "no longer needed");
@@ -345,7 +395,7 @@ describe("dashboard", { concurrency: false }, () => {
   });
 
   test("a sub-orchestration links to its child", async () => {
-    await page.goto(`${base}/ui#/instance/${ids.parent}`);
+    await openInstance(ids.parent);
     await page.waitForSelector("[data-testid=instance-status] [data-status=Completed]");
     await page.click("[data-testid=bars] .tl-row[data-kind=subOrchestration]");
     const childLink = await page.waitForSelector("[data-testid=bar-detail] a");
@@ -410,6 +460,28 @@ describe("dashboard", { concurrency: false }, () => {
     const refreshes = Number(await page.evaluate(() => document.body.dataset.partitionsRefreshes));
     await page.waitForFunction((n) => Number(document.body.dataset.partitionsRefreshes) > n, refreshes, { timeout: 10000 });
     await screenshot("partitions");
+    // Leaving the page stops its refresh.
+    await page.goto(`${base}/ui#/entities`);
+    await page.waitForSelector("[data-testid=entities]");
+    const left = Number(await page.evaluate(() => document.body.dataset.partitionsRefreshes));
+    await page.waitForTimeout(2500);
+    assert.equal(Number(await page.evaluate(() => document.body.dataset.partitionsRefreshes)), left);
+  });
+
+  test("ids and payloads that look like markup or URL syntax stay text", async () => {
+    await page.goto(`${base}/ui#/instances?prefix=${encodeURIComponent(`${run}-a/`)}`);
+    const link = await page.waitForSelector(`[data-testid=instances] tr[data-instance-id="${hostile.replace(/"/g, '\\"')}"] a`);
+    assert.equal(await link.textContent(), hostile);
+    await link.click();
+    await page.waitForFunction((want) => document.querySelector("[data-testid=instance-id]")?.textContent === want, hostile);
+    await page.waitForSelector("[data-testid=instance-status] [data-status=Completed]");
+    assert.equal(await page.textContent("[data-testid=input]"), hostileInput);
+    const injected = await page.evaluate(() => document.querySelectorAll("main img, main h1 *, [data-testid=events] b").length);
+    assert.equal(injected, 0, "no element made from the id or the input");
+    await page.click("[data-action=purge]");
+    await page.click("#confirm-ok");
+    await page.waitForFunction(() => location.hash.startsWith("#/instances"));
+    assert.equal(await statusOf(hostile), "missing", "the purge reached the instance with that id");
   });
 
   test("a 10,000-event history draws as a timeline", async () => {
@@ -418,6 +490,7 @@ describe("dashboard", { concurrency: false }, () => {
     await page.evaluate(() => delete document.body.dataset.timelineMs);
     await page.goto(`${base}/ui#/instance/${ids.big}`);
     await page.waitForFunction(() => document.body.dataset.timelineMs, null, { timeout: 30000 });
+    await page.waitForFunction((want) => document.querySelector("[data-testid=instance-id]")?.textContent === want, ids.big);
     const events = Number(await page.evaluate(() => document.body.dataset.timelineEvents));
     const ms = Number(await page.evaluate(() => document.body.dataset.timelineMs));
     const history = (await api(`/api/v1/instances/${ids.big}/timeline`)).body.timeline;
@@ -433,5 +506,9 @@ describe("dashboard", { concurrency: false }, () => {
     await page.waitForSelector(`[data-testid=bars] .tl-row[data-index="${BIG_FANOUT - 1}"]`);
     console.log(`BASALT_TIMELINE ${events} events, ${history.bars.length} bars: drawn ${ms} ms after the route began (fetch included)`);
     await screenshot("instance-large");
+  });
+
+  test("no page error and no Content-Security-Policy violation on any page", () => {
+    assert.deepEqual(pageProblems, []);
   });
 });
