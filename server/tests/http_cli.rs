@@ -539,3 +539,168 @@ async fn cli_commands_drive_a_running_server() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("connecting to the server"));
 }
+
+/// The dashboard's page and its `/api/v1/` additions on a server without
+/// a token: the counts, the partitions' figures and a timeline agree with
+/// what the management API says.
+#[tokio::test]
+async fn dashboard_page_and_api() {
+    let (handle, worker) = serve().await;
+    let http = reqwest::Client::new();
+    for i in 0..3 {
+        let started = http
+            .post(url(
+                &handle,
+                &format!("{PREFIX}/orchestrators/greet/dash-{i}"),
+            ))
+            .header("content-type", "application/json")
+            .body("\"Ada\"")
+            .send()
+            .await
+            .expect("start");
+        assert_eq!(started.status(), 202);
+    }
+    let waiting = http
+        .post(url(
+            &handle,
+            &format!("{PREFIX}/orchestrators/approve/dash-wait"),
+        ))
+        .header("content-type", "application/json")
+        .body("null")
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(waiting.status(), 202);
+
+    let overview = poll(&http, &url(&handle, "/api/v1/overview"), |o| {
+        o["instancesByStatus"]["Completed"] == 3 && o["instancesByStatus"]["Running"] == 1
+    })
+    .await;
+    assert_eq!(overview["instances"], 4);
+    assert_eq!(overview["partitionCount"], 4);
+    assert_eq!(overview["partitionsServing"], 4);
+    for status in [
+        "Pending",
+        "Suspended",
+        "Failed",
+        "Terminated",
+        "ContinuedAsNew",
+    ] {
+        assert_eq!(overview["instancesByStatus"][status], 0, "{status}");
+    }
+
+    let partitions: Value = http
+        .get(url(&handle, "/api/v1/partitions"))
+        .send()
+        .await
+        .expect("partitions")
+        .json()
+        .await
+        .expect("json");
+    let rows = partitions["partitions"].as_array().expect("rows");
+    assert_eq!(rows.len(), 4);
+    let instances: u64 = rows
+        .iter()
+        .map(|p| p["instances"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(instances, 4, "the partitions hold every instance once");
+    let commits: u64 = rows
+        .iter()
+        .map(|p| p["log"]["commits"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(commits > 0, "the starts were committed");
+    for p in rows {
+        assert!(
+            p["log"]["durableLsn"].as_u64() < p["log"]["nextLsn"].as_u64(),
+            "{p}"
+        );
+        assert_eq!(p["owner"], "this process");
+    }
+
+    let timeline: Value = http
+        .get(url(&handle, "/api/v1/instances/dash-0/timeline"))
+        .send()
+        .await
+        .expect("timeline")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(timeline["terminal"], true);
+    assert_eq!(timeline["instance"]["output"], "Hello Ada");
+    let bars = timeline["timeline"]["bars"].as_array().expect("bars");
+    assert_eq!(bars.len(), 1, "{bars:?}");
+    assert_eq!(bars[0]["kind"], "activity");
+    assert_eq!(bars[0]["name"], "hello");
+    assert_eq!(bars[0]["outcome"], "completed");
+    assert_eq!(bars[0]["detail"], "\"Hello Ada\"");
+    let history: Value = http
+        .get(url(
+            &handle,
+            &format!("{PREFIX}/instances/dash-0?showHistory=true"),
+        ))
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    let events = history["historyEvents"].as_array().expect("events");
+    assert_eq!(timeline["timeline"]["eventCount"], events.len());
+    let types: Vec<&Value> = timeline["timeline"]["events"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|e| &e["eventType"])
+        .collect();
+    let expected: Vec<&Value> = events.iter().map(|e| &e["EventType"]).collect();
+    assert_eq!(types, expected, "one row per history event, in order");
+
+    let running: Value = http
+        .get(url(&handle, "/api/v1/instances/dash-wait/timeline"))
+        .send()
+        .await
+        .expect("timeline")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(running["terminal"], false);
+    let missing = http
+        .get(url(&handle, "/api/v1/instances/nobody/timeline"))
+        .send()
+        .await
+        .expect("timeline");
+    assert_eq!(missing.status(), 404);
+    let bad = http
+        .get(url(
+            &handle,
+            "/api/v1/instances/dash-0/timeline?eventsFrom=first",
+        ))
+        .send()
+        .await
+        .expect("timeline");
+    assert_eq!(bad.status(), 400);
+
+    // The page, from the binary, with its policy; `/` leads to it.
+    let page = http.get(url(&handle, "/")).send().await.expect("page");
+    assert_eq!(page.url().path(), "/ui");
+    assert_eq!(page.status(), 200);
+    let policy = page
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert!(page.text().await.expect("html").contains("/ui/app.js"));
+    let script = http
+        .get(url(&handle, "/ui/app.js"))
+        .send()
+        .await
+        .expect("js");
+    assert_eq!(
+        script.headers().get("content-type").map(|v| v.as_bytes()),
+        Some(&b"text/javascript; charset=utf-8"[..])
+    );
+    worker.shutdown().await;
+    handle.stop().await;
+}

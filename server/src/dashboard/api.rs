@@ -155,6 +155,46 @@ async fn partitions(State(state): State<HttpState>) -> ApiResult {
     .into_response())
 }
 
+/// An instance and its history as of one moment: the instance is read
+/// again after the history and the pair kept only if it did not change in
+/// between (a few tries; an instance that changes that fast is running,
+/// and the page reads it again in 2 s anyway). Without this a completion
+/// between the two reads could pair a finished status with a history
+/// that misses its end, and the page would stop refreshing.
+async fn consistent_read(
+    state: &HttpState,
+    id: &basalt_runtime::InstanceId,
+) -> Result<
+    (
+        basalt_runtime::InstanceState,
+        Vec<basalt_runtime::HistoryEvent>,
+    ),
+    ApiError,
+> {
+    let not_found = || ApiError::not_found(format!("instance {id} not found"));
+    let mut before = state
+        .backend
+        .get_instance(id)
+        .await?
+        .ok_or_else(not_found)?;
+    for _ in 0..3 {
+        let history = state.backend.get_history(id).await?;
+        let after = state
+            .backend
+            .get_instance(id)
+            .await?
+            .ok_or_else(not_found)?;
+        let unchanged =
+            after.status == before.status && after.last_updated_at_ms == before.last_updated_at_ms;
+        if unchanged || !after.status.is_terminal() {
+            return Ok((after, history));
+        }
+        before = after;
+    }
+    let history = state.backend.get_history(id).await?;
+    Ok((before, history))
+}
+
 async fn instance_timeline(
     State(state): State<HttpState>,
     Path(id): Path<String>,
@@ -167,10 +207,7 @@ async fn instance_timeline(
         })?,
         None => 0,
     };
-    let Some(instance) = state.backend.get_instance(&id).await? else {
-        return Err(ApiError::not_found(format!("instance {id} not found")));
-    };
-    let history = state.backend.get_history(&id).await?;
+    let (instance, history) = consistent_read(&state, &id).await?;
     Ok(axum::Json(json!({
         "instance": instance_json(&instance, true),
         "terminal": instance.status.is_terminal(),
