@@ -396,6 +396,7 @@ impl PartitionState {
         for (key, value, _) in self.hosted_sessions.resident_entries() {
             copy.hosted_sessions.install(key.clone(), value.cloned(), 0);
         }
+        copy.hosted_queued = self.hosted_queued.clone();
         copy
     }
 
@@ -434,15 +435,18 @@ impl PartitionState {
             }
             StateKey::Hosted(id) => {
                 let value = bytes.map(codec::decode_hosted).transpose()?;
-                self.hosted.install(id, value, encoded);
+                self.hosted.install(id.clone(), value, encoded);
+                self.reindex_hosted(&StateKey::Hosted(id));
             }
             StateKey::HostedWork(id) => {
                 let value = bytes.map(codec::decode_work).transpose()?;
-                self.hosted_work.install(id, value, encoded);
+                self.hosted_work.install(id.clone(), value, encoded);
+                self.reindex_hosted(&StateKey::HostedWork(id));
             }
             StateKey::HostedSession(id) => {
                 let value = bytes.map(codec::decode_work).transpose()?;
-                self.hosted_sessions.install(id, value, encoded);
+                self.hosted_sessions.install(id.clone(), value, encoded);
+                self.reindex_hosted(&StateKey::HostedSession(id));
             }
         }
         Ok(())

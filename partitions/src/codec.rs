@@ -236,6 +236,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<PartitionState, DecodeError> {
     state.hosted = Tier::from_map(hosted.hosted);
     state.hosted_work = Tier::from_map(hosted.hosted_work);
     state.hosted_sessions = Tier::from_map(hosted.hosted_sessions);
+    state.rebuild_hosted_index();
     Ok(state)
 }
 

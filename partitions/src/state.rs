@@ -175,6 +175,10 @@ pub struct PartitionState {
     pub hosted_work: Tier<WorkerQueue>,
     /// Hosted sessions with their worker items, by session id.
     pub hosted_sessions: Tier<WorkerQueue>,
+    /// The hosted records with something queued, so the fetchers' looks
+    /// read those instead of every resident record. Derived (never
+    /// encoded), kept from every hosted change and install.
+    pub hosted_queued: crate::hosted::HostedQueued,
 }
 
 /// One unit of an event's work; each touches at most one record.
@@ -285,6 +289,7 @@ impl PartitionState {
             hosted: tier(complete),
             hosted_work: tier(complete),
             hosted_sessions: tier(complete),
+            hosted_queued: crate::hosted::HostedQueued::default(),
         }
     }
 

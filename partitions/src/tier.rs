@@ -400,6 +400,16 @@ impl<V> Tier<V> {
         all
     }
 
+    /// The record if it is resident, without counting an unknown key (a
+    /// scan's look at a key it kept from earlier, which may have gone
+    /// cold or been removed since).
+    pub fn peek_resident(&self, key: &InstanceId) -> Option<&V> {
+        match self.dirty.get(key) {
+            Some(changed) => changed.value.as_deref(),
+            None => self.clean.peek(key).and_then(|c| c.value.as_deref()),
+        }
+    }
+
     /// Every resident record, in no order and without building a map: for
     /// scans that look at each record once (the hosted fetchers' looks).
     pub fn resident_iter(&self) -> impl Iterator<Item = (&InstanceId, &V)> {

@@ -385,6 +385,15 @@ fn hosted_records_survive_the_log_snapshots_and_checkpoints() {
     let decoded = codec::decode_snapshot(&snapshot).expect("decodes");
     assert_eq!(codec::encode_snapshot(&decoded).expect("again"), snapshot);
     assert_eq!(decoded.hosted.get(&instance), state.hosted.get(&instance));
+    // The index of queued records is derived: a decoded snapshot lists the
+    // worker queue with its item.
+    assert_eq!(decoded.hosted_unlisted(), []);
+    assert_eq!(
+        decoded.hosted_queued.len(),
+        1,
+        "{:?}",
+        decoded.hosted_queued
+    );
 
     // A checkpoint writes both records and marks the one with work busy;
     // installing what it wrote gives the same records back.
@@ -420,6 +429,42 @@ fn hosted_records_survive_the_log_snapshots_and_checkpoints() {
         restored.hosted_work.get(&instance),
         state.hosted_work.get(&instance)
     );
+    assert_eq!(restored.hosted_unlisted(), []);
+    assert_eq!(restored.hosted_queued.len(), 1, "installs are indexed");
+}
+
+#[test]
+fn only_records_with_something_queued_are_looked_at() {
+    let mut state = PartitionState::new(0, PARTITIONS);
+    let mut lsn = 1;
+    let mut instances = Vec::new();
+    for n in 0..20 {
+        let instance = on(&format!("i{n}"), 0);
+        let token = enqueue_and_fetch(&mut state, &instance, lsn);
+        state.apply_whole(lsn + 2, hosted(ack(&instance, token), lsn + 2));
+        lsn += 3;
+        instances.push(instance);
+    }
+    // Twenty instances whose turns were taken: nothing queued, nothing
+    // listed, no candidate.
+    assert_eq!(state.hosted.resident_iter().count(), 20);
+    assert!(state.hosted_queued.is_empty(), "{:?}", state.hosted_queued);
+    assert_eq!(state.hosted_candidate(lsn, None), None);
+    // A message for one of them lists it and makes it the candidate.
+    state.apply_whole(
+        lsn,
+        hosted(
+            HostedEvent::Enqueue {
+                instance: instances[7].clone(),
+                message: other_message(lsn),
+            },
+            lsn,
+        ),
+    );
+    assert_eq!(state.hosted_queued.len(), 1);
+    let candidate = state.hosted_candidate(lsn, None).expect("a candidate");
+    assert_eq!(candidate.key, instances[7]);
+    assert_eq!(state.hosted_unlisted(), []);
 }
 
 #[test]

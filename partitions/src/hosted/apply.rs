@@ -375,6 +375,8 @@ impl PartitionState {
                 HostedReply::Done
             }
         };
+        self.reindex_hosted(&key);
+        debug_assert_eq!(self.hosted_unlisted(), [], "hosted index after {key:?}");
         fx.hosted.push(key);
         fx.reply = Some(Reply::Hosted(reply, out.lsn()));
     }
@@ -413,6 +415,8 @@ impl PartitionState {
                 }
             }
         }
+        self.reindex_hosted(&key);
+        debug_assert_eq!(self.hosted_unlisted(), [], "hosted index after {key:?}");
         fx.hosted.push(key);
     }
 
