@@ -459,6 +459,11 @@ impl PartitionTask {
         run: &mut Running,
     ) {
         let acked = matches!(event, Event::OutboxAcked { .. });
+        // Hosted messages have a sender waiting for their acknowledgement
+        // (a hosted ack answers once its items are applied where they
+        // go): their acks must not wait for some later write.
+        let hosted_mail = matches!(&event, Event::Messages { messages, .. }
+            if messages.iter().any(|m| matches!(m.message, basalt_partitions::Message::Hosted(_))));
         if let Some(failure) = &run.failed {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(failure.clone()));
@@ -565,6 +570,9 @@ impl PartitionTask {
             self.park_at(run, lsn, Parked::Messages(std::mem::take(&mut fx.messages)));
         }
         if !fx.acks.is_empty() {
+            if hosted_mail {
+                self.ask_for_write(run, lsn);
+            }
             self.park_at(run, lsn, Parked::Acks(std::mem::take(&mut fx.acks)));
         }
         // Waiters hear of a change at once: what they read of it waits
@@ -853,7 +861,8 @@ impl PartitionTask {
     /// here waits for them. Everything parked is such a wait — a client's
     /// answer, a read, a message or status change leaving — except acks:
     /// a late ack only keeps messages in the sender's outbox a little
-    /// longer, so acks ride along with the next write.
+    /// longer, so acks ride along with the next write (unless a hosted
+    /// sender waits for them: see `submit`).
     fn park_at(&mut self, run: &mut Running, lsn: u64, parked: Parked) {
         if lsn <= run.durable_lsn && run.parked.is_empty() {
             self.release_one(parked);

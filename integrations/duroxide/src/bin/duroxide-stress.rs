@@ -1,20 +1,30 @@
-//! duroxide's own provider stress test against Basalt and against
+//! duroxide's own provider stress tests against Basalt and against
 //! duroxide's bundled SQLite provider (file), in one run, side by side.
 //!
-//! `cargo run --release -p basalt-duroxide --features compare-sqlite --bin duroxide-stress -- [SECONDS] [MAX_CONCURRENT] [ACTIVITY_DELAY_MS] [CONCURRENCY]`
+//! `cargo run --release -p basalt-duroxide --features compare-sqlite --bin duroxide-stress -- [SECONDS] [MAX_CONCURRENT] [ACTIVITY_DELAY_MS] [CONCURRENCY] [TASKS]`
 //!
-//! Each configuration runs duroxide's parallel-orchestrations scenario
-//! (fan-out of activities per orchestration, duroxide's runtime with the
-//! given orchestration and worker concurrency) on each provider, on this
-//! machine's disk, and prints orchestrations/s, activities/s, mean latency
-//! and the success rate; the run fails if any orchestration did not
-//! complete.
+//! Two scenarios, each on each provider, on this machine's disk:
+//! duroxide's parallel orchestrations (a fan-out of TASKS activities per
+//! orchestration, default 5, with the given orchestration and worker
+//! concurrency) and its large-payload scenario (10, 50 and 100 KB
+//! payloads through 20 activities and 5 sub-orchestrations, its own
+//! concurrency). Each prints orchestrations/s, activities/s and the
+//! success rate; the run fails if any orchestration did not complete.
+//!
+//! duroxide's pump starts one orchestration and then sleeps 1 ms, so no
+//! provider can go past the pump's own rate, which the run measures first
+//! and prints: a provider at that ceiling is waiting for the pump, not
+//! the other way round (raise TASKS to give each orchestration more work).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use basalt_duroxide::BasaltProvider;
 use basalt_engine::EngineOptions;
+use duroxide::provider_stress_tests::large_payload::{
+    LargePayloadConfig, run_large_payload_test_with_config,
+};
+use duroxide::provider_stress_tests::parallel_orchestrations::ProviderStressFactory;
 use duroxide::provider_stress_tests::{
     StressTestConfig, StressTestResult, create_default_activities, create_default_orchestrations,
     run_stress_test,
@@ -59,51 +69,100 @@ fn line(name: &str, config: &StressTestConfig, result: &StressTestResult) -> Str
     )
 }
 
+/// Makes a fresh provider of one kind in its own folder.
+struct Factory {
+    kind: &'static str,
+    dir: std::path::PathBuf,
+}
+
+#[async_trait::async_trait]
+impl ProviderStressFactory for Factory {
+    async fn create_provider(&self) -> Arc<dyn Provider> {
+        match self.kind {
+            "basalt" => basalt(&self.dir).await,
+            _ => sqlite(&self.dir).await,
+        }
+    }
+}
+
+/// How many times per second duroxide's pump can go round when starting
+/// an orchestration costs nothing: its loop sleeps 1 ms after each start.
+async fn pump_ceiling() -> f64 {
+    let began = std::time::Instant::now();
+    let mut rounds = 0u32;
+    while began.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        rounds += 1;
+    }
+    f64::from(rounds) / began.elapsed().as_secs_f64()
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let seconds = arg(1, 10);
     let max_concurrent = arg(2, 20) as usize;
     let delay_ms = arg(3, 10);
     let concurrency = arg(4, 2) as usize;
+    let tasks = arg(5, 5) as usize;
     let config = StressTestConfig {
         max_concurrent,
         duration_secs: seconds,
-        tasks_per_instance: 5,
+        tasks_per_instance: tasks,
         activity_delay_ms: delay_ms,
         orch_concurrency: concurrency,
         worker_concurrency: concurrency,
         ..StressTestConfig::default()
     };
+    let large = LargePayloadConfig {
+        base: StressTestConfig {
+            duration_secs: seconds,
+            ..LargePayloadConfig::default().base
+        },
+        ..LargePayloadConfig::default()
+    };
     println!(
-        "duroxide parallel orchestrations, {seconds} s per provider, {} activities each; local disk",
-        config.tasks_per_instance
+        "duroxide's pump alone: {:.0} starts/s (the most any provider can reach in these scenarios)",
+        pump_ceiling().await
     );
-    println!("provider  max  delay  o/w   launch   done   orch/s     act/s    mean ms  success");
+    println!("{seconds} s per scenario and provider; local disk");
+    println!(
+        "scenario  provider  max  delay  o/w   launch   done   orch/s     act/s   ms/orch  success"
+    );
     let mut failed = false;
-    let mut rates = Vec::new();
-    for name in ["basalt", "sqlite"] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let provider = match name {
-            "basalt" => basalt(dir.path()).await,
-            _ => sqlite(dir.path()).await,
-        };
-        let result = run_stress_test(
-            config.clone(),
-            provider,
-            create_default_activities(config.activity_delay_ms),
-            create_default_orchestrations(),
-        )
-        .await
-        .expect("stress run");
-        println!("{}", line(name, &config, &result));
-        failed |= result.completed < result.launched || result.failed > 0;
-        rates.push(result.orch_throughput);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    if let [basalt, sqlite] = rates[..]
-        && sqlite > 0.0
-    {
-        println!("basalt / sqlite: {:.2}x orchestrations/s", basalt / sqlite);
+    for (scenario, scenario_config) in [("parallel", &config), ("payload", &large.base)] {
+        let mut rates = Vec::new();
+        for kind in ["basalt", "sqlite"] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let factory = Factory {
+                kind,
+                dir: dir.path().to_owned(),
+            };
+            let result = match scenario {
+                "parallel" => {
+                    run_stress_test(
+                        config.clone(),
+                        factory.create_provider().await,
+                        create_default_activities(config.activity_delay_ms),
+                        create_default_orchestrations(),
+                    )
+                    .await
+                }
+                _ => run_large_payload_test_with_config(&factory, large.clone()).await,
+            }
+            .expect("stress run");
+            println!("{scenario:<9} {}", line(kind, scenario_config, &result));
+            failed |= result.completed < result.launched || result.failed > 0;
+            rates.push(result.orch_throughput);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if let [basalt, sqlite] = rates[..]
+            && sqlite > 0.0
+        {
+            println!(
+                "{scenario:<9} basalt / sqlite: {:.2}x orchestrations/s",
+                basalt / sqlite
+            );
+        }
     }
     if failed {
         eprintln!("check: FAILED — not every launched orchestration completed");
