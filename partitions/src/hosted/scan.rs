@@ -195,7 +195,19 @@ impl PartitionState {
     /// becomes visible or a lock runs out here (when a waiting fetcher
     /// should look again even if nothing else changes).
     pub fn hosted_next_due(&self, now_ms: u64) -> Option<u64> {
-        let instances = listed(&self.hosted_queued.instances, &self.hosted)
+        [
+            self.hosted_next_instance_due(now_ms),
+            self.hosted_next_work_due(now_ms),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// [`hosted_next_due`](Self::hosted_next_due) of the orchestrator
+    /// queues only: what an orchestration fetcher waits for.
+    pub fn hosted_next_instance_due(&self, now_ms: u64) -> Option<u64> {
+        listed(&self.hosted_queued.instances, &self.hosted)
             .map(|(_, v)| v)
             .flat_map(|record| {
                 let lock = record
@@ -209,8 +221,14 @@ impl PartitionState {
                     .filter(|at| *at > now_ms)
                     .min();
                 lock.into_iter().chain(hidden)
-            });
-        let work = listed(&self.hosted_queued.work, &self.hosted_work)
+            })
+            .min()
+    }
+
+    /// [`hosted_next_due`](Self::hosted_next_due) of the worker queues
+    /// only: what a work fetcher waits for.
+    pub fn hosted_next_work_due(&self, now_ms: u64) -> Option<u64> {
+        listed(&self.hosted_queued.work, &self.hosted_work)
             .chain(listed(&self.hosted_queued.sessions, &self.hosted_sessions))
             .map(|(_, v)| v)
             .flat_map(|queue| {
@@ -220,8 +238,8 @@ impl PartitionState {
                         Some(lock) => Some(lock.until_ms),
                         None => (item.visible_ms > now_ms).then_some(item.visible_ms),
                     })
-            });
-        instances.chain(work).min()
+            })
+            .min()
     }
 
     /// Orchestrator messages and worker items here that no fetch holds
