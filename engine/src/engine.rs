@@ -475,11 +475,8 @@ impl Engine {
         });
         for partition in 0..count {
             let (tx, rx) = oneshot::channel();
-            self.command(partition, Command::LogStats(tx)).await?;
-            let log = rx.await.map_err(|_| Error::ShutDown)?;
-            let (tx, rx) = oneshot::channel();
             self.command(partition, Command::Status(tx)).await?;
-            let position = rx.await.map_err(|_| Error::ShutDown)?;
+            let (log, position) = rx.await.map_err(|_| Error::ShutDown)?;
             let figures = self
                 .read(partition, None, |state| {
                     (

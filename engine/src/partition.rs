@@ -67,9 +67,9 @@ pub(crate) enum Command {
     Snapshot(oneshot::Sender<Result<(u64, Vec<u8>), Error>>),
     /// The log's counters.
     LogStats(oneshot::Sender<basalt_storage::LogStats>),
-    /// Where the log and its checkpoints stand (the dashboard's partition
-    /// page).
-    Status(oneshot::Sender<crate::engine::LogPosition>),
+    /// The log's counters and where the log and its checkpoints stand
+    /// (metrics and the dashboard's partition page), in one round trip.
+    Status(oneshot::Sender<(basalt_storage::LogStats, crate::engine::LogPosition)>),
     /// Flush, checkpoint and stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -436,15 +436,18 @@ impl PartitionTask {
                 let _ = done.send(self.log.stats());
             }
             Command::Status(done) => {
-                let _ = done.send(crate::engine::LogPosition {
-                    next_lsn: self.log.next_lsn().0,
-                    durable_lsn: self.log.durable_lsn().0,
-                    checkpoint_lsn: run.checkpoint_lsn,
-                    checkpoint_written: run.checkpoint_written,
-                    events_since_checkpoint: run.events_since_checkpoint,
-                    bytes_since_checkpoint: run.bytes_since_checkpoint,
-                    outbox_messages: self.state.outbox.len() as u64,
-                });
+                let _ = done.send((
+                    self.log.stats(),
+                    crate::engine::LogPosition {
+                        next_lsn: self.log.next_lsn().0,
+                        durable_lsn: self.log.durable_lsn().0,
+                        checkpoint_lsn: run.checkpoint_lsn,
+                        checkpoint_written: run.checkpoint_written,
+                        events_since_checkpoint: run.events_since_checkpoint,
+                        bytes_since_checkpoint: run.bytes_since_checkpoint,
+                        outbox_messages: self.state.outbox.len() as u64,
+                    },
+                ));
             }
             Command::Shutdown(done) => return Some(done),
         }
@@ -459,11 +462,6 @@ impl PartitionTask {
         run: &mut Running,
     ) {
         let acked = matches!(event, Event::OutboxAcked { .. });
-        // Hosted messages have a sender waiting for their acknowledgement
-        // (a hosted ack answers once its items are applied where they
-        // go): their acks must not wait for some later write.
-        let hosted_mail = matches!(&event, Event::Messages { messages, .. }
-            if messages.iter().any(|m| matches!(m.message, basalt_partitions::Message::Hosted(_))));
         if let Some(failure) = &run.failed {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(failure.clone()));
@@ -570,7 +568,12 @@ impl PartitionTask {
             self.park_at(run, lsn, Parked::Messages(std::mem::take(&mut fx.messages)));
         }
         if !fx.acks.is_empty() {
-            if hosted_mail {
+            // Acks come only from received messages, and a received
+            // hosted message always names its record in `fx.hosted`: its
+            // sender waits for the acknowledgement (a hosted ack answers
+            // once its items are applied where they go), so the acks must
+            // not wait for some later write.
+            if !fx.hosted.is_empty() {
                 self.ask_for_write(run, lsn);
             }
             self.park_at(run, lsn, Parked::Acks(std::mem::take(&mut fx.acks)));
@@ -1086,10 +1089,7 @@ impl PartitionTask {
                     run.unflushed_bytes += bytes;
                 }
                 self.state.checkpointed(&in_flight.changes);
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                run.checkpoint_written = Some((in_flight.changes.lsn, now_ms));
+                run.checkpoint_written = Some((in_flight.changes.lsn, crate::timers::now_ms()));
                 self.shared.checkpoints.lock().add(
                     in_flight.changes.records,
                     in_flight.started.elapsed().as_secs_f64() * 1e3,

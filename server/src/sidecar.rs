@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use basalt_runtime::entity::{EntityBatchResult, OperationResult};
 use basalt_runtime::{
@@ -33,6 +33,7 @@ use crate::history_cache::{CACHE_BYTES_DEFAULT, HistoryCache};
 use crate::history_wire::PastEvents;
 use crate::proto;
 use crate::proto::task_hub_sidecar_service_server::TaskHubSidecarService;
+use crate::time::now_ms;
 
 /// Which message carries entity batches to workers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -100,13 +101,6 @@ const STREAMED_STEPS_MAX: usize = 10_000;
 const WAIT_MAX: Duration = Duration::from_secs(24 * 3600);
 /// History events per `StreamInstanceHistory` chunk.
 const HISTORY_CHUNK_EVENTS: usize = 200;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// A runtime error as a gRPC status with its message.
 pub fn status_of(error: RuntimeError) -> Status {

@@ -26,6 +26,13 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Milliseconds since the Unix epoch: the server's clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Milliseconds since the Unix epoch as `2026-11-23T21:52:59.123Z`.
 pub fn format_rfc3339(ms: u64) -> String {
     let secs = (ms / 1000) as i64;

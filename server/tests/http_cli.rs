@@ -540,6 +540,17 @@ async fn cli_commands_drive_a_running_server() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("connecting to the server"));
 }
 
+/// GETs `url` and decodes its JSON answer, whatever its status.
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json")
+}
+
 /// The dashboard's page and its `/api/v1/` additions on a server without
 /// a token: the counts, the partitions' figures and a timeline agree with
 /// what the management API says.
@@ -589,14 +600,7 @@ async fn dashboard_page_and_api() {
         assert_eq!(overview["instancesByStatus"][status], 0, "{status}");
     }
 
-    let partitions: Value = http
-        .get(url(&handle, "/api/v1/partitions"))
-        .send()
-        .await
-        .expect("partitions")
-        .json()
-        .await
-        .expect("json");
+    let partitions = get_json(&http, &url(&handle, "/api/v1/partitions")).await;
     let rows = partitions["partitions"].as_array().expect("rows");
     assert_eq!(rows.len(), 4);
     let instances: u64 = rows
@@ -617,14 +621,7 @@ async fn dashboard_page_and_api() {
         assert_eq!(p["owner"], "this process");
     }
 
-    let timeline: Value = http
-        .get(url(&handle, "/api/v1/instances/dash-0/timeline"))
-        .send()
-        .await
-        .expect("timeline")
-        .json()
-        .await
-        .expect("json");
+    let timeline = get_json(&http, &url(&handle, "/api/v1/instances/dash-0/timeline")).await;
     assert_eq!(timeline["terminal"], true);
     assert_eq!(timeline["instance"]["output"], "Hello Ada");
     let bars = timeline["timeline"]["bars"].as_array().expect("bars");
@@ -633,17 +630,14 @@ async fn dashboard_page_and_api() {
     assert_eq!(bars[0]["name"], "hello");
     assert_eq!(bars[0]["outcome"], "completed");
     assert_eq!(bars[0]["detail"], "\"Hello Ada\"");
-    let history: Value = http
-        .get(url(
+    let history = get_json(
+        &http,
+        &url(
             &handle,
             &format!("{PREFIX}/instances/dash-0?showHistory=true"),
-        ))
-        .send()
-        .await
-        .expect("history")
-        .json()
-        .await
-        .expect("json");
+        ),
+    )
+    .await;
     let events = history["historyEvents"].as_array().expect("events");
     assert_eq!(timeline["timeline"]["eventCount"], events.len());
     let types: Vec<&Value> = timeline["timeline"]["events"]
@@ -655,14 +649,8 @@ async fn dashboard_page_and_api() {
     let expected: Vec<&Value> = events.iter().map(|e| &e["EventType"]).collect();
     assert_eq!(types, expected, "one row per history event, in order");
 
-    let running: Value = http
-        .get(url(&handle, "/api/v1/instances/dash-wait/timeline"))
-        .send()
-        .await
-        .expect("timeline")
-        .json()
-        .await
-        .expect("json");
+    let running: Value =
+        get_json(&http, &url(&handle, "/api/v1/instances/dash-wait/timeline")).await;
     assert_eq!(running["terminal"], false);
     let missing = http
         .get(url(&handle, "/api/v1/instances/nobody/timeline"))

@@ -41,7 +41,7 @@ const enc = encodeURIComponent;
 /** UTC, to the second (the API's times are UTC too). */
 function fmtTime(value) {
   if (value === undefined || value === null || value === "") return "";
-  const date = typeof value === "number" ? new Date(value) : new Date(value);
+  const date = new Date(value);
   if (Number.isNaN(date.getTime())) return String(value);
   return date.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
 }
@@ -251,6 +251,7 @@ class Pager {
     this.next = null;
     this.busy = false;
     this.error = null;
+    this.loadedOnce = false;
   }
   async show(index) {
     if (this.busy) return;
@@ -450,7 +451,7 @@ async function instancePage(view, id) {
     const tl = data.timeline;
     const endMs = data.terminal ? tl.endMs : Math.max(tl.endMs, data.serverTimeMs);
     if (tl.eventCount !== drawnEvents || !data.terminal) {
-      drawTimeline(timelinePanel, tl, endMs, data.terminal, (bar) => {
+      drawTimeline(timelinePanel, tl, endMs, (bar) => {
         selected = bar;
         showBar(bar);
       });
@@ -553,7 +554,7 @@ async function instancePage(view, id) {
 
   // (drawTimeline and drawEvents are below, shared by nothing else but
   // kept apart for reading.)
-  function drawTimeline(panel, tl, endMs, terminal, onSelect) {
+  function drawTimeline(panel, tl, endMs, onSelect) {
     const scrollTop = panel.querySelector(".vlist")?.scrollTop || 0;
     const t0 = tl.startMs;
     const span = Math.max(1, endMs - t0);
@@ -610,7 +611,6 @@ async function instancePage(view, id) {
       }, scrollTop);
     }
     drawOverview(canvas, tl.bars, t0, span, endMs);
-    void terminal;
   }
 }
 

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use super::timeline::timeline;
 use crate::http::{ApiError, ApiResult, HttpState, instance_id, instance_json, status_name};
-use crate::time::format_rfc3339;
+use crate::time::{format_rfc3339, now_ms};
 
 /// The dashboard's data routes (token check added by the caller).
 pub fn routes() -> Router<HttpState> {
@@ -31,12 +31,6 @@ pub fn routes() -> Router<HttpState> {
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/partitions", get(partitions))
         .route("/api/v1/instances/{id}/timeline", get(instance_timeline))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Counts by status with every status present (zeros included), so the
