@@ -246,11 +246,7 @@ impl<T: Clone> Looks<T> {
 /// one it loses or that yields nothing is forgotten and looked at again),
 /// and under load, when most partitions offer something, the due time is
 /// the dearer half of a look (every queued item's lock and visibility).
-/// (Each fetcher still asks for the due times of both kinds of queues:
-/// with only its own kind's, some orchestrations of the stress run waited
-/// for their client's timeout, so some change still reaches the fetchers
-/// of one kind only through the other kind's due time; see
-/// `docs/duroxide.md`.)
+/// Each kind of fetcher takes the due times of its own kind of queue.
 fn due_unless_candidate<T>(
     candidate: &Option<Candidate<T>>,
     next_due: impl FnOnce() -> Option<u64>,
@@ -375,6 +371,108 @@ impl Engine {
         true
     }
 
+    /// What is waiting in every partition's hosted queues, one line per
+    /// record, at most `per_partition` lines each: orchestrations with
+    /// messages or a lock (not terminal, or with something queued) and
+    /// worker queues with items, with times relative to now. For stall
+    /// reports (a stress run whose orchestrations did not all finish
+    /// prints it), not for programs: the format may change.
+    pub async fn hosted_backlog(&self, per_partition: usize) -> Result<Vec<String>, Error> {
+        let now = now_ms();
+        let rel = move |at: u64| at as i64 - now as i64;
+        let pages = self
+            .hosted_look(move |state| {
+                let mut lines = Vec::new();
+                for (id, record) in state.hosted.resident_iter() {
+                    let status = record
+                        .meta
+                        .as_ref()
+                        .and_then(|m| record.executions.get(&m.current_execution))
+                        .map_or("-", |e| e.status.as_str());
+                    if record.queue.is_empty() && record.lock.is_none() {
+                        continue;
+                    }
+                    let queue: Vec<String> = record
+                        .queue
+                        .iter()
+                        .map(|m| {
+                            format!(
+                                "#{} {:?} visible {:+} ms, fetched by {:?}, attempts {}",
+                                m.order,
+                                m.kind,
+                                rel(m.visible_ms),
+                                m.fetched_by,
+                                m.attempts
+                            )
+                        })
+                        .collect();
+                    lines.push(format!(
+                        "orchestration {id} ({status}); lock {:?}; listed {}; queue [{}]",
+                        record.lock.map(|l| (l.token, rel(l.until_ms))),
+                        state.hosted_listed(&StateKey::Hosted(id.clone())),
+                        queue.join("; ")
+                    ));
+                }
+                let work = state
+                    .hosted_work
+                    .resident_iter()
+                    .map(|(id, q)| (StateKey::HostedWork(id.clone()), q))
+                    .chain(
+                        state
+                            .hosted_sessions
+                            .resident_iter()
+                            .map(|(id, q)| (StateKey::HostedSession(id.clone()), q)),
+                    );
+                for (key, queue) in work {
+                    if queue.is_empty() {
+                        continue;
+                    }
+                    let items: Vec<String> = queue
+                        .items()
+                        .map(|i| {
+                            format!(
+                                "#{} activity {} visible {:+} ms, lock {:?}, attempts {}",
+                                i.order,
+                                i.id.activity_id,
+                                rel(i.visible_ms),
+                                i.lock.map(|l| (l.token, rel(l.until_ms))),
+                                i.attempts
+                            )
+                        })
+                        .collect();
+                    lines.push(format!(
+                        "work {key:?}; listed {}; items [{}]",
+                        state.hosted_listed(&key),
+                        items.join("; ")
+                    ));
+                }
+                for (key, ready) in state.hosted_cold_listed() {
+                    lines.push(format!(
+                        "cold (not in memory) {key:?}: ready {:+} ms, order {}",
+                        rel(ready.at_ms),
+                        ready.order
+                    ));
+                }
+                let listed = state.hosted_queued.len();
+                lines.truncate(per_partition);
+                (lines, listed, state.last_lsn)
+            })
+            .await?;
+        let mut all = Vec::new();
+        for (partition, (lines, listed, lsn)) in pages.into_iter().enumerate() {
+            let changes = self
+                .shared()
+                .hosted_changes
+                .get(partition)
+                .map(|c| [c[0].load(Ordering::Acquire), c[1].load(Ordering::Acquire)]);
+            all.push(format!(
+                "partition {partition}: applied through LSN {lsn}, {listed} records listed as queued, hosted changes {changes:?}"
+            ));
+            all.extend(lines.into_iter().map(|l| format!("  {l}")));
+        }
+        Ok(all)
+    }
+
     /// Test hook of the duroxide validation suite: makes every stored
     /// event of a hosted instance undecodable.
     pub async fn hosted_corrupt_history(&self, instance: &InstanceId) -> Result<(), Error> {
@@ -453,7 +551,7 @@ impl HostedBackend for Engine {
             let wanted = filter.clone();
             self.hosted_refresh(&mut looks, now, move |state| {
                 let candidate = state.hosted_candidate(now, wanted.as_deref());
-                let due = due_unless_candidate(&candidate, || state.hosted_next_due(now));
+                let due = due_unless_candidate(&candidate, || state.hosted_next_instance_due(now));
                 (candidate, due)
             })
             .await?;
@@ -639,7 +737,7 @@ impl HostedBackend for Engine {
             self.hosted_refresh(&mut looks, now, move |state| {
                 let candidate =
                     state.hosted_work_candidate(now, wanted_claim.as_ref(), &wanted_tags);
-                let due = due_unless_candidate(&candidate, || state.hosted_next_due(now));
+                let due = due_unless_candidate(&candidate, || state.hosted_next_work_due(now));
                 (candidate, due)
             })
             .await?;

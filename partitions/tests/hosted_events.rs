@@ -567,3 +567,94 @@ fn a_session_stays_until_cleanup_counts_it_even_after_its_claim_ran_out() {
     assert!(state.hosted_sessions.get(&session).is_none());
     assert!(state.check(&cleanup).is_err(), "nothing left to clean up");
 }
+
+#[test]
+fn queued_records_that_memory_pressure_evicts_are_still_offered() {
+    // A stress run left orchestrations waiting for their client's timeout:
+    // their records, messages queued, had been evicted, and fetchers look
+    // at resident records only. The index keeps when each comes ready.
+    let ready = on("ready", 0);
+    let hidden = on("hidden", 0);
+    let locked = on("locked", 0);
+    let mut state = PartitionState::new(0, PARTITIONS);
+    let now = 100;
+    state.apply_whole(
+        1,
+        hosted(
+            HostedEvent::Enqueue {
+                instance: ready.clone(),
+                message: start_message(11),
+            },
+            now,
+        ),
+    );
+    state.apply_whole(
+        2,
+        hosted(
+            HostedEvent::Enqueue {
+                instance: hidden.clone(),
+                message: QueuedMessage {
+                    visible_ms: now + 60_000,
+                    ..other_message(5)
+                },
+            },
+            now,
+        ),
+    );
+    let token = enqueue_and_fetch(&mut state, &locked, 3);
+    state.apply_whole(
+        6,
+        hosted(
+            HostedEvent::EnqueueWork {
+                owner: WorkOwner::Instance(ready.clone()),
+                item: activity(&ready, 12, 1),
+            },
+            now,
+        ),
+    );
+    // Checkpointed, then evicted with no memory to spare: nothing resident.
+    let changes = state.take_changes().expect("changes");
+    state.checkpointed(&changes);
+    state.evict_to(0);
+    assert_eq!(state.hosted.resident_iter().count(), 0);
+    assert_eq!(state.hosted_work.resident_iter().count(), 0);
+    assert_eq!(state.hosted_queued.len(), 4, "{:?}", state.hosted_queued);
+
+    // The ready instance and its worker item are still offered; the hidden
+    // message and the lock still give the next due times.
+    let candidate = state
+        .hosted_candidate(now, None)
+        .expect("cold, still offered");
+    assert_eq!(candidate.key, ready);
+    assert_eq!(candidate.order, 11);
+    let work = state
+        .hosted_work_candidate(now, None, &TagFilter::DefaultOnly)
+        .expect("cold work, still offered");
+    assert_eq!(work.key, (WorkOwner::Instance(ready.clone()), 12));
+    assert_eq!(
+        state.hosted_next_instance_due(now),
+        Some(4 + LOCK_MS),
+        "the lock runs out first (taken at 4 for {LOCK_MS} ms)"
+    );
+    assert_eq!(state.hosted_next_work_due(now), None);
+    assert_eq!(
+        state.hosted_candidate(4 + LOCK_MS, None).map(|c| c.order),
+        Some(3),
+        "the locked instance's start (order 3) is older once its lock ran out"
+    );
+
+    // Loading the records again (as the fetch event does) gives the same
+    // summaries the index kept.
+    for write in &changes.writes {
+        if let Some(key) = basalt_partitions::checkpoint::parse_key(&write.key)
+            && !write.key.starts_with(b"b/")
+        {
+            state
+                .install(key, write.value.as_deref())
+                .expect("installs");
+        }
+    }
+    assert_eq!(state.hosted.resident_iter().count(), 3);
+    assert_eq!(state.hosted_unlisted(), []);
+    let _ = token;
+}

@@ -128,6 +128,97 @@ async fn an_order_with_an_activity_a_timer_an_event_and_a_child_completes() {
     engine.shutdown().await;
 }
 
+const PRESSED_INSTANCES: usize = 40;
+
+/// Orchestrations whose records memory pressure evicts while they wait on
+/// a durable timer still complete: fetchers find queued work in records
+/// that are not in memory (a stress run once left orchestrations waiting
+/// for their client's timeout because they did not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orchestrations_evicted_while_waiting_on_timers_complete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = basalt_storage::Storage::local(dir.path()).expect("local storage");
+    // 32 KiB of records per partition, against 40 histories of about
+    // 16 KiB each; checkpoints soon after the turns, so records are clean
+    // and evictable while their timers wait.
+    let options = EngineOptions {
+        partition_count: 2,
+        memory_budget_bytes: 128 << 10,
+        checkpoint_idle_ms: 50,
+        ..EngineOptions::default()
+    };
+    let (provider, engine) = BasaltProvider::open(storage, options)
+        .await
+        .expect("open the hub");
+    let provider: Arc<dyn Provider> = Arc::new(provider);
+    let activities = ActivityRegistry::builder()
+        .register("Echo", |_ctx: ActivityContext, text: String| async move {
+            Ok(text)
+        })
+        .build();
+    let orchestrations = OrchestrationRegistry::builder()
+        .register(
+            "Sleeper",
+            |ctx: OrchestrationContext, text: String| async move {
+                let echoed = ctx.schedule_activity("Echo", text).await?;
+                ctx.schedule_timer(Duration::from_secs(3)).await;
+                Ok(echoed.len().to_string())
+            },
+        )
+        .build();
+    let rt = Runtime::start_with_store(provider.clone(), activities, orchestrations).await;
+    let client = Client::new(provider.clone());
+    let text = "x".repeat(8 << 10);
+    for n in 0..PRESSED_INSTANCES {
+        client
+            .start_orchestration(&format!("sleeper-{n}"), "Sleeper", text.clone())
+            .await
+            .expect("start");
+    }
+    // While the timers wait, some of the waiting records leave memory
+    // (the test is only worth its name if they do).
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut cold = 0;
+    while cold == 0 && std::time::Instant::now() < deadline {
+        let backlog = engine.hosted_backlog(usize::MAX).await.expect("backlog");
+        cold = backlog
+            .iter()
+            .filter(|line| line.contains("cold (not in memory) Hosted"))
+            .count();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        cold > 0,
+        "no waiting record was evicted: the budget is not tight enough"
+    );
+    for n in 0..PRESSED_INSTANCES {
+        let id = format!("sleeper-{n}");
+        let status = match client
+            .wait_for_orchestration(&id, Duration::from_secs(20))
+            .await
+        {
+            Ok(status) => status,
+            Err(e) => panic!("{id}: {e:?}\n{}", backlog(&engine).await),
+        };
+        match status {
+            OrchestrationStatus::Completed { output, .. } => {
+                assert_eq!(output, (8 << 10).to_string(), "{id}");
+            }
+            other => panic!("{id} not completed: {other:?}"),
+        }
+    }
+    rt.shutdown(None).await;
+    engine.shutdown().await;
+}
+
+/// The engine's hosted backlog, for a failure message.
+async fn backlog(engine: &Engine) -> String {
+    match engine.hosted_backlog(20).await {
+        Ok(lines) => lines.join("\n"),
+        Err(e) => format!("(backlog not read: {e})"),
+    }
+}
+
 const CRASH_INSTANCES: usize = 40;
 
 /// Short locks, so that what the killed process held is taken again soon

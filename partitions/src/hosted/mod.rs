@@ -28,7 +28,7 @@ pub use basalt_runtime::hosted::{
 };
 pub use event::{HostedEvent, HostedMessage, HostedReply, WorkOwner};
 pub use instance::{AckRefusal, Execution, FetchPlan, HostedInstance, InstanceMeta};
-pub use scan::{Candidate, HostedQueued};
+pub use scan::{Candidate, HostedQueued, Ready};
 pub use worker::{Session, WorkRefusal, WorkerQueue};
 
 /// The execution statuses a hosted runtime reports that end an execution:

@@ -2,7 +2,7 @@
 //! worker item it may take, and when the next one that is hidden or
 //! locked becomes takeable. Reads only; the fetch itself is an event.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use basalt_runtime::InstanceId;
 
@@ -14,17 +14,21 @@ use crate::tier::Tier;
 
 /// The hosted records that may have something queued: instances with
 /// orchestrator messages, and instances' and sessions' worker queues with
-/// items. A superset: a key is added when a change or an install leaves
-/// its record with something queued and taken out when a change or an
-/// install leaves it empty or gone; a record that went cold stays listed
-/// (and is skipped while it is not resident, as the scans always did).
-/// Completed instances, which are most of a busy hub, are never in it, so
-/// a fetcher's look costs what is queued, not what is resident.
+/// items, each with when something there may next be taken ([`Ready`]).
+/// A key is added when a change or an install leaves its record with
+/// something queued and taken out when a change or an install leaves it
+/// empty or gone. A record that memory pressure made cold (or dropped) is
+/// not resident but stays listed with its summary, which cannot go stale:
+/// the record changes only once loaded, and every change reindexes it. So
+/// a fetcher still sees it: a ready cold record is offered as a
+/// candidate, and the fetch event loads it. Completed instances, which
+/// are most of a busy hub, are never listed, so a fetcher's look costs
+/// what is queued, not what is resident.
 #[derive(Clone, Debug, Default)]
 pub struct HostedQueued {
-    instances: BTreeSet<InstanceId>,
-    work: BTreeSet<InstanceId>,
-    sessions: BTreeSet<InstanceId>,
+    instances: BTreeMap<InstanceId, Ready>,
+    work: BTreeMap<InstanceId, Ready>,
+    sessions: BTreeMap<InstanceId, Ready>,
 }
 
 impl HostedQueued {
@@ -39,23 +43,90 @@ impl HostedQueued {
     }
 }
 
-fn mark(set: &mut BTreeSet<InstanceId>, id: &InstanceId, queued: bool) {
-    if queued {
-        if !set.contains(id) {
-            set.insert(id.clone());
+/// When something in a queued record may next be taken, ignoring version
+/// filters, tags and session claims (a fetch checks those once the record
+/// is loaded): the earliest time a lock has run out and a message or item
+/// is visible, and that message's or item's enqueue order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// From this time on (milliseconds since the epoch).
+    pub at_ms: u64,
+    /// The enqueue order of what comes ready then.
+    pub order: u64,
+}
+
+impl HostedInstance {
+    /// [`Ready`] for this instance's orchestrator queue; `None` when it is
+    /// empty.
+    pub fn ready(&self) -> Option<Ready> {
+        let visible = self.queue.iter().map(|m| m.visible_ms).min()?;
+        let at_ms = visible.max(self.lock.map_or(0, |l| l.until_ms));
+        let order = self
+            .queue
+            .iter()
+            .find(|m| m.visible_ms <= at_ms)
+            .map_or(0, |m| m.order);
+        Some(Ready { at_ms, order })
+    }
+}
+
+impl WorkerQueue {
+    /// [`Ready`] for this worker queue: the item that comes takeable
+    /// first; `None` when it is empty.
+    pub fn ready(&self) -> Option<Ready> {
+        self.items()
+            .map(|item| Ready {
+                at_ms: item.visible_ms.max(item.lock.map_or(0, |l| l.until_ms)),
+                order: item.order,
+            })
+            .min_by_key(|r| (r.at_ms, r.order))
+    }
+}
+
+fn mark(map: &mut BTreeMap<InstanceId, Ready>, id: &InstanceId, ready: Option<Ready>) {
+    match ready {
+        Some(ready) => match map.get_mut(id) {
+            Some(known) => *known = ready,
+            None => {
+                map.insert(id.clone(), ready);
+            }
+        },
+        None => {
+            map.remove(id);
         }
-    } else {
-        set.remove(id);
     }
 }
 
 /// The resident records of `tier` that `keys` lists.
 fn listed<'a, V>(
-    keys: &'a BTreeSet<InstanceId>,
+    keys: &'a BTreeMap<InstanceId, Ready>,
     tier: &'a Tier<V>,
 ) -> impl Iterator<Item = (&'a InstanceId, &'a V)> {
-    keys.iter()
+    keys.keys()
         .filter_map(move |id| Some((id, tier.peek_resident(id)?)))
+}
+
+/// The listed records of `tier` that are not resident, with their
+/// summaries.
+fn cold<'a, V>(
+    keys: &'a BTreeMap<InstanceId, Ready>,
+    tier: &'a Tier<V>,
+) -> impl Iterator<Item = (&'a InstanceId, Ready)> {
+    keys.iter()
+        .filter(move |(id, _)| tier.peek_resident(id).is_none())
+        .map(|(id, ready)| (id, *ready))
+}
+
+/// When the listed cold records of `tier` come ready, for those not
+/// ready at `now_ms` (a ready one is offered as a candidate instead).
+fn cold_due<'a, V>(
+    keys: &'a BTreeMap<InstanceId, Ready>,
+    tier: &'a Tier<V>,
+    now_ms: u64,
+) -> impl Iterator<Item = u64> + 'a {
+    cold(keys, tier)
+        .map(|(_, ready)| ready.at_ms)
+        .filter(move |at| *at > now_ms)
 }
 
 /// The oldest thing a fetcher may take here, by enqueue order.
@@ -73,28 +144,56 @@ impl PartitionState {
     pub(crate) fn reindex_hosted(&mut self, key: &StateKey) {
         match key {
             StateKey::Hosted(id) => {
-                let queued = self
+                let ready = self
                     .hosted
                     .peek_resident(id)
-                    .is_some_and(|r: &HostedInstance| !r.queue.is_empty());
-                mark(&mut self.hosted_queued.instances, id, queued);
+                    .and_then(HostedInstance::ready);
+                mark(&mut self.hosted_queued.instances, id, ready);
             }
             StateKey::HostedWork(id) => {
-                let queued = self
+                let ready = self
                     .hosted_work
                     .peek_resident(id)
-                    .is_some_and(|q| !q.is_empty());
-                mark(&mut self.hosted_queued.work, id, queued);
+                    .and_then(WorkerQueue::ready);
+                mark(&mut self.hosted_queued.work, id, ready);
             }
             StateKey::HostedSession(id) => {
-                let queued = self
+                let ready = self
                     .hosted_sessions
                     .peek_resident(id)
-                    .is_some_and(|q| !q.is_empty());
-                mark(&mut self.hosted_queued.sessions, id, queued);
+                    .and_then(WorkerQueue::ready);
+                mark(&mut self.hosted_queued.sessions, id, ready);
             }
             StateKey::Instance(_) | StateKey::Entity(_) => {}
         }
+    }
+
+    /// Whether [`HostedQueued`] lists the record `key` names (for stall
+    /// reports).
+    pub fn hosted_listed(&self, key: &StateKey) -> bool {
+        match key {
+            StateKey::Hosted(id) => self.hosted_queued.instances.contains_key(id),
+            StateKey::HostedWork(id) => self.hosted_queued.work.contains_key(id),
+            StateKey::HostedSession(id) => self.hosted_queued.sessions.contains_key(id),
+            StateKey::Instance(_) | StateKey::Entity(_) => false,
+        }
+    }
+
+    /// The listed records that are not resident, with their summaries
+    /// (for stall reports).
+    pub fn hosted_cold_listed(&self) -> Vec<(StateKey, Ready)> {
+        let q = &self.hosted_queued;
+        cold(&q.instances, &self.hosted)
+            .map(|(id, r)| (StateKey::Hosted(id.clone()), r))
+            .chain(
+                cold(&q.work, &self.hosted_work)
+                    .map(|(id, r)| (StateKey::HostedWork(id.clone()), r)),
+            )
+            .chain(
+                cold(&q.sessions, &self.hosted_sessions)
+                    .map(|(id, r)| (StateKey::HostedSession(id.clone()), r)),
+            )
+            .collect()
     }
 
     /// Builds [`HostedQueued`] again from every resident hosted record
@@ -102,34 +201,34 @@ impl PartitionState {
     pub fn rebuild_hosted_index(&mut self) {
         let mut index = HostedQueued::default();
         for (id, record) in self.hosted.resident_iter() {
-            mark(&mut index.instances, id, !record.queue.is_empty());
+            mark(&mut index.instances, id, record.ready());
         }
         for (id, queue) in self.hosted_work.resident_iter() {
-            mark(&mut index.work, id, !queue.is_empty());
+            mark(&mut index.work, id, queue.ready());
         }
         for (id, queue) in self.hosted_sessions.resident_iter() {
-            mark(&mut index.sessions, id, !queue.is_empty());
+            mark(&mut index.sessions, id, queue.ready());
         }
         self.hosted_queued = index;
     }
 
-    /// Resident hosted records with something queued that
-    /// [`HostedQueued`] does not list: empty unless a change escaped the
-    /// index (a check for tests).
+    /// Resident hosted records whose entry in [`HostedQueued`] is not
+    /// what the record says (missing, or a stale [`Ready`]): empty unless
+    /// a change escaped the index (a check for tests).
     pub fn hosted_unlisted(&self) -> Vec<StateKey> {
         let mut missing = Vec::new();
         for (id, record) in self.hosted.resident_iter() {
-            if !record.queue.is_empty() && !self.hosted_queued.instances.contains(id) {
+            if self.hosted_queued.instances.get(id).copied() != record.ready() {
                 missing.push(StateKey::Hosted(id.clone()));
             }
         }
         for (id, queue) in self.hosted_work.resident_iter() {
-            if !queue.is_empty() && !self.hosted_queued.work.contains(id) {
+            if self.hosted_queued.work.get(id).copied() != queue.ready() {
                 missing.push(StateKey::HostedWork(id.clone()));
             }
         }
         for (id, queue) in self.hosted_sessions.resident_iter() {
-            if !queue.is_empty() && !self.hosted_queued.sessions.contains(id) {
+            if self.hosted_queued.sessions.get(id).copied() != queue.ready() {
                 missing.push(StateKey::HostedSession(id.clone()));
             }
         }
@@ -145,10 +244,18 @@ impl PartitionState {
     ) -> Option<Candidate<InstanceId>> {
         // `fetchable` first: it answers at once for the many records with
         // nothing queued; the plan is asked of the few that have something.
-        listed(&self.hosted_queued.instances, &self.hosted)
+        let resident = listed(&self.hosted_queued.instances, &self.hosted)
             .filter_map(|(id, record)| Some((id, record, record.fetchable(now_ms, filter)?)))
             .filter(|(_, record, _)| record.fetch_plan(now_ms, filter) != FetchPlan::Nothing)
-            .map(|(id, _, order)| Candidate {
+            .map(|(id, _, order)| (id, order));
+        // A cold record that is ready is offered too: the fetch loads it
+        // and checks what this summary leaves out (a version filter).
+        let cold = cold(&self.hosted_queued.instances, &self.hosted)
+            .filter(|(_, ready)| ready.at_ms <= now_ms)
+            .map(|(id, ready)| (id, ready.order));
+        resident
+            .chain(cold)
+            .map(|(id, order)| Candidate {
                 order,
                 key: id.clone(),
             })
@@ -163,15 +270,24 @@ impl PartitionState {
         claim: Option<&SessionClaim>,
         tags: &TagFilter,
     ) -> Option<Candidate<(WorkOwner, u64)>> {
+        if *tags == TagFilter::None {
+            return None;
+        }
         let pick = |owner: fn(InstanceId) -> WorkOwner,
-                    keys: &BTreeSet<InstanceId>,
+                    keys: &BTreeMap<InstanceId, Ready>,
                     tier: &Tier<WorkerQueue>| {
-            listed(keys, tier)
-                .filter_map(|(id, queue)| {
-                    queue.candidate(now_ms, claim, tags).map(|order| Candidate {
-                        order,
-                        key: (owner(id.clone()), order),
-                    })
+            let resident = listed(keys, tier)
+                .filter_map(|(id, queue)| Some((id, queue.candidate(now_ms, claim, tags)?)));
+            // A ready cold queue is offered with its first ready item: the
+            // fetch loads it and checks the tags and session claims.
+            let cold = cold(keys, tier)
+                .filter(|(_, ready)| ready.at_ms <= now_ms)
+                .map(|(id, ready)| (id, ready.order));
+            resident
+                .chain(cold)
+                .map(|(id, order)| Candidate {
+                    order,
+                    key: (owner(id.clone()), order),
                 })
                 .min_by_key(|c| c.order)
         };
@@ -191,23 +307,12 @@ impl PartitionState {
         }
     }
 
-    /// The earliest time after `now_ms` at which a hidden message or item
-    /// becomes visible or a lock runs out here (when a waiting fetcher
-    /// should look again even if nothing else changes).
-    pub fn hosted_next_due(&self, now_ms: u64) -> Option<u64> {
-        [
-            self.hosted_next_instance_due(now_ms),
-            self.hosted_next_work_due(now_ms),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-
-    /// [`hosted_next_due`](Self::hosted_next_due) of the orchestrator
-    /// queues only: what an orchestration fetcher waits for.
+    /// The earliest time after `now_ms` at which a hidden orchestrator
+    /// message becomes visible or an instance's lock runs out here, cold
+    /// records included: when a waiting orchestration fetcher should look
+    /// again even if nothing else changes.
     pub fn hosted_next_instance_due(&self, now_ms: u64) -> Option<u64> {
-        listed(&self.hosted_queued.instances, &self.hosted)
+        let resident = listed(&self.hosted_queued.instances, &self.hosted)
             .map(|(_, v)| v)
             .flat_map(|record| {
                 let lock = record
@@ -221,14 +326,20 @@ impl PartitionState {
                     .filter(|at| *at > now_ms)
                     .min();
                 lock.into_iter().chain(hidden)
-            })
+            });
+        resident
+            .chain(cold_due(
+                &self.hosted_queued.instances,
+                &self.hosted,
+                now_ms,
+            ))
             .min()
     }
 
-    /// [`hosted_next_due`](Self::hosted_next_due) of the worker queues
-    /// only: what a work fetcher waits for.
+    /// The same for worker items (hidden ones, and runs out of locks):
+    /// what a waiting work fetcher waits for.
     pub fn hosted_next_work_due(&self, now_ms: u64) -> Option<u64> {
-        listed(&self.hosted_queued.work, &self.hosted_work)
+        let resident = listed(&self.hosted_queued.work, &self.hosted_work)
             .chain(listed(&self.hosted_queued.sessions, &self.hosted_sessions))
             .map(|(_, v)| v)
             .flat_map(|queue| {
@@ -238,7 +349,18 @@ impl PartitionState {
                         Some(lock) => Some(lock.until_ms),
                         None => (item.visible_ms > now_ms).then_some(item.visible_ms),
                     })
-            })
+            });
+        resident
+            .chain(cold_due(
+                &self.hosted_queued.work,
+                &self.hosted_work,
+                now_ms,
+            ))
+            .chain(cold_due(
+                &self.hosted_queued.sessions,
+                &self.hosted_sessions,
+                now_ms,
+            ))
             .min()
     }
 

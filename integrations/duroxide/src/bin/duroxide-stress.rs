@@ -39,12 +39,36 @@ fn arg(n: usize, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The engine behind the last Basalt provider made: a run that leaves
+/// orchestrations unfinished prints its hosted backlog.
+static LAST_ENGINE: std::sync::Mutex<Option<Arc<basalt_engine::Engine>>> =
+    std::sync::Mutex::new(None);
+
 async fn basalt(dir: &std::path::Path) -> Arc<dyn Provider> {
     let storage = basalt_storage::Storage::local(dir.join("basalt")).expect("local storage");
-    let (provider, _engine) = BasaltProvider::open(storage, EngineOptions::default())
+    let (provider, engine) = BasaltProvider::open(storage, EngineOptions::default())
         .await
         .expect("open basalt");
+    if let Ok(mut last) = LAST_ENGINE.lock() {
+        *last = Some(engine);
+    }
     Arc::new(provider)
+}
+
+/// Prints what waits in the last Basalt engine's hosted queues (to
+/// stderr): which orchestrations a stalled run left behind, and why.
+async fn print_backlog() {
+    let engine = LAST_ENGINE.lock().ok().and_then(|mut last| last.take());
+    let Some(engine) = engine else { return };
+    match engine.hosted_backlog(40).await {
+        Ok(lines) => {
+            eprintln!("Basalt's hosted backlog after the run:");
+            for line in lines {
+                eprintln!("{line}");
+            }
+        }
+        Err(e) => eprintln!("Basalt's hosted backlog could not be read: {e}"),
+    }
 }
 
 async fn sqlite(dir: &std::path::Path) -> Arc<dyn Provider> {
@@ -151,6 +175,9 @@ async fn main() {
             }
             .expect("stress run");
             println!("{scenario:<9} {}", line(kind, scenario_config, &result));
+            if kind == "basalt" && (result.completed < result.launched || result.failed > 0) {
+                print_backlog().await;
+            }
             failed |= result.completed < result.launched || result.failed > 0;
             rates.push(result.orch_throughput);
             tokio::time::sleep(Duration::from_millis(500)).await;
