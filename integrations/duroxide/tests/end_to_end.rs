@@ -161,7 +161,7 @@ async fn orchestrations_evicted_while_waiting_on_timers_complete() {
             "Sleeper",
             |ctx: OrchestrationContext, text: String| async move {
                 let echoed = ctx.schedule_activity("Echo", text).await?;
-                ctx.schedule_timer(Duration::from_secs(3)).await;
+                ctx.schedule_timer(Duration::from_secs(6)).await;
                 Ok(echoed.len().to_string())
             },
         )
@@ -175,9 +175,9 @@ async fn orchestrations_evicted_while_waiting_on_timers_complete() {
             .await
             .expect("start");
     }
-    // While the timers wait, some of the waiting records leave memory
-    // (the test is only worth its name if they do).
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    // While the timers wait (6 s), some of the waiting records leave
+    // memory (the test is only worth its name if they do).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let mut cold = 0;
     while cold == 0 && std::time::Instant::now() < deadline {
         let backlog = engine.hosted_backlog(usize::MAX).await.expect("backlog");
