@@ -521,7 +521,7 @@ impl Engine {
     }
 
     /// Queues a command for a partition, waiting while its queue is full.
-    async fn command(&self, partition: u32, command: Command) -> Result<(), Error> {
+    pub(crate) async fn command(&self, partition: u32, command: Command) -> Result<(), Error> {
         self.inner
             .shared
             .partitions

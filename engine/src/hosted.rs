@@ -27,8 +27,9 @@ use basalt_runtime::hosted::{
 use basalt_runtime::{Error, InstanceId};
 
 use crate::engine::Engine;
-use crate::partition::ReplyWhen;
+use crate::partition::{Command, Query, ReplyWhen};
 use crate::timers::now_ms;
+use tokio::sync::oneshot;
 
 /// The last enqueue order handed out in this process.
 static LAST_ORDER: AtomicU64 = AtomicU64::new(0);
@@ -137,7 +138,7 @@ fn owner_of(item: &WorkerItem) -> Result<WorkOwner, Error> {
     }
 }
 
-fn view(id: &InstanceId, record: &HostedInstance) -> HostedInstanceView {
+pub(crate) fn view(id: &InstanceId, record: &HostedInstance) -> HostedInstanceView {
     HostedInstanceView {
         instance: id.clone(),
         named: record
@@ -954,18 +955,10 @@ impl HostedBackend for Engine {
     async fn hosted_instances(&self) -> Result<Vec<HostedInstanceView>, Error> {
         let mut all = Vec::new();
         for partition in 0..self.partition_count() {
-            let views = self
-                .read(partition, None, |state| {
-                    state
-                        .hosted
-                        .resident()
-                        .into_iter()
-                        .filter(|(_, record)| record.exists())
-                        .map(|(id, record)| view(id, record))
-                        .collect::<Vec<_>>()
-                })
+            let (reply, answer) = oneshot::channel();
+            self.command(partition, Command::Query(Query::HostedInstances(reply)))
                 .await?;
-            all.extend(views);
+            all.extend(answer.await.map_err(|_| Error::ShutDown)??);
         }
         all.sort_by(|a, b| a.instance.cmp(&b.instance));
         Ok(all)

@@ -87,6 +87,10 @@ pub(crate) enum Query {
         usize,
         oneshot::Sender<Result<(Vec<basalt_runtime::EntityState>, bool), Error>>,
     ),
+    /// Every hosted instance that exists, in memory or only in the store.
+    HostedInstances(
+        oneshot::Sender<Result<Vec<basalt_runtime::hosted::HostedInstanceView>, Error>>,
+    ),
 }
 
 /// Something to release once its LSN is durable.
@@ -632,6 +636,24 @@ impl PartitionTask {
                 let answer = match &run.failed {
                     Some(failure) => Err(failure.clone()),
                     None => crate::query::entities(&self.state, store, &query, limit).await,
+                };
+                Box::new(move || {
+                    let _ = reply.send(answer);
+                })
+            }
+            Query::HostedInstances(reply) => {
+                let answer = match &run.failed {
+                    Some(failure) => Err(failure.clone()),
+                    None => {
+                        let mut views = Vec::new();
+                        crate::tiers::hosted_records(&self.state, store, |id, record| {
+                            if record.exists() {
+                                views.push(crate::hosted::view(id, record));
+                            }
+                        })
+                        .await
+                        .map(|()| views)
+                    }
                 };
                 Box::new(move || {
                     let _ = reply.send(answer);

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use basalt_partitions::checkpoint::{
-    BUSY_PREFIX, CORE_KEY, ENTITY_PREFIX, INSTANCE_PREFIX, NAME_TIME_INDEX_KEY, STATUS_INDEX_KEY,
-    parse_key, record_key,
+    BUSY_PREFIX, CORE_KEY, ENTITY_PREFIX, HOSTED_PREFIX, HOSTED_SESSION_PREFIX, HOSTED_WORK_PREFIX,
+    INSTANCE_PREFIX, NAME_TIME_INDEX_KEY, STATUS_INDEX_KEY, parse_key, record_key,
 };
 use basalt_partitions::{Applied, Effects, Event, PartitionState, StateKey, codec};
 use basalt_runtime::Error;
@@ -169,6 +169,40 @@ async fn load_busy(state: &mut PartitionState, store: &dyn RecordSource) -> Resu
     Ok(())
 }
 
+/// Calls `each` for every hosted instance record, in memory or only in
+/// the store (memory pressure evicts records, and listings must not lose
+/// them): the resident ones first, then those memory does not know,
+/// decoded from the store. Records memory knows to be gone are skipped.
+pub(crate) async fn hosted_records(
+    state: &PartitionState,
+    store: &dyn RecordSource,
+    mut each: impl FnMut(&basalt_runtime::InstanceId, &basalt_partitions::hosted::HostedInstance),
+) -> Result<(), Error> {
+    for (id, record) in state.hosted.resident_iter() {
+        each(id, record);
+    }
+    if state.hosted.is_complete() {
+        return Ok(());
+    }
+    walk(store, HOSTED_PREFIX, |key, value| {
+        let Some(StateKey::Hosted(id)) = parse_key(key) else {
+            return Ok(());
+        };
+        if state.hosted.knows(&id) {
+            return Ok(());
+        }
+        let record = codec::decode_hosted(value).map_err(|e| {
+            Error::Storage(format!(
+                "hosted record {id} in partition {}'s state store: {e}",
+                state.partition
+            ))
+        })?;
+        each(&id, &record);
+        Ok(())
+    })
+    .await
+}
+
 /// The whole logical state: memory (newer) over the store. Loads every
 /// record, so only for checks and tools.
 pub(crate) async fn whole_state(
@@ -176,7 +210,13 @@ pub(crate) async fn whole_state(
     store: &dyn RecordSource,
 ) -> Result<PartitionState, Error> {
     let mut whole = state.resident_copy();
-    for prefix in [INSTANCE_PREFIX, ENTITY_PREFIX] {
+    for prefix in [
+        INSTANCE_PREFIX,
+        ENTITY_PREFIX,
+        HOSTED_PREFIX,
+        HOSTED_WORK_PREFIX,
+        HOSTED_SESSION_PREFIX,
+    ] {
         let mut found = Vec::new();
         walk(store, prefix, |key, value| {
             if let Some(record) = parse_key(key) {

@@ -133,7 +133,8 @@ const PRESSED_INSTANCES: usize = 40;
 /// Orchestrations whose records memory pressure evicts while they wait on
 /// a durable timer still complete: fetchers find queued work in records
 /// that are not in memory (a stress run once left orchestrations waiting
-/// for their client's timeout because they did not).
+/// for their client's timeout because they did not); and listings find
+/// the evicted instances in the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orchestrations_evicted_while_waiting_on_timers_complete() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -164,6 +165,10 @@ async fn orchestrations_evicted_while_waiting_on_timers_complete() {
                 ctx.schedule_timer(Duration::from_secs(6)).await;
                 Ok(echoed.len().to_string())
             },
+        )
+        .register(
+            "Quick",
+            |_ctx: OrchestrationContext, text: String| async move { Ok(text.len().to_string()) },
         )
         .build();
     let rt = Runtime::start_with_store(provider.clone(), activities, orchestrations).await;
@@ -207,6 +212,33 @@ async fn orchestrations_evicted_while_waiting_on_timers_complete() {
             other => panic!("{id} not completed: {other:?}"),
         }
     }
+    // Later work (after the checkpoint that made the finished records
+    // clean) evicts them; listings read the store too, and find them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in 0..PRESSED_INSTANCES {
+        let id = format!("quick-{n}");
+        client
+            .start_orchestration(&id, "Quick", text.clone())
+            .await
+            .expect("start");
+        client
+            .wait_for_orchestration(&id, Duration::from_secs(20))
+            .await
+            .expect("quick completes");
+    }
+    let admin = provider.as_management_capability().expect("admin");
+    let mut listed = admin.list_instances().await.expect("list");
+    listed.sort();
+    let mut expected: Vec<String> = (0..PRESSED_INSTANCES)
+        .flat_map(|n| [format!("sleeper-{n}"), format!("quick-{n}")])
+        .collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    let completed = admin
+        .list_instances_by_status("Completed")
+        .await
+        .expect("list by status");
+    assert_eq!(completed.len(), 2 * PRESSED_INSTANCES);
     rt.shutdown(None).await;
     engine.shutdown().await;
 }
