@@ -638,6 +638,11 @@ fn queued_records_that_memory_pressure_evicts_are_still_offered() {
     );
     assert_eq!(state.hosted_next_work_due(now), None);
     assert_eq!(
+        state.hosted_queue_depths(),
+        (2, 1),
+        "the ready and hidden messages wait (the locked one's is held); the item waits"
+    );
+    assert_eq!(
         state.hosted_candidate(4 + LOCK_MS, None).map(|c| c.order),
         Some(3),
         "the locked instance's start (order 3) is older once its lock ran out"

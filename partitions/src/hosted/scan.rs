@@ -53,6 +53,8 @@ pub struct Ready {
     pub at_ms: u64,
     /// The enqueue order of what comes ready then.
     pub order: u64,
+    /// Messages or items that no fetch holds (a queue depth).
+    pub waiting: u32,
 }
 
 impl HostedInstance {
@@ -66,7 +68,12 @@ impl HostedInstance {
             .iter()
             .find(|m| m.visible_ms <= at_ms)
             .map_or(0, |m| m.order);
-        Some(Ready { at_ms, order })
+        let waiting = self.queue.iter().filter(|m| m.fetched_by.is_none()).count();
+        Some(Ready {
+            at_ms,
+            order,
+            waiting: u32::try_from(waiting).unwrap_or(u32::MAX),
+        })
     }
 }
 
@@ -74,10 +81,12 @@ impl WorkerQueue {
     /// [`Ready`] for this worker queue: the item that comes takeable
     /// first; `None` when it is empty.
     pub fn ready(&self) -> Option<Ready> {
+        let waiting = u32::try_from(self.unlocked()).unwrap_or(u32::MAX);
         self.items()
             .map(|item| Ready {
                 at_ms: item.visible_ms.max(item.lock.map_or(0, |l| l.until_ms)),
                 order: item.order,
+                waiting,
             })
             .min_by_key(|r| (r.at_ms, r.order))
     }
@@ -365,15 +374,23 @@ impl PartitionState {
     }
 
     /// Orchestrator messages and worker items here that no fetch holds
-    /// (a queue depth).
+    /// (a queue depth), in memory or not.
     pub fn hosted_queue_depths(&self) -> (u64, u64) {
-        let messages = listed(&self.hosted_queued.instances, &self.hosted)
+        let q = &self.hosted_queued;
+        let messages = listed(&q.instances, &self.hosted)
             .map(|(_, r)| r.queue.iter().filter(|m| m.fetched_by.is_none()).count() as u64)
-            .sum();
-        let items = listed(&self.hosted_queued.work, &self.hosted_work)
-            .chain(listed(&self.hosted_queued.sessions, &self.hosted_sessions))
+            .sum::<u64>()
+            + cold(&q.instances, &self.hosted)
+                .map(|(_, r)| u64::from(r.waiting))
+                .sum::<u64>();
+        let items = listed(&q.work, &self.hosted_work)
+            .chain(listed(&q.sessions, &self.hosted_sessions))
             .map(|(_, q)| q.unlocked() as u64)
-            .sum();
+            .sum::<u64>()
+            + cold(&q.work, &self.hosted_work)
+                .chain(cold(&q.sessions, &self.hosted_sessions))
+                .map(|(_, r)| u64::from(r.waiting))
+                .sum::<u64>();
         (messages, items)
     }
 
