@@ -385,14 +385,14 @@ impl Engine {
             .hosted_look(move |state| {
                 let mut lines = Vec::new();
                 for (id, record) in state.hosted.resident_iter() {
+                    if record.queue.is_empty() && record.lock.is_none() {
+                        continue;
+                    }
                     let status = record
                         .meta
                         .as_ref()
                         .and_then(|m| record.executions.get(&m.current_execution))
                         .map_or("-", |e| e.status.as_str());
-                    if record.queue.is_empty() && record.lock.is_none() {
-                        continue;
-                    }
                     let queue: Vec<String> = record
                         .queue
                         .iter()

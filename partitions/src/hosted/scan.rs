@@ -106,36 +106,37 @@ fn mark(map: &mut BTreeMap<InstanceId, Ready>, id: &InstanceId, ready: Option<Re
     }
 }
 
-/// The resident records of `tier` that `keys` lists.
+/// A listed record as a look finds it: in memory, or not (cold or
+/// dropped), known then by its summary alone.
+enum Listed<'a, V> {
+    Resident(&'a V),
+    Cold(Ready),
+}
+
+/// Every record of `tier` that `keys` lists, each looked up once.
 fn listed<'a, V>(
     keys: &'a BTreeMap<InstanceId, Ready>,
     tier: &'a Tier<V>,
-) -> impl Iterator<Item = (&'a InstanceId, &'a V)> {
-    keys.keys()
-        .filter_map(move |id| Some((id, tier.peek_resident(id)?)))
+) -> impl Iterator<Item = (&'a InstanceId, Listed<'a, V>)> {
+    keys.iter().map(move |(id, ready)| {
+        let found = match tier.peek_resident(id) {
+            Some(record) => Listed::Resident(record),
+            None => Listed::Cold(*ready),
+        };
+        (id, found)
+    })
 }
 
-/// The listed records of `tier` that are not resident, with their
-/// summaries.
-fn cold<'a, V>(
-    keys: &'a BTreeMap<InstanceId, Ready>,
-    tier: &'a Tier<V>,
-) -> impl Iterator<Item = (&'a InstanceId, Ready)> {
-    keys.iter()
-        .filter(move |(id, _)| tier.peek_resident(id).is_none())
-        .map(|(id, ready)| (id, *ready))
+/// A cold record's enqueue order if it is ready at `now_ms`: it is then
+/// offered, and the fetch loads it and checks what the summary leaves out
+/// (version filters, tags, session claims).
+fn cold_candidate(ready: Ready, now_ms: u64) -> Option<u64> {
+    (ready.at_ms <= now_ms).then_some(ready.order)
 }
 
-/// When the listed cold records of `tier` come ready, for those not
-/// ready at `now_ms` (a ready one is offered as a candidate instead).
-fn cold_due<'a, V>(
-    keys: &'a BTreeMap<InstanceId, Ready>,
-    tier: &'a Tier<V>,
-    now_ms: u64,
-) -> impl Iterator<Item = u64> + 'a {
-    cold(keys, tier)
-        .map(|(_, ready)| ready.at_ms)
-        .filter(move |at| *at > now_ms)
+/// A cold record's ready time if it is still ahead of `now_ms`.
+fn cold_due(ready: Ready, now_ms: u64) -> Option<u64> {
+    (ready.at_ms > now_ms).then_some(ready.at_ms)
 }
 
 /// The oldest thing a fetcher may take here, by enqueue order.
@@ -191,18 +192,27 @@ impl PartitionState {
     /// The listed records that are not resident, with their summaries
     /// (for stall reports).
     pub fn hosted_cold_listed(&self) -> Vec<(StateKey, Ready)> {
+        fn cold<V>(
+            keys: &BTreeMap<InstanceId, Ready>,
+            tier: &Tier<V>,
+            key: fn(InstanceId) -> StateKey,
+        ) -> Vec<(StateKey, Ready)> {
+            listed(keys, tier)
+                .filter_map(|(id, found)| match found {
+                    Listed::Cold(ready) => Some((key(id.clone()), ready)),
+                    Listed::Resident(_) => None,
+                })
+                .collect()
+        }
         let q = &self.hosted_queued;
-        cold(&q.instances, &self.hosted)
-            .map(|(id, r)| (StateKey::Hosted(id.clone()), r))
-            .chain(
-                cold(&q.work, &self.hosted_work)
-                    .map(|(id, r)| (StateKey::HostedWork(id.clone()), r)),
-            )
-            .chain(
-                cold(&q.sessions, &self.hosted_sessions)
-                    .map(|(id, r)| (StateKey::HostedSession(id.clone()), r)),
-            )
-            .collect()
+        let mut all = cold(&q.instances, &self.hosted, StateKey::Hosted);
+        all.extend(cold(&q.work, &self.hosted_work, StateKey::HostedWork));
+        all.extend(cold(
+            &q.sessions,
+            &self.hosted_sessions,
+            StateKey::HostedSession,
+        ));
+        all
     }
 
     /// Builds [`HostedQueued`] again from every resident hosted record
@@ -244,8 +254,9 @@ impl PartitionState {
         missing
     }
 
-    /// The resident hosted instance a fetch at `now_ms` would lock (or
-    /// whose droppable messages it would drop) with the oldest message.
+    /// The hosted instance a fetch at `now_ms` would lock (or whose
+    /// droppable messages it would drop) with the oldest message: resident
+    /// and checked, or cold and ready by its summary.
     pub fn hosted_candidate(
         &self,
         now_ms: u64,
@@ -253,26 +264,27 @@ impl PartitionState {
     ) -> Option<Candidate<InstanceId>> {
         // `fetchable` first: it answers at once for the many records with
         // nothing queued; the plan is asked of the few that have something.
-        let resident = listed(&self.hosted_queued.instances, &self.hosted)
-            .filter_map(|(id, record)| Some((id, record, record.fetchable(now_ms, filter)?)))
-            .filter(|(_, record, _)| record.fetch_plan(now_ms, filter) != FetchPlan::Nothing)
-            .map(|(id, _, order)| (id, order));
-        // A cold record that is ready is offered too: the fetch loads it
-        // and checks what this summary leaves out (a version filter).
-        let cold = cold(&self.hosted_queued.instances, &self.hosted)
-            .filter(|(_, ready)| ready.at_ms <= now_ms)
-            .map(|(id, ready)| (id, ready.order));
-        resident
-            .chain(cold)
-            .map(|(id, order)| Candidate {
-                order,
-                key: id.clone(),
+        listed(&self.hosted_queued.instances, &self.hosted)
+            .filter_map(|(id, found)| {
+                let order = match found {
+                    Listed::Resident(record) => {
+                        let order = record.fetchable(now_ms, filter)?;
+                        (record.fetch_plan(now_ms, filter) != FetchPlan::Nothing)
+                            .then_some(order)?
+                    }
+                    Listed::Cold(ready) => cold_candidate(ready, now_ms)?,
+                };
+                Some(Candidate {
+                    order,
+                    key: id.clone(),
+                })
             })
             .min_by_key(|c| c.order)
     }
 
-    /// The resident worker item a fetch at `now_ms` with `claim` and
-    /// `tags` may take, oldest first.
+    /// The worker item a fetch at `now_ms` with `claim` and `tags` may
+    /// take, oldest first: resident and checked, or the first ready item
+    /// of a cold queue by its summary.
     pub fn hosted_work_candidate(
         &self,
         now_ms: u64,
@@ -285,18 +297,16 @@ impl PartitionState {
         let pick = |owner: fn(InstanceId) -> WorkOwner,
                     keys: &BTreeMap<InstanceId, Ready>,
                     tier: &Tier<WorkerQueue>| {
-            let resident = listed(keys, tier)
-                .filter_map(|(id, queue)| Some((id, queue.candidate(now_ms, claim, tags)?)));
-            // A ready cold queue is offered with its first ready item: the
-            // fetch loads it and checks the tags and session claims.
-            let cold = cold(keys, tier)
-                .filter(|(_, ready)| ready.at_ms <= now_ms)
-                .map(|(id, ready)| (id, ready.order));
-            resident
-                .chain(cold)
-                .map(|(id, order)| Candidate {
-                    order,
-                    key: (owner(id.clone()), order),
+            listed(keys, tier)
+                .filter_map(|(id, found)| {
+                    let order = match found {
+                        Listed::Resident(queue) => queue.candidate(now_ms, claim, tags)?,
+                        Listed::Cold(ready) => cold_candidate(ready, now_ms)?,
+                    };
+                    Some(Candidate {
+                        order,
+                        key: (owner(id.clone()), order),
+                    })
                 })
                 .min_by_key(|c| c.order)
         };
@@ -321,77 +331,56 @@ impl PartitionState {
     /// records included: when a waiting orchestration fetcher should look
     /// again even if nothing else changes.
     pub fn hosted_next_instance_due(&self, now_ms: u64) -> Option<u64> {
-        let resident = listed(&self.hosted_queued.instances, &self.hosted)
-            .map(|(_, v)| v)
-            .flat_map(|record| {
-                let lock = record
-                    .lock
-                    .filter(|l| l.held(now_ms) && !record.queue.is_empty())
-                    .map(|l| l.until_ms);
-                let hidden = record
-                    .queue
-                    .iter()
-                    .map(|m| m.visible_ms)
-                    .filter(|at| *at > now_ms)
-                    .min();
-                lock.into_iter().chain(hidden)
-            });
-        resident
-            .chain(cold_due(
-                &self.hosted_queued.instances,
-                &self.hosted,
-                now_ms,
-            ))
+        listed(&self.hosted_queued.instances, &self.hosted)
+            .filter_map(|(_, found)| match found {
+                Listed::Resident(record) => {
+                    let lock = record
+                        .lock
+                        .filter(|l| l.held(now_ms) && !record.queue.is_empty())
+                        .map(|l| l.until_ms);
+                    let hidden = record
+                        .queue
+                        .iter()
+                        .map(|m| m.visible_ms)
+                        .filter(|at| *at > now_ms)
+                        .min();
+                    lock.into_iter().chain(hidden).min()
+                }
+                Listed::Cold(ready) => cold_due(ready, now_ms),
+            })
             .min()
     }
 
     /// The same for worker items (hidden ones, and runs out of locks):
     /// what a waiting work fetcher waits for.
     pub fn hosted_next_work_due(&self, now_ms: u64) -> Option<u64> {
-        let resident = listed(&self.hosted_queued.work, &self.hosted_work)
+        listed(&self.hosted_queued.work, &self.hosted_work)
             .chain(listed(&self.hosted_queued.sessions, &self.hosted_sessions))
-            .map(|(_, v)| v)
-            .flat_map(|queue| {
-                queue
+            .filter_map(|(_, found)| match found {
+                Listed::Resident(queue) => queue
                     .items()
-                    .filter_map(move |item| match item.lock.filter(|l| l.held(now_ms)) {
+                    .filter_map(|item| match item.lock.filter(|l| l.held(now_ms)) {
                         Some(lock) => Some(lock.until_ms),
                         None => (item.visible_ms > now_ms).then_some(item.visible_ms),
                     })
-            });
-        resident
-            .chain(cold_due(
-                &self.hosted_queued.work,
-                &self.hosted_work,
-                now_ms,
-            ))
-            .chain(cold_due(
-                &self.hosted_queued.sessions,
-                &self.hosted_sessions,
-                now_ms,
-            ))
+                    .min(),
+                Listed::Cold(ready) => cold_due(ready, now_ms),
+            })
             .min()
     }
 
     /// Orchestrator messages and worker items here that no fetch holds
-    /// (a queue depth), in memory or not.
+    /// (a queue depth), in memory or not: the index's summaries hold the
+    /// counts (kept exact for resident records too), so no record is read.
     pub fn hosted_queue_depths(&self) -> (u64, u64) {
+        let waiting = |keys: &BTreeMap<InstanceId, Ready>| -> u64 {
+            keys.values().map(|r| u64::from(r.waiting)).sum()
+        };
         let q = &self.hosted_queued;
-        let messages = listed(&q.instances, &self.hosted)
-            .map(|(_, r)| r.queue.iter().filter(|m| m.fetched_by.is_none()).count() as u64)
-            .sum::<u64>()
-            + cold(&q.instances, &self.hosted)
-                .map(|(_, r)| u64::from(r.waiting))
-                .sum::<u64>();
-        let items = listed(&q.work, &self.hosted_work)
-            .chain(listed(&q.sessions, &self.hosted_sessions))
-            .map(|(_, q)| q.unlocked() as u64)
-            .sum::<u64>()
-            + cold(&q.work, &self.hosted_work)
-                .chain(cold(&q.sessions, &self.hosted_sessions))
-                .map(|(_, r)| u64::from(r.waiting))
-                .sum::<u64>();
-        (messages, items)
+        (
+            waiting(&q.instances),
+            waiting(&q.work) + waiting(&q.sessions),
+        )
     }
 
     /// Sessions here that one of `owners` holds, and sessions whose claim
